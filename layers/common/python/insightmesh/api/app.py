@@ -1,0 +1,178 @@
+"""The one resolver factory used by every HTTP function.
+
+``create_app()`` returns a powertools ``APIGatewayHttpResolver`` (HttpApi, payload 2.0) with
+request validation on, and adds what every InsightMesh endpoint needs in one place:
+
+* CORS from ``ALLOWED_ORIGINS``;
+* a correlation id (``X-Request-Id`` or the API Gateway request id) bound to every log line and
+  echoed in the ``X-Request-Id`` response header;
+* the request size limit (``MAX_REQUEST_BYTES``) → 413 before any route runs;
+* the error envelope for 400/401/403/404/405/409/413/422/429/500 (``insightmesh.api.errors``);
+* security headers on every response (HSTS in production);
+* the OpenAPI document at ``openapi_path``.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError as PowertoolsNotFound
+from aws_lambda_powertools.event_handler.exceptions import ServiceError
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from insightmesh.api.errors import ApiError, envelope
+from insightmesh.config import Settings, get_settings
+from insightmesh.observability import bind_correlation_id, correlation_id_from_http, get_logger
+
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+class InsightMeshResolver(APIGatewayHttpResolver):
+    """APIGatewayHttpResolver plus the cross-cutting behaviour described in the module doc."""
+
+    def __init__(self, *, settings: Settings, logger: Logger, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.settings = settings
+        self.logger = logger
+        self.correlation_id = ""
+        self._install_error_handlers()
+
+    # -- responses -----------------------------------------------------------------------------
+    def error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> Response[Any]:
+        return Response(
+            status_code=status,
+            content_type=content_types.APPLICATION_JSON,
+            body=envelope(code, message, self.correlation_id, details),
+            headers=headers,
+        )
+
+    def _install_error_handlers(self) -> None:
+        @self.exception_handler(ApiError)
+        def _api_error(error: ApiError) -> Response[Any]:
+            if error.status >= 500:
+                self.logger.error("request failed", extra={"code": error.code, "error": error.message})
+            return self.error(error.status, error.code, error.message, details=error.details, headers=error.headers)
+
+        @self.exception_handler(RequestValidationError)
+        def _validation_error(error: RequestValidationError) -> Response[Any]:
+            details = [
+                {"loc": [str(part) for part in item.get("loc", ())], "msg": str(item.get("msg", "")),
+                 "type": str(item.get("type", ""))}
+                for item in error.errors()
+            ]
+            return self.error(422, "validation_error", "the request is not valid", details=details)
+
+        @self.exception_handler(ServiceError)
+        def _service_error(error: ServiceError) -> Response[Any]:
+            code = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+                    422: "validation_error", 429: "rate_limited"}.get(error.status_code, "error")
+            return self.error(error.status_code, code, error.msg)
+
+        @self.not_found
+        def _not_found(_: PowertoolsNotFound) -> Response[Any]:
+            method = self.current_event.http_method.upper()
+            path = self.current_event.path
+            allowed = sorted(
+                {route.method for route in self._static_routes + self._dynamic_routes if route.rule.match(path)}
+            )
+            if allowed:
+                return self.error(
+                    405, "method_not_allowed", f"{method} is not allowed on {path}",
+                    headers={"Allow": ", ".join(allowed)},
+                )
+            return self.error(404, "not_found", f"no route for {method} {path}")
+
+        @self.exception_handler(Exception)
+        def _unexpected(error: Exception) -> Response[Any]:
+            # The one top-level place where an unexpected error is logged with its context.
+            self.logger.exception("unhandled error", extra={"error_type": type(error).__name__})
+            return self.error(500, "internal_error", "an internal error occurred")
+
+    # -- entry point ---------------------------------------------------------------------------
+    def _body_size(self, event: dict[str, Any]) -> int:
+        body = event.get("body") or ""
+        if event.get("isBase64Encoded"):
+            return len(base64.b64decode(body, validate=False))
+        return len(body.encode())
+
+    def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+        self.correlation_id = correlation_id_from_http(event)
+        bind_correlation_id(self.logger, self.correlation_id)
+        if self._body_size(event) > self.settings.MAX_REQUEST_BYTES:
+            response = self._response_dict(
+                413, envelope("payload_too_large",
+                              f"the request body exceeds {self.settings.MAX_REQUEST_BYTES} bytes",
+                              self.correlation_id),
+            )
+        else:
+            response = super().resolve(event, context)
+        headers = response.setdefault("headers", {}) or {}
+        headers.update(SECURITY_HEADERS)
+        if self.settings.is_production:
+            headers["Strict-Transport-Security"] = HSTS
+        headers["X-Request-Id"] = self.correlation_id
+        response["headers"] = headers
+        return response
+
+    @staticmethod
+    def _response_dict(status: int, body: Any) -> dict[str, Any]:
+        import json
+
+        return {
+            "statusCode": status,
+            "headers": {"Content-Type": content_types.APPLICATION_JSON},
+            "body": json.dumps(body),
+            "isBase64Encoded": False,
+        }
+
+
+def create_app(
+    service: str,
+    *,
+    title: str | None = None,
+    settings: Settings | None = None,
+    openapi_path: str | None = None,
+) -> InsightMeshResolver:
+    """Build the resolver for one HTTP function. ``openapi_path`` serves its OpenAPI 3.1 JSON."""
+    settings = settings or get_settings()
+    logger = get_logger(service)
+    cors = CORSConfig(
+        allow_origin=settings.ALLOWED_ORIGINS[0] if settings.ALLOWED_ORIGINS else "",
+        extra_origins=settings.ALLOWED_ORIGINS[1:],
+        allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-CSRF-Token"],
+        expose_headers=["X-Request-Id"],
+        allow_credentials=True,
+        max_age=600,
+    )
+    app = InsightMeshResolver(settings=settings, logger=logger, cors=cors, enable_validation=True)
+    if openapi_path:
+        register_openapi(app, openapi_path, title or f"InsightMesh {service}", settings.APP_VERSION)
+    return app
+
+
+def register_openapi(app: InsightMeshResolver, path: str, title: str, version: str) -> None:
+    schema: Callable[[], str] = lambda: app.get_openapi_json_schema(title=title, version=version)  # noqa: E731
+
+    @app.get(path, include_in_schema=False)
+    def _openapi() -> Response[str]:
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=schema())

@@ -1,0 +1,137 @@
+"""Readiness: every DynamoDB table and SQS queue the stack declares, each checked with a timeout.
+
+The stack declares its resources to every function through environment variables (template
+``Globals``): names ending in ``_TABLE`` are DynamoDB tables, ``_QUEUE_URL`` are SQS queues and
+``_DLQ_URL`` are dead-letter queues. A consistency test holds that list against the template, so
+a table or queue added to the template without its variable fails the tests.
+
+Per check: ``ok``; ``degraded`` (table not ACTIVE yet, or a DLQ holding messages: work failed);
+``down`` (unreachable, missing, or no answer within the timeout). Overall: the worst of them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, TypedDict
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from insightmesh.aws import client
+from insightmesh.resilience import Timeouts
+
+ResourceKind = Literal["dynamodb_table", "sqs_queue", "sqs_dlq"]
+
+
+class CheckStatus(StrEnum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+_SEVERITY = {CheckStatus.OK: 0, CheckStatus.DEGRADED: 1, CheckStatus.DOWN: 2}
+
+
+@dataclass(frozen=True)
+class Resource:
+    variable: str
+    kind: ResourceKind
+    identifier: str
+
+
+class CheckResult(TypedDict):
+    name: str
+    kind: str
+    resource: str
+    status: str
+    latency_ms: float
+    detail: str
+
+
+class Readiness(TypedDict):
+    status: str
+    checks: list[CheckResult]
+
+
+def declared_resources(environ: Mapping[str, str] | None = None) -> list[Resource]:
+    environ = os.environ if environ is None else environ
+    found: list[Resource] = []
+    for variable, value in sorted(environ.items()):
+        if not value:
+            continue
+        if variable.endswith("_DLQ_URL"):
+            found.append(Resource(variable, "sqs_dlq", value))
+        elif variable.endswith("_QUEUE_URL"):
+            found.append(Resource(variable, "sqs_queue", value))
+        elif variable.endswith("_TABLE"):
+            found.append(Resource(variable, "dynamodb_table", value))
+    return found
+
+
+def _check_table(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, str]:
+    table = client("dynamodb", timeouts=timeouts, max_attempts=1).describe_table(TableName=resource.identifier)
+    status = table["Table"]["TableStatus"]
+    return (CheckStatus.OK if status == "ACTIVE" else CheckStatus.DEGRADED), f"table {status.lower()}"
+
+
+def _check_queue(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, str]:
+    attributes = client("sqs", timeouts=timeouts, max_attempts=1).get_queue_attributes(
+        QueueUrl=resource.identifier, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    waiting = int(attributes.get("ApproximateNumberOfMessages", "0"))
+    if resource.kind == "sqs_dlq" and waiting > 0:
+        return CheckStatus.DEGRADED, f"{waiting} message(s) in the dead-letter queue"
+    return CheckStatus.OK, f"{waiting} message(s) waiting"
+
+
+_CHECKS: dict[str, Callable[[Resource, Timeouts], tuple[CheckStatus, str]]] = {
+    "dynamodb_table": _check_table,
+    "sqs_queue": _check_queue,
+    "sqs_dlq": _check_queue,
+}
+
+
+def _run_one(resource: Resource, timeouts: Timeouts) -> CheckResult:
+    started = time.perf_counter()
+    try:
+        status, detail = _CHECKS[resource.kind](resource, timeouts)
+    except ClientError as error:
+        status, detail = CheckStatus.DOWN, error.response.get("Error", {}).get("Code", "ClientError")
+    except BotoCoreError as error:
+        status, detail = CheckStatus.DOWN, type(error).__name__
+    return _result(resource, status, detail, started)
+
+
+def _result(resource: Resource, status: CheckStatus, detail: str, started: float) -> CheckResult:
+    return {
+        "name": resource.variable,
+        "kind": resource.kind,
+        "resource": resource.identifier.rsplit("/", 1)[-1],
+        "status": status.value,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "detail": detail,
+    }
+
+
+def check_readiness(resources: list[Resource], *, timeout: float) -> Readiness:
+    """Run every check concurrently; one that has not answered within ``timeout`` s is down."""
+    timeouts = Timeouts(connect=timeout, read=timeout)
+    results: list[CheckResult] = []
+    if resources:
+        started = time.perf_counter()
+        pool = ThreadPoolExecutor(max_workers=min(8, len(resources)), thread_name_prefix="ready")
+        futures = [(resource, pool.submit(_run_one, resource, timeouts)) for resource in resources]
+        for resource, future in futures:
+            remaining = max(0.0, timeout - (time.perf_counter() - started))
+            try:
+                results.append(future.result(timeout=remaining))
+            except FutureTimeout:
+                results.append(_result(resource, CheckStatus.DOWN, f"no answer within {timeout}s", started))
+        pool.shutdown(wait=False, cancel_futures=True)
+    worst = max((CheckStatus(r["status"]) for r in results), key=_SEVERITY.__getitem__, default=CheckStatus.OK)
+    return {"status": worst.value, "checks": results}
