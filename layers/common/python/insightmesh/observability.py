@@ -41,7 +41,8 @@ _SENSITIVE_VALUE_PATTERNS: Final = (
     re.compile(r"\bsk-[A-Za-z0-9_-]{16,}"),  # OpenAI/Anthropic style API keys
     re.compile(r"\bAKIA[0-9A-Z]{16}\b"),  # AWS access key ids
     re.compile(r"\bAIza[0-9A-Za-z_-]{30,}"),  # Google API keys
-    re.compile(r"(?i)\b(api[_-]?key|secret|token|password)=[^\s&\"']+"),  # key=value in URLs
+    # key=value in URLs and forms, prefixed names included (access_token=, client_secret=, ...)
+    re.compile(r"(?i)\b[\w-]*?(api[_-]?key|secret|token|password)=[^\s&\"']+"),
     re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----"),
 )
 _EMAIL = re.compile(r"\b([A-Za-z0-9._%+-])[A-Za-z0-9._%+-]*@([A-Za-z0-9.-]+\.[A-Za-z]{2,})\b")
@@ -69,7 +70,11 @@ def redact(value: Any, *, _depth: int = 0) -> Any:
         }
     if isinstance(value, list | tuple):
         return [redact(item, _depth=_depth + 1) for item in value]
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else would be serialised with str() (e.g. the exception object powertools puts in
+    # ``stack_trace.value``): redact that text rather than let it bypass redaction.
+    return redact_text(str(value))
 
 
 class RedactingFormatter(LambdaPowertoolsFormatter):

@@ -12,6 +12,7 @@ without sleeping; the few lines below are deterministic with an injected clock.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -63,6 +64,8 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     value = value.strip()
     try:
         seconds = float(value)
+        if not math.isfinite(seconds):  # "nan"/"inf" are garbage, not advice
+            return None
     except ValueError:
         try:
             moment = parsedate_to_datetime(value)
@@ -106,7 +109,8 @@ class RetryPolicy:
             try:
                 return fn()
             except self.retry_on as error:
-                if attempt >= self.attempts:
+                # An open circuit is never retried, even by a policy that retries every Exception.
+                if attempt >= self.attempts or isinstance(error, CircuitOpenError):
                     raise
                 delay = self.delay_for(attempt, error)
                 if delay is None:
@@ -176,12 +180,22 @@ class CircuitBreaker:
                 self._opened_at = self.clock()
                 self._failures = 0
 
+    def _release_trial(self) -> None:
+        with self._lock:
+            if self._state is BreakerState.HALF_OPEN and self._trials > 0:
+                self._trials -= 1
+
     def call(self, fn: Callable[[], T]) -> T:
         self._before_call()
         try:
             result = fn()
         except self.counted:
             self.record_failure()
+            raise
+        except BaseException:
+            # Neither a success nor a counted failure: give back the half-open trial slot, or the
+            # breaker would stay half-open with no trials left and refuse every call for ever.
+            self._release_trial()
             raise
         self.record_success()
         return result

@@ -1,0 +1,193 @@
+"""The `insightmesh` command line: run the stack locally, invoke one function, fire schedules."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from insightmesh_local.runtime import DEFAULT_TEMPLATE, Emulator, LocalRuntime, make_logger, port_free
+from insightmesh_local.template import TemplateError
+
+EXIT_CONFIG = 2
+
+
+def _parameters(pairs: list[str]) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for pair in pairs:
+        key, separator, value = pair.partition("=")
+        if not separator or not key:
+            raise SystemExit(f"insightmesh: --parameter-overrides takes KEY=VALUE, got {pair!r}")
+        values[key] = value
+    return values
+
+
+def _find_template(path: str | None) -> Path:
+    candidate = Path(path) if path else DEFAULT_TEMPLATE
+    if not candidate.is_file() and not path:
+        # Also work from any folder inside the project.
+        for parent in Path.cwd().parents:
+            if (parent / DEFAULT_TEMPLATE).is_file():
+                return parent / DEFAULT_TEMPLATE
+    return candidate
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    log = make_logger()
+    if not port_free(args.port):
+        log(f"error: port {args.port} on 127.0.0.1 is in use (pass --port)")
+        return 1
+    runtime = LocalRuntime(
+        template_path=_find_template(args.template), port=args.port, emulator_port=args.emulator_port,
+        endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, stack_name=args.stack_name,
+        region=args.region, parameters=_parameters(args.parameter_overrides), ttl_interval=args.ttl_interval,
+        log=log,
+    )
+    stopping = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        runtime.start()
+    except TemplateError as error:
+        log(f"error: {error}")
+        runtime.stop()
+        return EXIT_CONFIG
+    except OSError as error:
+        log(f"error: {error}")
+        runtime.stop()
+        return 1
+    while not stopping.wait(0.5):
+        pass
+    log("stopping ...")
+    runtime.stop()
+    return 0
+
+
+def cmd_invoke(args: argparse.Namespace) -> int:
+    """`sam local invoke` without Docker: one invocation, its result as JSON on stdout."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    log = make_logger()
+    try:
+        event: Any = json.loads(Path(args.event).read_text()) if args.event != "-" else json.load(sys.stdin)
+    except (OSError, json.JSONDecodeError) as error:
+        print(f"insightmesh invoke: cannot read the event {args.event}: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    endpoint = os.environ.get("AWS_ENDPOINT_URL") or None
+    emulator_port = args.emulator_port
+    if endpoint is None and not port_free(emulator_port):
+        emulator_port = 0  # a dev server owns the default port: use an ephemeral emulator of our own
+    if endpoint is None and emulator_port == 0:
+        import socket
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            emulator_port = probe.getsockname()[1]
+    runtime = LocalRuntime(template_path=_find_template(args.template), emulator_port=emulator_port,
+                           endpoint_url=endpoint, stack_name=args.stack_name, region=args.region,
+                           parameters=_parameters(args.parameter_overrides), log=log)
+    try:
+        runtime.deploy()
+        assert runtime.functions is not None
+        try:
+            invocation = runtime.functions.invoke(args.function, event, trigger="invoke")
+        except KeyError:
+            names = ", ".join(sorted(runtime.functions.specs))
+            print(f"insightmesh invoke: no function {args.function!r} (functions: {names})", file=sys.stderr)
+            return EXIT_CONFIG
+    except TemplateError as error:
+        print(f"insightmesh invoke: {error}", file=sys.stderr)
+        return EXIT_CONFIG
+    finally:
+        if runtime.functions is not None:
+            runtime.functions.close()
+        if runtime.emulator is not None:
+            runtime.emulator.stop()
+    if invocation.ok:
+        print(json.dumps(invocation.result, indent=2, default=str))
+        return 0
+    print(json.dumps(invocation.error, indent=2), file=sys.stderr)
+    return 1
+
+
+def _control(args: argparse.Namespace, path: str, method: str = "GET") -> int:
+    url = f"http://127.0.0.1:{args.port}/_local/{path}"
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+            print(json.dumps(json.loads(response.read()), indent=2))
+            return 0
+    except urllib.error.HTTPError as error:
+        print(f"insightmesh: {error.code} {error.read().decode()}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as error:
+        print(f"insightmesh: no dev server on port {args.port} ({error.reason}); start `insightmesh dev`",
+              file=sys.stderr)
+        return 1
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    if args.action == "fire":
+        if not args.name:
+            print("insightmesh schedules fire: give the schedule's name", file=sys.stderr)
+            return EXIT_CONFIG
+        return _control(args, f"schedules/{args.name}/fire", "POST")
+    return _control(args, "schedules")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="insightmesh", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def stack_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--template", help=f"SAM template (default: {DEFAULT_TEMPLATE})")
+        command.add_argument("--emulator-port", type=int, default=4566,
+                             help="port of the embedded AWS emulator when AWS_ENDPOINT_URL is unset (default 4566)")
+        command.add_argument("--stack-name", default="insightmesh-dev", help="prefix of local resource names")
+        command.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
+        command.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                             help="template parameters, as for sam deploy")
+
+    dev = sub.add_parser("dev", help="run every function of the template locally, without Docker")
+    dev.add_argument("--port", type=int, default=3000, help="HTTP port of the local API (default 3000)")
+    dev.add_argument("--ttl-interval", type=float, default=5.0, help="seconds between TTL sweeps (default 5)")
+    stack_options(dev)
+    dev.set_defaults(run=cmd_dev)
+
+    invoke = sub.add_parser("invoke", help="invoke one function once with an event file (sam local invoke)")
+    invoke.add_argument("function", help="logical id (HealthFunction) or folder name (health)")
+    invoke.add_argument("--event", "-e", required=True, help="event JSON file, or - for stdin")
+    stack_options(invoke)
+    invoke.set_defaults(run=cmd_invoke)
+
+    schedules = sub.add_parser("schedules", help="list the running dev server's schedules, or fire one now")
+    schedules.add_argument("action", choices=["list", "fire"], nargs="?", default="list")
+    schedules.add_argument("name", nargs="?")
+    schedules.add_argument("--port", type=int, default=3000)
+    schedules.set_defaults(run=cmd_schedules)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["Emulator", "build_parser", "main"]

@@ -1,0 +1,247 @@
+"""`insightmesh dev`: the whole stack on one machine, from the template, without Docker.
+
+Start-up: emulator (embedded moto server on 127.0.0.1, or ``AWS_ENDPOINT_URL``) → the template's
+resources → function specs (environment resolved per function) → API gateway, SQS pollers,
+scheduler and TTL sweeper. ``stop()`` (Ctrl-C or SIGTERM) ends all of them within a few seconds.
+
+What fails fast (exit 2, naming the resource or function and the cause): an unreadable or
+unresolvable template, a missing parameter, a function whose CodeUri or handler file does not
+exist. What keeps serving: a function whose handler fails to import or raises — its invocations
+fail as they would in Lambda (500 from the gateway, the batch back on the queue) and the log
+names the function and the error, while every other function keeps working.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from werkzeug.wrappers import Request
+from werkzeug.wrappers import Response as WsgiResponse
+
+from insightmesh_local.functions import FunctionNotFound, Functions
+from insightmesh_local.gateway import Gateway
+from insightmesh_local.scheduler import Scheduler
+from insightmesh_local.sqs_poller import SqsPoller, mappings_from
+from insightmesh_local.stack import LOCAL_CREDENTIALS, Stack
+from insightmesh_local.template import TemplateError, load_template
+from insightmesh_local.ttl import TtlSweeper
+
+DEFAULT_TEMPLATE = Path("infra/template.yaml")
+
+
+def _stamp() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def make_logger(stream: Any = None) -> Callable[[str], None]:
+    lock = threading.Lock()
+
+    def log(message: str) -> None:
+        with lock:
+            print(f"{_stamp()} [dev] {message}", file=stream or sys.stderr, flush=True)
+
+    return log
+
+
+class Emulator:
+    """The embedded moto server, on loopback only."""
+
+    def __init__(self, port: int) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.port = port
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        if not port_free(self.port):
+            raise OSError(f"port {self.port} on 127.0.0.1 is in use (pass --emulator-port)")
+        self.server.start()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def base_environment() -> dict[str, str]:
+    """What a function's process inherits besides its template environment: only what lets the
+    interpreter run (PATH, locale, this venv), never this shell's AWS or app settings."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
+    environment = {key: os.environ[key] for key in keep if key in os.environ}
+    environment["PYTHONUNBUFFERED"] = "1"
+    environment["PYTHONDONTWRITEBYTECODE"] = "1"
+    return environment
+
+
+@dataclass
+class LocalRuntime:
+    template_path: Path = DEFAULT_TEMPLATE
+    port: int = 3000
+    emulator_port: int = 4566
+    endpoint_url: str | None = None
+    stack_name: str = "insightmesh-dev"
+    region: str = "us-east-1"
+    parameters: dict[str, str] = field(default_factory=dict)
+    ttl_interval: float = 5.0
+    log: Callable[[str], None] = field(default_factory=make_logger)
+    emulator: Emulator | None = None
+    stack: Stack | None = None
+    functions: Functions | None = None
+    gateway: Gateway | None = None
+    scheduler: Scheduler | None = None
+    ttl: TtlSweeper | None = None
+    pollers: list[SqsPoller] = field(default_factory=list)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    started_at: float = 0.0
+    ready_seconds: float = 0.0
+
+    # -- start ---------------------------------------------------------------------------------
+    def start_emulator(self) -> str:
+        if self.endpoint_url:
+            self.log(f"using AWS endpoint {self.endpoint_url}")
+            return self.endpoint_url
+        self.emulator = Emulator(self.emulator_port)
+        self.emulator.start()
+        self.log(f"embedded AWS emulator (moto) on {self.emulator.url}")
+        return self.emulator.url
+
+    def deploy(self) -> Stack:
+        template = load_template(self.template_path)
+        endpoint = self.start_emulator()
+        for key, value in LOCAL_CREDENTIALS.items():
+            os.environ.setdefault(key, value)
+        self.stack = Stack(template=template, stack_name=self.stack_name, region=self.region,
+                           endpoint_url=endpoint, parameters=self.parameters, log=self.log)
+        self.stack.deploy()
+        self.log(f"created {len(self.stack.created)} resource(s): " + ", ".join(self.stack.created))
+        specs = self.stack.function_specs(base_environment())
+        problems = [f"function {spec.logical_id}: {problem}" for spec in specs for problem in spec.check()]
+        if problems:
+            raise TemplateError("; ".join(problems))
+        self.functions = Functions(specs, log=self.log)
+        return self.stack
+
+    def start(self) -> None:
+        self.started_at = time.perf_counter()
+        stack = self.deploy()
+        assert self.functions is not None
+        self.gateway = Gateway(self.functions, control=self.control, log=self.log)
+        self.gateway.start("127.0.0.1", self.port)
+        sqs = stack.client("sqs")
+        for mapping in mappings_from(list(self.functions.specs.values()), stack.resolver.resolve):
+            if mapping.enabled:
+                poller = SqsPoller(mapping, self.functions, sqs, self.region, self.log, self.stop_event)
+                poller.start()
+                self.pollers.append(poller)
+        self.scheduler = Scheduler(self.functions, stack.client, self.region, self.log, self.stop_event)
+        self._add_rule_schedules(stack)
+        self.scheduler.start()
+        self.ttl = TtlSweeper(stack.client("dynamodb"), self.log, self.stop_event, interval=self.ttl_interval)
+        self.ttl.start()
+        self.ready_seconds = time.perf_counter() - self.started_at
+        self._announce()
+
+    def _add_rule_schedules(self, stack: Stack) -> None:
+        assert self.scheduler is not None and self.functions is not None
+        for spec in self.functions.specs.values():
+            for event_name, event in spec.events.items():
+                if event.get("Type") != "Schedule":
+                    continue
+                properties = stack.resolver.resolve(event.get("Properties") or {})
+                enabled = properties.get("Enabled", True) not in (False, "false") and \
+                    properties.get("State", "ENABLED") == "ENABLED"
+                self.scheduler.add_rule(properties.get("Name") or f"{spec.logical_id}{event_name}",
+                                        properties["Schedule"], f"arn:aws:lambda:{self.region}:"
+                                        f"123456789012:function:{spec.name}", input_text=properties.get("Input"),
+                                        enabled=enabled)
+        for logical_id, resource in stack.template.of_type("AWS::Events::Rule").items():
+            properties = stack.resolver.resolve(resource.get("Properties") or {})
+            if not properties.get("ScheduleExpression"):
+                continue
+            for target in properties.get("Targets") or []:
+                self.scheduler.add_rule(properties.get("Name") or logical_id, properties["ScheduleExpression"],
+                                        target["Arn"], input_text=target.get("Input"),
+                                        enabled=properties.get("State", "ENABLED") == "ENABLED")
+
+    def _announce(self) -> None:
+        assert self.gateway is not None and self.functions is not None
+        base = f"http://127.0.0.1:{self.gateway.port}"
+        for route in self.gateway.routes:
+            self.log(f"route {route.route_key:<32} -> {route.function} (payload {route.payload_version})")
+        for poller in self.pollers:
+            self.log(f"sqs {poller.mapping.queue_arn.rsplit(':', 1)[-1]} -> {poller.mapping.function} "
+                     f"(batch {poller.mapping.batch_size})")
+        self.log(f"InsightMesh dev ready on {base} in {self.ready_seconds:.2f}s (Ctrl-C to stop)")
+
+    # -- control surface: /_local/... --------------------------------------------------------------
+    def control(self, request: Request) -> WsgiResponse | None:
+        assert self.scheduler is not None and self.functions is not None
+        parts = [part for part in request.path.split("/") if part][1:]
+        if parts == ["schedules"] and request.method == "GET":
+            return _json(200, {"schedules": self.scheduler.describe()})
+        if len(parts) == 3 and parts[0] == "schedules" and parts[2] == "fire" and request.method == "POST":
+            try:
+                entry = self.scheduler.fire(parts[1])
+            except KeyError:
+                return _json(404, {"message": f"no schedule named {parts[1]!r}"})
+            return _json(202, {"fired": entry.describe()})
+        if parts == ["functions"] and request.method == "GET":
+            return _json(200, {"functions": [
+                {"logical_id": s.logical_id, "name": s.name, "handler": s.handler, "timeout": s.timeout}
+                for s in self.functions.specs.values()]})
+        if len(parts) == 3 and parts[0] == "functions" and parts[2] == "invoke" and request.method == "POST":
+            try:
+                event = json.loads(request.get_data() or b"{}")
+                invocation = self.functions.invoke(parts[1], event, trigger="invoke")
+            except FunctionNotFound:
+                return _json(404, {"message": f"no function {parts[1]!r}"})
+            except json.JSONDecodeError as error:
+                return _json(400, {"message": f"the event is not JSON: {error}"})
+            return _json(200, {"ok": invocation.ok, "result": invocation.result, "error": invocation.error})
+        if parts == ["ttl", "sweep"] and request.method == "POST" and self.ttl is not None:
+            return _json(200, {"deleted": self.ttl.sweep()})
+        return None
+
+    # -- stop --------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        started = time.perf_counter()
+        self.stop_event.set()
+        if self.gateway is not None:
+            self.gateway.stop()
+        for poller in self.pollers:
+            poller.join(timeout=2)
+        if self.scheduler is not None:
+            self.scheduler.join(timeout=1)
+        if self.ttl is not None:
+            self.ttl.join(timeout=1)
+        if self.functions is not None:
+            self.functions.close()
+        if self.emulator is not None:
+            self.emulator.stop()
+        self.log(f"stopped in {time.perf_counter() - started:.2f}s")
+
+
+def _json(status: int, body: Any) -> WsgiResponse:
+    return WsgiResponse(json.dumps(body, default=str), status=status, content_type="application/json")
