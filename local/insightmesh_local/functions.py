@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import subprocess
 import sys
 import threading
@@ -20,7 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LOG_PREFIX = "insightmesh-dev"
+INIT_TIMEOUT = 10.0
+
+
+def _timed_out(message: str, init_ms: float | None = None) -> dict[str, Any]:
+    return {"ok": False, "init_ms": init_ms, "error": {"errorType": "Sandbox.Timedout", "errorMessage": message}}
 
 
 class FunctionNotFound(KeyError):
@@ -88,25 +92,50 @@ class _Worker:
         )
         os.close(write_fd)
         self.reply = os.fdopen(read_fd, "r")
+        # A reader thread turns the reply pipe into a queue, so waiting for a line can time out
+        # without select() missing lines that Python's buffered reader has already taken in.
+        self.lines: queue.Queue[str] = queue.Queue()
+        self._reader = threading.Thread(target=self._read_lines, name=f"worker-{spec.logical_id}", daemon=True)
+        self._reader.start()
+
+    def _read_lines(self) -> None:
+        try:
+            for line in self.reply:
+                self.lines.put(line)
+        except (OSError, ValueError):
+            pass
+        finally:
+            self.reply.close()
+        self.lines.put("")  # end of output: the worker exited
 
     def invoke(self, event: Any, request_id: str, timeout: float) -> dict[str, Any]:
         assert self.process.stdin is not None
-        deadline = time.time() + timeout
-        self.process.stdin.write(json.dumps({"event": event, "request_id": request_id, "deadline": deadline}) + "\n")
+        self.process.stdin.write(json.dumps({"event": event, "request_id": request_id, "timeout": timeout}) + "\n")
         self.process.stdin.flush()
-        # Grace for interpreter start-up, which Lambda does not count against the timeout.
-        ready, _, _ = select.select([self.reply], [], [], timeout + 5.0)
-        if not ready:
-            self.kill()
-            return {"ok": False, "error": {"errorType": "Sandbox.Timedout",
-                                            "errorMessage": f"Task timed out after {timeout:.2f} seconds"}}
-        line = self.reply.readline()
-        if not line:
+        # Init (the import, on a cold start) has Lambda's own 10 s limit; the function's timeout
+        # starts when the worker says the handler is being called.
+        line = self._read(INIT_TIMEOUT)
+        if line is None:
+            return _timed_out(f"Init phase did not finish within {INIT_TIMEOUT:.0f} seconds")
+        message: dict[str, Any] = json.loads(line) if line else {}
+        if message.get("phase") == "invoke":
+            line = self._read(timeout)
+            if line is None:
+                return _timed_out(f"Task timed out after {timeout:.2f} seconds", message.get("init_ms"))
+            message = json.loads(line) if line else {}
+        if not message:
             code = self.process.wait(timeout=5)
             return {"ok": False, "error": {"errorType": "Runtime.ExitError",
                                             "errorMessage": f"Runtime exited with error: exit status {code}"}}
-        response: dict[str, Any] = json.loads(line)
-        return response
+        return message
+
+    def _read(self, timeout: float) -> str | None:
+        """The next line from the worker, "" if it exited, None (and the worker killed) on time-out."""
+        try:
+            return self.lines.get(timeout=timeout)
+        except queue.Empty:
+            self.kill()
+            return None
 
     @property
     def alive(self) -> bool:
@@ -116,7 +145,6 @@ class _Worker:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(timeout=5)
-        self.reply.close()
 
     def stop(self) -> None:
         if self.process.stdin is not None and not self.process.stdin.closed:
@@ -129,7 +157,6 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(timeout=2)
-        self.reply.close()
 
 
 @dataclass

@@ -14,6 +14,7 @@ names the function and the error, while every other function keeps working.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
@@ -145,6 +146,7 @@ class LocalRuntime:
 
     def start(self) -> None:
         self.started_at = time.perf_counter()
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per invocation is ours
         stack = self.deploy()
         assert self.functions is not None
         self.gateway = Gateway(self.functions, control=self.control, log=self.log)

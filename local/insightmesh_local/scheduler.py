@@ -22,7 +22,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -149,7 +149,8 @@ class Scheduler:
             try:
                 expression = parse_schedule_expression(
                     detail["ScheduleExpression"], detail.get("ScheduleExpressionTimezone") or "UTC",
-                    start=_aware(detail.get("CreationDate")) or self.clock(),
+                    # A rate schedule's first run is its StartDate, else its creation time.
+                    start=_aware(detail.get("StartDate")) or _aware(detail.get("CreationDate")) or self.clock(),
                 )
             except ScheduleExpressionError as error:
                 self.log(f"scheduler {detail.get('Name')}: {error}; not scheduled")
@@ -168,7 +169,8 @@ class Scheduler:
 
     # -- firing ----------------------------------------------------------------------------------
     def _plan(self, entry: Entry, now: datetime) -> None:
-        after = max(now, entry.start) if entry.start else now
+        # next_fire is strictly after its argument: a run due exactly at StartDate still happens.
+        after = max(now, entry.start - timedelta(microseconds=1)) if entry.start else now
         upcoming = entry.expression.next_fire(after)
         if upcoming is not None and entry.end is not None and upcoming > entry.end:
             upcoming = None

@@ -3,7 +3,8 @@
 Started by ``functions.WorkerPool`` as ``python -m insightmesh_local.worker CODE_DIR HANDLER FD``
 with the function's own environment. It imports the handler on the first invocation (the cold
 start, timed as ``init_ms``), then serves invocations one at a time: a JSON line on stdin
-(``{"event", "request_id", "deadline"}``), a JSON line on file descriptor FD in reply. The
+(``{"event", "request_id", "timeout"}``); on file descriptor FD it answers
+``{"phase": "invoke"}`` once initialised, then a JSON line with the result. The
 handler's own prints and logs go to stdout/stderr as they would to CloudWatch.
 """
 
@@ -84,7 +85,10 @@ def serve(code_dir: str, handler_name: str, reply: TextIO) -> None:
         if init_error is not None:
             response: dict[str, Any] = {"ok": False, "error": init_error, "init_ms": init_ms}
         else:
-            context = LocalLambdaContext(request["request_id"], request["deadline"])
+            # The timeout runs from here: Lambda does not count the init phase against it.
+            reply.write(json.dumps({"phase": "invoke", "init_ms": init_ms}) + "\n")
+            reply.flush()
+            context = LocalLambdaContext(request["request_id"], time.time() + float(request["timeout"]))
             try:
                 result = handler(request["event"], context)  # type: ignore[misc]
                 response = {"ok": True, "result": result, "init_ms": init_ms}
