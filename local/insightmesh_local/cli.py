@@ -125,7 +125,7 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 def _control(args: argparse.Namespace, path: str, method: str = "GET") -> int:
     url = f"http://127.0.0.1:{args.port}/_local/{path}"
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)  # noqa: S310
+    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
             print(json.dumps(json.loads(response.read()), indent=2))

@@ -248,7 +248,8 @@ class Functions:
         )
         cold = f" init={invocation.init_ms}ms" if invocation.init_ms is not None else ""
         self._log(
-            f"{spec.logical_id} trigger={trigger} duration={invocation.duration_ms}ms{cold} outcome={invocation.outcome}"
+            f"{spec.logical_id} trigger={trigger} duration={invocation.duration_ms}ms{cold} "
+            f"outcome={invocation.outcome}"
         )
         if invocation.error:
             self._log(f"{spec.logical_id} error {invocation.error.get('errorType')}: "

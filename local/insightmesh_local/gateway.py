@@ -26,7 +26,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WsgiResponse
 
-from insightmesh_local.functions import FunctionSpec, Functions, Invocation
+from insightmesh_local.functions import Functions, FunctionSpec, Invocation
 from insightmesh_local.template import ACCOUNT_ID
 
 # Content types API Gateway passes as text; every other body is base64-encoded in the event.

@@ -19,7 +19,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from insightmesh_local.functions import FunctionSpec, Functions
+from insightmesh_local.functions import Functions, FunctionSpec
 
 
 @dataclass(frozen=True)

@@ -183,7 +183,7 @@ class Resolver:
 
         return _SUB_VAR.sub(replace, text).replace("${!", "${")
 
-    def resolve(self, value: Any) -> Any:  # noqa: PLR0911, C901 - one branch per intrinsic
+    def resolve(self, value: Any) -> Any:
         if isinstance(value, list):
             return [self.resolve(item) for item in value if not _is_no_value(item)]
         if not isinstance(value, dict):

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+
 from insightmesh_local.schedule_expressions import (
     ScheduleExpression,
     ScheduleExpressionError,

@@ -24,7 +24,10 @@ def aws_region() -> str:
     return os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
 
 
-def client(service: str, *, timeouts: Timeouts = Timeouts(), max_attempts: int = 3) -> Any:
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+def client(service: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS, max_attempts: int = 3) -> Any:
     """A process-wide boto3 client for ``service`` with the given timeouts (cached per setting)."""
     key = (service, timeouts.connect, timeouts.read, max_attempts)
     with _lock:
@@ -40,7 +43,7 @@ def client(service: str, *, timeouts: Timeouts = Timeouts(), max_attempts: int =
         return existing
 
 
-def model_meta(table_env: str, *, connect_timeout: int = 2, read_timeout: int = 5) -> type:
+def model_meta(table_env: str, *, connect_timeout: int = 2, read_timeout: int = 5) -> Any:
     """The ``Meta`` of a pynamodb model whose table name is in environment variable ``table_env``.
 
     ``table_env`` is kept on the Meta so the template consistency test can find the table that
@@ -56,4 +59,5 @@ def model_meta(table_env: str, *, connect_timeout: int = 2, read_timeout: int = 
         max_retry_attempts = 2
 
     Meta.table_env = table_env  # type: ignore[attr-defined]
+    # Any: pynamodb types Model.Meta as a private protocol that a plain class cannot name.
     return Meta

@@ -20,7 +20,8 @@ from typing import Annotated, Final, TypeVar
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-DEV_SECRET_KEY: Final = "insightmesh-development-secret-key-change-me"
+# The development default, public on purpose: production refuses it (see _refuse_dev_defaults).
+DEV_SECRET_KEY: Final = "insightmesh-development-secret-key-change-me"  # noqa: S105
 MIN_SECRET_KEY_LENGTH: Final = 32
 SECRET_CACHE_SECONDS: Final = 300
 

@@ -15,7 +15,7 @@ request validation on, and adds what every InsightMesh endpoint needs in one pla
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -86,7 +86,7 @@ class InsightMeshResolver(APIGatewayHttpResolver):
             code = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                     405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
                     422: "validation_error", 429: "rate_limited"}.get(error.status_code, "error")
-            return self.error(error.status_code, code, error.msg)
+            return self.error(error.status_code, code, str(error.msg))
 
         @self.not_found
         def _not_found(_: PowertoolsNotFound) -> Response[Any]:
@@ -115,7 +115,8 @@ class InsightMeshResolver(APIGatewayHttpResolver):
             return len(base64.b64decode(body, validate=False))
         return len(body.encode())
 
-    def resolve(self, event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        event = dict(event)
         self.correlation_id = correlation_id_from_http(event)
         bind_correlation_id(self.logger, self.correlation_id)
         if self._body_size(event) > self.settings.MAX_REQUEST_BYTES:

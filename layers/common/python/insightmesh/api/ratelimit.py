@@ -1,9 +1,8 @@
 """Fixed-window rate limiting in DynamoDB, shared by all containers of a function.
 
-Table ``RATE_LIMIT_TABLE`` (template: ``RateLimitTable``), access pattern:
-
-* ``UpdateItem`` on ``key = "<scope>#<client>#<window start>"``: ``ADD hits 1`` and set
-  ``expires_at`` (TTL) — one atomic write per request, no read. Nothing else reads the table.
+The counters live in ``insightmesh.api.ratelimit_table`` (its access pattern is documented
+there). It is imported on the first request that is counted, not at cold start: pynamodb and
+botocore cost ~100 ms to import and liveness checks never need them.
 
 A limiter failure (DynamoDB unreachable) lets the request through and logs it: rate limiting
 protects capacity, it is not an access control, so it fails open (permission checks fail closed).
@@ -18,21 +17,9 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
-from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute
-from pynamodb.exceptions import PynamoDBException
-from pynamodb.models import Model
 
 from insightmesh.api.errors import RateLimitedError
-from insightmesh.aws import model_meta
 from insightmesh.observability import get_logger
-
-
-class RateLimitCounter(Model):
-    Meta = model_meta("RATE_LIMIT_TABLE", connect_timeout=1, read_timeout=1)
-
-    key = UnicodeAttribute(hash_key=True)
-    hits = NumberAttribute(default=0)
-    expires_at = TTLAttribute(null=True)
 
 
 class RateLimiter:
@@ -48,6 +35,10 @@ class RateLimiter:
         """Count one request; raise RateLimitedError (429, with Retry-After) past the limit."""
         if self.limit <= 0:
             return
+        from pynamodb.exceptions import PynamoDBException
+
+        from insightmesh.api.ratelimit_table import RateLimitCounter
+
         now = self.clock()
         window_start = int(now // self.window * self.window)
         counter = RateLimitCounter(f"{self.scope}#{client}#{window_start}")

@@ -5,6 +5,8 @@ The stack declares its resources to every function through environment variables
 ``_DLQ_URL`` are dead-letter queues. A consistency test holds that list against the template, so
 a table or queue added to the template without its variable fails the tests.
 
+boto3 is imported by the first readiness check, not at cold start (liveness never needs it).
+
 Per check: ``ok``; ``degraded`` (table not ACTIVE yet, or a DLQ holding messages: work failed);
 ``down`` (unreachable, missing, or no answer within the timeout). Overall: the worst of them.
 """
@@ -20,9 +22,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, TypedDict
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from insightmesh.aws import client
 from insightmesh.resilience import Timeouts
 
 ResourceKind = Literal["dynamodb_table", "sqs_queue", "sqs_dlq"]
@@ -74,12 +73,16 @@ def declared_resources(environ: Mapping[str, str] | None = None) -> list[Resourc
 
 
 def _check_table(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, str]:
+    from insightmesh.aws import client
+
     table = client("dynamodb", timeouts=timeouts, max_attempts=1).describe_table(TableName=resource.identifier)
     status = table["Table"]["TableStatus"]
     return (CheckStatus.OK if status == "ACTIVE" else CheckStatus.DEGRADED), f"table {status.lower()}"
 
 
 def _check_queue(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, str]:
+    from insightmesh.aws import client
+
     attributes = client("sqs", timeouts=timeouts, max_attempts=1).get_queue_attributes(
         QueueUrl=resource.identifier, AttributeNames=["ApproximateNumberOfMessages"]
     )["Attributes"]
@@ -97,6 +100,8 @@ _CHECKS: dict[str, Callable[[Resource, Timeouts], tuple[CheckStatus, str]]] = {
 
 
 def _run_one(resource: Resource, timeouts: Timeouts) -> CheckResult:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     started = time.perf_counter()
     try:
         status, detail = _CHECKS[resource.kind](resource, timeouts)

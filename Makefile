@@ -1,0 +1,61 @@
+# InsightMesh developer commands. Everything runs from a project-local virtualenv (.venv) that
+# `make` creates on first use from any Python 3.11+ (override with PYTHON=python3.12).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+PORT   ?= 3000
+EMULATOR_PORT ?= 4566
+
+.PHONY: install dev test test-unit test-integration test-e2e lint typecheck bench validate build deploy clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the whole stack locally: API on http://127.0.0.1:$(PORT), AWS emulator on $(EMULATOR_PORT).
+dev: $(STAMP)
+	$(BIN)/insightmesh dev --port $(PORT) --emulator-port $(EMULATOR_PORT)
+
+## Lint, type-check and run the unit, integration and e2e tiers.
+test: $(STAMP) lint typecheck
+	$(BIN)/pytest -q tests/unit tests/integration tests/e2e
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
+test-e2e: $(STAMP)
+	$(BIN)/pytest -q tests/e2e
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## Performance figures (printed, never asserted).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cold_start.py
+	$(BIN)/python benchmarks/local_runtime.py
+
+## SAM: needs the AWS SAM CLI installed separately (pipx install aws-sam-cli); not in the venv.
+validate:
+	sam validate --lint --template infra/template.yaml
+
+build:
+	sam build --template infra/template.yaml
+
+deploy: build
+	sam deploy
+
+clean:
+	rm -rf $(VENV) .aws-sam .pytest_cache .ruff_cache .mypy_cache

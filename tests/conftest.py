@@ -1,0 +1,65 @@
+"""Shared fixtures: every test runs against fake AWS credentials and never reaches real AWS."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+# Every variable the shared Settings model reads, cleared so the host environment cannot leak in.
+SETTINGS_VARIABLES = (
+    "ENVIRONMENT",
+    "SERVICE_NAME",
+    "APP_VERSION",
+    "LOG_LEVEL",
+    "ALLOWED_ORIGINS",
+    "OAUTH_INSECURE_TRANSPORT",
+    "LLM_PROVIDER",
+    "MAX_REQUEST_BYTES",
+    "HEALTH_CHECK_TIMEOUT_SECONDS",
+    "RATE_LIMIT_PER_MINUTE",
+    "RATE_LIMIT_TABLE",
+    "SECRET_KEY",
+    "SECRET_KEY_SECRET_ID",
+    "SECRET_KEY_PARAMETER",
+)
+
+
+@pytest.fixture(autouse=True)
+def aws_test_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fake credentials and region, no custom endpoint, no profile: nothing can reach real AWS."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SECURITY_TOKEN", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    for name in SETTINGS_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_aws_clients() -> Iterator[None]:
+    """insightmesh.aws caches one boto3 client per process; tests start and end without any."""
+    from insightmesh import aws
+
+    aws._clients.clear()
+    yield
+    aws._clients.clear()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings_and_secrets() -> Iterator[None]:
+    """Settings and fetched secrets are cached per process; each test starts from the environment."""
+    from aws_lambda_powertools.utilities import parameters
+
+    from insightmesh.config import get_settings
+
+    get_settings.cache_clear()
+    parameters.clear_caches()
+    yield
+    get_settings.cache_clear()
+    parameters.clear_caches()

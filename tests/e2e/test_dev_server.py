@@ -1,0 +1,219 @@
+"""`insightmesh dev` as a user runs it: a separate process on free ports, spoken to over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.helpers import free_port, port_open, wait_for
+
+ROOT = Path(__file__).parents[2]
+CLI = [sys.executable, "-m", "insightmesh_local.cli"]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+class DevServer:
+    def __init__(self, *extra: str) -> None:
+        self.port, self.emulator_port = free_port(), free_port()
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"insightmesh-dev-{self.port}.log"
+        self.log = self.log_path.open("w+")
+        self.process = subprocess.Popen(
+            [*CLI, "dev", "--port", str(self.port), "--emulator-port", str(self.emulator_port), *extra],
+            cwd=ROOT, env=_env(), stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def wait_ready(self) -> None:
+        wait_for(lambda: "InsightMesh dev ready" in self.output() or self.process.poll() is not None,
+                 timeout=30, what="dev ready")
+        assert self.process.poll() is None, self.output()
+
+    def stop(self) -> float:
+        started = time.monotonic()
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=10)
+        self.log.close()
+        return time.monotonic() - started
+
+
+@pytest.fixture(scope="module")
+def server():
+    dev = DevServer()
+    try:
+        dev.wait_ready()
+        yield dev
+    finally:
+        if dev.process.poll() is None:
+            dev.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server):
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=20) as client:
+        yield client
+
+
+def test_liveness(http):
+    response = http.get("/health", headers={"X-Request-Id": "e2e-live-1"})
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    assert response.headers["x-request-id"] == "e2e-live-1"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.headers["x-frame-options"] == "DENY"
+
+
+def test_readiness_checks_every_table_and_queue_of_the_template(http):
+    response = http.get("/health/ready")
+    assert response.status_code == 200, response.text
+    report = response.json()
+    assert report["status"] == "ok"
+    names = {check["name"] for check in report["checks"]}
+    assert names == {"RATE_LIMIT_TABLE", "CONVERSATION_QUEUE_URL", "CONVERSATION_DLQ_URL"}
+    assert all(check["status"] == "ok" for check in report["checks"])
+
+
+def test_readiness_degrades_when_the_dead_letter_queue_holds_messages(server, http):
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{server.emulator_port}",
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
+    url = sqs.get_queue_url(QueueName="insightmesh-dev-ConversationDeadLetterQueue.fifo")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="{}", MessageGroupId="g", MessageDeduplicationId="d1")
+    try:
+        report = http.get("/health/ready").json()
+        assert report["status"] == "degraded"
+        dlq = next(check for check in report["checks"] if check["name"] == "CONVERSATION_DLQ_URL")
+        assert dlq["status"] == "degraded" and "1 message" in dlq["detail"]
+    finally:
+        sqs.purge_queue(QueueUrl=url)
+
+
+def test_unknown_path_gets_the_404_envelope(http):
+    response = http.get("/definitely/not/here", headers={"X-Request-Id": "e2e-404"})
+    assert response.status_code == 404
+    assert response.json() == {"error": {"code": "not_found", "message": "no route for GET /definitely/not/here",
+                                         "request_id": "e2e-404"}}
+
+
+def test_wrong_method_gets_the_405_envelope(http):
+    response = http.delete("/health")
+    assert response.status_code == 405
+    assert response.json()["error"]["code"] == "method_not_allowed"
+    assert response.headers["allow"] == "GET"
+
+
+def test_openapi_document(http):
+    document = http.get("/health/openapi.json").json()
+    assert document["openapi"].startswith("3.1")
+    assert {"/health", "/health/ready"} <= set(document["paths"])
+
+
+def test_every_invocation_is_logged_once(server, http):
+    http.get("/health", headers={"X-Request-Id": "log-line"})
+    lines = [line for line in server.output().splitlines() if "HealthFunction trigger=http GET /health " in line]
+    assert lines and all("outcome=ok" in line and "duration=" in line for line in lines)
+
+
+def test_sigterm_stops_everything_within_five_seconds():
+    dev = DevServer()
+    dev.wait_ready()
+    assert port_open(dev.port) and port_open(dev.emulator_port)
+    assert dev.stop() < 5
+    assert dev.process.returncode == 0
+    assert not port_open(dev.port) and not port_open(dev.emulator_port)
+    assert "stopped in" in dev.output()
+
+
+def test_a_port_in_use_is_reported(server):
+    result = subprocess.run([*CLI, "dev", "--port", str(server.port)], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 1
+    assert f"port {server.port}" in result.stderr
+
+
+def test_a_broken_template_names_the_cause(tmp_path):
+    template = tmp_path / "template.yaml"
+    template.write_text((ROOT / "infra" / "template.yaml").read_text().replace(
+        "CodeUri: ../functions/health/", "CodeUri: ../functions/nowhere/"))
+    result = subprocess.run([*CLI, "dev", "--port", str(free_port()), "--emulator-port", str(free_port()),
+                             "--template", str(template)], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert "HealthFunction" in result.stderr and "CodeUri ../functions/nowhere/" in result.stderr
+
+
+def test_a_missing_parameter_names_the_function_and_variable(tmp_path):
+    template = tmp_path / "template.yaml"
+    text = (ROOT / "infra" / "template.yaml").read_text().replace("CodeUri: ../", f"CodeUri: {ROOT}/")
+    text = text.replace("  LogLevel:\n    Type: String\n    Default: INFO\n", "  LogLevel:\n    Type: String\n")
+    template.write_text(text)
+    result = subprocess.run([*CLI, "dev", "--port", str(free_port()), "--emulator-port", str(free_port()),
+                             "--template", str(template)], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                            timeout=30)
+    assert result.returncode == 2
+    assert "function HealthFunction" in result.stderr
+    assert "LogLevel" in result.stderr and "--parameter-overrides" in result.stderr
+
+
+# -- insightmesh invoke -------------------------------------------------------------------------------
+
+def test_invoke_prints_the_result_as_json():
+    result = subprocess.run([*CLI, "invoke", "health", "--event", "events/health/live.json",
+                             "--emulator-port", str(free_port())], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    response = json.loads(result.stdout)
+    assert response["statusCode"] == 200
+    assert json.loads(response["body"])["status"] == "ok"
+    assert response["headers"]["X-Request-Id"] == "sample-live-1"
+
+
+def test_invoke_readiness_against_its_own_emulator():
+    result = subprocess.run([*CLI, "invoke", "HealthFunction", "--event", "events/health/ready.json",
+                             "--emulator-port", str(free_port())], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(json.loads(result.stdout)["body"])["status"] == "ok"
+
+
+def test_invoke_unknown_function_fails_with_the_list(tmp_path):
+    result = subprocess.run([*CLI, "invoke", "nope", "--event", "events/health/live.json",
+                             "--emulator-port", str(free_port())], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "no function 'nope'" in result.stderr and "HealthFunction" in result.stderr
+
+
+def test_invoke_reports_a_function_error_and_exits_non_zero(tmp_path):
+    event = tmp_path / "bad.json"
+    event.write_text(json.dumps({"not": "an api event"}))
+    result = subprocess.run([*CLI, "invoke", "health", "--event", str(event), "--emulator-port", str(free_port())],
+                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    error = json.loads(result.stderr[result.stderr.index("{"):])
+    assert error["errorType"] and error["errorMessage"]
+
+
+def test_schedules_cli_talks_to_the_running_server(server):
+    result = subprocess.run([*CLI, "schedules", "list", "--port", str(server.port)], cwd=ROOT, env=_env(),
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"schedules": []}
+    missing = subprocess.run([*CLI, "schedules", "fire", "nope", "--port", str(server.port)], cwd=ROOT,
+                             env=_env(), capture_output=True, text=True, timeout=30)
+    assert missing.returncode == 1 and "no schedule named" in missing.stderr

@@ -1,0 +1,258 @@
+"""Readiness checks of declared tables and queues (insightmesh.health.checks) against moto."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from insightmesh import aws
+from insightmesh.health.checks import CheckStatus, Resource, check_readiness, declared_resources
+
+TABLE = "insightmesh-test-agents"
+QUEUE = "insightmesh-test-jobs"
+DLQ = "insightmesh-test-jobs-dlq"
+
+
+@pytest.fixture
+def stack() -> Iterator[dict[str, str]]:
+    """A table, a queue and its dead-letter queue in moto, declared as the template declares them."""
+    with mock_aws():
+        boto3.client("dynamodb").create_table(
+            TableName=TABLE,
+            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        sqs = boto3.client("sqs")
+        dlq_url = sqs.create_queue(QueueName=DLQ)["QueueUrl"]
+        queue_url = sqs.create_queue(QueueName=QUEUE)["QueueUrl"]
+        yield {"AGENTS_TABLE": TABLE, "JOBS_QUEUE_URL": queue_url, "JOBS_DLQ_URL": dlq_url}
+
+
+def by_name(readiness: Any) -> dict[str, Any]:
+    return {check["name"]: check for check in readiness["checks"]}
+
+
+# -- declared resources -------------------------------------------------------------------------
+
+
+def test_declared_resources_picks_tables_queues_and_dlqs() -> None:
+    environ = {
+        "AGENTS_TABLE": "agents",
+        "RATE_LIMIT_TABLE": "limits",
+        "CONVERSATION_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/conversation.fifo",
+        "CONVERSATION_DLQ_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/conversation-dlq.fifo",
+        "SLACK_BOT_TOKEN": "xoxb-not-a-resource",
+        "LOG_LEVEL": "INFO",
+        "TABLE": "no suffix, no resource",
+        "AUDIT_TABLE_ARN": "not a table name",
+        "EMPTY_TABLE": "",
+    }
+
+    assert declared_resources(environ) == [
+        Resource("AGENTS_TABLE", "dynamodb_table", "agents"),
+        Resource("CONVERSATION_DLQ_URL", "sqs_dlq",
+                 "https://sqs.us-east-1.amazonaws.com/123456789012/conversation-dlq.fifo"),
+        Resource("CONVERSATION_QUEUE_URL", "sqs_queue",
+                 "https://sqs.us-east-1.amazonaws.com/123456789012/conversation.fifo"),
+        Resource("RATE_LIMIT_TABLE", "dynamodb_table", "limits"),
+    ]
+
+
+def test_declared_resources_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ZZ_HEALTH_TEST_TABLE", "from-env")
+    assert Resource("ZZ_HEALTH_TEST_TABLE", "dynamodb_table", "from-env") in declared_resources()
+
+
+def test_nothing_declared_is_ready() -> None:
+    assert check_readiness([], timeout=1.0) == {"status": "ok", "checks": []}
+
+
+# -- against moto -------------------------------------------------------------------------------
+
+
+def test_everything_present_is_ok(stack: dict[str, str]) -> None:
+    readiness = check_readiness(declared_resources(stack), timeout=2.0)
+
+    assert readiness["status"] == "ok"
+    checks_by_name = by_name(readiness)
+    assert set(checks_by_name) == {"AGENTS_TABLE", "JOBS_QUEUE_URL", "JOBS_DLQ_URL"}
+    assert checks_by_name["AGENTS_TABLE"] | {"latency_ms": 0} == {
+        "name": "AGENTS_TABLE", "kind": "dynamodb_table", "resource": TABLE, "status": "ok",
+        "latency_ms": 0, "detail": "table active",
+    }
+    assert checks_by_name["JOBS_QUEUE_URL"]["resource"] == QUEUE  # the name, not the whole URL
+    assert checks_by_name["JOBS_QUEUE_URL"]["detail"] == "0 message(s) waiting"
+    assert checks_by_name["JOBS_DLQ_URL"]["kind"] == "sqs_dlq"
+    assert checks_by_name["JOBS_DLQ_URL"]["status"] == "ok"
+    for check in readiness["checks"]:
+        assert isinstance(check["latency_ms"], float)
+        assert check["latency_ms"] >= 0
+
+
+def test_checks_come_back_in_declaration_order(stack: dict[str, str]) -> None:
+    resources = declared_resources(stack)
+    readiness = check_readiness(resources, timeout=2.0)
+    assert [check["name"] for check in readiness["checks"]] == [resource.variable for resource in resources]
+
+
+def test_a_missing_table_is_down_and_so_is_the_whole(stack: dict[str, str]) -> None:
+    resources = declared_resources({**stack, "AUDIT_TABLE": "insightmesh-test-missing"})
+
+    readiness = check_readiness(resources, timeout=2.0)
+
+    assert readiness["status"] == "down"
+    audit = by_name(readiness)["AUDIT_TABLE"]
+    assert audit["status"] == "down"
+    assert audit["detail"] == "ResourceNotFoundException"
+    assert by_name(readiness)["AGENTS_TABLE"]["status"] == "ok"
+
+
+def test_a_missing_queue_is_down(stack: dict[str, str]) -> None:
+    missing = stack["JOBS_QUEUE_URL"].rsplit("/", 1)[0] + "/insightmesh-test-missing"
+    readiness = check_readiness(declared_resources({"OTHER_QUEUE_URL": missing}), timeout=2.0)
+
+    assert readiness["status"] == "down"
+    (check,) = readiness["checks"]
+    assert check["status"] == "down"
+    assert check["resource"] == "insightmesh-test-missing"
+    assert check["detail"]
+
+
+def test_a_dlq_holding_messages_is_degraded(stack: dict[str, str]) -> None:
+    boto3.client("sqs").send_message(QueueUrl=stack["JOBS_DLQ_URL"], MessageBody='{"job": "gdrive-sync"}')
+
+    readiness = check_readiness(declared_resources(stack), timeout=2.0)
+
+    assert readiness["status"] == "degraded"
+    dlq = by_name(readiness)["JOBS_DLQ_URL"]
+    assert dlq["status"] == "degraded"
+    assert dlq["detail"] == "1 message(s) in the dead-letter queue"
+
+
+def test_a_busy_work_queue_is_still_ok(stack: dict[str, str]) -> None:
+    sqs = boto3.client("sqs")
+    for n in range(3):
+        sqs.send_message(QueueUrl=stack["JOBS_QUEUE_URL"], MessageBody=f'{{"n": {n}}}')
+
+    readiness = check_readiness(declared_resources(stack), timeout=2.0)
+
+    assert readiness["status"] == "ok"
+    assert by_name(readiness)["JOBS_QUEUE_URL"]["detail"] == "3 message(s) waiting"
+
+
+def test_down_outranks_degraded(stack: dict[str, str]) -> None:
+    boto3.client("sqs").send_message(QueueUrl=stack["JOBS_DLQ_URL"], MessageBody="{}")
+    resources = declared_resources({**stack, "AUDIT_TABLE": "insightmesh-test-missing"})
+
+    readiness = check_readiness(resources, timeout=2.0)
+
+    assert readiness["status"] == "down"
+    statuses = {check["name"]: check["status"] for check in readiness["checks"]}
+    assert statuses == {"AGENTS_TABLE": "ok", "AUDIT_TABLE": "down", "JOBS_DLQ_URL": "degraded",
+                        "JOBS_QUEUE_URL": "ok"}
+
+
+def test_a_table_that_is_not_active_yet_is_degraded(monkeypatch: pytest.MonkeyPatch) -> None:
+    class CreatingTableClient:
+        def describe_table(self, TableName: str) -> dict[str, Any]:
+            return {"Table": {"TableName": TableName, "TableStatus": "CREATING"}}
+
+    monkeypatch.setattr(aws, "client", lambda *args, **kwargs: CreatingTableClient())
+
+    readiness = check_readiness([Resource("AGENTS_TABLE", "dynamodb_table", "agents")], timeout=1.0)
+
+    assert readiness["status"] == "degraded"
+    assert readiness["checks"][0]["detail"] == "table creating"
+
+
+def test_checks_use_the_timeout_and_no_retries(stack: dict[str, str]) -> None:
+    check_readiness(declared_resources(stack), timeout=1.5)
+
+    keys = set(aws._clients)
+    assert ("dynamodb", 1.5, 1.5, 1) in keys
+    assert ("sqs", 1.5, 1.5, 1) in keys
+
+
+# -- an endpoint that never answers -------------------------------------------------------------
+
+
+class SilentServer:
+    """Accepts TCP connections on loopback and never sends a byte back."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.settimeout(0.05)
+        self.port = int(self._listener.getsockname()[1])
+        self.connections: list[socket.socket] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="silent-server", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            self.connections.append(connection)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self._listener.close()
+        for connection in self.connections:
+            connection.close()
+
+
+@pytest.fixture
+def silent_endpoint(monkeypatch: pytest.MonkeyPatch) -> Iterator[SilentServer]:
+    server = SilentServer()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.port}")
+    aws._clients.clear()  # clients read the endpoint when they are created
+    try:
+        yield server
+    finally:
+        server.close()
+        aws._clients.clear()
+
+
+def test_an_endpoint_that_never_answers_is_down_within_the_timeout(silent_endpoint: SilentServer) -> None:
+    resources = [
+        Resource("AGENTS_TABLE", "dynamodb_table", TABLE),
+        Resource("JOBS_QUEUE_URL", "sqs_queue", f"http://127.0.0.1:{silent_endpoint.port}/123456789012/{QUEUE}"),
+    ]
+
+    started = time.monotonic()
+    readiness = check_readiness(resources, timeout=0.5)
+    elapsed = time.monotonic() - started
+
+    assert readiness["status"] == "down"
+    assert [check["status"] for check in readiness["checks"]] == ["down", "down"]
+    for check in readiness["checks"]:
+        # Either the readiness deadline or the client's own read timeout (the same 0.5 s) fires first.
+        assert check["detail"] in {"no answer within 0.5s", "ReadTimeoutError"}
+    assert silent_endpoint.connections  # the checks did reach the server
+    assert elapsed < 5.0  # generous: what matters is that it does not hang
+
+
+def test_a_refused_connection_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+
+    readiness = check_readiness([Resource("AGENTS_TABLE", "dynamodb_table", TABLE)], timeout=1.0)
+
+    assert readiness["status"] == "down"
+    assert readiness["checks"][0]["status"] == CheckStatus.DOWN.value
+    assert readiness["checks"][0]["detail"] == "EndpointConnectionError"

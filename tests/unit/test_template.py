@@ -1,0 +1,173 @@
+"""infra/template.yaml: lint-clean, and consistent with the code that depends on it."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pynamodb.attributes import TTLAttribute
+from pynamodb.indexes import GlobalSecondaryIndex
+from pynamodb.models import Model
+
+import insightmesh
+from insightmesh_local.template import Template, load_template
+
+ROOT = Path(__file__).parents[2]
+TEMPLATE = ROOT / "infra" / "template.yaml"
+CFN_LINT = Path(sys.executable).parent / "cfn-lint"
+
+# Tables a pynamodb model does not own (e.g. written by a powertools utility). Empty today.
+TABLES_WITHOUT_MODEL: set[str] = set()
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return load_template(TEMPLATE)
+
+
+@pytest.mark.parametrize("path", [TEMPLATE, ROOT / "tests" / "fixtures" / "runtime" / "template.yaml"])
+def test_cfn_lint_is_clean(path):
+    result = subprocess.run([str(CFN_LINT), str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_globals_runtime_and_powertools_settings(template):
+    function = template.function_globals
+    assert function["Runtime"] == "python3.12"
+    assert function["Tracing"] == "Active"
+    assert function["Layers"] == [{"Ref": "CommonLayer"}]
+    variables = function["Environment"]["Variables"]
+    assert {"POWERTOOLS_SERVICE_NAME", "POWERTOOLS_METRICS_NAMESPACE", "POWERTOOLS_LOG_LEVEL"} <= set(variables)
+
+
+def test_api_has_stage_throttling(template):
+    api = template.of_type("AWS::Serverless::HttpApi")["HttpApi"]["Properties"]
+    assert {"ThrottlingRateLimit", "ThrottlingBurstLimit"} <= set(api["DefaultRouteSettings"])
+
+
+def _global_refs(template: Template) -> dict[str, str]:
+    """Globals variable → the logical id it references."""
+    found = {}
+    for name, value in template.function_globals["Environment"]["Variables"].items():
+        if isinstance(value, dict) and "Ref" in value:
+            found[name] = value["Ref"]
+    return found
+
+
+def test_every_table_and_queue_is_declared_to_the_functions_by_convention(template):
+    refs = _global_refs(template)
+    tables = set(template.of_type("AWS::DynamoDB::Table"))
+    queues = template.of_type("AWS::SQS::Queue")
+    dead_letter_targets = {
+        q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        for q in queues.values() if "RedrivePolicy" in (q.get("Properties") or {})
+    }
+    for table in tables:
+        assert any(var.endswith("_TABLE") and ref == table for var, ref in refs.items()), f"{table} not in Globals"
+    for queue in queues:
+        suffix = "_DLQ_URL" if queue in dead_letter_targets else "_QUEUE_URL"
+        assert any(var.endswith(suffix) and ref == queue for var, ref in refs.items()), f"{queue}: no *{suffix}"
+
+
+def test_health_function_may_describe_every_table_and_queue(template):
+    statements = template.resources["HealthFunction"]["Properties"]["Policies"][0]["Statement"]
+    allowed = {
+        action: {entry["Fn::GetAtt"][0] for entry in statement["Resource"]}
+        for statement in statements for action in statement["Action"]
+    }
+    assert allowed["dynamodb:DescribeTable"] == set(template.of_type("AWS::DynamoDB::Table"))
+    assert allowed["sqs:GetQueueAttributes"] == set(template.of_type("AWS::SQS::Queue"))
+
+
+def test_queue_visibility_covers_six_times_the_consumer_timeout(template):
+    for name, resource in template.of_type("AWS::Serverless::Function").items():
+        properties = resource["Properties"]
+        timeout = properties.get("Timeout", template.function_globals.get("Timeout", 3))
+        for event in (properties.get("Events") or {}).values():
+            if event["Type"] != "SQS":
+                continue
+            queue = event["Properties"]["Queue"]["Fn::GetAtt"][0]
+            visibility = template.resources[queue]["Properties"].get("VisibilityTimeout", 30)
+            assert visibility >= 6 * timeout, f"{name}: {queue} visibility {visibility}s < 6 x {timeout}s"
+
+
+# -- pynamodb models against their tables -----------------------------------------------------------
+
+def all_models() -> list[type[Model]]:
+    for module in pkgutil.walk_packages(insightmesh.__path__, "insightmesh."):
+        importlib.import_module(module.name)
+
+    def walk(cls: type) -> list[type]:
+        return [sub for child in cls.__subclasses__() for sub in (child, *walk(child))]
+
+    return [m for m in walk(Model) if m.__module__.startswith("insightmesh.") and hasattr(m.Meta, "table_env")]
+
+
+def model_problems(model: type[Model], template: Template) -> list[str]:
+    """Every way ``model`` disagrees with the table the template binds to its variable."""
+    refs = _global_refs(template)
+    table_id = refs.get(model.Meta.table_env)
+    if table_id is None:
+        return [f"{model.__name__}: no Globals variable {model.Meta.table_env}"]
+    properties: dict[str, Any] = template.resources[table_id]["Properties"]
+    types = {d["AttributeName"]: d["AttributeType"] for d in properties["AttributeDefinitions"]}
+    problems = []
+
+    def check_keys(where: str, schema: list[dict[str, str]], hash_key: Any, range_key: Any) -> None:
+        declared = {k["KeyType"]: k["AttributeName"] for k in schema}
+        for role, attribute in (("HASH", hash_key), ("RANGE", range_key)):
+            name = attribute.attr_name if attribute is not None else None
+            if declared.get(role) != name:
+                problems.append(f"{where}: {role} key is {declared.get(role)} in the template, {name} in the model")
+            elif attribute is not None and types.get(name) != attribute.attr_type:
+                problems.append(f"{where}: {name} is {types.get(name)} in the template, {attribute.attr_type} "
+                                "in the model")
+
+    attributes = model.get_attributes().values()
+    check_keys(f"{model.__name__}/{table_id}", properties["KeySchema"],
+               next((a for a in attributes if a.is_hash_key), None),
+               next((a for a in attributes if a.is_range_key), None))
+    template_indexes = {i["IndexName"]: i for i in properties.get("GlobalSecondaryIndexes", [])}
+    model_indexes = {i.Meta.index_name: i for i in vars(model).values() if isinstance(i, GlobalSecondaryIndex)}
+    if set(template_indexes) != set(model_indexes):
+        problems.append(f"{model.__name__}: GSIs {sorted(model_indexes)} vs template {sorted(template_indexes)}")
+    for name in set(template_indexes) & set(model_indexes):
+        index_attributes = model_indexes[name]._hash_key_attribute(), model_indexes[name]._range_key_attribute()
+        check_keys(f"{model.__name__}.{name}", template_indexes[name]["KeySchema"], *index_attributes)
+    ttl = next((a.attr_name for a in attributes if isinstance(a, TTLAttribute)), None)
+    declared_ttl = (properties.get("TimeToLiveSpecification") or {}).get("AttributeName")
+    if ttl != declared_ttl:
+        problems.append(f"{model.__name__}: TTL attribute {ttl} in the model, {declared_ttl} in the template")
+    return problems
+
+
+def test_every_model_matches_its_table(template):
+    models = all_models()
+    assert models, "no pynamodb models found"
+    assert [problem for model in models for problem in model_problems(model, template)] == []
+
+
+def test_every_table_has_a_model(template):
+    bound = {_global_refs(template)[model.Meta.table_env] for model in all_models()}
+    assert set(template.of_type("AWS::DynamoDB::Table")) - bound == TABLES_WITHOUT_MODEL
+
+
+def test_the_consistency_check_catches_a_drifted_model(template):
+    from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+
+    from insightmesh.aws import model_meta
+
+    class Drifted(Model):
+        Meta = model_meta("RATE_LIMIT_TABLE")
+        key = NumberAttribute(hash_key=True)  # S in the template
+        extra = UnicodeAttribute(range_key=True)  # no range key in the template
+
+    problems = model_problems(Drifted, template)
+    assert any("RANGE key is None in the template, extra in the model" in p for p in problems)
+    assert any("key is S in the template, N in the model" in p for p in problems)
+    assert any("TTL attribute None in the model, expires_at" in p for p in problems)
