@@ -20,6 +20,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -34,7 +35,7 @@ from insightmesh_local.gateway import Gateway
 from insightmesh_local.scheduler import Scheduler
 from insightmesh_local.sqs_poller import SqsPoller, mappings_from
 from insightmesh_local.stack import LOCAL_CREDENTIALS, Stack
-from insightmesh_local.template import TemplateError, load_template
+from insightmesh_local.template import Template, TemplateError, load_template
 from insightmesh_local.ttl import TtlSweeper
 
 DEFAULT_TEMPLATE = Path("infra/template.yaml")
@@ -106,6 +107,8 @@ class LocalRuntime:
     region: str = "us-east-1"
     parameters: dict[str, str] = field(default_factory=dict)
     ttl_interval: float = 5.0
+    slack_sandbox_port: int | None = None  # None: PORT + 1
+    environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     log: Callable[[str], None] = field(default_factory=make_logger)
     emulator: Emulator | None = None
     stack: Stack | None = None
@@ -114,6 +117,8 @@ class LocalRuntime:
     scheduler: Scheduler | None = None
     ttl: TtlSweeper | None = None
     pollers: list[SqsPoller] = field(default_factory=list)
+    slack_sandbox: Any = None
+    cfn_responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop_event: threading.Event = field(default_factory=threading.Event)
     started_at: float = 0.0
     ready_seconds: float = 0.0
@@ -128,9 +133,41 @@ class LocalRuntime:
         self.log(f"embedded AWS emulator (moto) on {self.emulator.url}")
         return self.emulator.url
 
-    def deploy(self) -> Stack:
+    def resolve_parameters(self, template: Template) -> dict[str, str]:
+        """Parameters: --parameter-overrides, else the environment variable the template's
+        ``InsightMesh::Local`` metadata names, else (not in production) its local default."""
+        metadata = template.local_metadata
+        values: dict[str, str] = {}
+        for parameter, variable in (metadata.get("EnvironmentParameters") or {}).items():
+            if self.environ.get(str(variable)):
+                values[parameter] = self.environ[str(variable)]
+        production = (self.parameters.get("Environment") or values.get("Environment")) == "production"
+        if not production:
+            for parameter, value in (metadata.get("LocalDefaults") or {}).items():
+                values.setdefault(parameter, str(value))
+        values.update(self.parameters)
+        return values
+
+    def start_slack_sandbox(self, template: Template, parameters: dict[str, str]) -> None:
+        """A local Slack Web API stand-in when no SLACK_API_URL is given (development only)."""
+        if "SlackApiUrl" not in template.parameters or parameters.get("SlackApiUrl"):
+            return
+        if parameters.get("Environment") == "production":
+            return
+        from insightmesh_local.slack_sandbox import SlackSandbox
+
+        port = self.slack_sandbox_port if self.slack_sandbox_port is not None else self.port + 1
+        self.slack_sandbox = SlackSandbox(port=port)
+        self.slack_sandbox.start()
+        parameters["SlackApiUrl"] = self.slack_sandbox.url
+        self.log(f"Slack Web API sandbox (a development stand-in, not Slack) on {self.slack_sandbox.url}")
+
+    def deploy(self, *, sandbox: bool = False) -> Stack:
         template = load_template(self.template_path)
+        self.parameters = self.resolve_parameters(template)
         endpoint = self.start_emulator()
+        if sandbox:
+            self.start_slack_sandbox(template, self.parameters)
         for key, value in LOCAL_CREDENTIALS.items():
             os.environ.setdefault(key, value)
         self.stack = Stack(template=template, stack_name=self.stack_name, region=self.region,
@@ -147,10 +184,11 @@ class LocalRuntime:
     def start(self) -> None:
         self.started_at = time.perf_counter()
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per invocation is ours
-        stack = self.deploy()
+        stack = self.deploy(sandbox=True)
         assert self.functions is not None
         self.gateway = Gateway(self.functions, control=self.control, log=self.log)
         self.gateway.start("127.0.0.1", self.port)
+        self.run_custom_resources(stack)
         sqs = stack.client("sqs")
         for mapping in mappings_from(list(self.functions.specs.values()), stack.resolver.resolve):
             if mapping.enabled:
@@ -164,6 +202,33 @@ class LocalRuntime:
         self.ttl.start()
         self.ready_seconds = time.perf_counter() - self.started_at
         self._announce()
+
+    def run_custom_resources(self, stack: Stack) -> None:
+        """Invoke each custom resource's ServiceToken function with CloudFormation's Create
+        request, as a deploy would; its answer arrives on /_local/cfn-response/<id>."""
+        assert self.functions is not None and self.gateway is not None
+        for logical_id in stack.custom_resources:
+            resource = stack.template.resources[logical_id]
+            properties = stack.resolver.resolve(resource.get("Properties") or {})
+            request_id = str(uuid.uuid4())
+            event = {
+                "RequestType": "Create",
+                "ServiceToken": properties["ServiceToken"],
+                "ResponseURL": f"http://127.0.0.1:{self.gateway.port}/_local/cfn-response/{request_id}",
+                "StackId": stack.resolver.pseudo("AWS::StackId"),
+                "RequestId": request_id,
+                "LogicalResourceId": logical_id,
+                "ResourceType": resource["Type"],
+                "ResourceProperties": properties,
+            }
+            invocation = self.functions.invoke(str(properties["ServiceToken"]), event,
+                                               trigger=f"custom resource {logical_id}")
+            answer = self.cfn_responses.pop(request_id, None)
+            if not invocation.ok or answer is None or answer.get("Status") != "SUCCESS":
+                reason = (answer or {}).get("Reason") or (invocation.error or {}).get("errorMessage") or \
+                    "the function did not answer CloudFormation"
+                raise TemplateError(f"custom resource {logical_id} failed: {reason}")
+            self.log(f"custom resource {logical_id}: {json.dumps(answer.get('Data') or {})}")
 
     def _add_rule_schedules(self, stack: Stack) -> None:
         assert self.scheduler is not None and self.functions is not None
@@ -192,6 +257,8 @@ class LocalRuntime:
         base = f"http://127.0.0.1:{self.gateway.port}"
         for route in self.gateway.routes:
             self.log(f"route {route.route_key:<32} -> {route.function} (payload {route.payload_version})")
+        if self.slack_sandbox is not None:
+            self.log(f"slack sandbox {self.slack_sandbox.url} (insightmesh chat talks to it)")
         for poller in self.pollers:
             self.log(f"sqs {poller.mapping.queue_arn.rsplit(':', 1)[-1]} -> {poller.mapping.function} "
                      f"(batch {poller.mapping.batch_size})")
@@ -199,8 +266,12 @@ class LocalRuntime:
 
     # -- control surface: /_local/... --------------------------------------------------------------
     def control(self, request: Request) -> WsgiResponse | None:
-        assert self.scheduler is not None and self.functions is not None
         parts = [part for part in request.path.split("/") if part][1:]
+        if len(parts) == 2 and parts[0] == "cfn-response" and request.method == "PUT":
+            self.cfn_responses[parts[1]] = json.loads(request.get_data() or b"{}")
+            return _json(200, {})
+        if self.scheduler is None or self.functions is None:
+            return _json(503, {"message": "the runtime is starting"})
         if parts == ["schedules"] and request.method == "GET":
             return _json(200, {"schedules": self.scheduler.describe()})
         if len(parts) == 3 and parts[0] == "schedules" and parts[2] == "fire" and request.method == "POST":
@@ -240,6 +311,8 @@ class LocalRuntime:
             self.ttl.join(timeout=1)
         if self.functions is not None:
             self.functions.close()
+        if self.slack_sandbox is not None:
+            self.slack_sandbox.stop()
         if self.emulator is not None:
             self.emulator.stop()
         self.log(f"stopped in {time.perf_counter() - started:.2f}s")

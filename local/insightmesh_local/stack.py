@@ -45,6 +45,7 @@ class Stack:
     physical: dict[str, Physical] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    custom_resources: list[str] = field(default_factory=list)  # run by the runtime once functions serve
     resolver: Resolver = field(init=False)
 
     def __post_init__(self) -> None:
@@ -106,6 +107,8 @@ class Stack:
                 self.skipped.append(f"{logical_id} (condition {condition} is false)")
                 continue
             creator = _CREATORS.get(kind)
+            if kind == "AWS::CloudFormation::CustomResource" or kind.startswith("Custom::"):
+                creator = _custom_resource
             try:
                 if creator is None:
                     self.physical[logical_id] = Physical(ref=self.name_for(logical_id),
@@ -347,6 +350,13 @@ def _create_schedule(stack: Stack, logical_id: str, p: dict[str, Any]) -> Physic
     except client.exceptions.ConflictException:
         arn = client.get_schedule(Name=name, GroupName=p.get("GroupName", "default"))["Arn"]
     return Physical(ref=name, attrs={"Arn": arn})
+
+
+def _custom_resource(stack: Stack, logical_id: str, p: dict[str, Any]) -> Physical:
+    if "ServiceToken" not in p:
+        raise TemplateError("a custom resource needs a ServiceToken")
+    stack.custom_resources.append(logical_id)
+    return Physical(ref=f"{stack.stack_name}-{logical_id}", attrs={})
 
 
 def _function(stack: Stack, logical_id: str, p: dict[str, Any]) -> Physical:

@@ -76,6 +76,12 @@ class Template:
     def function_globals(self) -> dict[str, Any]:
         return ((self.body.get("Globals") or {}).get("Function")) or {}
 
+    @property
+    def local_metadata(self) -> dict[str, Any]:
+        """``Metadata: InsightMesh::Local``: environment variables that set parameters locally."""
+        metadata = (self.body.get("Metadata") or {}).get("InsightMesh::Local")
+        return metadata if isinstance(metadata, dict) else {}
+
     def of_type(self, *types: str) -> dict[str, dict[str, Any]]:
         return {name: res for name, res in self.resources.items() if res.get("Type") in types}
 

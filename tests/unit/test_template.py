@@ -84,15 +84,22 @@ def test_health_function_may_describe_every_table_and_queue(template):
     assert allowed["sqs:GetQueueAttributes"] == set(template.of_type("AWS::SQS::Queue"))
 
 
+def _default(template: Template, value: Any) -> Any:
+    """A value, or the default of the parameter it references."""
+    if isinstance(value, dict) and "Ref" in value:
+        return template.parameters[value["Ref"]]["Default"]
+    return value
+
+
 def test_queue_visibility_covers_six_times_the_consumer_timeout(template):
     for name, resource in template.of_type("AWS::Serverless::Function").items():
         properties = resource["Properties"]
-        timeout = properties.get("Timeout", template.function_globals.get("Timeout", 3))
+        timeout = _default(template, properties.get("Timeout", template.function_globals.get("Timeout", 3)))
         for event in (properties.get("Events") or {}).values():
             if event["Type"] != "SQS":
                 continue
             queue = event["Properties"]["Queue"]["Fn::GetAtt"][0]
-            visibility = template.resources[queue]["Properties"].get("VisibilityTimeout", 30)
+            visibility = _default(template, template.resources[queue]["Properties"].get("VisibilityTimeout", 30))
             assert visibility >= 6 * timeout, f"{name}: {queue} visibility {visibility}s < 6 x {timeout}s"
 
 
@@ -137,7 +144,8 @@ def model_problems(model: type[Model], template: Template) -> list[str]:
     if set(template_indexes) != set(model_indexes):
         problems.append(f"{model.__name__}: GSIs {sorted(model_indexes)} vs template {sorted(template_indexes)}")
     for name in set(template_indexes) & set(model_indexes):
-        index_attributes = model_indexes[name]._hash_key_attribute(), model_indexes[name]._range_key_attribute()
+        index_attributes = tuple(next((a for a in model_indexes[name].Meta.attributes.values() if test(a)), None)
+                                 for test in (lambda a: a.is_hash_key, lambda a: a.is_range_key))
         check_keys(f"{model.__name__}.{name}", template_indexes[name]["KeySchema"], *index_attributes)
     ttl = next((a.attr_name for a in attributes if isinstance(a, TTLAttribute)), None)
     declared_ttl = (properties.get("TimeToLiveSpecification") or {}).get("AttributeName")

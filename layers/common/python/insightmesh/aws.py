@@ -27,16 +27,17 @@ def aws_region() -> str:
 DEFAULT_TIMEOUTS = Timeouts()
 
 
-def client(service: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS, max_attempts: int = 3) -> Any:
-    """A process-wide boto3 client for ``service`` with the given timeouts (cached per setting)."""
-    key = (service, timeouts.connect, timeouts.read, max_attempts)
+def client(service: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS, attempts: int = 3) -> Any:
+    """A process-wide boto3 client for ``service`` with the given timeouts, making at most
+    ``attempts`` calls per request in all (the first included); cached per setting."""
+    key = (service, timeouts.connect, timeouts.read, attempts)
     with _lock:
         existing = _clients.get(key)
         if existing is None:
             config = Config(
                 connect_timeout=timeouts.connect,
                 read_timeout=timeouts.read,
-                retries={"max_attempts": max_attempts, "mode": "standard"},
+                retries={"total_max_attempts": attempts, "mode": "standard"},
             )
             existing = boto3.session.Session().client(service, region_name=aws_region(), config=config)
             _clients[key] = existing

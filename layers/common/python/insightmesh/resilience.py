@@ -138,6 +138,8 @@ class CircuitBreaker:
     cool_down: float = 30.0
     half_open_max_calls: int = 1
     counted: tuple[type[BaseException], ...] = (Exception,)
+    # Errors that prove the dependency is up (it answered, refusing this one request): a success.
+    answered: tuple[type[BaseException], ...] = ()
     clock: Callable[[], float] = time.monotonic
     _state: BreakerState = field(default=BreakerState.CLOSED, init=False)
     _failures: int = field(default=0, init=False)
@@ -189,6 +191,9 @@ class CircuitBreaker:
         self._before_call()
         try:
             result = fn()
+        except self.answered:
+            self.record_success()
+            raise
         except self.counted:
             self.record_failure()
             raise
@@ -205,12 +210,19 @@ _breakers: dict[str, CircuitBreaker] = {}
 _breakers_lock = threading.Lock()
 
 
-def breaker_for(name: str, *, failure_threshold: int = 5, cool_down: float = 30.0) -> CircuitBreaker:
+def breaker_for(
+    name: str,
+    *,
+    failure_threshold: int = 5,
+    cool_down: float = 30.0,
+    answered: tuple[type[BaseException], ...] = (),
+) -> CircuitBreaker:
     """The process-wide breaker of dependency ``name`` (one per dependency, created once)."""
     with _breakers_lock:
         breaker = _breakers.get(name)
         if breaker is None:
-            breaker = CircuitBreaker(name, failure_threshold=failure_threshold, cool_down=cool_down)
+            breaker = CircuitBreaker(name, failure_threshold=failure_threshold, cool_down=cool_down,
+                                     answered=answered)
             _breakers[name] = breaker
         return breaker
 

@@ -41,9 +41,11 @@ HSTS = "max-age=63072000; includeSubDomains"
 class InsightMeshResolver(APIGatewayHttpResolver):
     """APIGatewayHttpResolver plus the cross-cutting behaviour described in the module doc."""
 
-    def __init__(self, *, settings: Settings, logger: Logger, **kwargs: Any) -> None:
+    def __init__(self, *, settings: Settings, logger: Logger, payload_too_large_status: int = 413,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.settings = settings
+        self.payload_too_large_status = payload_too_large_status
         self.logger = logger
         self.correlation_id = ""
         self._install_error_handlers()
@@ -121,7 +123,7 @@ class InsightMeshResolver(APIGatewayHttpResolver):
         bind_correlation_id(self.logger, self.correlation_id)
         if self._body_size(event) > self.settings.MAX_REQUEST_BYTES:
             response = self._response_dict(
-                413, envelope("payload_too_large",
+                self.payload_too_large_status, envelope("payload_too_large",
                               f"the request body exceeds {self.settings.MAX_REQUEST_BYTES} bytes",
                               self.correlation_id),
             )
@@ -153,8 +155,10 @@ def create_app(
     title: str | None = None,
     settings: Settings | None = None,
     openapi_path: str | None = None,
+    payload_too_large_status: int = 413,
 ) -> InsightMeshResolver:
-    """Build the resolver for one HTTP function. ``openapi_path`` serves its OpenAPI 3.1 JSON."""
+    """Build the resolver for one HTTP function. ``openapi_path`` serves its OpenAPI 3.1 JSON.
+    ``payload_too_large_status``: 413, or 400 where a caller (Slack) expects every bad body so."""
     settings = settings or get_settings()
     logger = get_logger(service)
     cors = CORSConfig(
@@ -165,7 +169,8 @@ def create_app(
         allow_credentials=True,
         max_age=600,
     )
-    app = InsightMeshResolver(settings=settings, logger=logger, cors=cors, enable_validation=True)
+    app = InsightMeshResolver(settings=settings, logger=logger, cors=cors, enable_validation=True,
+                              payload_too_large_status=payload_too_large_status)
     if openapi_path:
         register_openapi(app, openapi_path, title or f"InsightMesh {service}", settings.APP_VERSION)
     return app

@@ -75,7 +75,7 @@ def declared_resources(environ: Mapping[str, str] | None = None) -> list[Resourc
 def _check_table(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, str]:
     from insightmesh.aws import client
 
-    table = client("dynamodb", timeouts=timeouts, max_attempts=1).describe_table(TableName=resource.identifier)
+    table = client("dynamodb", timeouts=timeouts, attempts=1).describe_table(TableName=resource.identifier)
     status = table["Table"]["TableStatus"]
     return (CheckStatus.OK if status == "ACTIVE" else CheckStatus.DEGRADED), f"table {status.lower()}"
 
@@ -83,7 +83,7 @@ def _check_table(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, s
 def _check_queue(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, str]:
     from insightmesh.aws import client
 
-    attributes = client("sqs", timeouts=timeouts, max_attempts=1).get_queue_attributes(
+    attributes = client("sqs", timeouts=timeouts, attempts=1).get_queue_attributes(
         QueueUrl=resource.identifier, AttributeNames=["ApproximateNumberOfMessages"]
     )["Attributes"]
     waiting = int(attributes.get("ApproximateNumberOfMessages", "0"))

@@ -1,0 +1,25 @@
+"""conversation_worker: SQS FIFO batches → one reply per request, partial batch failures."""
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from insightmesh.conversation.requests import ConversationRequest
+from insightmesh.conversation.worker import logger, process
+from insightmesh.observability import bind_correlation_id, correlation_id_from_sqs_record
+
+# A failed message fails the rest of its thread's group in this batch (kept in order), not others.
+processor = SqsFifoPartialProcessor(skip_group_on_error=True)
+
+
+def record_handler(record: SQSRecord) -> None:
+    bind_correlation_id(logger, correlation_id_from_sqs_record(record.raw_event))
+    process(ConversationRequest.model_validate_json(record.body))
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                    context=context)

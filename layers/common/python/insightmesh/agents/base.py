@@ -1,0 +1,66 @@
+"""The Agent protocol and the small, typed context an agent works with.
+
+An agent sees the user, the thread, the memory (history and summary), its own saved state for
+this thread, an LLM client (usage is recorded for it), and two callbacks: ``progress`` (updates
+the "thinking" placeholder while it works) and ``usable_agents`` (for listings). It never sees
+a Slack client, a queue or a table: it returns an ``AgentReply`` and the worker does the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from insightmesh.agents.catalog import AgentDefinition
+from insightmesh.llm.base import ChatMessage, LlmClient
+
+
+@dataclass(frozen=True)
+class AgentUser:
+    id: str
+    name: str
+    is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class AgentThread:
+    key: str
+    team_id: str
+    channel_id: str
+    thread_ts: str | None
+
+
+@dataclass(frozen=True)
+class AgentSummary:
+    name: str
+    display_name: str
+    description: str
+    aliases: tuple[str, ...]
+
+
+@dataclass
+class AgentContext:
+    user: AgentUser
+    thread: AgentThread
+    text: str  # the message, without the bot mention and the agent's name
+    history: Sequence[ChatMessage]  # earlier turns of this thread, oldest first (bounded window)
+    summary: str | None  # summary of the turns that left the window
+    state: dict[str, Any]  # this agent's saved state for this thread (empty on the first turn)
+    llm: LlmClient
+    progress: Callable[[str], None] = lambda _text: None
+    usable_agents: Callable[[], list[AgentSummary]] = list
+
+
+@dataclass
+class AgentReply:
+    text: str  # Markdown; the worker converts it to Slack mrkdwn
+    state: dict[str, Any] | None = None  # saved for the next turn; None keeps nothing
+    stay: bool = False  # True keeps the thread in this agent's mode (sticky)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Agent(Protocol):
+    definition: AgentDefinition
+
+    def handle(self, context: AgentContext) -> AgentReply: ...

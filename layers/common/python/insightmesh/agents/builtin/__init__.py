@@ -1,0 +1,1 @@
+"""The built-in agents: ``assistant`` (the default), ``help`` and ``meddic``."""

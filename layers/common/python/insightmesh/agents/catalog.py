@@ -1,0 +1,222 @@
+"""The agent registry: which agents exist, what they are called and who may see them.
+
+Built-in agents are described in code by :class:`AgentDefinition` and written to the registry by
+:func:`seed_agents`; from then on the registry record belongs to the admins (display name,
+description, aliases, visibility, enabled, deleted) and seeding never overwrites their edits.
+
+``AGENTS_TABLE`` — :class:`AgentRecord`, hash ``name``; GSI ``by-kind`` (hash ``kind``, range
+``name``, ALL). Access patterns:
+
+* ``GetItem(name)``: one agent (:func:`get_agent`; admin UI).
+* ``Query by-kind(kind="agent")``: every agent, sorted by name, in one Query (paginated by
+  DynamoDB past 1 MB): :func:`list_agents` — the router and the help listing. Every record has
+  ``kind = "agent"``; the index exists so that listing never needs a Scan.
+* ``BatchGetItem(names)`` then ``PutItem`` with ``attribute_not_exists(name)``: :func:`seed_agents`.
+* ``UpdateItem`` with the ``version`` condition: admin edits (optimistic locking).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Final
+
+from pynamodb.attributes import (
+    BooleanAttribute,
+    ListAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+    VersionAttribute,
+)
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.models import Model
+
+from insightmesh.aws import model_meta
+from insightmesh.observability import get_logger
+
+AGENT_KIND: Final = "agent"
+AGENT_NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _condition_failed(error: PynamoDBException) -> bool:
+    return error.cause_response_code == "ConditionalCheckFailedException"
+
+
+class AgentsByKind(GlobalSecondaryIndex["AgentRecord"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
+    class Meta:
+        index_name = "by-kind"
+        projection = AllProjection()
+
+    kind = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+
+
+class AgentRecord(Model):
+    """An agent as registered: the admin-editable view of a built-in (or admin-defined) agent."""
+
+    Meta = model_meta("AGENTS_TABLE")
+
+    name = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute(default=AGENT_KIND)  # always "agent": the by-kind key
+    display_name = UnicodeAttribute(default="")
+    description = UnicodeAttribute(default="")
+    # pynamodb types `of` as the element value type, not the attribute class it takes.
+    aliases: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
+    is_system = BooleanAttribute(default=False)
+    is_public = BooleanAttribute(default=False)
+    requires_admin = BooleanAttribute(default=False)
+    enabled = BooleanAttribute(default=True)
+    deleted_at = UTCDateTimeAttribute(null=True)
+    created_at = UTCDateTimeAttribute(default=_utc_now)
+    updated_at = UTCDateTimeAttribute(default=_utc_now)
+    version = VersionAttribute()
+
+    by_kind = AgentsByKind()
+
+    @property
+    def is_deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def answers_to(self, word: str) -> bool:
+        """Whether ``word`` (already normalised by :func:`normalize_agent_word`) names this agent."""
+        return word == self.name.casefold() or any(word == alias.casefold() for alias in self.aliases or ())
+
+
+@dataclass(frozen=True)
+class AgentDefinition:
+    """A built-in agent as the code describes it; the registry record is seeded from it once."""
+
+    name: str
+    display_name: str
+    description: str
+    aliases: tuple[str, ...] = ()
+    is_system: bool = True
+    is_public: bool = False
+    requires_admin: bool = False
+
+    def __post_init__(self) -> None:
+        if not AGENT_NAME_PATTERN.match(self.name):
+            raise ValueError(f"agent name {self.name!r} must match {AGENT_NAME_PATTERN.pattern}")
+
+    def to_record(self, now: datetime) -> AgentRecord:
+        return AgentRecord(
+            self.name,
+            kind=AGENT_KIND,
+            display_name=self.display_name,
+            description=self.description,
+            aliases=list(self.aliases),
+            is_system=self.is_system,
+            is_public=self.is_public,
+            requires_admin=self.requires_admin,
+            enabled=True,
+            created_at=now,
+            updated_at=now,
+        )
+
+
+@dataclass
+class SeedReport:
+    """What :func:`seed_agents` did, by agent name."""
+
+    created: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    # Existing built-ins whose ``is_system`` flag had been cleared and was set back to True.
+    updated: list[str] = field(default_factory=list)
+
+
+def seed_agents(definitions: Sequence[AgentDefinition]) -> SeedReport:
+    """Create the agents of ``definitions`` that are missing; idempotent and safe to run concurrently.
+
+    An existing record keeps every admin-editable field (display name, description, aliases,
+    is_public, requires_admin, enabled, deleted_at — a deleted built-in stays deleted); the only
+    thing seeding enforces on it is ``is_system = True`` for a built-in. Calls: one
+    ``BatchGetItem`` (per 100 agents), then one conditional ``PutItem`` per missing agent and one
+    ``UpdateItem`` per built-in that lost its ``is_system`` flag.
+    """
+    names = [definition.name for definition in definitions]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"agents defined more than once: {', '.join(duplicates)}")
+    existing = {record.name: record for record in AgentRecord.batch_get(names, consistent_read=True)} if names else {}
+    report = SeedReport()
+    logger = get_logger()
+    for definition in definitions:
+        record = existing.get(definition.name)
+        if record is None:
+            now = _utc_now()
+            try:
+                definition.to_record(now).save(condition=AgentRecord.name.does_not_exist())
+            except PynamoDBException as error:
+                if not _condition_failed(error):
+                    raise
+                # Another seeder created it between our read and our write: treat as existing.
+                record = AgentRecord.get(definition.name, consistent_read=True)
+            else:
+                report.created.append(definition.name)
+                logger.info("agent seeded", extra={"agent": definition.name})
+                continue
+        if definition.is_system and not record.is_system:
+            # Last write wins on this one flag only: it does not conflict with an admin's edit of
+            # other fields, so no version condition (the version is still incremented).
+            record.update(
+                actions=[AgentRecord.is_system.set(True), AgentRecord.updated_at.set(_utc_now())],
+                condition=AgentRecord.name.exists(),
+                add_version_condition=False,
+            )
+            report.updated.append(definition.name)
+            logger.info("built-in agent marked as system again", extra={"agent": definition.name})
+        else:
+            report.unchanged.append(definition.name)
+    return report
+
+
+def list_agents(*, include_deleted: bool = False) -> list[AgentRecord]:
+    """Every registered agent sorted by name — one Query on ``by-kind`` (paginated internally).
+
+    Disabled agents are included (the router still recognises them, the permission check denies
+    them); deleted agents are left out unless ``include_deleted``.
+    """
+    return [
+        record
+        for record in AgentRecord.by_kind.query(AGENT_KIND)
+        if include_deleted or not record.is_deleted
+    ]
+
+
+def get_agent(name: str) -> AgentRecord | None:
+    """The record of agent ``name`` (one GetItem), deleted or not; ``None`` if there is none."""
+    try:
+        return AgentRecord.get(name)
+    except AgentRecord.DoesNotExist:
+        return None
+
+
+def normalize_agent_word(word: str) -> str:
+    """``"-MEDDIC"`` → ``"meddic"``: stripped, one leading dash removed, case-folded."""
+    cleaned = word.strip()
+    if cleaned.startswith("-"):
+        cleaned = cleaned[1:]
+    return cleaned.casefold()
+
+
+def find_agent(word: str, agents: Iterable[AgentRecord]) -> AgentRecord | None:
+    """The agent that ``word`` names, by name or alias, case-insensitively, with or without a dash.
+
+    ``meddic``, ``-meddic`` and ``-MEDDIC`` all find the agent named (or aliased) ``meddic``. A
+    name wins over another agent's alias; deleted agents are never found.
+    """
+    wanted = normalize_agent_word(word)
+    if not wanted:
+        return None
+    candidates = [agent for agent in agents if not agent.is_deleted]
+    by_name = next((agent for agent in candidates if agent.name.casefold() == wanted), None)
+    if by_name is not None:
+        return by_name
+    return next((agent for agent in candidates if agent.answers_to(wanted)), None)

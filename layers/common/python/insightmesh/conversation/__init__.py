@@ -1,0 +1,1 @@
+"""Conversations: the compact request queued by ingress, thread state, reply state, the worker."""

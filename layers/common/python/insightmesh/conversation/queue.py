@@ -1,0 +1,40 @@
+"""Putting a request on the conversation FIFO queue (``CONVERSATION_QUEUE_URL``).
+
+MessageGroupId = team + channel + thread, so a thread is answered in order and threads in
+parallel; MessageDeduplicationId = the request id, so a Slack retry or a duplicate delivery
+within SQS's five-minute window is dropped by SQS itself, at no extra cost on the ack path (the
+worker's conditional write on the request id covers redeliveries after that window).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Final
+
+from insightmesh.conversation.requests import ConversationRequest
+from insightmesh.observability import correlation_message_attributes
+from insightmesh.resilience import Timeouts
+
+# The ack path has 3 s in all: one quick attempt, one retry, then Slack's own retry takes over.
+ENQUEUE_TIMEOUTS: Final = Timeouts(connect=0.5, read=1.0)
+
+
+class QueueNotConfiguredError(RuntimeError):
+    pass
+
+
+def enqueue(request: ConversationRequest) -> str:
+    """Send ``request``; returns the SQS message id. Raises botocore errors on failure."""
+    from insightmesh.aws import client
+
+    url = os.environ.get("CONVERSATION_QUEUE_URL")
+    if not url:
+        raise QueueNotConfiguredError("CONVERSATION_QUEUE_URL is not set")
+    response = client("sqs", timeouts=ENQUEUE_TIMEOUTS, attempts=2).send_message(
+        QueueUrl=url,
+        MessageBody=request.model_dump_json(exclude_none=True),
+        MessageGroupId=request.message_group_id,
+        MessageDeduplicationId=request.deduplication_id,
+        MessageAttributes=correlation_message_attributes(request.correlation_id),
+    )
+    return str(response["MessageId"])

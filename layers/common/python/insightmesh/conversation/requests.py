@@ -1,0 +1,65 @@
+"""The compact request that slack_ingress queues and conversation_worker processes.
+
+One shape for the three kinds of Slack input (a message, a slash command, a block action). It
+carries only what the worker needs — never the raw webhook — and the correlation id travels
+with it (and as an SQS message attribute).
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_TEXT_CHARS: Final = 12_000
+
+
+class RequestKind(StrEnum):
+    MESSAGE = "message"
+    COMMAND = "command"
+    ACTION = "action"
+
+
+class ConversationRequest(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    kind: RequestKind
+    request_id: str = Field(min_length=1, max_length=200)  # the dedupe key (see ids below)
+    event_id: str | None = None
+    team_id: str = Field(min_length=1, max_length=64)
+    channel_id: str = Field(min_length=1, max_length=64)
+    channel_type: str | None = None  # im, channel, group, mpim
+    user_id: str = Field(min_length=1, max_length=64)
+    text: str = Field(default="", max_length=MAX_TEXT_CHARS)
+    ts: str | None = None  # the message's own ts
+    thread_ts: str | None = None  # the thread to answer in: the event's thread_ts, or its ts
+    response_url: str | None = None
+    action_id: str | None = None
+    action_value: str | None = None
+    correlation_id: str = ""
+    received_at: float = Field(default_factory=time.time)
+
+    @property
+    def thread_key(self) -> str | None:
+        return thread_key(self.team_id, self.channel_id, self.thread_ts) if self.thread_ts else None
+
+    @property
+    def message_group_id(self) -> str:
+        """FIFO group: one thread is answered in order; different threads in parallel."""
+        return f"{self.team_id}:{self.channel_id}:{self.thread_ts or self.request_id}"[:128]
+
+    @property
+    def deduplication_id(self) -> str:
+        return self.request_id.replace("#", "-")[:128]
+
+
+def thread_key(team_id: str, channel_id: str, thread_ts: str) -> str:
+    return f"{team_id}#{channel_id}#{thread_ts}"
+
+
+def message_request_id(team_id: str, channel_id: str, ts: str) -> str:
+    """A message is identified by where and when it was posted, not by the event that carried it:
+    a mention arrives both as app_mention and as a message event, with two event ids."""
+    return f"msg:{team_id}:{channel_id}:{ts}"

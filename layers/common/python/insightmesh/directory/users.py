@@ -1,0 +1,193 @@
+"""Who is talking: a Slack user resolved to a directory :class:`User`, created on first contact.
+
+The identity item (``slack#<team_id>:<slack_user_id>``) is the single arbiter of first contact:
+it is written with ``attribute_not_exists``, so of several concurrent first messages from one
+person exactly one claims the identity with its new ``user_id``; the others read that identity
+back and return the same user. Writes happen in the order identity → ``all_users`` membership →
+user, each conditional or idempotent, so no orphan user can exist and any crash in between is
+repaired by the next message (an identity whose user is missing gets its membership and user
+written then).
+
+A known user costs two GetItems (identity, user) and no writes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.expressions.condition import Condition
+from pynamodb.models import Model
+
+from insightmesh.directory.models import (
+    Group,
+    Identity,
+    Membership,
+    User,
+    identity_key,
+    normalize_email,
+    utc_now,
+)
+from insightmesh.observability import get_logger
+
+ALL_USERS: Final = "all_users"
+SLACK_PROVIDER: Final = "slack"
+SYSTEM_ACTOR: Final = "system"  # ``added_by`` of memberships the assistant adds itself
+
+# name -> description of the groups every deployment has.
+SYSTEM_GROUPS: Final[dict[str, str]] = {
+    ALL_USERS: "Everyone who has talked to the assistant.",
+}
+
+
+@dataclass(frozen=True)
+class SlackProfile:
+    """What Slack's ``users.info`` says about a user; every field may be unknown."""
+
+    display_name: str | None = None
+    real_name: str | None = None
+    email: str | None = None
+    is_bot: bool = False
+
+
+ProfileFetcher = Callable[[], SlackProfile | None]
+
+
+def slack_identity_key(team_id: str, slack_user_id: str) -> str:
+    return identity_key(SLACK_PROVIDER, f"{team_id}:{slack_user_id}")
+
+
+def _condition_failed(error: PynamoDBException) -> bool:
+    return error.cause_response_code == "ConditionalCheckFailedException"
+
+
+class _ProfileOnce:
+    """Calls the profile fetcher at most once, and only if a user has to be created."""
+
+    def __init__(self, fetch: ProfileFetcher | None) -> None:
+        self._fetch = fetch
+        self._fetched = False
+        self._profile: SlackProfile | None = None
+
+    def __call__(self) -> SlackProfile | None:
+        if not self._fetched:
+            self._profile = self._fetch() if self._fetch is not None else None
+            self._fetched = True
+        return self._profile
+
+
+def resolve_slack_user(team_id: str, slack_user_id: str, *, profile: ProfileFetcher | None = None) -> User:
+    """The directory user behind Slack user ``slack_user_id`` of workspace ``team_id``.
+
+    An unknown Slack user is created on first contact: ``profile()`` is called (once) for names,
+    e-mail and the bot flag, then the identity, the ``all_users`` membership and the user are
+    written (see the module docstring for why concurrent first contacts create exactly one user).
+    ``profile`` errors propagate; a fetcher that cannot reach Slack should return ``None``, and
+    the user is then created with the Slack user id as its display name.
+
+    Users are deactivated (``is_active = False``), not deleted: deleting a user item while its
+    identities remain would make the next message recreate it.
+    """
+    if not team_id or not slack_user_id:
+        raise ValueError("team_id and slack_user_id are required")
+    key = slack_identity_key(team_id, slack_user_id)
+    fetch = _ProfileOnce(profile)
+    identity = _get_identity(key, consistent=False)
+    if identity is None:
+        identity = _claim_identity(key, team_id, slack_user_id, fetch())
+    user = _get_user(identity.user_id, consistent=False)
+    if user is None:
+        user = _create_user(identity.user_id, team_id, slack_user_id, fetch())
+    return user
+
+
+def ensure_system_groups() -> list[str]:
+    """Create the system groups that are missing (never overwriting one); return those created."""
+    created = []
+    for name, description in SYSTEM_GROUPS.items():
+        group = Group(name, description=description, is_system=True, created_at=utc_now())
+        if _put_if_absent(group, Group.name.does_not_exist()):
+            created.append(name)
+            get_logger().info("system group created", extra={"group": name})
+    return created
+
+
+# -- steps --------------------------------------------------------------------------------------
+
+
+def _put_if_absent(item: Model, condition: Condition) -> bool:
+    """PutItem ``item`` if ``condition`` (an ``attribute_not_exists``) holds; ``False`` if it did not."""
+    try:
+        item.save(condition=condition)
+    except PynamoDBException as error:
+        if _condition_failed(error):
+            return False
+        raise
+    return True
+
+
+def _get_identity(key: str, *, consistent: bool) -> Identity | None:
+    try:
+        return Identity.get(key, consistent_read=consistent)
+    except Identity.DoesNotExist:
+        return None
+
+
+def _get_user(user_id: str, *, consistent: bool) -> User | None:
+    try:
+        return User.get(user_id, consistent_read=consistent)
+    except User.DoesNotExist:
+        return None
+
+
+def _claim_identity(key: str, team_id: str, slack_user_id: str, info: SlackProfile | None) -> Identity:
+    """Write the identity with a new user id, or return the one a concurrent first contact wrote."""
+    identity = Identity(
+        key,
+        provider_type=SLACK_PROVIDER,
+        provider_user_id=f"{team_id}:{slack_user_id}",
+        user_id=str(uuid.uuid4()),
+        provider_email=normalize_email(info.email if info else None),
+        is_primary=True,
+        is_active=True,
+        created_at=utc_now(),
+    )
+    if _put_if_absent(identity, Identity.identity_key.does_not_exist()):
+        return identity
+    winner = _get_identity(key, consistent=True)
+    if winner is None:  # claimed, then deleted before we could read it: give up on this message
+        raise RuntimeError(f"identity {key} vanished during first contact")
+    get_logger().info("concurrent first contact; using the identity already written",
+                      extra={"user_id": winner.user_id, "team_id": team_id})
+    return winner
+
+
+def _create_user(user_id: str, team_id: str, slack_user_id: str, fetched: SlackProfile | None) -> User:
+    now = utc_now()
+    info = fetched or SlackProfile()
+    # Membership before user: a user that exists is always in all_users.
+    membership = Membership(ALL_USERS, user_id, added_at=now, added_by=SYSTEM_ACTOR)
+    _put_if_absent(membership, Membership.user_id.does_not_exist())
+    user = User(
+        user_id,
+        email=normalize_email(info.email),
+        display_name=(info.display_name or info.real_name or slack_user_id).strip(),
+        real_name=(info.real_name or "").strip() or None,
+        is_active=True,
+        is_admin=False,
+        is_bot=info.is_bot,
+        primary_provider=SLACK_PROVIDER,
+        slack_ids={team_id: slack_user_id},
+        last_synced_at=now if fetched is not None else None,  # names and e-mail as of now
+        created_at=now,
+    )
+    if _put_if_absent(user, User.user_id.does_not_exist()):
+        get_logger().info("user created on first contact", extra={"user_id": user_id, "team_id": team_id})
+        return user
+    existing = _get_user(user_id, consistent=True)
+    if existing is None:  # created, then deleted before we could read it
+        raise RuntimeError(f"user {user_id} vanished during first contact")
+    return existing

@@ -1,0 +1,251 @@
+"""Amazon Bedrock through the Converse API (``bedrock-runtime``, ``POST /model/{modelId}/converse``).
+
+Request: ``modelId``; ``messages`` as ``[{"role": "user"|"assistant", "content": [{"text": ...}]}]``
+(consecutive turns of the same role merged into one message, blank ones left out: Converse
+rejects both); the system prompt and any ``system`` messages as ``system=[{"text": ...}]``;
+``inferenceConfig={"maxTokens", "temperature"}``. Answer: the text blocks of
+``output.message.content`` joined, ``usage.inputTokens``/``usage.outputTokens``, ``stopReason``.
+
+boto3 is imported on first use (through ``insightmesh.aws.client``), not when this module is,
+so a function that never calls Bedrock does not pay for it at cold start. The client is created
+once per process with the configured connect/read timeouts and botocore's own retries off
+(one attempt per call): the retries are ``insightmesh.resilience``'s, bounded and behind the
+``llm:bedrock`` breaker, exactly as for the OpenAI-compatible client. Throttling
+(``ThrottlingException``, ``ModelNotReadyException``), ``ModelTimeoutException``, any 429/5xx,
+timeouts and connection errors are retried; other errors (``ValidationException``,
+``AccessDeniedException``, ``ResourceNotFoundException``, ...) raise ``LlmRequestError`` at once.
+
+The endpoint is AWS's unless ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` (or ``AWS_ENDPOINT_URL``)
+says otherwise — that is how tests point it at a loopback stand-in.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final, TypedDict
+
+from insightmesh.llm.base import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    ChatMessage,
+    Completion,
+    LlmRequestError,
+    LlmUnavailableError,
+    Usage,
+    check_request,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
+from insightmesh.observability import get_logger
+from insightmesh.resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    RetryableError,
+    RetryPolicy,
+    Timeouts,
+    breaker_for,
+    call_with_resilience,
+    parse_retry_after,
+)
+
+DEFAULT_MODEL: Final = "anthropic.claude-3-haiku-20240307-v1:0"
+DEFAULT_TIMEOUTS: Final = Timeouts(connect=3.0, read=30.0)
+RETRYABLE_CODES: Final = frozenset(
+    {
+        "ThrottlingException",
+        "ModelNotReadyException",
+        "ModelTimeoutException",
+        "InternalServerException",
+        "ServiceUnavailableException",
+    }
+)
+
+
+class TextBlock(TypedDict):
+    text: str
+
+
+class ConverseMessage(TypedDict):
+    role: str
+    content: list[TextBlock]
+
+
+def bedrock_runtime(timeouts: Timeouts) -> Any:
+    """The process-wide ``bedrock-runtime`` client (boto3 imported here, on first use)."""
+    from insightmesh import aws
+
+    # One call per attempt: the resilience policy around it does the retrying.
+    return aws.client("bedrock-runtime", timeouts=timeouts, attempts=1)
+
+
+def converse_request(
+    messages: Sequence[ChatMessage], system: str | None
+) -> tuple[list[ConverseMessage], list[TextBlock]]:
+    """``messages`` and ``system`` in Converse shape (see the module docstring)."""
+    system_blocks: list[TextBlock] = [{"text": system}] if system and system.strip() else []
+    conversation: list[ConverseMessage] = []
+    for message in messages:
+        if not message.content.strip():
+            continue
+        if message.role == "system":
+            system_blocks.append({"text": message.content})
+        elif conversation and conversation[-1]["role"] == message.role:
+            conversation[-1]["content"].append({"text": message.content})
+        else:
+            conversation.append({"role": message.role, "content": [{"text": message.content}]})
+    if not conversation:
+        raise ValueError("Bedrock Converse needs at least one non-blank user or assistant message")
+    return conversation, system_blocks
+
+
+def _count(block: Any, key: str) -> int | None:
+    value = block.get(key) if isinstance(block, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def parse_converse_response(
+    response: Any, *, model: str, messages: Sequence[ChatMessage], system: str | None
+) -> Completion:
+    """A ``Completion`` from a Converse response; LlmUnavailableError if it holds no message."""
+    output = response.get("output") if isinstance(response, dict) else None
+    message = output.get("message") if isinstance(output, dict) else None
+    content = message.get("content") if isinstance(message, dict) else None
+    if not isinstance(content, list):
+        raise LlmUnavailableError("bedrock answered without output.message.content", provider="bedrock")
+    text = "".join(
+        block["text"] for block in content if isinstance(block, dict) and isinstance(block.get("text"), str)
+    )
+    usage_block = response.get("usage")
+    input_tokens, output_tokens = _count(usage_block, "inputTokens"), _count(usage_block, "outputTokens")
+    if input_tokens is None or output_tokens is None:
+        usage = Usage(estimate_prompt_tokens(messages, system), estimate_tokens(text), estimated=True)
+    else:
+        usage = Usage(prompt_tokens=input_tokens, completion_tokens=output_tokens)
+    stop_reason = response.get("stopReason")
+    return Completion(
+        text=text,
+        usage=usage,
+        model=model,
+        provider="bedrock",
+        finish_reason=stop_reason if isinstance(stop_reason, str) else None,
+    )
+
+
+class BedrockClient:
+    """``LlmClient`` for Bedrock's Converse API (see the module docstring)."""
+
+    name: Final = "bedrock"
+
+    def __init__(
+        self,
+        *,
+        model: str = DEFAULT_MODEL,
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        breaker: CircuitBreaker | None = None,
+        breaker_failures: int = 3,
+        breaker_cool_down: float = 30.0,
+        attempts: int = 3,
+        max_retry_after: float = 10.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.model = model
+        self.timeouts = timeouts
+        self.breaker = breaker or breaker_for(
+            "llm:bedrock", failure_threshold=breaker_failures, cool_down=breaker_cool_down
+        )
+        self.retry = RetryPolicy(
+            attempts=attempts, base_delay=0.5, max_delay=4.0, max_retry_after=max_retry_after, sleep=sleep
+        )
+
+    def __repr__(self) -> str:
+        return f"BedrockClient(model={self.model!r})"
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        system: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> Completion:
+        check_request(messages, max_tokens=max_tokens, temperature=temperature)
+        from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+
+        conversation, system_blocks = converse_request(messages, system)
+        request: dict[str, Any] = {
+            "modelId": self.model,
+            "messages": conversation,
+            "inferenceConfig": {"maxTokens": max_tokens, "temperature": temperature},
+        }
+        if system_blocks:
+            request["system"] = system_blocks
+        client = bedrock_runtime(self.timeouts)
+        logger = get_logger()
+        log = {"provider": self.name, "model": self.model}
+        attempts = 0
+
+        def attempt() -> Completion | LlmRequestError:
+            nonlocal attempts
+            attempts += 1
+            try:
+                response = client.converse(**request)
+            except ClientError as error:
+                details = error.response.get("Error", {})
+                metadata = error.response.get("ResponseMetadata", {})
+                code = str(details.get("Code") or "Unknown")
+                status = int(metadata.get("HTTPStatusCode") or 0)
+                if code in RETRYABLE_CODES or status == 429 or status >= 500:
+                    headers = metadata.get("HTTPHeaders") or {}
+                    retry_after = parse_retry_after(headers.get("retry-after"))
+                    logger.warning(
+                        "llm attempt refused",
+                        extra={**log, "attempt": attempts, "status": status, "code": code, "retry_after": retry_after},
+                    )
+                    raise RetryableError(f"bedrock answered {code} (HTTP {status})", retry_after=retry_after) from error
+                # Returned, not raised: the service is up and said no, which is not a breaker failure.
+                return LlmRequestError(
+                    f"bedrock refused the request: {code} (HTTP {status})", status=status, code=code, provider=self.name
+                )
+            except (HTTPClientError, BotoConnectionError) as error:
+                logger.warning("llm attempt failed", extra={**log, "attempt": attempts, "error": type(error).__name__})
+                raise RetryableError(f"bedrock unreachable ({type(error).__name__})") from error
+            except BotoCoreError as error:  # credentials, region, parameter validation: not transient
+                raise LlmUnavailableError(
+                    f"bedrock call failed ({type(error).__name__})", provider=self.name
+                ) from error
+            return parse_converse_response(response, model=self.model, messages=messages, system=system)
+
+        started = time.monotonic()
+        try:
+            outcome = call_with_resilience(self.breaker, attempt, retry=self.retry)
+        except CircuitOpenError as error:
+            logger.warning("llm circuit open; not called", extra={**log, "retry_in": round(error.retry_in, 1)})
+            raise LlmUnavailableError(
+                "bedrock circuit is open", provider=self.name, retry_after=max(error.retry_in, 0.0)
+            ) from error
+        except RetryableError as error:
+            logger.warning("llm unavailable", extra={**log, "attempts": attempts, "error": str(error)})
+            raise LlmUnavailableError(
+                f"bedrock unavailable after {attempts} attempt(s): {error}",
+                provider=self.name,
+                retry_after=error.retry_after,
+            ) from error
+        if isinstance(outcome, LlmRequestError):
+            logger.warning("llm request refused", extra={**log, "status": outcome.status, "code": outcome.code})
+            raise outcome
+        logger.info(
+            "llm completion",
+            extra={
+                **log,
+                "attempts": attempts,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+                "usage": {
+                    "prompt": outcome.usage.prompt_tokens,
+                    "completion": outcome.usage.completion_tokens,
+                    "estimated": outcome.usage.estimated,
+                },
+            },
+        )
+        return outcome

@@ -1,0 +1,341 @@
+"""Any OpenAI-compatible chat-completions server: OpenAI, Ollama, vLLM, LiteLLM, Anthropic's
+OpenAI-compatible endpoint.
+
+Wire format: ``POST {base_url}/chat/completions`` with ``{"model", "messages": [{"role",
+"content"}], "max_tokens", "temperature"}`` and ``Authorization: Bearer <key>`` when a key is
+configured; the answer is ``choices[0].message.content`` and ``usage.{prompt,completion}_tokens``
+(when a server leaves ``usage`` out, it is estimated at four characters per token and flagged
+``estimated``).
+
+Resilience (see ``insightmesh.resilience``):
+
+* one ``httpx.Client`` per base URL per process (``http_client``), explicit connect/read timeouts
+  on every request;
+* 429, 5xx, timeouts and connection failures are retried — 3 attempts in all, exponential backoff
+  with full jitter, or the server's ``Retry-After`` when it sends one (a longer demand than
+  ``max_retry_after`` is not waited for);
+* every attempt goes through the circuit breaker ``llm:<provider>``; while it is open the call
+  fails at once without touching the network;
+* another 4xx is the server saying no to this request: it is neither retried nor counted against
+  the breaker (the server is up), and raises ``LlmRequestError``;
+* retries exhausted or the circuit open raise ``LlmUnavailableError``.
+
+Logs carry the provider, model, status, attempt and token counts — never the key, the prompt or
+the reply.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import httpx
+
+from insightmesh.llm.base import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    ChatMessage,
+    ChatMessageDict,
+    Completion,
+    LlmRequestError,
+    LlmUnavailableError,
+    Usage,
+    check_request,
+    estimate_prompt_tokens,
+    estimate_tokens,
+)
+from insightmesh.observability import get_logger
+from insightmesh.resilience import (
+    CircuitBreaker,
+    CircuitOpenError,
+    RetryableError,
+    RetryPolicy,
+    Timeouts,
+    breaker_for,
+    call_with_resilience,
+    parse_retry_after,
+)
+
+DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
+DEFAULT_MODEL: Final = "gpt-4o-mini"
+DEFAULT_TIMEOUTS: Final = Timeouts(connect=3.0, read=30.0)
+DEFAULT_BREAKER_FAILURES: Final = 3
+DEFAULT_BREAKER_COOL_DOWN: Final = 30.0
+DEFAULT_ATTEMPTS: Final = 3
+DEFAULT_MAX_RETRY_AFTER: Final = 10.0
+# What the template's Secrets Manager secret holds until someone sets the LlmApiKey parameter.
+KEY_PLACEHOLDER: Final = "not-configured"
+USER_AGENT: Final = "insightmesh-llm/1"
+
+_http_clients: dict[str, httpx.Client] = {}
+_http_lock = threading.Lock()
+
+
+def http_client(base_url: str) -> httpx.Client:
+    """The process-wide ``httpx.Client`` of ``base_url`` (its connection pool is reused)."""
+    with _http_lock:
+        client = _http_clients.get(base_url)
+        if client is None or client.is_closed:
+            client = httpx.Client(
+                follow_redirects=False,
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+                # The default is overridden on every request; this only guards a forgotten one.
+                timeout=httpx.Timeout(DEFAULT_TIMEOUTS.read, connect=DEFAULT_TIMEOUTS.connect),
+            )
+            _http_clients[base_url] = client
+        return client
+
+
+def close_http_clients() -> None:
+    """Close every cached client (tests, and a process that is shutting down)."""
+    with _http_lock:
+        clients = list(_http_clients.values())
+        _http_clients.clear()
+    for client in clients:
+        client.close()
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A 4xx other than 429: the server is up and said no. Returned (not raised) through the
+    breaker so that it does not count as the dependency failing."""
+
+    status: int
+    code: str | None
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    """``error.code`` or ``error.type`` of an OpenAI error body (never its message: it may quote input)."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        for key in ("code", "type"):
+            value = error.get(key)
+            if isinstance(value, str) and value:
+                return value[:64]
+    return None
+
+
+def _token_count(usage: Mapping[str, Any], key: str) -> int | None:
+    value = usage.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def parse_chat_completion(
+    payload: Any,
+    *,
+    provider: str,
+    model: str,
+    messages: Sequence[ChatMessage],
+    system: str | None,
+) -> Completion:
+    """A ``Completion`` from a chat.completions response body; LlmUnavailableError if it is not one."""
+    if not isinstance(payload, dict):
+        raise LlmUnavailableError(f"{provider} answered with a non-object body", provider=provider)
+    choices = payload.get("choices")
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise LlmUnavailableError(f"{provider} answered without choices[0].message", provider=provider)
+    content = message.get("content")
+    if not isinstance(content, str):
+        refusal = message.get("refusal")
+        if not isinstance(refusal, str):
+            raise LlmUnavailableError(f"{provider} answered without text content", provider=provider)
+        content = refusal
+    finish_reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+    usage_block = payload.get("usage")
+    prompt_tokens = completion_tokens = None
+    if isinstance(usage_block, dict):
+        prompt_tokens = _token_count(usage_block, "prompt_tokens")
+        completion_tokens = _token_count(usage_block, "completion_tokens")
+    if prompt_tokens is None or completion_tokens is None:
+        usage = Usage(
+            prompt_tokens=estimate_prompt_tokens(messages, system),
+            completion_tokens=estimate_tokens(content),
+            estimated=True,
+        )
+    else:
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    reported_model = payload.get("model")
+    return Completion(
+        text=content,
+        usage=usage,
+        model=reported_model if isinstance(reported_model, str) and reported_model else model,
+        provider=provider,
+        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+    )
+
+
+def wire_messages(messages: Sequence[ChatMessage], system: str | None) -> list[ChatMessageDict]:
+    """The request's ``messages``: the system prompt first (when given), then the conversation."""
+    wire: list[ChatMessageDict] = [{"role": "system", "content": system}] if system else []
+    wire.extend(message.to_dict() for message in messages)
+    return wire
+
+
+class OpenAICompatibleClient:
+    """``LlmClient`` for an OpenAI-compatible server (see the module docstring).
+
+    ``api_key`` is a string or a function returning one (called for each request, so a rotated
+    secret is picked up once its cache expires); empty means no Authorization header.
+    ``breaker`` replaces the process-wide ``llm:<provider>`` breaker (tests inject one with a
+    fake clock); ``sleep`` is what the retry policy waits with.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        model: str = DEFAULT_MODEL,
+        api_key: str | Callable[[], str] = "",
+        provider: str = "openai",
+        timeouts: Timeouts = DEFAULT_TIMEOUTS,
+        breaker: CircuitBreaker | None = None,
+        breaker_failures: int = DEFAULT_BREAKER_FAILURES,
+        breaker_cool_down: float = DEFAULT_BREAKER_COOL_DOWN,
+        attempts: int = DEFAULT_ATTEMPTS,
+        max_retry_after: float = DEFAULT_MAX_RETRY_AFTER,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if not base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must be an http(s) URL")
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self._provider = provider
+        self._api_key = api_key
+        self.timeouts = timeouts
+        self.breaker = breaker or breaker_for(
+            f"llm:{provider}", failure_threshold=breaker_failures, cool_down=breaker_cool_down
+        )
+        self.retry = RetryPolicy(
+            attempts=attempts, base_delay=0.5, max_delay=4.0, max_retry_after=max_retry_after, sleep=sleep
+        )
+
+    @property
+    def name(self) -> str:
+        return self._provider
+
+    @property
+    def url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+    def __repr__(self) -> str:  # never the key
+        return f"OpenAICompatibleClient(provider={self._provider!r}, base_url={self.base_url!r}, model={self.model!r})"
+
+    def _key(self) -> str:
+        key = self._api_key() if callable(self._api_key) else self._api_key
+        return "" if key == KEY_PLACEHOLDER else key
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        system: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> Completion:
+        check_request(messages, max_tokens=max_tokens, temperature=temperature)
+        body = {
+            "model": self.model,
+            "messages": wire_messages(messages, system),
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        headers = {"Content-Type": "application/json"}
+        key = self._key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        timeout = httpx.Timeout(
+            self.timeouts.read, connect=self.timeouts.connect, pool=self.timeouts.connect
+        )
+        client = http_client(self.base_url)
+        logger = get_logger()
+        log = {"provider": self._provider, "model": self.model}
+        attempts = 0
+
+        def attempt() -> Completion | _Refusal:
+            nonlocal attempts
+            attempts += 1
+            try:
+                response = client.post(self.url, json=body, headers=headers, timeout=timeout)
+            except httpx.TimeoutException as error:
+                logger.warning("llm attempt timed out", extra={**log, "attempt": attempts})
+                raise RetryableError(f"{self._provider} timed out ({type(error).__name__})") from error
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
+                logger.warning("llm attempt failed to connect", extra={**log, "attempt": attempts})
+                raise RetryableError(f"{self._provider} connection failed ({type(error).__name__})") from error
+            except httpx.HTTPError as error:  # proxy or protocol misconfiguration: not transient
+                raise LlmUnavailableError(
+                    f"{self._provider} request failed ({type(error).__name__})", provider=self._provider
+                ) from error
+            status = response.status_code
+            if status == 429 or status >= 500:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+                logger.warning(
+                    "llm attempt refused",
+                    extra={**log, "attempt": attempts, "status": status, "retry_after": retry_after},
+                )
+                raise RetryableError(f"{self._provider} answered HTTP {status}", retry_after=retry_after)
+            if status >= 400:
+                return _Refusal(status, _error_code(response))
+            if status != 200:
+                raise LlmUnavailableError(f"{self._provider} answered HTTP {status}", provider=self._provider)
+            try:
+                payload = response.json()
+            except ValueError as error:
+                raise LlmUnavailableError(
+                    f"{self._provider} answered with invalid JSON", provider=self._provider
+                ) from error
+            return parse_chat_completion(
+                payload, provider=self._provider, model=self.model, messages=messages, system=system
+            )
+
+        started = time.monotonic()
+        try:
+            outcome = call_with_resilience(self.breaker, attempt, retry=self.retry)
+        except CircuitOpenError as error:
+            logger.warning("llm circuit open; not called", extra={**log, "retry_in": round(error.retry_in, 1)})
+            raise LlmUnavailableError(
+                f"{self._provider} circuit is open", provider=self._provider, retry_after=max(error.retry_in, 0.0)
+            ) from error
+        except RetryableError as error:
+            logger.warning("llm unavailable", extra={**log, "attempts": attempts, "error": str(error)})
+            raise LlmUnavailableError(
+                f"{self._provider} unavailable after {attempts} attempt(s): {error}",
+                provider=self._provider,
+                retry_after=error.retry_after,
+            ) from error
+        if isinstance(outcome, _Refusal):
+            logger.warning("llm request refused", extra={**log, "status": outcome.status, "code": outcome.code})
+            raise LlmRequestError(
+                f"{self._provider} refused the request: HTTP {outcome.status}"
+                + (f" ({outcome.code})" if outcome.code else ""),
+                status=outcome.status,
+                code=outcome.code,
+                provider=self._provider,
+            )
+        logger.info(
+            "llm completion",
+            extra={
+                **log,
+                "attempts": attempts,
+                "duration_ms": round((time.monotonic() - started) * 1000),
+                # Not "*_tokens": the log redaction masks every field whose name contains "token".
+                "usage": {
+                    "prompt": outcome.usage.prompt_tokens,
+                    "completion": outcome.usage.completion_tokens,
+                    "estimated": outcome.usage.estimated,
+                },
+            },
+        )
+        return outcome

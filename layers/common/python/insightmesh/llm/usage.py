@@ -1,0 +1,103 @@
+"""LLM token usage per agent and per user per day (``USAGE_TABLE``; template: ``UsageTable``).
+
+Item: ``subject`` (hash key, ``agent#<name>`` or ``user#<slack user id>``), ``period`` (range
+key, the UTC day ``YYYY-MM-DD``), ``prompt_tokens``, ``completion_tokens``, ``calls``. No TTL,
+no index: the table is the usage history.
+
+Access patterns:
+
+* record one completion — ``record_usage``: two ``UpdateItem`` calls, ``ADD prompt_tokens :p,
+  completion_tokens :c, calls 1`` on ``(agent#<name>, <day>)`` and on ``(user#<id>, <day>)``.
+  ``ADD`` creates the item on the first call of the day and is atomic, so concurrent workers
+  never lose an increment and nothing is read first. Accounting fails soft: a DynamoDB error is
+  logged as a warning and the reply goes out anyway.
+* one subject on one day — ``usage_for(subject, period)``: ``GetItem`` on the full key.
+* one subject over a range of days (a month, a billing period) — ``Query`` on ``subject`` with
+  ``period BETWEEN :from AND :to`` (or ``begins_with(period, "2025-10")``): the range key sorts
+  ISO days chronologically, so no index is needed.
+
+pynamodb (and botocore) cost ~100 ms to import: the conversation worker imports this module when
+it records the first usage, not at cold start (``insightmesh.llm`` exposes it lazily).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final
+
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.exceptions import PynamoDBException
+from pynamodb.models import Model
+
+from insightmesh.aws import model_meta
+from insightmesh.llm.base import Usage
+from insightmesh.observability import get_logger
+
+AGENT_PREFIX: Final = "agent#"
+USER_PREFIX: Final = "user#"
+PERIOD_FORMAT: Final = "%Y-%m-%d"
+
+
+class UsageRecord(Model):
+    """Token counters of one subject (an agent or a user) for one UTC day."""
+
+    Meta = model_meta("USAGE_TABLE", connect_timeout=1, read_timeout=2)
+
+    subject = UnicodeAttribute(hash_key=True)
+    period = UnicodeAttribute(range_key=True)
+    prompt_tokens = NumberAttribute(default=0)
+    completion_tokens = NumberAttribute(default=0)
+    calls = NumberAttribute(default=0)
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.prompt_tokens) + int(self.completion_tokens)
+
+
+def agent_subject(agent: str) -> str:
+    return f"{AGENT_PREFIX}{agent}"
+
+
+def user_subject(user_id: str) -> str:
+    return f"{USER_PREFIX}{user_id}"
+
+
+def period_of(when: datetime | None = None) -> str:
+    """The UTC day of ``when`` (now by default); a naive datetime is taken to be UTC."""
+    moment = when or datetime.now(UTC)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.strftime(PERIOD_FORMAT)
+
+
+def record_usage(*, agent: str, user_id: str, usage: Usage, when: datetime | None = None) -> None:
+    """Add one completion's tokens to its agent's and its user's counters for the day.
+
+    Never raises for a storage failure: accounting must not cost anyone their reply.
+    """
+    period = period_of(when)
+    logger = get_logger()
+    for kind, name, subject in (("agent", agent, agent_subject(agent)), ("user", user_id, user_subject(user_id))):
+        if not name:
+            logger.warning("llm usage not recorded: no subject", extra={"subject_kind": kind})
+            continue
+        try:
+            UsageRecord(subject, period).update(
+                actions=[
+                    UsageRecord.prompt_tokens.add(usage.prompt_tokens),
+                    UsageRecord.completion_tokens.add(usage.completion_tokens),
+                    UsageRecord.calls.add(1),
+                ]
+            )
+        except PynamoDBException as error:
+            logger.warning(
+                "llm usage not recorded; storage unavailable",
+                extra={"subject_kind": kind, "period": period, "error": str(error)},
+            )
+
+
+def usage_for(subject: str, period: str) -> UsageRecord | None:
+    """The counters of ``subject`` (``agent#...``/``user#...``) on day ``period``, or None."""
+    try:
+        return UsageRecord.get(subject, period)
+    except UsageRecord.DoesNotExist:
+        return None

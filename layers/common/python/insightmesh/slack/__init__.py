@@ -1,0 +1,1 @@
+"""Slack: request verification, Events API classification, the Web API client, mrkdwn formatting."""

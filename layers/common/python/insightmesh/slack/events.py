@@ -1,0 +1,159 @@
+"""Which Slack inputs InsightMesh answers, and the compact request each becomes.
+
+Answered: DMs, always; @mentions; follow-ups without a mention in threads where the bot has
+already replied (the caller checks its own records for those: ``Decision.CHECK_THREAD``).
+Ignored: the bot's own and other bots' messages, edits, deletions and other subtypes, and the
+``message`` copy of a mention (Slack sends a mention twice: as ``app_mention`` and as
+``message``; the ``app_mention`` one is answered).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final
+
+from insightmesh.conversation.requests import (
+    MAX_TEXT_CHARS,
+    ConversationRequest,
+    RequestKind,
+    message_request_id,
+)
+
+ANSWERED_SUBTYPES: Final = frozenset({None, "file_share", "thread_broadcast"})
+ACTION_IDS: Final = frozenset({"exit_agent", "feedback_up", "feedback_down"})
+
+
+class Decision(StrEnum):
+    ANSWER = "answer"
+    CHECK_THREAD = "check_thread"
+    IGNORE = "ignore"
+
+
+@dataclass(frozen=True)
+class Classified:
+    decision: Decision
+    reason: str
+    request: ConversationRequest | None = None
+
+
+class MalformedPayload(ValueError):
+    """The body is not the Slack payload it claims to be (→ 400)."""
+
+
+def _bot_user_id(payload: Mapping[str, Any]) -> str | None:
+    for authorization in payload.get("authorizations") or []:
+        if isinstance(authorization, Mapping) and authorization.get("is_bot"):
+            return str(authorization.get("user_id") or "") or None
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return str(value) if isinstance(value, str | int | float) and str(value) else None
+
+
+def classify_event(payload: Mapping[str, Any], *, correlation_id: str) -> Classified:
+    """An ``event_callback`` payload → answer, check the thread, or ignore (with the reason)."""
+    event = payload.get("event")
+    if not isinstance(event, Mapping):
+        raise MalformedPayload("event_callback without an event")
+    kind = event.get("type")
+    if kind not in ("message", "app_mention"):
+        return Classified(Decision.IGNORE, f"event type {kind!r} is not a message")
+    subtype = event.get("subtype")
+    if subtype not in ANSWERED_SUBTYPES:
+        return Classified(Decision.IGNORE, f"message subtype {subtype!r}")
+    bot_user = _bot_user_id(payload)
+    user = _str(event.get("user"))
+    if event.get("bot_id") or event.get("bot_profile") or not user or (bot_user and user == bot_user):
+        return Classified(Decision.IGNORE, "a bot's message")
+    team = _str(payload.get("team_id")) or _str(event.get("team"))
+    channel = _str(event.get("channel"))
+    ts = _str(event.get("ts"))
+    if not team or not channel or not ts:
+        raise MalformedPayload("message event without team, channel or ts")
+    text = str(event.get("text") or "")
+    thread_ts = _str(event.get("thread_ts"))
+    channel_type = _str(event.get("channel_type"))
+    if kind == "message":
+        if channel_type == "im":
+            decision = Decision.ANSWER
+        elif bot_user and f"<@{bot_user}>" in text:
+            return Classified(Decision.IGNORE, "the app_mention event answers this message")
+        elif thread_ts and thread_ts != ts:
+            decision = Decision.CHECK_THREAD
+        else:
+            return Classified(Decision.IGNORE, "a channel message that is not for the bot")
+    else:
+        decision = Decision.ANSWER
+    request = ConversationRequest(
+        kind=RequestKind.MESSAGE,
+        request_id=message_request_id(team, channel, ts),
+        event_id=_str(payload.get("event_id")),
+        team_id=team,
+        channel_id=channel,
+        channel_type=channel_type or ("channel" if kind == "app_mention" else None),
+        user_id=user,
+        text=text[:MAX_TEXT_CHARS],
+        ts=ts,
+        thread_ts=thread_ts or ts,
+        correlation_id=correlation_id,
+    )
+    return Classified(decision, kind, request)
+
+
+def command_request(form: Mapping[str, str], *, correlation_id: str) -> ConversationRequest:
+    """A slash command (form fields as Slack posts them) → a request answered in its channel."""
+    try:
+        trigger = form.get("trigger_id") or f"{form['channel_id']}:{form['user_id']}:{form.get('text', '')}"
+        return ConversationRequest(
+            kind=RequestKind.COMMAND,
+            request_id=f"cmd:{trigger}",
+            team_id=form["team_id"],
+            channel_id=form["channel_id"],
+            channel_type="im" if form["channel_id"].startswith("D") else "channel",
+            user_id=form["user_id"],
+            text=form.get("text", "").strip()[:MAX_TEXT_CHARS],
+            response_url=form.get("response_url"),
+            correlation_id=correlation_id,
+        )
+    except KeyError as missing:
+        raise MalformedPayload(f"slash command without {missing}") from missing
+
+
+def action_requests(payload: Mapping[str, Any], *, correlation_id: str) -> list[ConversationRequest]:
+    """``block_actions`` → one request per InsightMesh button pressed (other actions ignored)."""
+    if payload.get("type") != "block_actions":
+        return []
+    try:
+        team = str((payload.get("team") or {})["id"])
+        user = str((payload.get("user") or {})["id"])
+        channel = str((payload.get("channel") or (payload.get("container") or {})).get("id")
+                      or (payload.get("container") or {})["channel_id"])
+    except (KeyError, TypeError, AttributeError) as missing:
+        raise MalformedPayload(f"block_actions without {missing}") from missing
+    message = payload.get("message") or {}
+    container = payload.get("container") or {}
+    message_ts = _str(message.get("ts")) or _str(container.get("message_ts"))
+    thread_ts = _str(message.get("thread_ts")) or _str(container.get("thread_ts")) or message_ts
+    requests = []
+    for action in payload.get("actions") or []:
+        action_id = action.get("action_id") if isinstance(action, Mapping) else None
+        if action_id not in ACTION_IDS:
+            continue
+        action_ts = _str(action.get("action_ts")) or _str(payload.get("trigger_id")) or ""
+        requests.append(ConversationRequest(
+            kind=RequestKind.ACTION,
+            request_id=f"act:{team}:{channel}:{message_ts}:{user}:{action_id}:{action_ts}",
+            team_id=team,
+            channel_id=channel,
+            user_id=user,
+            ts=message_ts,
+            thread_ts=thread_ts,
+            response_url=_str(payload.get("response_url")),
+            action_id=str(action_id),
+            action_value=_str(action.get("value")),
+            correlation_id=correlation_id,
+        ))
+    return requests

@@ -1,0 +1,190 @@
+"""Token usage accounting per agent and per user per day (insightmesh.llm.usage) on moto DynamoDB."""
+
+from __future__ import annotations
+
+import importlib
+import io
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from types import ModuleType
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+import insightmesh.llm
+from insightmesh.llm import ChatMessage, OfflineClient, Usage
+from insightmesh.observability import get_logger
+
+TABLE = "insightmesh-test-usage"
+WHEN = datetime(2025, 10, 21, 9, 30, tzinfo=UTC)
+
+
+def _reload_usage() -> ModuleType:
+    # pynamodb reads the table name and endpoint from the environment when the model class is
+    # created, so the module is (re)imported after the environment is set.
+    return importlib.reload(importlib.import_module("insightmesh.llm.usage"))
+
+
+@pytest.fixture
+def usage(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    monkeypatch.setenv("USAGE_TABLE", TABLE)
+    with mock_aws():
+        boto3.client("dynamodb").create_table(
+            TableName=TABLE,
+            AttributeDefinitions=[
+                {"AttributeName": "subject", "AttributeType": "S"},
+                {"AttributeName": "period", "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": "subject", "KeyType": "HASH"},
+                {"AttributeName": "period", "KeyType": "RANGE"},
+            ],
+            BillingMode="PAY_PER_REQUEST",
+        )
+        module = _reload_usage()
+        assert module.UsageRecord.Meta.table_name == TABLE
+        assert module.UsageRecord.Meta.table_env == "USAGE_TABLE"
+        yield module
+    monkeypatch.undo()
+    _reload_usage()  # leave the module bound to the environment the process started with
+
+
+def stored_items() -> dict[tuple[str, str], dict[str, Any]]:
+    items = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+    return {
+        (item["subject"]["S"], item["period"]["S"]): {
+            name: int(item[name]["N"]) for name in ("prompt_tokens", "completion_tokens", "calls")
+        }
+        for item in items
+    }
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    logger = get_logger()
+    stream = io.StringIO()
+    previous = logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
+    try:
+        yield stream
+    finally:
+        logger.registered_handler.setStream(previous)  # type: ignore[attr-defined]
+
+
+def test_a_completion_is_added_to_its_agent_and_its_user(usage: ModuleType) -> None:
+    usage.record_usage(agent="help", user_id="U123", usage=Usage(120, 30), when=WHEN)
+
+    assert stored_items() == {
+        ("agent#help", "2025-10-21"): {"prompt_tokens": 120, "completion_tokens": 30, "calls": 1},
+        ("user#U123", "2025-10-21"): {"prompt_tokens": 120, "completion_tokens": 30, "calls": 1},
+    }
+
+
+def test_counters_accumulate_per_subject_and_day(usage: ModuleType) -> None:
+    usage.record_usage(agent="help", user_id="U1", usage=Usage(100, 10), when=WHEN)
+    usage.record_usage(agent="help", user_id="U2", usage=Usage(50, 5), when=WHEN)
+    usage.record_usage(agent="meddic", user_id="U1", usage=Usage(7, 3), when=WHEN)
+    usage.record_usage(agent="help", user_id="U1", usage=Usage(1, 1), when=WHEN + timedelta(days=1))
+
+    items = stored_items()
+    assert items[("agent#help", "2025-10-21")] == {"prompt_tokens": 150, "completion_tokens": 15, "calls": 2}
+    assert items[("agent#meddic", "2025-10-21")] == {"prompt_tokens": 7, "completion_tokens": 3, "calls": 1}
+    assert items[("user#U1", "2025-10-21")] == {"prompt_tokens": 107, "completion_tokens": 13, "calls": 2}
+    assert items[("user#U2", "2025-10-21")] == {"prompt_tokens": 50, "completion_tokens": 5, "calls": 1}
+    assert items[("user#U1", "2025-10-22")] == {"prompt_tokens": 1, "completion_tokens": 1, "calls": 1}
+    assert len(items) == 6
+
+
+def test_the_period_is_the_utc_day(usage: ModuleType) -> None:
+    evening_in_new_york = datetime(2025, 10, 21, 21, 0, tzinfo=timezone(timedelta(hours=-4)))
+    naive = datetime(2025, 10, 23, 23, 59, 59)  # taken as UTC
+
+    usage.record_usage(agent="help", user_id="U1", usage=Usage(1, 1), when=evening_in_new_york)
+    usage.record_usage(agent="help", user_id="U1", usage=Usage(1, 1), when=naive)
+
+    assert {period for _, period in stored_items()} == {"2025-10-22", "2025-10-23"}
+    assert usage.period_of(WHEN) == "2025-10-21"
+
+
+def test_without_when_today_is_used(usage: ModuleType) -> None:
+    before = datetime.now(UTC).strftime("%Y-%m-%d")
+    usage.record_usage(agent="help", user_id="U1", usage=Usage(1, 1))
+    after = datetime.now(UTC).strftime("%Y-%m-%d")
+
+    periods = {period for _, period in stored_items()}
+    assert len(periods) == 1
+    assert periods <= {before, after}  # a run across midnight may see either day
+
+
+def test_usage_for_reads_one_subject_and_day(usage: ModuleType) -> None:
+    usage.record_usage(agent="help", user_id="U1", usage=Usage(40, 2), when=WHEN)
+
+    record = usage.usage_for("agent#help", "2025-10-21")
+    assert (record.prompt_tokens, record.completion_tokens, record.calls) == (40, 2, 1)
+    assert record.total_tokens == 42
+    assert usage.usage_for("agent#help", "2025-10-20") is None
+    assert usage.usage_for("agent#nobody", "2025-10-21") is None
+
+
+def test_a_month_is_one_query_on_the_subject(usage: ModuleType) -> None:
+    for day in range(3):
+        usage.record_usage(agent="help", user_id="U1", usage=Usage(10, 1), when=WHEN + timedelta(days=day * 6))
+    record = usage.UsageRecord
+
+    october = list(record.query("user#U1", record.period.startswith("2025-10")))
+    from_the_22nd = list(record.query("user#U1", record.period.between("2025-10-22", "2025-11-30")))
+
+    assert [item.period for item in october] == ["2025-10-21", "2025-10-27"]
+    assert [item.period for item in from_the_22nd] == ["2025-10-27", "2025-11-02"]
+    assert sum(int(item.prompt_tokens) for item in october) == 20
+
+
+def test_concurrent_workers_lose_no_increment(usage: ModuleType) -> None:
+    def work() -> None:
+        for _ in range(5):
+            usage.record_usage(agent="help", user_id="U1", usage=Usage(3, 2), when=WHEN)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert stored_items()[("agent#help", "2025-10-21")] == {"prompt_tokens": 60, "completion_tokens": 40, "calls": 20}
+
+
+def test_a_storage_failure_is_logged_never_raised(usage: ModuleType, log_stream: io.StringIO) -> None:
+    boto3.client("dynamodb").delete_table(TableName=TABLE)
+
+    usage.record_usage(agent="help", user_id="U-secret-person", usage=Usage(1, 1), when=WHEN)  # does not raise
+
+    lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
+    assert [line["message"] for line in lines] == ["llm usage not recorded; storage unavailable"] * 2
+    assert [line["subject_kind"] for line in lines] == ["agent", "user"]
+    assert all(line["level"] == "WARNING" for line in lines)
+    assert "U-secret-person" not in log_stream.getvalue()
+
+
+def test_a_missing_subject_is_skipped_and_the_other_recorded(usage: ModuleType, log_stream: io.StringIO) -> None:
+    usage.record_usage(agent="help", user_id="", usage=Usage(5, 5), when=WHEN)
+
+    assert list(stored_items()) == [("agent#help", "2025-10-21")]
+    assert json.loads(log_stream.getvalue().splitlines()[0])["message"] == "llm usage not recorded: no subject"
+
+
+def test_a_conversation_turn_end_to_end_through_the_package_api(usage: ModuleType) -> None:
+    # What the conversation worker does: complete with the configured client, then account for it.
+    completion = OfflineClient().complete([ChatMessage.user("How do I reset my VPN token?")], system="Be brief.")
+    insightmesh.llm.record_usage(agent="help", user_id="U42", usage=completion.usage, when=WHEN)
+
+    record = insightmesh.llm.usage_for("user#U42", "2025-10-21")
+    assert record is not None
+    assert isinstance(record, insightmesh.llm.UsageRecord)
+    assert (record.prompt_tokens, record.completion_tokens, record.calls) == (
+        completion.usage.prompt_tokens,
+        completion.usage.completion_tokens,
+        1,
+    )
