@@ -109,16 +109,16 @@ def cold(code: str, runs: int, env: dict[str, str]) -> float:
     return statistics.median(samples)
 
 
-def main() -> None:  # noqa: PLR0915 - a linear script
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=300)
     parser.add_argument("--cold-runs", type=int, default=5)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "local"))
+    import socket
+
     from insightmesh_local.gateway import Gateway
     from insightmesh_local.runtime import LocalRuntime
-
-    import socket
 
     def free_port() -> int:
         with socket.socket() as probe:

@@ -157,6 +157,9 @@ class LocalRuntime:
         from insightmesh_local.slack_sandbox import SlackSandbox
 
         port = self.slack_sandbox_port if self.slack_sandbox_port is not None else self.port + 1
+        if port and not port_free(port):
+            self.log(f"port {port} is in use: the Slack sandbox takes a free port instead")
+            port = 0
         self.slack_sandbox = SlackSandbox(port=port)
         self.slack_sandbox.start()
         parameters["SlackApiUrl"] = self.slack_sandbox.url
@@ -258,7 +261,8 @@ class LocalRuntime:
         for route in self.gateway.routes:
             self.log(f"route {route.route_key:<32} -> {route.function} (payload {route.payload_version})")
         if self.slack_sandbox is not None:
-            self.log(f"slack sandbox {self.slack_sandbox.url} (insightmesh chat talks to it)")
+            self.log(f"slack sandbox {self.slack_sandbox.url}: talk to the bot with "
+                     f"`insightmesh chat --port {self.gateway.port}`")
         for poller in self.pollers:
             self.log(f"sqs {poller.mapping.queue_arn.rsplit(':', 1)[-1]} -> {poller.mapping.function} "
                      f"(batch {poller.mapping.batch_size})")

@@ -3,52 +3,15 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.helpers import free_port, port_open, wait_for
+from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
+from tests.helpers import free_port, port_open
 
-ROOT = Path(__file__).parents[2]
-CLI = [sys.executable, "-m", "insightmesh_local.cli"]
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-class DevServer:
-    def __init__(self, *extra: str) -> None:
-        self.port, self.emulator_port = free_port(), free_port()
-        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"insightmesh-dev-{self.port}.log"
-        self.log = self.log_path.open("w+")
-        self.process = subprocess.Popen(
-            [*CLI, "dev", "--port", str(self.port), "--emulator-port", str(self.emulator_port), *extra],
-            cwd=ROOT, env=_env(), stdout=self.log, stderr=subprocess.STDOUT, text=True)
-
-    def output(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_ready(self) -> None:
-        wait_for(lambda: "InsightMesh dev ready" in self.output() or self.process.poll() is not None,
-                 timeout=30, what="dev ready")
-        assert self.process.poll() is None, self.output()
-
-    def stop(self) -> float:
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        self.process.wait(timeout=10)
-        self.log.close()
-        return time.monotonic() - started
 
 
 @pytest.fixture(scope="module")

@@ -169,7 +169,8 @@ def _placeholder(request: ConversationRequest, claim: replies.Claim) -> tuple[st
             replies.set_placeholder(record, found)
             return channel, found
     replies.set_posting(record)
-    metadata = {"event_type": REPLY_EVENT_TYPE, "event_payload": {"request_id": request.request_id}}
+    metadata = {"event_type": REPLY_EVENT_TYPE,
+                "event_payload": {"request_id": request.request_id, "status": "placeholder"}}
     try:
         response = call_slack(lambda c: c.chat_postMessage(channel=channel, thread_ts=request.thread_ts,
                                                            text=THINKING, metadata=metadata))
@@ -206,7 +207,7 @@ def process_message(request: ConversationRequest) -> None:
     if route.exit:
         left = thread.sticky_agent
         thread.sticky_agent = None
-        answer = f"Left *{left}* mode — back to the assistant." if left else "You are talking to the assistant."
+        answer = f"Left **{left}** mode — back to the assistant." if left else "You are talking to the assistant."
     else:
         record = agent_record(route.agent_name, agents)
         decision = evaluate(record, user)
@@ -222,7 +223,9 @@ def process_message(request: ConversationRequest) -> None:
     if placeholder_ts is None:
         _respond(request.response_url, final)
     else:
-        call_slack(lambda c: c.chat_update(channel=channel, ts=placeholder_ts, text=final,
+        answered = {"event_type": REPLY_EVENT_TYPE,
+                    "event_payload": {"request_id": request.request_id, "status": "answered"}}
+        call_slack(lambda c: c.chat_update(channel=channel, ts=placeholder_ts, text=final, metadata=answered,
                                            blocks=reply_blocks(final, request.request_id,
                                                                agent_mode=thread.sticky_agent)))
     if key:
