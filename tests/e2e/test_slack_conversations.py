@@ -121,7 +121,8 @@ def test_a_mention_gets_exactly_one_threaded_reply_with_the_llm_text(sandbox, ll
 
 def test_slack_retries_get_no_second_reply(sandbox, http):
     ts = new_ts()
-    payload = slack.event_callback(TEAM, slack.DEFAULT_APP_ID, slack.app_mention_event("U0ALICE", "C0E2E", "retry?", ts))
+    event = slack.app_mention_event("U0ALICE", "C0E2E", "retry?", ts)
+    payload = slack.event_callback(TEAM, slack.DEFAULT_APP_ID, event)
     body = slack.json_body(payload)
     for retry in ("", "1", "2"):
         extra = {"X-Slack-Retry-Num": retry, "X-Slack-Retry-Reason": "http_timeout"} if retry else {}
@@ -176,8 +177,8 @@ def test_url_verification_is_answered(http):
 
 def test_bots_edits_and_deletions_are_ignored(sandbox, http):
     ts = new_ts()
-    post_event(http, slack.message_event("U0ALICE", "D0ALICE", "edited", ts, channel_type="im", subtype="message_changed",
-                                         previous_text="before"))
+    post_event(http, slack.message_event("U0ALICE", "D0ALICE", "edited", ts, channel_type="im",
+                                         subtype="message_changed", previous_text="before"))
     post_event(http, slack.message_event(BOT, "D0ALICE", "my own words", new_ts(), channel_type="im",
                                          bot_id=slack.DEFAULT_BOT_ID))
     post_event(http, slack.message_event("U0OTHERBOT", "D0ALICE", "another bot", new_ts(), channel_type="im",
@@ -279,7 +280,8 @@ def test_the_denied_path(dev, sandbox, http):
                             aws_access_key_id="testing", aws_secret_access_key="testing")
     table = "insightmesh-dev-AgentsTable"
     dynamodb.update_item(TableName=table, Key={"name": {"S": "meddic"}},
-                         UpdateExpression="SET requires_admin = :yes", ExpressionAttributeValues={":yes": {"BOOL": True}})
+                         UpdateExpression="SET requires_admin = :yes",
+                         ExpressionAttributeValues={":yes": {"BOOL": True}})
     try:
         _, thread = mention(http, "meddic secret deal notes", user="U0MALLORY")
         reply = answered(sandbox, thread)[-1]["text"]

@@ -13,10 +13,10 @@ from typing import Final
 
 from insightmesh.conversation.requests import ConversationRequest
 from insightmesh.observability import correlation_message_attributes
-from insightmesh.resilience import Timeouts
 
 # The ack path has 3 s in all: one quick attempt, one retry, then Slack's own retry takes over.
-ENQUEUE_TIMEOUTS: Final = Timeouts(connect=0.5, read=1.0)
+ENQUEUE_CONNECT_SECONDS: Final = 0.5
+ENQUEUE_READ_SECONDS: Final = 1.0
 
 
 class QueueNotConfiguredError(RuntimeError):
@@ -26,11 +26,12 @@ class QueueNotConfiguredError(RuntimeError):
 def enqueue(request: ConversationRequest) -> str:
     """Send ``request``; returns the SQS message id. Raises botocore errors on failure."""
     from insightmesh.aws import client
+    from insightmesh.resilience import Timeouts
 
     url = os.environ.get("CONVERSATION_QUEUE_URL")
     if not url:
         raise QueueNotConfiguredError("CONVERSATION_QUEUE_URL is not set")
-    response = client("sqs", timeouts=ENQUEUE_TIMEOUTS, attempts=2).send_message(
+    response = client("sqs", timeouts=Timeouts(ENQUEUE_CONNECT_SECONDS, ENQUEUE_READ_SECONDS), attempts=2).send_message(
         QueueUrl=url,
         MessageBody=request.model_dump_json(exclude_none=True),
         MessageGroupId=request.message_group_id,

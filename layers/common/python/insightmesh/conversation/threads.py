@@ -8,9 +8,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-from insightmesh.llm.base import ChatMessageDict
+if TYPE_CHECKING:  # the ingress reads threads too: keep the LLM package out of its cold start
+    from insightmesh.llm.base import ChatMessageDict
 
 THREAD_TTL: Final = timedelta(days=30)
 STICKY_SECONDS: Final = 60 * 60 * 4  # agent mode ends after 4 h without a message

@@ -16,7 +16,6 @@ from typing import Any, Final
 from urllib.parse import parse_qsl
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from botocore.exceptions import BotoCoreError, ClientError
 
 from insightmesh.api import InsightMeshResolver
 from insightmesh.api.errors import BadRequestError, ServiceUnavailableError, UnauthorizedError
@@ -71,6 +70,8 @@ def _form(body: bytes) -> dict[str, str]:
 
 
 def _queue(request: ConversationRequest) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError  # boto3 is loaded by then: free
+
     try:
         message_id = enqueue(request)
     except (BotoCoreError, ClientError) as error:
