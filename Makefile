@@ -46,6 +46,7 @@ typecheck: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/local_runtime.py
+	$(BIN)/python benchmarks/slack_ingress.py
 
 ## SAM: needs the AWS SAM CLI installed separately (pipx install aws-sam-cli); not in the venv.
 validate:
