@@ -7,6 +7,7 @@ with it (and as an SQS message attribute).
 
 from __future__ import annotations
 
+import hashlib
 import time
 from enum import StrEnum
 from typing import Final
@@ -48,11 +49,20 @@ class ConversationRequest(BaseModel):
     @property
     def message_group_id(self) -> str:
         """FIFO group: one thread is answered in order; different threads in parallel."""
-        return f"{self.team_id}:{self.channel_id}:{self.thread_ts or self.request_id}"[:128]
+        return _fit(f"{self.team_id}:{self.channel_id}:{self.thread_ts or self.request_id}")
 
     @property
     def deduplication_id(self) -> str:
-        return self.request_id.replace("#", "-")[:128]
+        return _fit(self.request_id)
+
+
+def _fit(value: str) -> str:
+    """SQS ids: at most 128 characters of [A-Za-z0-9] and punctuation, without '#'. A longer
+    value is replaced by its hash rather than truncated, so two ids never collide by their tails."""
+    value = value.replace("#", "-")
+    if len(value) <= 128:
+        return value
+    return "h-" + hashlib.sha256(value.encode()).hexdigest()
 
 
 def thread_key(team_id: str, channel_id: str, thread_ts: str) -> str:
