@@ -8,6 +8,7 @@ import subprocess
 import httpx
 import pytest
 
+from insightmesh_local.template import load_template
 from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
 from tests.helpers import free_port, port_open
 
@@ -46,7 +47,11 @@ def test_readiness_checks_every_table_and_queue_of_the_template(http):
     report = response.json()
     assert report["status"] == "ok"
     names = {check["name"] for check in report["checks"]}
-    assert names == {"RATE_LIMIT_TABLE", "CONVERSATION_QUEUE_URL", "CONVERSATION_DLQ_URL"}
+    template = load_template(ROOT / "infra" / "template.yaml")
+    declared = {name for name in template.function_globals["Environment"]["Variables"]
+                if name.endswith(("_TABLE", "_QUEUE_URL", "_DLQ_URL"))}
+    assert names == declared
+    assert {"RATE_LIMIT_TABLE", "CONVERSATION_QUEUE_URL", "CONVERSATION_DLQ_URL", "USERS_TABLE"} <= names
     assert all(check["status"] == "ok" for check in report["checks"])
 
 
