@@ -15,6 +15,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from insightmesh_local import admin_cli
 from insightmesh_local import chat as chat_command
 from insightmesh_local.runtime import DEFAULT_TEMPLATE, Emulator, LocalRuntime, make_logger, port_free
 from insightmesh_local.template import TemplateError
@@ -180,6 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_argument("--port", type=int, default=3000)
     schedules.set_defaults(run=cmd_schedules)
     chat_command.add_parser(sub)
+    admin_cli.add_parsers(sub)
     return parser
 
 

@@ -63,6 +63,7 @@ class Emulator:
 
         self.port = port
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+        self.started = False
 
     @property
     def url(self) -> str:
@@ -72,9 +73,12 @@ class Emulator:
         if not port_free(self.port):
             raise OSError(f"port {self.port} on 127.0.0.1 is in use (pass --emulator-port)")
         self.server.start()
+        self.started = True
 
     def stop(self) -> None:
-        self.server.stop()
+        if self.started:
+            self.server.stop()
+            self.started = False
 
 
 def port_free(port: int) -> bool:
@@ -144,7 +148,7 @@ class LocalRuntime:
         production = (self.parameters.get("Environment") or values.get("Environment")) == "production"
         if not production:
             for parameter, value in (metadata.get("LocalDefaults") or {}).items():
-                values.setdefault(parameter, str(value))
+                values.setdefault(parameter, str(value).replace("${LocalPort}", str(self.port)))
         values.update(self.parameters)
         return values
 
@@ -284,6 +288,13 @@ class LocalRuntime:
             except KeyError:
                 return _json(404, {"message": f"no schedule named {parts[1]!r}"})
             return _json(202, {"fired": entry.describe()})
+        if parts == ["stack"] and request.method == "GET" and self.stack is not None:
+            # For `insightmesh admin bootstrap` / `token create`: where the tables are.
+            environment: dict[str, str] = {}
+            for spec in self.functions.specs.values():
+                environment.update({k: v for k, v in spec.environment.items() if k.endswith("_TABLE")})
+            return _json(200, {"stack_name": self.stack_name, "region": self.region,
+                               "endpoint": self.stack.endpoint_url, "environment": environment})
         if parts == ["functions"] and request.method == "GET":
             return _json(200, {"functions": [
                 {"logical_id": s.logical_id, "name": s.name, "handler": s.handler, "timeout": s.timeout}

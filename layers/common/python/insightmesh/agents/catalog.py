@@ -13,6 +13,8 @@ description, aliases, visibility, enabled, deleted) and seeding never overwrites
   ``kind = "agent"``; the index exists so that listing never needs a Scan.
 * ``BatchGetItem(names)`` then ``PutItem`` with ``attribute_not_exists(name)``: :func:`seed_agents`.
 * ``UpdateItem`` with the ``version`` condition: admin edits (optimistic locking).
+* ``UpdateItem`` ``ADD group_count|user_count :n`` in the transaction that adds or removes a
+  grant (insightmesh.admin.grants): the agent list shows counts without reading grants.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Final
 from pynamodb.attributes import (
     BooleanAttribute,
     ListAttribute,
+    NumberAttribute,
     UnicodeAttribute,
     UTCDateTimeAttribute,
     VersionAttribute,
@@ -77,6 +80,11 @@ class AgentRecord(Model):
     created_at = UTCDateTimeAttribute(default=_utc_now)
     updated_at = UTCDateTimeAttribute(default=_utc_now)
     version = VersionAttribute()
+    # Denormalised grant counters (how many groups / users hold a grant, allow or deny), changed
+    # atomically (ADD, in the grant's own transaction) by insightmesh.admin.grants so that the
+    # agent list needs no per-agent Query. Unset until the first grant: read as 0.
+    group_count = NumberAttribute(null=True)
+    user_count = NumberAttribute(null=True)
 
     by_kind = AgentsByKind()
 

@@ -15,6 +15,7 @@ request validation on, and adds what every InsightMesh endpoint needs in one pla
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +23,10 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, CORSConfig, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as PowertoolsNotFound
 from aws_lambda_powertools.event_handler.exceptions import ServiceError
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from insightmesh.api.errors import ApiError, envelope
@@ -42,8 +46,9 @@ class InsightMeshResolver(APIGatewayHttpResolver):
     """APIGatewayHttpResolver plus the cross-cutting behaviour described in the module doc."""
 
     def __init__(self, *, settings: Settings, logger: Logger, payload_too_large_status: int = 413,
-                 **kwargs: Any) -> None:
+                 json_only: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.json_only = json_only
         self.settings = settings
         self.payload_too_large_status = payload_too_large_status
         self.logger = logger
@@ -104,6 +109,14 @@ class InsightMeshResolver(APIGatewayHttpResolver):
                 )
             return self.error(404, "not_found", f"no route for {method} {path}")
 
+        @self.exception_handler(RequestUnsupportedContentType)
+        def _unsupported_media_type(_error: RequestUnsupportedContentType) -> Response[Any]:
+            return self.error(415, "unsupported_media_type", "send the body as application/json")
+
+        @self.exception_handler([UnicodeDecodeError, json.JSONDecodeError])
+        def _undecodable_body(_error: ValueError) -> Response[Any]:
+            return self.error(400, "bad_request", "the body is not valid UTF-8 JSON")
+
         @self.exception_handler(Exception)
         def _unexpected(error: Exception) -> Response[Any]:
             # The one top-level place where an unexpected error is logged with its context.
@@ -121,7 +134,10 @@ class InsightMeshResolver(APIGatewayHttpResolver):
         event = dict(event)
         self.correlation_id = correlation_id_from_http(event)
         bind_correlation_id(self.logger, self.correlation_id)
-        if self._body_size(event) > self.settings.MAX_REQUEST_BYTES:
+        if self.json_only and not _is_json_request(event):
+            response = self._response_dict(415, envelope(
+                "unsupported_media_type", "send the body as application/json", self.correlation_id))
+        elif self._body_size(event) > self.settings.MAX_REQUEST_BYTES:
             response = self._response_dict(
                 self.payload_too_large_status, envelope("payload_too_large",
                               f"the request body exceeds {self.settings.MAX_REQUEST_BYTES} bytes",
@@ -149,6 +165,15 @@ class InsightMeshResolver(APIGatewayHttpResolver):
         }
 
 
+def _is_json_request(event: Mapping[str, Any]) -> bool:
+    """A request without a body, or with a JSON one (``application/json`` or ``...+json``)."""
+    if not event.get("body"):
+        return True
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
 def create_app(
     service: str,
     *,
@@ -156,9 +181,12 @@ def create_app(
     settings: Settings | None = None,
     openapi_path: str | None = None,
     payload_too_large_status: int = 413,
+    json_only: bool = False,
 ) -> InsightMeshResolver:
     """Build the resolver for one HTTP function. ``openapi_path`` serves its OpenAPI 3.1 JSON.
-    ``payload_too_large_status``: 413, or 400 where a caller (Slack) expects every bad body so."""
+    ``payload_too_large_status``: 413, or 400 where a caller (Slack) expects every bad body so.
+    ``json_only``: refuse a body that is not JSON with 415 before any route runs (APIs whose every
+    body is JSON; not Slack's, whose commands and interactions are form-encoded)."""
     settings = settings or get_settings()
     logger = get_logger(service)
     cors = CORSConfig(
@@ -170,14 +198,51 @@ def create_app(
         max_age=600,
     )
     app = InsightMeshResolver(settings=settings, logger=logger, cors=cors, enable_validation=True,
-                              payload_too_large_status=payload_too_large_status)
+                              payload_too_large_status=payload_too_large_status, json_only=json_only)
     if openapi_path:
         register_openapi(app, openapi_path, title or f"InsightMesh {service}", settings.APP_VERSION)
     return app
 
 
+ENVELOPE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object",
+        "required": ["code", "message", "request_id"],
+        "properties": {"code": {"type": "string"}, "message": {"type": "string"},
+                       "request_id": {"type": "string"},
+                       "details": {"type": "array", "items": {"type": "object"}}},
+    }},
+}
+# What the resolver itself may answer, whatever the route: documented on every operation so the
+# document is complete (schemathesis holds the API to it).
+_BODY_ERRORS = {"400": "The body is not valid UTF-8 JSON.", "413": "The body is too large.",
+                "415": "The body is not application/json.", "422": "The request is not valid."}
+_PARAMETER_ERRORS = {"422": "The request is not valid."}
+
+
+def complete_openapi(document: dict[str, Any]) -> dict[str, Any]:
+    """Add the resolver's own error responses (with the envelope schema) to every operation."""
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ErrorEnvelope", ENVELOPE_SCHEMA)
+    reference = {"$ref": "#/components/schemas/ErrorEnvelope"}
+    for operations in document.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            errors = dict(_BODY_ERRORS) if "requestBody" in operation else {}
+            if operation.get("parameters"):
+                errors.update(_PARAMETER_ERRORS)
+            for status, description in errors.items():
+                operation["responses"].setdefault(status, {
+                    "description": description, "content": {"application/json": {"schema": reference}}})
+    return document
+
+
 def register_openapi(app: InsightMeshResolver, path: str, title: str, version: str) -> None:
-    schema: Callable[[], str] = lambda: app.get_openapi_json_schema(title=title, version=version)  # noqa: E731
+    schema: Callable[[], str] = lambda: json.dumps(  # noqa: E731
+        complete_openapi(json.loads(app.get_openapi_json_schema(title=title, version=version))))
 
     @app.get(path, include_in_schema=False)
     def _openapi() -> Response[str]:

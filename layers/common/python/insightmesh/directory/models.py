@@ -18,6 +18,10 @@ designed for it; nothing scans. Deployed tables: ``infra/template.yaml`` (``User
 * ``PutItem`` with ``attribute_not_exists(identity_key)``: the single arbiter of first contact —
   concurrent first messages from one person create exactly one identity, hence one user.
 * ``Query by-user(user_id)``: the identities of a user (admin UI, user merge/deactivation).
+* GSI ``by-sync-scope`` (hash ``sync_scope``, range ``sync_mark``, KEYS_ONLY; sparse — only
+  identities that directory sync saw active carry ``sync_mark``): directory sync's sweep of the
+  identities not seen in a run (see ``insightmesh.directory.sync``). Items ``email#<address>``
+  (provider ``email``) are directory sync's e-mail claims: the user that owns an address.
 
 ``GROUPS_TABLE`` — :class:`Group`, hash ``name``
 
@@ -57,7 +61,7 @@ from pynamodb.attributes import (
     VersionAttribute,
 )
 from pynamodb.constants import MAP, STRING
-from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
@@ -129,6 +133,7 @@ class User(Model):
     primary_provider = UnicodeAttribute(default="slack")
     slack_ids = StringMapAttribute(default=dict)  # Slack team id -> Slack user id
     last_synced_at = UTCDateTimeAttribute(null=True)
+    last_login_at = UTCDateTimeAttribute(null=True)  # set by OIDC sign-in (insightmesh.auth.oidc)
     created_at = UTCDateTimeAttribute(default=utc_now)
     version = VersionAttribute()
 
@@ -146,6 +151,17 @@ class IdentitiesByUser(GlobalSecondaryIndex["Identity"]):  # type: ignore[no-unt
     user_id = UnicodeAttribute(hash_key=True)
 
 
+class IdentitiesBySyncScope(GlobalSecondaryIndex["Identity"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
+    """Directory sync: the active identities of a sync scope, keyed ``"<run_id>#<identity_key>"``."""
+
+    class Meta:
+        index_name = "by-sync-scope"
+        projection = KeysOnlyProjection()
+
+    sync_scope = UnicodeAttribute(hash_key=True)
+    sync_mark = UnicodeAttribute(range_key=True)
+
+
 class Identity(Model):
     """One provider account (Slack user in a team, Google account, ...) linked to a :class:`User`."""
 
@@ -159,8 +175,14 @@ class Identity(Model):
     is_primary = BooleanAttribute(default=False)
     is_active = BooleanAttribute(default=True)
     created_at = UTCDateTimeAttribute(default=utc_now)
+    # Written by directory sync (insightmesh.directory.sync); unset on identities it never saw.
+    last_seen_run = UnicodeAttribute(null=True)
+    last_seen_at = UTCDateTimeAttribute(null=True)
+    sync_scope = UnicodeAttribute(null=True)  # the by-sync-scope hash key
+    sync_mark = UnicodeAttribute(null=True)  # "<last_seen_run>#<identity_key>" while active, else unset
 
     by_user = IdentitiesByUser()
+    by_sync_scope = IdentitiesBySyncScope()
 
 
 # -- groups and memberships ---------------------------------------------------------------------

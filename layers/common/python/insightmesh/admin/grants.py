@@ -1,0 +1,176 @@
+"""Agent grants in the control plane: who may (or may not) use an agent.
+
+A grant is stored as :class:`insightmesh.directory.models.Grant` (hash ``agent_name``, range
+``principal`` = ``"group#<name>"`` or ``"user#<user_id>"``). The API names a principal
+``group:<name>`` or ``user:<user_id>`` (``#`` would be a URL fragment).
+
+Calls:
+
+* list an agent's grants: one ``GetItem`` (the agent, for 404) and one ``Query(agent_name)``.
+* a group's grants (group detail): one ``Query by-principal``.
+* add: ``GetItem`` agent, ``GetItem`` grant, then one ``TransactWriteItems``: ``ConditionCheck``
+  that the group or user exists, ``PutItem`` of the grant (``attribute_not_exists``), ``UpdateItem``
+  ``ADD group_count|user_count 1`` on the agent (which must exist and not be deleted) and the
+  audit entry. Posting a grant that exists replaces its effect and expiry (200 instead of 201),
+  conditional on the values read; the counters do not change.
+* remove: ``GetItem`` agent and grant, then one transaction: ``DeleteItem`` of the grant, ``ADD
+  -1`` on the counter, the audit entry.
+
+So an agent's ``group_count``/``user_count`` always equal its grants made through this API.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final, Literal
+
+from pynamodb.attributes import NumberAttribute
+from pynamodb.expressions.condition import Condition
+
+from insightmesh.admin.agents import require_agent, target
+from insightmesh.admin.schemas import GrantIn, GrantOut
+from insightmesh.admin.tx import Tx
+from insightmesh.agents.catalog import AgentRecord
+from insightmesh.api.errors import ConflictError, NotFoundError
+from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
+from insightmesh.audit import log as audit_log
+from insightmesh.auth.principal import Principal
+from insightmesh.directory.models import (
+    GROUP_PRINCIPAL_PREFIX,
+    USER_PRINCIPAL_PREFIX,
+    Grant,
+    Group,
+    User,
+    group_principal,
+    user_principal,
+    utc_now,
+)
+
+PrincipalType = Literal["group", "user"]
+DETAIL_GRANTS: Final = 100  # grants shown with an agent or a group
+
+
+def stored_principal(principal_type: PrincipalType, principal_id: str) -> str:
+    return group_principal(principal_id) if principal_type == "group" else user_principal(principal_id)
+
+
+def parse_principal(value: str) -> tuple[PrincipalType, str]:
+    """``"group:sales"`` → ``("group", "sales")`` (the path format, already validated)."""
+    kind, _, identifier = value.partition(":")
+    return ("group" if kind == "group" else "user"), identifier
+
+
+def grant_out(grant: Grant, *, now: datetime | None = None) -> GrantOut:
+    if grant.principal.startswith(GROUP_PRINCIPAL_PREFIX):
+        principal_type: PrincipalType = "group"
+        principal_id = grant.principal[len(GROUP_PRINCIPAL_PREFIX):]
+    else:
+        principal_type = "user"
+        principal_id = grant.principal.removeprefix(USER_PRINCIPAL_PREFIX)
+    return GrantOut(
+        agent_name=grant.agent_name,
+        principal=f"{principal_type}:{principal_id}",
+        principal_type=principal_type,
+        principal_id=principal_id,
+        effect="allow" if grant.effect == "allow" else "deny",
+        expires_at=grant.expires_at,
+        expired=grant.is_expired(now or datetime.now(UTC)),
+        granted_by=grant.granted_by,
+        created_at=grant.created_at,
+    )
+
+
+def _scope(agent_name: str) -> str:
+    return f"grants|{agent_name}"
+
+
+def grants_page(agent_name: str, *, limit: int, cursor: str | None) -> Page[GrantOut]:
+    """One page of the grants of an (existing) agent, by principal. One Query."""
+    scope = _scope(agent_name)
+    results = Grant.query(agent_name, limit=limit, last_evaluated_key=start_key(cursor, scope=scope))
+    grants, last_key = query_page(results, Grant)
+    return Page[GrantOut](items=[grant_out(grant) for grant in grants], next_cursor=key_cursor(last_key, scope=scope))
+
+
+def list_grants(agent_name: str, *, limit: int, cursor: str | None) -> Page[GrantOut]:
+    require_agent(agent_name)
+    return grants_page(agent_name, limit=limit, cursor=cursor)
+
+
+def grants_of(principal_type: PrincipalType, principal_id: str) -> list[GrantOut]:
+    """The first :data:`DETAIL_GRANTS` grants held by a group or user (one Query by-principal)."""
+    results = Grant.by_principal.query(stored_principal(principal_type, principal_id), limit=DETAIL_GRANTS)
+    grants, _ = query_page(results, Grant)
+    return [grant_out(grant) for grant in grants]
+
+
+def _get_grant(agent_name: str, principal: str) -> Grant | None:
+    try:
+        return Grant.get(agent_name, principal, consistent_read=True)
+    except Grant.DoesNotExist:
+        return None
+
+
+def _counter(principal_type: PrincipalType) -> NumberAttribute:
+    return AgentRecord.group_count if principal_type == "group" else AgentRecord.user_count
+
+
+def _unchanged(grant: Grant) -> Condition:
+    same_expiry: Condition = (Grant.expires_at == grant.expires_at if grant.expires_at is not None
+                              else Grant.expires_at.does_not_exist())
+    unchanged: Condition = Grant.principal.exists() & (Grant.effect == grant.effect) & same_expiry
+    return unchanged
+
+
+def put_grant(agent_name: str, body: GrantIn, *, actor: Principal, request_id: str) -> tuple[GrantOut, bool]:
+    """Grant (or deny) an agent to a group or user; return the grant and whether it is new."""
+    agent = require_agent(agent_name)
+    if agent.is_deleted:
+        raise ConflictError(f"agent {agent_name!r} is deleted; restore it first")
+    principal = stored_principal(body.principal_type, body.principal_id)
+    existing = _get_grant(agent_name, principal)
+    now = utc_now()
+    grant = Grant(agent_name, principal, effect=body.effect, expires_at=body.expires_at,
+                  granted_by=actor.user_id, created_at=existing.created_at if existing else now)
+    tx = Tx()
+    missing = NotFoundError(f"no {body.principal_type} {body.principal_id!r}")
+    if body.principal_type == "group":
+        tx.check(Group, body.principal_id, condition=Group.name.exists(), error=missing)
+    else:
+        tx.check(User, body.principal_id, condition=User.user_id.exists(), error=missing)
+    agent_usable = AgentRecord.name.exists() & AgentRecord.deleted_at.does_not_exist()
+    gone = ConflictError(f"agent {agent_name!r} was deleted meanwhile")
+    raced = ConflictError("this grant was changed by someone else; reload and retry")
+    if existing is None:
+        tx.put(grant, condition=Grant.principal.does_not_exist(), error=raced)
+        # Counters commute: no version condition (pynamodb still increments the version).
+        tx.update(agent, [_counter(body.principal_type).add(1)], condition=agent_usable, error=gone,
+                  add_version_condition=False)
+    else:
+        tx.check(AgentRecord, agent_name, condition=agent_usable, error=gone)
+        tx.put(grant, condition=_unchanged(existing), error=raced)
+    after = grant_out(grant, now=now)
+    tx.audit(audit_log.entry(actor=actor, action="grant.put", target=target(agent_name),
+                             before=grant_out(existing, now=now) if existing else None, after=after,
+                             request_id=request_id))
+    tx.commit()
+    return after, existing is None
+
+
+def delete_grant(agent_name: str, principal_path: str, *, actor: Principal, request_id: str) -> GrantOut:
+    """Remove the grant of ``principal_path`` (``group:<name>`` / ``user:<id>``) on an agent."""
+    agent = require_agent(agent_name)
+    principal_type, principal_id = parse_principal(principal_path)
+    existing = _get_grant(agent_name, stored_principal(principal_type, principal_id))
+    if existing is None:
+        raise NotFoundError(f"agent {agent_name!r} has no grant for {principal_path}")
+    tx = Tx()
+    tx.delete(existing, condition=_unchanged(existing),
+              error=ConflictError("this grant was changed by someone else; reload and retry"))
+    tx.update(agent, [_counter(principal_type).add(-1)], condition=AgentRecord.name.exists(),
+              error=NotFoundError(f"no agent named {agent_name!r}"), add_version_condition=False)
+    before = grant_out(existing)
+    tx.audit(audit_log.entry(actor=actor, action="grant.delete", target=target(agent_name), before=before,
+                             after=None, request_id=request_id))
+    tx.commit()
+    return before

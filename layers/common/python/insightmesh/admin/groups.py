@@ -1,0 +1,213 @@
+"""Groups and their members in the control plane.
+
+Listing groups without a Scan. ``GROUPS_TABLE`` (hash ``name``) has no index to list by, and
+the template is not changed here, so the admin API keeps a **registry** of the groups it
+creates in ``MEMBERSHIPS_TABLE``, under the partition ``group_name = "#groups"`` with
+``user_id = <group name>`` — the same shape as "users are the members of ``all_users``". Written
+in the transaction that creates (or deletes) the group, it cannot drift. ``#`` is not allowed in
+a group name, so the partition can never be a real group, and no grant can name it. The system
+groups (``all_users``), created by the bootstrap function, are known from code
+(:data:`insightmesh.directory.users.SYSTEM_GROUPS`) and head the first page. A GSI ``by-kind``
+on the groups table (hash ``kind``, range ``name``, as for agents) would replace the registry.
+
+Calls:
+
+* list groups: one ``Query("#groups")`` of up to ``limit`` names, one ``BatchGetItem`` of the groups.
+* show a group: ``GetItem`` + one ``Query by-principal`` of its grants.
+* create: one transaction — ``PutItem`` group (``attribute_not_exists``: 409 if taken), ``PutItem``
+  registry row, audit entry.
+* change the description: ``GetItem``, then a transaction with the ``UpdateItem`` conditional on
+  the description read (the table has no version attribute) and the audit entry.
+* delete: ``GetItem``, one ``Query`` (Limit 1) of its members and one ``Query by-principal``
+  (Limit 1) of its grants — a group that still has members or grants is refused (409): remove
+  them first, so no membership or grant is left pointing at nothing — then a transaction deleting
+  the group and its registry row, with the audit entry.
+* members: ``GetItem`` group, one ``Query(group_name)`` page, one ``BatchGetItem`` of the users.
+  Add: ``GetItem`` group and user, then a transaction (group still exists, ``PutItem`` membership
+  with ``attribute_not_exists`` — already a member is a 409 — audit entry). Remove: ``GetItem``
+  group and membership, then a transaction (``DeleteItem``, audit entry).
+
+System groups cannot be changed, deleted, or have members added or removed by hand (409):
+``all_users`` is maintained by the assistant itself (every user is in it).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from insightmesh.admin.grants import grants_of
+from insightmesh.admin.schemas import GroupCreate, GroupDetail, GroupOut, GroupPatch, MemberIn, MemberOut
+from insightmesh.admin.tx import Tx
+from insightmesh.api.errors import ConflictError, NotFoundError
+from insightmesh.api.pagination import (
+    Page,
+    decode_cursor,
+    encode_cursor,
+    invalid_cursor,
+    is_dynamo_key,
+    key_cursor,
+    query_page,
+    start_key,
+)
+from insightmesh.audit import log as audit_log
+from insightmesh.auth.principal import Principal
+from insightmesh.directory.models import Grant, Group, Membership, User, group_principal, utc_now
+from insightmesh.directory.users import SYSTEM_GROUPS
+
+GROUP_REGISTRY: Final = "#groups"  # the memberships partition listing admin-created groups
+
+
+def target(name: str) -> str:
+    return f"group:{name}"
+
+
+def group_out(group: Group) -> GroupOut:
+    return GroupOut(name=group.name, description=group.description, is_system=group.is_system,
+                    created_at=group.created_at)
+
+
+def require_group(name: str) -> Group:
+    try:
+        return Group.get(name)
+    except Group.DoesNotExist:
+        raise NotFoundError(f"no group named {name!r}") from None
+
+
+def _changeable(name: str) -> Group:
+    group = require_group(name)
+    if group.is_system or name in SYSTEM_GROUPS:
+        raise ConflictError(f"{name!r} is a system group and cannot be changed by hand")
+    return group
+
+
+def list_page(*, limit: int, cursor: str | None) -> Page[GroupOut]:
+    """System groups first, then the registry of admin-created groups by name."""
+    scope = "groups"
+    names: list[str] = []
+    key = None
+    if cursor is None:
+        names.extend(list(SYSTEM_GROUPS)[:limit])
+    else:
+        key = decode_cursor(cursor, scope=scope).get("k")
+        if key is not None and not is_dynamo_key(key):
+            raise invalid_cursor()
+    remaining = limit - len(names)
+    next_cursor = None
+    if remaining > 0:
+        results = Membership.query(GROUP_REGISTRY, limit=remaining, last_evaluated_key=key)
+        rows, last_key = query_page(results, Membership)
+        names.extend(row.user_id for row in rows)
+        if last_key is not None:
+            next_cursor = encode_cursor({"k": last_key}, scope=scope)
+    else:
+        next_cursor = encode_cursor({"k": None}, scope=scope)  # the registry from its start
+    found = {group.name: group for group in Group.batch_get(names)} if names else {}
+    items = [group_out(found[name]) for name in names if name in found]
+    return Page[GroupOut](items=items, next_cursor=next_cursor)
+
+
+def detail(name: str) -> GroupDetail:
+    group = require_group(name)
+    return GroupDetail(**group_out(group).model_dump(), grants=grants_of("group", name))
+
+
+def create(body: GroupCreate, *, actor: Principal, request_id: str) -> GroupOut:
+    taken = ConflictError(f"a group named {body.name!r} already exists")
+    if body.name in SYSTEM_GROUPS:
+        raise taken
+    now = utc_now()
+    group = Group(body.name, description=body.description, is_system=False, created_at=now)
+    tx = Tx()
+    tx.put(group, condition=Group.name.does_not_exist(), error=taken)
+    tx.put(Membership(GROUP_REGISTRY, body.name, added_at=now, added_by=actor.user_id),
+           condition=Membership.user_id.does_not_exist(), error=taken)
+    after = group_out(group)
+    tx.audit(audit_log.entry(actor=actor, action="group.create", target=target(body.name), after=after,
+                             request_id=request_id))
+    tx.commit()
+    return after
+
+
+def update(name: str, patch: GroupPatch, *, actor: Principal, request_id: str) -> GroupOut:
+    group = _changeable(name)
+    before = group_out(group)
+    tx = Tx()
+    tx.update(group, [Group.description.set(patch.description)],
+              condition=Group.name.exists() & (Group.description == group.description),
+              error=ConflictError(f"group {name!r} was changed by someone else; reload and retry"))
+    after = before.model_copy(update={"description": patch.description})
+    tx.audit(audit_log.entry(actor=actor, action="group.update", target=target(name), before=before, after=after,
+                             request_id=request_id))
+    tx.commit()
+    return after
+
+
+def delete(name: str, *, actor: Principal, request_id: str) -> GroupOut:
+    group = _changeable(name)
+    members, _ = query_page(Membership.query(name, limit=1), Membership)
+    grants, _ = query_page(Grant.by_principal.query(group_principal(name), limit=1), Grant)
+    if members or grants:
+        what = " and ".join(kind for kind, found in (("members", members), ("grants", grants)) if found)
+        raise ConflictError(f"group {name!r} still has {what}; remove them first")
+    before = group_out(group)
+    tx = Tx()
+    tx.delete(group, condition=Group.name.exists() & (Group.description == group.description),
+              error=ConflictError(f"group {name!r} was changed by someone else; reload and retry"))
+    tx.delete(Membership(GROUP_REGISTRY, name), condition=None, error=ConflictError("retry"))
+    tx.audit(audit_log.entry(actor=actor, action="group.delete", target=target(name), before=before,
+                             request_id=request_id))
+    tx.commit()
+    return before
+
+
+# -- members --------------------------------------------------------------------------------------
+
+
+def _member_out(membership: Membership, user: User | None) -> MemberOut:
+    return MemberOut(user_id=membership.user_id, group_name=membership.group_name, added_at=membership.added_at,
+                     added_by=membership.added_by, email=user.email if user else None,
+                     display_name=user.display_name if user else None, is_active=user.is_active if user else None)
+
+
+def members_page(name: str, *, limit: int, cursor: str | None) -> Page[MemberOut]:
+    require_group(name)
+    scope = f"members|{name}"
+    results = Membership.query(name, limit=limit, last_evaluated_key=start_key(cursor, scope=scope))
+    rows, last_key = query_page(results, Membership)
+    users = {user.user_id: user for user in User.batch_get([row.user_id for row in rows])} if rows else {}
+    return Page[MemberOut](items=[_member_out(row, users.get(row.user_id)) for row in rows],
+                           next_cursor=key_cursor(last_key, scope=scope))
+
+
+def add_member(name: str, body: MemberIn, *, actor: Principal, request_id: str) -> MemberOut:
+    _changeable(name)
+    try:
+        user = User.get(body.user_id)
+    except User.DoesNotExist:
+        raise NotFoundError(f"no user {body.user_id!r}") from None
+    membership = Membership(name, body.user_id, added_at=utc_now(), added_by=actor.user_id)
+    tx = Tx()
+    tx.check(Group, name, condition=Group.name.exists(), error=NotFoundError(f"no group named {name!r}"))
+    tx.put(membership, condition=Membership.user_id.does_not_exist(),
+           error=ConflictError(f"{body.user_id!r} is already a member of {name!r}"))
+    after = _member_out(membership, user)
+    tx.audit(audit_log.entry(actor=actor, action="group.member_add", target=target(name), after=after,
+                             request_id=request_id))
+    tx.commit()
+    return after
+
+
+def remove_member(name: str, user_id: str, *, actor: Principal, request_id: str) -> MemberOut:
+    _changeable(name)
+    try:
+        membership = Membership.get(name, user_id, consistent_read=True)
+    except Membership.DoesNotExist:
+        raise NotFoundError(f"{user_id!r} is not a member of {name!r}") from None
+    before = _member_out(membership, None)
+    tx = Tx()
+    tx.delete(membership, condition=Membership.user_id.exists(),
+              error=NotFoundError(f"{user_id!r} is not a member of {name!r}"))
+    tx.audit(audit_log.entry(actor=actor, action="group.member_remove", target=target(name), before=before,
+                             request_id=request_id))
+    tx.commit()
+    return before

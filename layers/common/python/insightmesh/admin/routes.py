@@ -1,0 +1,371 @@
+"""The admin API's HTTP routes under ``/api``: ``register_admin_routes(app)``.
+
+Each route authenticates (``insightmesh.auth.guard.authenticate``: 401 without valid
+credentials), checks the caller's rights, and delegates to the services of
+:mod:`insightmesh.admin`. Who may call what:
+
+* anyone authenticated: ``GET /api/me``; ``GET /api/agents`` (a non-admin sees only the agents
+  they may use, without grant counts);
+* admins only, for everything else — reads included. A non-admin gets 403, and the refused
+  attempt is audited (``outcome = "denied"``) by ``require_admin``.
+
+Powertools validates a request's parameters and body before any route or middleware runs. So
+that a caller without valid credentials learns nothing but 401, a validation failure under
+``/api/`` authenticates first: anonymous → 401, authenticated → 422 (with the details).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+from typing import Annotated, Any, Final
+
+from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer, Tag
+from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
+
+from insightmesh.admin import agents, grants, groups, users
+from insightmesh.admin import audit as audit_view
+from insightmesh.admin.schemas import (
+    AGENT_NAME_PATTERN,
+    NAME_PATTERN,
+    PRINCIPAL_PATTERN,
+    USER_ID_PATTERN,
+    AdminFlagIn,
+    AgentDetail,
+    AgentOut,
+    AgentPage,
+    AgentPatch,
+    AuditPage,
+    ErrorResponse,
+    GrantIn,
+    GrantOut,
+    GrantPage,
+    GroupCreate,
+    GroupDetail,
+    GroupOut,
+    GroupPage,
+    GroupPatch,
+    MemberIn,
+    MemberOut,
+    MemberPage,
+    MeOut,
+    UserDetail,
+    UserOut,
+    UserPage,
+)
+from insightmesh.api.app import InsightMeshResolver
+from insightmesh.api.errors import ApiError
+from insightmesh.api.pagination import (
+    CURSOR_DESCRIPTION,
+    DEFAULT_LIMIT,
+    LIMIT_DESCRIPTION,
+    MAX_CURSOR_LENGTH,
+    MAX_LIMIT,
+)
+from insightmesh.auth.guard import authenticate, require_admin
+from insightmesh.auth.principal import Principal
+
+ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
+    401: "Not authenticated: no, or no valid, bearer token or session cookie.",
+    403: "Authenticated but not allowed (an admin is required; audited), or a failed CSRF check.",
+    404: "No such resource.",
+    409: "Conflict: the resource changed since it was read (version), already exists, is in use, or is "
+         "protected (system agents and groups).",
+    422: "The request is not valid (parameters, body, page size above 100, or an altered cursor).",
+    429: "Too many requests: retry after the Retry-After header's seconds.",
+}
+API_DESCRIPTION: Final = f"""The InsightMesh control plane: agents, grants, groups and members, users, the audit log.
+
+**Authentication.** `Authorization: Bearer <API token>`, or the `im_session` cookie of a browser
+sign-in (state-changing requests then need `X-CSRF-Token`). `GET /api/me` and `GET /api/agents` are
+open to every authenticated user (the latter lists only the agents they may use); everything else
+requires an admin — a refused attempt is a 403 and is recorded in the audit log.
+
+**Errors.** Every error has one shape: `{{"error": {{"code", "message", "request_id", "details"?}}}}`.
+
+**Lists** return `{{"items": [...], "next_cursor": ...}}`. `limit` defaults to {DEFAULT_LIMIT} and may be
+at most {MAX_LIMIT}: a larger value is refused with 422 rather than silently lowered, so that a client
+never mistakes a capped page for the whole list. `cursor` is the opaque, signed `next_cursor` of the
+previous page; an altered cursor, or one from another list or other filters, is a 422. A page costs a
+constant number of database calls; a filtered page may hold fewer items than `limit` (even none) and
+still have a `next_cursor`.
+
+**Concurrency.** Every change is a conditional write: if the resource changed since it was read
+(for agents: send back the `version` you read), the answer is 409 and nothing is written. Every
+successful change is recorded in the audit log with its before and after, in the same transaction.
+"""
+TAGS: Final = [
+    Tag(name="agents", description="The agent registry: edit, enable/disable, soft delete and restore."),
+    Tag(name="grants", description="Who may (allow) or may not (deny) use an agent."),
+    Tag(name="groups", description="Groups of users, and their members."),
+    Tag(name="users", description="Directory users and admin rights."),
+    Tag(name="audit", description="The audit log of admin actions, allowed and denied."),
+    Tag(name="me", description="The caller."),
+]
+SECURITY: Final[list[dict[str, list[str]]]] = [{"bearerAuth": []}, {"sessionCookie": []}]
+
+Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=LIMIT_DESCRIPTION)]
+Cursor = Annotated[str | None, Query(min_length=1, max_length=MAX_CURSOR_LENGTH, description=CURSOR_DESCRIPTION)]
+AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN, description="The agent's name.")]
+GroupNamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The group's name (a lower-case slug).")]
+UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="The directory user id.")]
+PrincipalPath = Annotated[str, Path(pattern=PRINCIPAL_PATTERN, description="group:<name> or user:<user_id>.")]
+
+
+def responses(success: int, description: str, *errors: int) -> dict[int, OpenAPIResponse]:
+    """The route's success response (schema from its return type) and its error responses."""
+    documented: dict[int, OpenAPIResponse] = {success: {"description": description}}
+    if success == 204:
+        documented[success]["content"] = {}
+    for status in (401, *errors, 422, 429):
+        documented[status] = {"description": ERROR_DESCRIPTIONS[status],
+                              "content": {content_types.APPLICATION_JSON: {"model": ErrorResponse}}}
+    return documented
+
+
+def _configure_openapi(app: InsightMeshResolver) -> None:
+    config = app.openapi_config
+    schemes = dict(config.security_schemes or {})
+    schemes.setdefault("bearerAuth", HTTPBearer(description="An API token: imt_<id>_<secret>."))
+    schemes.setdefault("sessionCookie", APIKey.model_validate({"in": APIKeyIn.cookie, "name": "im_session",
+                                                               "description": "A browser session."}))
+    existing = {tag.name if isinstance(tag, Tag) else tag for tag in config.tags or []}
+    tags = [*(config.tags or []), *(tag for tag in TAGS if tag.name not in existing)]
+    app.openapi_config = replace(config, description=config.description or API_DESCRIPTION,
+                                 security_schemes=schemes, tags=tags)
+
+
+def _authenticate_before_validation(app: InsightMeshResolver) -> None:
+    """A request under /api/ that fails validation is authenticated first (see the module doc)."""
+    handlers = app.exception_handler_manager
+    invalid = handlers.lookup_exception_handler(RequestValidationError)
+    refused = handlers.lookup_exception_handler(ApiError)
+    if invalid is None or refused is None:
+        raise RuntimeError("create the app with insightmesh.api.create_app(): its error handlers are missing")
+
+    @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]  # powertools: untyped
+    def _authenticate_then_refuse(error: RequestValidationError) -> Response[Any]:
+        if app.current_event.path.startswith("/api/"):
+            try:
+                authenticate(app)
+            except ApiError as not_authenticated:
+                response: Response[Any] = refused(not_authenticated)
+                return response
+        invalid_response: Response[Any] = invalid(error)
+        return invalid_response
+
+
+def register_admin_routes(app: InsightMeshResolver) -> None:
+    """Add the admin API's routes to ``app`` (see the module docstring)."""
+    _configure_openapi(app)
+    _authenticate_before_validation(app)
+
+    def request_id() -> str:
+        return app.correlation_id
+
+    def admin(action: str, target: str) -> Principal:
+        principal = authenticate(app)
+        require_admin(app, principal, action=action, target=target)
+        return principal
+
+    # -- me ---------------------------------------------------------------------------------------
+
+    @app.get("/api/me", summary="Who am I, and the agents I may use", tags=["me"], security=SECURITY,
+             responses=responses(200, "The caller and their usable agents"))
+    def get_me() -> MeOut:
+        return users.me(authenticate(app))
+
+    # -- agents -----------------------------------------------------------------------------------
+
+    @app.get("/api/agents", summary="List agents", tags=["agents"], security=SECURITY,
+             description="Admins: every agent with its grant counts (deleted ones with include_deleted). "
+                         "Others: the agents they may use.",
+             responses=responses(200, "A page of agents, by name"))
+    def list_agents(
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        include_deleted: Annotated[bool, Query(description="Admins: include soft-deleted agents.")] = False,
+    ) -> AgentPage:
+        principal = authenticate(app)
+        viewer = None if principal.is_admin else users.require_user(principal.user_id)
+        return agents.list_page(viewer=viewer, include_deleted=include_deleted, limit=limit, cursor=cursor)
+
+    @app.get("/api/agents/<name>", summary="Show an agent and who has access", tags=["agents"], security=SECURITY,
+             responses=responses(200, "The agent and the first page of its grants", 403, 404))
+    def get_agent(name: AgentName) -> AgentDetail:
+        admin("agent.read", agents.target(name))
+        record = agents.require_agent(name)
+        page = grants.grants_page(name, limit=grants.DETAIL_GRANTS, cursor=None)
+        return AgentDetail(**agents.agent_out(record).model_dump(), grants=page.items,
+                           grants_next_cursor=page.next_cursor)
+
+    @app.patch("/api/agents/<name>", summary="Edit an agent", tags=["agents"], security=SECURITY,
+               description="Display name, description and aliases. Send the version you read: a concurrent "
+                           "change is a 409. An alias used by another agent (as alias or name) is a 409.",
+               responses=responses(200, "The agent after the change", 403, 404, 409))
+    def patch_agent(name: AgentName, patch: Annotated[AgentPatch, Body()]) -> AgentOut:
+        principal = admin("agent.update", agents.target(name))
+        return agents.update(name, patch, actor=principal, request_id=request_id())
+
+    @app.post("/api/agents/<name>/enable", summary="Enable an agent", tags=["agents"], security=SECURITY,
+              responses=responses(200, "The agent, enabled", 403, 404, 409))
+    def enable_agent(name: AgentName) -> AgentOut:
+        principal = admin("agent.enable", agents.target(name))
+        return agents.set_enabled(name, True, actor=principal, request_id=request_id())
+
+    @app.post("/api/agents/<name>/disable", summary="Disable an agent", tags=["agents"], security=SECURITY,
+              description="System (built-in) agents cannot be disabled: 409.",
+              responses=responses(200, "The agent, disabled", 403, 404, 409))
+    def disable_agent(name: AgentName) -> AgentOut:
+        principal = admin("agent.disable", agents.target(name))
+        return agents.set_enabled(name, False, actor=principal, request_id=request_id())
+
+    @app.delete("/api/agents/<name>", summary="Soft-delete an agent", tags=["agents"], security=SECURITY,
+                description="The agent is kept (with its grants and aliases) and can be restored. System agents "
+                            "cannot be deleted, and an agent already deleted cannot be deleted again: 409.",
+                responses=responses(200, "The agent, deleted", 403, 404, 409))
+    def delete_agent(name: AgentName) -> AgentOut:
+        principal = admin("agent.delete", agents.target(name))
+        return agents.soft_delete(name, actor=principal, request_id=request_id())
+
+    @app.post("/api/agents/<name>/restore", summary="Restore a soft-deleted agent", tags=["agents"],
+              security=SECURITY, responses=responses(200, "The agent, restored", 403, 404, 409))
+    def restore_agent(name: AgentName) -> AgentOut:
+        principal = admin("agent.restore", agents.target(name))
+        return agents.restore(name, actor=principal, request_id=request_id())
+
+    # -- grants -----------------------------------------------------------------------------------
+
+    @app.get("/api/agents/<name>/grants", summary="List an agent's grants", tags=["grants"], security=SECURITY,
+             responses=responses(200, "A page of grants, by principal", 403, 404))
+    def list_agent_grants(name: AgentName, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> GrantPage:
+        admin("grant.read", agents.target(name))
+        return grants.list_grants(name, limit=limit, cursor=cursor)
+
+    @app.post("/api/agents/<name>/grants", summary="Grant or deny an agent to a group or user", tags=["grants"],
+              security=SECURITY,
+              description="201 when the grant is new; 200 when it replaces the effect and expiry of an existing "
+                          "one. A deny beats any allow. The agent must not be deleted (409).",
+              responses={**responses(201, "The grant, created", 403, 404, 409),
+                         200: {"description": "The grant, replaced"}})
+    def post_agent_grant(name: AgentName, grant: Annotated[GrantIn, Body()]) -> Response[GrantOut]:
+        principal = admin("grant.put", agents.target(name))
+        out, created = grants.put_grant(name, grant, actor=principal, request_id=request_id())
+        return Response(status_code=201 if created else 200, content_type=content_types.APPLICATION_JSON, body=out)
+
+    @app.delete("/api/agents/<name>/grants/<principal>", summary="Remove a grant", tags=["grants"],
+                security=SECURITY, responses=responses(200, "The grant removed", 403, 404, 409))
+    def delete_agent_grant(name: AgentName, principal: PrincipalPath) -> GrantOut:
+        actor = admin("grant.delete", agents.target(name))
+        return grants.delete_grant(name, principal, actor=actor, request_id=request_id())
+
+    # -- groups -----------------------------------------------------------------------------------
+
+    @app.get("/api/groups", summary="List groups", tags=["groups"], security=SECURITY,
+             responses=responses(200, "A page of groups: system groups first, then by name", 403))
+    def list_groups(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> GroupPage:
+        admin("group.read", "group:*")
+        return groups.list_page(limit=limit, cursor=cursor)
+
+    @app.post("/api/groups", summary="Create a group", tags=["groups"], security=SECURITY, status_code=201,
+              responses=responses(201, "The group, created", 403, 409))
+    def create_group(group: Annotated[GroupCreate, Body()]) -> GroupOut:
+        principal = admin("group.create", groups.target(group.name))
+        return groups.create(group, actor=principal, request_id=request_id())
+
+    @app.get("/api/groups/<name>", summary="Show a group and its grants", tags=["groups"], security=SECURITY,
+             responses=responses(200, "The group", 403, 404))
+    def get_group(name: GroupNamePath) -> GroupDetail:
+        admin("group.read", groups.target(name))
+        return groups.detail(name)
+
+    @app.patch("/api/groups/<name>", summary="Change a group's description", tags=["groups"], security=SECURITY,
+               description="System groups (all_users) cannot be changed: 409.",
+               responses=responses(200, "The group after the change", 403, 404, 409))
+    def patch_group(name: GroupNamePath, patch: Annotated[GroupPatch, Body()]) -> GroupOut:
+        principal = admin("group.update", groups.target(name))
+        return groups.update(name, patch, actor=principal, request_id=request_id())
+
+    @app.delete("/api/groups/<name>", summary="Delete a group", tags=["groups"], security=SECURITY,
+                description="Only an empty group without grants can be deleted, and never a system group: 409.",
+                responses=responses(200, "The group deleted", 403, 404, 409))
+    def delete_group(name: GroupNamePath) -> GroupOut:
+        principal = admin("group.delete", groups.target(name))
+        return groups.delete(name, actor=principal, request_id=request_id())
+
+    @app.get("/api/groups/<name>/members", summary="List a group's members", tags=["groups"], security=SECURITY,
+             responses=responses(200, "A page of members, by user id", 403, 404))
+    def list_group_members(name: GroupNamePath, limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> MemberPage:
+        admin("group.read", groups.target(name))
+        return groups.members_page(name, limit=limit, cursor=cursor)
+
+    @app.post("/api/groups/<name>/members", summary="Add a member", tags=["groups"], security=SECURITY,
+              status_code=201, description="Already a member, or a system group: 409. Unknown user: 404.",
+              responses=responses(201, "The membership, created", 403, 404, 409))
+    def add_group_member(name: GroupNamePath, member: Annotated[MemberIn, Body()]) -> MemberOut:
+        principal = admin("group.member_add", groups.target(name))
+        return groups.add_member(name, member, actor=principal, request_id=request_id())
+
+    @app.delete("/api/groups/<name>/members/<user_id>", summary="Remove a member", tags=["groups"],
+                security=SECURITY, responses=responses(200, "The membership removed", 403, 404, 409))
+    def remove_group_member(name: GroupNamePath, user_id: UserIdPath) -> MemberOut:
+        principal = admin("group.member_remove", groups.target(name))
+        return groups.remove_member(name, user_id, actor=principal, request_id=request_id())
+
+    # -- users ------------------------------------------------------------------------------------
+
+    @app.get("/api/users", summary="List or search users", tags=["users"], security=SECURITY,
+             description="Without filters: every user, by user id. email: the exact address (one lookup). "
+                         "email_prefix: each page examines `limit` users and returns those whose address starts "
+                         "with the prefix — follow next_cursor for more matches. Given both, email wins.",
+             responses=responses(200, "A page of users", 403))
+    def list_users(
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        email: Annotated[str | None, Query(min_length=3, max_length=254, description="Exact e-mail.")] = None,
+        email_prefix: Annotated[str | None, Query(min_length=1, max_length=254,
+                                                  description="Start of the e-mail address.")] = None,
+    ) -> UserPage:
+        admin("user.read", "user:*")
+        return users.list_page(limit=limit, cursor=cursor, email=email, email_prefix=email_prefix)
+
+    @app.get("/api/users/<user_id>", summary="Show a user and their groups", tags=["users"], security=SECURITY,
+             responses=responses(200, "The user", 403, 404))
+    def get_user(user_id: UserIdPath) -> UserDetail:
+        admin("user.read", users.target(user_id))
+        return users.detail(user_id)
+
+    @app.post("/api/users/<user_id>/admin", summary="Grant or revoke admin rights", tags=["users"],
+              security=SECURITY,
+              description="Admins only. You cannot revoke your own admin rights (409), so the last admin cannot "
+                          "be removed over HTTP. The first admin is bootstrapped with the CLI, not over HTTP.",
+              responses=responses(200, "The user after the change", 403, 404, 409))
+    def set_user_admin(user_id: UserIdPath, flag: Annotated[AdminFlagIn, Body()]) -> UserOut:
+        principal = admin("user.grant_admin" if flag.is_admin else "user.revoke_admin", users.target(user_id))
+        return users.set_admin(user_id, flag.is_admin, actor=principal, request_id=request_id())
+
+    # -- audit ------------------------------------------------------------------------------------
+
+    @app.get("/api/audit", summary="Read the audit log", tags=["audit"], security=SECURITY,
+             description="Newest first. With target: that resource's history (start/end optional). Without: "
+                         "a time range of at most 31 days (default: the last 7 days). action and actor filter.",
+             responses=responses(200, "A page of audit entries", 403))
+    def list_audit(
+        target: Annotated[str | None, Query(min_length=1, max_length=200,
+                                            description="e.g. agent:meddic, group:sales, user:<id>")] = None,
+        action: Annotated[str | None, Query(min_length=1, max_length=64, description="e.g. agent.update")] = None,
+        actor: Annotated[str | None, Query(min_length=1, max_length=254, description="E-mail or user id.")] = None,
+        start: Annotated[datetime | None, Query(description="ISO 8601; UTC if no offset.")] = None,
+        end: Annotated[datetime | None, Query(description="ISO 8601; UTC if no offset.")] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> AuditPage:
+        admin("audit.read", "audit")
+        return audit_view.list_page(target=target, start=start, end=end, action=action, actor=actor, limit=limit,
+                                    cursor=cursor)
+
+
+__all__ = ["register_admin_routes", "responses"]

@@ -1,0 +1,101 @@
+"""Users in the control plane: list, search by e-mail, show, grant or revoke admin; and "me".
+
+Listing. ``USERS_TABLE`` has no index that lists every user, so users are listed as the members
+of the system group ``all_users`` (every user is in it: :mod:`insightmesh.directory.users`
+writes that membership before the user): one ``Query(group_name="all_users")`` of ``limit``
+user ids, its ``LastEvaluatedKey`` as the cursor, then one ``BatchGetItem`` of those users — two
+calls per page whatever the number of users.
+
+Search. ``?email=`` is exact: one ``Query by-email``. ``?email_prefix=`` has no index to use
+(``by-email`` needs the whole address), so it is the listing above, filtered: each page examines
+``limit`` users (two calls) and returns those whose address starts with the prefix — a page may
+hold few matches, or none, and still have a ``next_cursor``. The cost per request is capped; a
+full search is O(users). A GSI ``by-email-prefix`` (hash ``email_initial`` = the first character
+of the lower-cased e-mail, range ``email``) would make it one ``Query`` with ``begins_with``.
+
+Admin rights. ``POST /api/users/{id}/admin`` sets ``is_admin`` with the version condition and
+the audit entry in one transaction. An admin cannot remove their own admin rights (409): so the
+last admin can never be removed over HTTP, with no need to count admins. The first admin is
+bootstrapped outside the API.
+"""
+
+from __future__ import annotations
+
+from insightmesh.admin.schemas import MeOut, UsableAgent, UserDetail, UserOut
+from insightmesh.admin.tx import Tx
+from insightmesh.agents.catalog import list_agents
+from insightmesh.api.errors import ConflictError, NotFoundError
+from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
+from insightmesh.audit import log as audit_log
+from insightmesh.auth.principal import Principal
+from insightmesh.directory.models import Membership, User, normalize_email
+from insightmesh.directory.permissions import agents_usable_by
+from insightmesh.directory.users import ALL_USERS
+
+
+def target(user_id: str) -> str:
+    return f"user:{user_id}"
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(user_id=user.user_id, email=user.email, display_name=user.display_name, real_name=user.real_name,
+                   is_active=user.is_active, is_admin=user.is_admin, is_bot=user.is_bot,
+                   primary_provider=user.primary_provider, created_at=user.created_at,
+                   last_synced_at=user.last_synced_at, version=user.version)
+
+
+def require_user(user_id: str) -> User:
+    try:
+        return User.get(user_id)
+    except User.DoesNotExist:
+        raise NotFoundError(f"no user {user_id!r}") from None
+
+
+def list_page(*, limit: int, cursor: str | None, email: str | None = None,
+              email_prefix: str | None = None) -> Page[UserOut]:
+    if email is not None:
+        address = normalize_email(email)
+        users, _ = query_page(User.by_email.query(address, limit=limit), User) if address else ([], None)
+        return Page[UserOut](items=[user_out(user) for user in users], next_cursor=None)
+    prefix = (email_prefix or "").strip().lower()
+    scope = f"users|{prefix}"
+    results = Membership.query(ALL_USERS, limit=limit, last_evaluated_key=start_key(cursor, scope=scope))
+    rows, last_key = query_page(results, Membership)
+    found = {user.user_id: user for user in User.batch_get([row.user_id for row in rows])} if rows else {}
+    users = [found[row.user_id] for row in rows if row.user_id in found]
+    if prefix:
+        users = [user for user in users if (user.email or "").startswith(prefix)]
+    return Page[UserOut](items=[user_out(user) for user in users], next_cursor=key_cursor(last_key, scope=scope))
+
+
+def detail(user_id: str) -> UserDetail:
+    """The user and their groups: one GetItem, one Query of memberships ``by-user``."""
+    user = require_user(user_id)
+    groups = sorted(row.group_name for row in Membership.by_user.query(user_id))
+    return UserDetail(**user_out(user).model_dump(), groups=groups)
+
+
+def set_admin(user_id: str, is_admin: bool, *, actor: Principal, request_id: str) -> UserOut:
+    if user_id == actor.user_id and not is_admin:
+        raise ConflictError("you cannot remove your own admin rights; another admin can")
+    user = require_user(user_id)
+    before = user_out(user)
+    after = before.model_copy(update={"is_admin": is_admin, "version": (before.version or 0) + 1})
+    tx = Tx()
+    tx.update(user, [User.is_admin.set(is_admin)], condition=User.user_id.exists(),
+              error=ConflictError(f"user {user_id!r} was changed by someone else; retry"))
+    tx.audit(audit_log.entry(actor=actor, action="user.grant_admin" if is_admin else "user.revoke_admin",
+                             target=target(user_id), before=before, after=after, request_id=request_id))
+    tx.commit()
+    return after
+
+
+def me(principal: Principal) -> MeOut:
+    """Who is calling and the agents they may use: GetItem user, Query by-kind, then
+    ``agents_usable_by`` (one memberships Query and one BatchGetItem per 100 keys)."""
+    user = require_user(principal.user_id)
+    usable = agents_usable_by(user, list_agents())
+    return MeOut(user_id=user.user_id, email=user.email, display_name=user.display_name, is_admin=user.is_admin,
+                 via=principal.via,
+                 agents=[UsableAgent(name=agent.name, display_name=agent.display_name, description=agent.description,
+                                     aliases=list(agent.aliases or [])) for agent in usable])

@@ -1,0 +1,1 @@
+"""Authentication and authorisation of the control plane: OIDC browser sessions and API tokens."""

@@ -1,0 +1,175 @@
+"""Who may call the control plane: ``authenticate`` at the top of every protected route.
+
+Order of checks, each refusing with the error envelope:
+
+1. per source IP rate limit (``api-ip``, ``API_IP_RATE_LIMIT_PER_MINUTE``) → 429 + Retry-After;
+2. ``Authorization: Bearer <API token>`` → the token's user; or else the ``im_session`` cookie →
+   the session's user; the user is read on every request (GetItem), so a deactivated user is
+   refused at once. Nothing valid → 401 with ``WWW-Authenticate: Bearer``;
+3. CSRF, for a cookie-authenticated POST/PUT/PATCH/DELETE: ``X-CSRF-Token`` equal to the
+   session's token, or an ``Origin`` (else ``Referer``) whose origin is in ``ALLOWED_ORIGINS``
+   or is that of ``PUBLIC_BASE_URL`` → else 403. Bearer requests need none (a browser never
+   attaches a bearer token by itself);
+4. per principal rate limit (``api-principal``, ``API_RATE_LIMIT_PER_MINUTE``) → 429.
+
+Refused authentications are logged (never with the presented credential), not audited;
+``require_admin`` audits the refused admin attempts of authenticated principals.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from insightmesh.api.app import InsightMeshResolver
+from insightmesh.api.errors import ForbiddenError, UnauthorizedError
+from insightmesh.api.ratelimit import RateLimiter, source_ip
+from insightmesh.auth.principal import Principal
+from insightmesh.auth.settings import get_auth_settings, origin_of
+
+if TYPE_CHECKING:
+    from insightmesh.directory.models import User
+
+IP_SCOPE: Final = "api-ip"
+PRINCIPAL_SCOPE: Final = "api-principal"
+CSRF_HEADER: Final = "x-csrf-token"
+STATE_CHANGING_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+WWW_AUTHENTICATE: Final = 'Bearer realm="insightmesh"'
+
+
+def _now() -> float:
+    """The rate limiters' clock (a seam for tests)."""
+    return time.time()
+
+
+def header(event: Mapping[str, Any], name: str) -> str | None:
+    """The value of request header ``name`` (any case) in an API Gateway event, else ``None``."""
+    wanted = name.lower()
+    for key, value in (event.get("headers") or {}).items():
+        if isinstance(key, str) and key.lower() == wanted and isinstance(value, str):
+            return value
+    return None
+
+
+def cookie_header(event: Mapping[str, Any]) -> str | None:
+    """The request's cookies as one ``Cookie`` header: payload 2.0 moves them to ``cookies``."""
+    parts = [str(cookie) for cookie in (event.get("cookies") or [])]
+    raw = header(event, "cookie")
+    if raw:
+        parts.append(raw)
+    return "; ".join(parts) or None
+
+
+def _unauthorized(app: InsightMeshResolver, reason: str, *, invalid_token: bool = False) -> UnauthorizedError:
+    app.logger.info("request refused: not authenticated",
+                    extra={"reason": reason, "source_ip": source_ip(app.current_event.raw_event),
+                           "path": app.current_event.path})
+    challenge = WWW_AUTHENTICATE + (', error="invalid_token"' if invalid_token else "")
+    return UnauthorizedError("authentication required" if not invalid_token else "the credentials are not valid",
+                             headers={"WWW-Authenticate": challenge})
+
+
+def _active_user(user_id: str) -> User | None:
+    from insightmesh.directory.models import User
+
+    try:
+        user = User.get(user_id)
+    except User.DoesNotExist:
+        return None
+    return user if user.is_active else None
+
+
+def authenticate(app: InsightMeshResolver) -> Principal:
+    """The principal of the current request, or raise 401/403/429 (see the module doc)."""
+    settings = get_auth_settings()
+    event = app.current_event.raw_event
+    RateLimiter(IP_SCOPE, settings.API_IP_RATE_LIMIT_PER_MINUTE, clock=_now).hit(source_ip(event))
+
+    authorization = header(event, "authorization")
+    if authorization is not None:
+        principal = _from_bearer(app, authorization)
+    else:
+        principal = _from_session(app, event)
+
+    RateLimiter(PRINCIPAL_SCOPE, settings.API_RATE_LIMIT_PER_MINUTE, clock=_now).hit(principal.user_id)
+    return principal
+
+
+def _from_bearer(app: InsightMeshResolver, authorization: str) -> Principal:
+    from insightmesh.auth.tokens import verify_token
+
+    scheme, _, credential = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise _unauthorized(app, "unsupported authorization scheme", invalid_token=True)
+    token = verify_token(credential.strip())
+    if token is None:
+        raise _unauthorized(app, "unknown, revoked, expired or malformed api token", invalid_token=True)
+    user = _active_user(token.user_id)
+    if user is None:
+        raise _unauthorized(app, "api token of a missing or inactive user", invalid_token=True)
+    return Principal(user_id=user.user_id, email=user.email, is_admin=user.is_admin, via="token",
+                     token_id=token.token_id, scopes=frozenset(token.scopes))
+
+
+def _from_session(app: InsightMeshResolver, event: Mapping[str, Any]) -> Principal:
+    from insightmesh.auth.sessions import read_session
+
+    claims = read_session(cookie_header(event))
+    if claims is None:
+        raise _unauthorized(app, "no valid credentials")
+    user = _active_user(claims.user_id)
+    if user is None:
+        raise _unauthorized(app, "session of a missing or inactive user")
+    if app.current_event.http_method.upper() in STATE_CHANGING_METHODS and not _csrf_ok(app, event, claims.csrf):
+        app.logger.info("request refused: csrf check failed",
+                        extra={"user_id": user.user_id, "path": app.current_event.path})
+        raise ForbiddenError("a state-changing request from a browser session needs the X-CSRF-Token header "
+                             "or a trusted Origin")
+    return Principal(user_id=user.user_id, email=user.email, is_admin=user.is_admin, via="session",
+                     csrf_token=claims.csrf)
+
+
+def trusted_origins(app: InsightMeshResolver) -> set[str]:
+    """ALLOWED_ORIGINS and the origin of PUBLIC_BASE_URL, normalised."""
+    origins = {origin for origin in (origin_of(value) for value in app.settings.ALLOWED_ORIGINS) if origin}
+    public = get_auth_settings().public_origin
+    if public:
+        origins.add(public)
+    return origins
+
+
+def _csrf_ok(app: InsightMeshResolver, event: Mapping[str, Any], expected: str) -> bool:
+    presented = header(event, CSRF_HEADER)
+    if presented and hmac.compare_digest(presented.strip().encode(), expected.encode()):
+        return True
+    # Origin is authoritative when present; Referer only when the browser sent no Origin.
+    source = header(event, "origin") or header(event, "referer")
+    if not source or source.strip() == "null":
+        return False
+    origin = origin_of(source)
+    return origin is not None and origin in trusted_origins(app)
+
+
+def require_admin(app: InsightMeshResolver, principal: Principal, *, action: str, target: str) -> None:
+    """Return if ``principal`` is an admin; else audit the refused attempt and raise 403."""
+    if principal.is_admin:
+        return
+    from insightmesh.audit import log as audit_log
+
+    audit_log.record(actor=principal, action=action, target=target, outcome="denied",
+                     reason="requires an admin", request_id=app.correlation_id)
+    raise ForbiddenError("this action requires an admin")
+
+
+def require_scope(app: InsightMeshResolver, principal: Principal, scope: str, *, action: str, target: str) -> None:
+    """For an API-token principal, require ``scope`` (e.g. ``admin:write``) among the token's
+    scopes; a browser session carries its user's full rights. Refusals are audited, then 403."""
+    if principal.via != "token" or scope in principal.scopes:
+        return
+    from insightmesh.audit import log as audit_log
+
+    audit_log.record(actor=principal, action=action, target=target, outcome="denied",
+                     reason=f"the api token lacks the {scope} scope", request_id=app.correlation_id)
+    raise ForbiddenError(f"this API token lacks the {scope} scope")

@@ -1,0 +1,168 @@
+"""`insightmesh admin bootstrap` and `insightmesh token create`: the operator's way in.
+
+Bootstrapping the first admin never happens over HTTP: these commands write to the stack's
+tables directly, with the caller's own AWS credentials — against the running local system
+(its emulator, found through the dev server's /_local/stack) or against a deployed stack
+(table names from CloudFormation). Only the token goes to stdout; everything else to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import getpass
+import json
+import os
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from insightmesh_local.stack import LOCAL_CREDENTIALS
+from insightmesh_local.template import load_template
+
+EXIT_USAGE = 2
+
+
+class TargetError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    description: str
+    environment: dict[str, str]
+
+
+def _local_target(port: int) -> Target:
+    url = f"http://127.0.0.1:{port}/_local/stack"
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            stack = json.loads(response.read())
+    except (urllib.error.URLError, OSError) as error:
+        raise TargetError(f"no insightmesh dev server on 127.0.0.1:{port} ({error}); start it, pass --port, "
+                          "or use --stack-name for a deployed stack") from error
+    environment = {**stack["environment"], "AWS_ENDPOINT_URL": stack["endpoint"], "AWS_REGION": stack["region"],
+                   "AWS_DEFAULT_REGION": stack["region"], **LOCAL_CREDENTIALS}
+    return Target(f"local stack {stack['stack_name']} ({stack['endpoint']})", environment)
+
+
+def _aws_target(stack_name: str, template_path: Path, region: str | None) -> Target:
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    template = load_template(template_path)
+    variables = (template.function_globals.get("Environment") or {}).get("Variables") or {}
+    wanted = {name: value["Ref"] for name, value in variables.items()
+              if isinstance(value, dict) and "Ref" in value and name.endswith("_TABLE")}
+    session = boto3.session.Session(region_name=region)
+    try:
+        paginator = session.client("cloudformation").get_paginator("list_stack_resources")
+        physical = {summary["LogicalResourceId"]: summary["PhysicalResourceId"]
+                    for page in paginator.paginate(StackName=stack_name)
+                    for summary in page["StackResourceSummaries"]}
+    except (BotoCoreError, ClientError) as error:
+        raise TargetError(f"cannot read stack {stack_name!r}: {error}") from error
+    environment = {name: physical[logical] for name, logical in wanted.items() if logical in physical}
+    missing = sorted(set(wanted) - set(environment))
+    if missing:
+        raise TargetError(f"stack {stack_name} has no table for {', '.join(missing)}: deploy the current template")
+    environment["AWS_REGION"] = environment["AWS_DEFAULT_REGION"] = session.region_name or "us-east-1"
+    return Target(f"AWS stack {stack_name} ({session.region_name})", environment)
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    if args.stack_name:
+        return _aws_target(args.stack_name, Path(args.template), args.region)
+    return _local_target(args.port)
+
+
+def _use(target: Target) -> None:
+    """Point the layer at the target: the pynamodb models read their tables at import."""
+    if "AWS_ENDPOINT_URL" not in target.environment:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+    os.environ.update(target.environment)
+
+
+def _actor() -> str:
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _user_for(email: str, *, create: bool) -> Any:
+    from insightmesh.directory import admin_tools
+
+    return admin_tools.find_or_create_user_by_email(email, create=create)
+
+
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    try:
+        target = resolve_target(args)
+    except TargetError as error:
+        print(f"insightmesh admin bootstrap: {error}", file=sys.stderr)
+        return 1
+    _use(target)
+    with contextlib.redirect_stdout(sys.stderr):
+        from insightmesh.directory import admin_tools
+
+        user, changed = admin_tools.make_admin(args.email, actor=_actor())
+    state = "is now an admin" if changed else "was already an admin"
+    print(f"{args.email} ({user.user_id}) {state} on {target.description}", file=sys.stderr)
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace) -> int:
+    try:
+        target = resolve_target(args)
+    except TargetError as error:
+        print(f"insightmesh token create: {error}", file=sys.stderr)
+        return 1
+    _use(target)
+    # The layer logs (JSON) to stdout, as Lambda expects; here stdout carries the token alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        from insightmesh.auth.tokens import create_token
+        from insightmesh.directory import admin_tools
+
+        if args.admin:
+            user, _changed = admin_tools.make_admin(args.email, actor=_actor())
+        else:
+            user = admin_tools.find_or_create_user_by_email(args.email, create=True)
+        scopes = ["admin:read", "admin:write"] if args.admin else []
+        plaintext, token = create_token(str(user.user_id), name=args.name or f"cli token for {args.email}",
+                                        scopes=scopes, created_by=_actor())
+        admin_tools.audit_cli(action="token.create", target=f"user:{user.user_id}",
+                              after={"token_id": token.token_id, "scopes": scopes, "name": token.name},
+                              actor=_actor())
+    print(f"token {token.token_id} for {args.email} on {target.description} (shown once; store it now):",
+          file=sys.stderr)
+    print(plaintext)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    def target_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument("--port", type=int, default=3000, help="the local dev server's port (default 3000)")
+        command.add_argument("--stack-name", help="a deployed stack instead of the local system (uses your AWS "
+                                                  "credentials and region)")
+        command.add_argument("--region", default=os.environ.get("AWS_REGION"))
+        command.add_argument("--template", default="infra/template.yaml")
+
+    admin = sub.add_parser("admin", help="operator commands that never go over HTTP")
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    bootstrap = admin_sub.add_parser("bootstrap", help="make a user (created if needed) an admin")
+    bootstrap.add_argument("--email", required=True)
+    target_options(bootstrap)
+    bootstrap.set_defaults(run=cmd_bootstrap)
+
+    token = sub.add_parser("token", help="API tokens for scripts")
+    token_sub = token.add_subparsers(dest="token_command", required=True)
+    create = token_sub.add_parser("create", help="create an API token and print it (once)")
+    create.add_argument("--email", required=True)
+    create.add_argument("--admin", action="store_true", help="make the user an admin; the token gets admin scopes")
+    create.add_argument("--name", help="a label for the token")
+    target_options(create)
+    create.set_defaults(run=cmd_token_create)
