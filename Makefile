@@ -47,6 +47,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/local_runtime.py
 	$(BIN)/python benchmarks/slack_ingress.py
+	$(BIN)/python benchmarks/admin_api.py
+	$(BIN)/python benchmarks/directory_sync.py
 
 ## SAM: needs the AWS SAM CLI installed separately (pipx install aws-sam-cli); not in the venv.
 validate:
