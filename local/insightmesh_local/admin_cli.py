@@ -143,6 +143,50 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_token_list(args: argparse.Namespace) -> int:
+    try:
+        target = resolve_target(args)
+    except TargetError as error:
+        print(f"insightmesh token list: {error}", file=sys.stderr)
+        return 1
+    _use(target)
+    with contextlib.redirect_stdout(sys.stderr):
+        from insightmesh.auth.tokens import list_tokens
+        from insightmesh.directory import admin_tools
+
+        user = admin_tools.find_or_create_user_by_email(args.email, create=False)
+        tokens = list_tokens(str(user.user_id))
+    for token in tokens:
+        state = "revoked" if token.revoked_at else "active"
+        print(json.dumps({"token_id": token.token_id, "name": token.name, "scopes": list(token.scopes or []),
+                          "state": state, "created_at": str(token.created_at),
+                          "last_used_at": str(token.last_used_at) if token.last_used_at else None}))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    try:
+        target = resolve_target(args)
+    except TargetError as error:
+        print(f"insightmesh token revoke: {error}", file=sys.stderr)
+        return 1
+    _use(target)
+    with contextlib.redirect_stdout(sys.stderr):
+        from insightmesh.auth.tokens import revoke_token
+        from insightmesh.directory import admin_tools
+
+        user = admin_tools.find_or_create_user_by_email(args.email, create=False)
+        revoked = revoke_token(args.token_id, user_id=str(user.user_id))
+        if revoked:
+            admin_tools.audit_cli(action="token.revoke", target=f"user:{user.user_id}",
+                                  after={"token_id": args.token_id}, actor=_actor())
+    if not revoked:
+        print(f"insightmesh token revoke: {args.email} has no token {args.token_id}", file=sys.stderr)
+        return 1
+    print(f"token {args.token_id} of {args.email} revoked", file=sys.stderr)
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     def target_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--port", type=int, default=3000, help="the local dev server's port (default 3000)")
@@ -166,3 +210,12 @@ def add_parsers(sub: Any) -> None:
     create.add_argument("--name", help="a label for the token")
     target_options(create)
     create.set_defaults(run=cmd_token_create)
+    listing = token_sub.add_parser("list", help="a user's tokens (ids, names, scopes, state; never the secret)")
+    listing.add_argument("--email", required=True)
+    target_options(listing)
+    listing.set_defaults(run=cmd_token_list)
+    revoke = token_sub.add_parser("revoke", help="revoke one of a user's tokens")
+    revoke.add_argument("--email", required=True)
+    revoke.add_argument("token_id")
+    target_options(revoke)
+    revoke.set_defaults(run=cmd_token_revoke)

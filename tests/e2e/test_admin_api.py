@@ -68,6 +68,20 @@ def test_cli_without_a_running_system_says_so():
     assert result.returncode == 1 and "no insightmesh dev server" in result.stderr and result.stdout == ""
 
 
+def test_tokens_can_be_listed_and_revoked(dev, api):
+    made = cli(dev, "token", "create", "--email", "temp@example.com")
+    token = made.stdout.strip()
+    token_id = token.split("_")[1]
+    with httpx.Client(base_url=f"http://127.0.0.1:{dev.port}", timeout=20,
+                      headers={"Authorization": f"Bearer {token}"}) as temp:
+        assert temp.get("/api/me").status_code == 200
+        listed = cli(dev, "token", "list", "--email", "temp@example.com")
+        assert listed.returncode == 0 and f'"token_id": "{token_id}"' in listed.stdout and token not in listed.stdout
+        assert cli(dev, "token", "revoke", "--email", "temp@example.com", token_id).returncode == 0
+        assert temp.get("/api/me").status_code == 401
+    assert cli(dev, "token", "revoke", "--email", "temp@example.com", "nope").returncode == 1
+
+
 def _concrete(path: str) -> str:
     return re.sub(r"\{[^}]+\}", "meddic", path)
 
