@@ -103,7 +103,7 @@ def seed(count: int, *, prefix: str) -> None:
         grants.save(Grant("meddic", group_principal(f"{prefix}g"), effect="allow", created_at=now))
 
 
-def main() -> None:  # noqa: PLR0915 - a linear script
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--users", type=int, default=10_000)

@@ -529,16 +529,45 @@ def test_group_lifecycle_with_members(api: Api) -> None:
     assert entries[4][1]["name"] == "sales" and entries[4][2] is None
 
 
-def test_groups_page_after_the_system_groups(api: Api) -> None:
-    for name in ("beta", "alpha"):
+def test_groups_page_by_name_system_groups_included(api: Api) -> None:
+    for name in ("beta", "alpha", "admins"):
         api.ok("POST", "/api/groups", 201, body={"name": name})  # no description
-    first = api.ok("GET", "/api/groups", query={"limit": "1"})
-    assert [g["name"] for g in first["items"]] == ["all_users"] and first["next_cursor"]
+    first = api.ok("GET", "/api/groups", query={"limit": "2"})
+    assert [(g["name"], g["is_system"]) for g in first["items"]] == [("admins", False), ("all_users", True)]
+    assert first["next_cursor"]
     second = api.ok("GET", "/api/groups", query={"limit": "1", "cursor": first["next_cursor"]})
     third = api.ok("GET", "/api/groups", query={"limit": "5", "cursor": second["next_cursor"]})
     assert [g["name"] for g in second["items"] + third["items"]] == ["alpha", "beta"]
     assert third["next_cursor"] is None
     assert api.ok("PATCH", "/api/groups/alpha", body={"description": "A"})["description"] == "A"
+    assert [g["description"] for g in api.ok("GET", "/api/groups")["items"] if g["name"] == "alpha"] == ["A"]
+
+
+def test_groups_carry_their_kind_and_nothing_is_kept_beside_them(api: Api) -> None:
+    from insightmesh.directory.models import GROUP_KIND, Group, Membership
+
+    api.ok("POST", "/api/groups", 201, body={"name": "sales"})
+    assert {(g.name, g.kind) for g in Group.by_kind.query(GROUP_KIND)} == {("all_users", "group"), ("sales", "group")}
+    assert Group.get("all_users").kind == "group"  # ensure_system_groups (the fixture) wrote it
+    groups_partitions = {m.group_name for m in Membership.by_user.query("sales")}
+    assert groups_partitions == set()  # no registry row beside the group
+    api.ok("DELETE", "/api/groups/sales")
+    assert [g.name for g in Group.by_kind.query(GROUP_KIND)] == ["all_users"]
+
+
+def test_a_system_group_written_without_kind_is_given_one(api: Api) -> None:
+    import boto3
+
+    from insightmesh.directory.models import Group
+    from insightmesh.directory.users import ensure_system_groups
+
+    boto3.client("dynamodb").update_item(TableName=Group.Meta.table_name, Key={"name": {"S": "all_users"}},
+                                         UpdateExpression="REMOVE kind")
+    assert [g["name"] for g in api.ok("GET", "/api/groups")["items"]] == []
+    assert ensure_system_groups() == []
+    group = Group.get("all_users", consistent_read=True)
+    assert (group.kind, group.description) == ("group", "Everyone who has talked to the assistant.")
+    assert [g["name"] for g in api.ok("GET", "/api/groups")["items"]] == ["all_users"]
 
 
 def test_all_users_is_protected(api: Api) -> None:
@@ -581,10 +610,96 @@ def test_users_list_search_and_detail(api: Api) -> None:
         ["u-bob"]
     assert api.ok("GET", "/api/users", query={"email": "nobody@example.org"})["items"] == []
     assert [u["user_id"] for u in api.ok("GET", "/api/users", query={"email_prefix": "an"})["items"]] == ["u-ann"]
+    assert [u["user_id"] for u in api.ok("GET", "/api/users", query={"email_prefix": " AN"})["items"]] == ["u-ann"]
+    assert api.ok("GET", "/api/users", query={"email_prefix": "anne"})["items"] == []
     detail = api.ok("GET", "/api/users/u-ann")
     assert (detail["email"], detail["is_admin"], detail["groups"]) == ("ann@example.com", False, ["all_users"])
     assert_envelope(api.call("GET", "/api/users/u-nobody"), 404, "not_found")
     assert_envelope(api.call("GET", "/api/users/bad%20id"), 422, "validation_error")
+
+
+def test_email_prefix_search_is_in_email_order_and_pages_with_a_cursor(api: Api) -> None:
+    emails = ["carol@b.example", "alice@a.example", "al@c.example", "alan@z.example", "bob@a.example",
+              "alice.smith@a.example", "alex@y.example"]
+    for n, email in enumerate(emails):
+        make_user(f"u-{n}", email)
+    make_user("u-none", None)  # no address: never matches, and is not in the index
+
+    def search(prefix: str, limit: int) -> list[list[str]]:
+        pages, cursor = [], None
+        while True:
+            query = {"email_prefix": prefix, "limit": str(limit), **({"cursor": cursor} if cursor else {})}
+            page = api.ok("GET", "/api/users", query=query)
+            pages.append([user["email"] for user in page["items"]])
+            cursor = page["next_cursor"]
+            if not cursor:
+                return pages
+
+    def found(prefix: str, limit: int) -> list[str]:
+        return [email for page in search(prefix, limit) for email in page]
+
+    expected = ["al@c.example", "alan@z.example", "alex@y.example", "alice.smith@a.example", "alice@a.example"]
+    assert found("al", 2) == expected
+    assert search("al", 2) == [expected[:2], expected[2:4], expected[4:]]
+    assert found("AL", 100) == expected
+    assert found("ali", 1) == ["alice.smith@a.example", "alice@a.example"]
+    assert found("a", 50) == [ADMIN_EMAIL, *expected]
+    assert found("b", 50) == ["bob@a.example"]
+    assert found("x", 50) == []
+    # A cursor belongs to its prefix: replayed with another prefix, or without one, it is a 422.
+    cursor = api.ok("GET", "/api/users", query={"email_prefix": "al", "limit": "1"})["next_cursor"]
+    assert_envelope(api.call("GET", "/api/users", query={"email_prefix": "ala", "cursor": cursor}),
+                    422, "validation_error")
+    assert_envelope(api.call("GET", "/api/users", query={"cursor": cursor}), 422, "validation_error")
+    for blank in ("", " "):
+        assert_envelope(api.call("GET", "/api/users", query={"email_prefix": blank}), 422, "validation_error")
+
+
+def test_email_prefix_search_is_one_query_on_the_index_whatever_the_number_of_users(
+        api: Api, dynamo_calls: DynamoCalls) -> None:
+    query = {"email_prefix": "user01", "limit": "5"}
+    api.ok("GET", "/api/users", query=query)  # warm: the token's last-use write is once a minute
+    # What authenticating an admin costs on the users table: a request that reads no user itself.
+    baseline = dynamo_calls.during(lambda: api.call("GET", "/api/groups/nope"))
+    many_users(10)
+    small = dynamo_calls.during(lambda: api.ok("GET", "/api/users", query=query))
+    many_users(300)
+    answers: list[Any] = []
+    large = dynamo_calls.during(lambda: answers.append(api.ok("GET", "/api/users", query=query)))
+    assert small == large
+    assert large.count("Query:test-UsersTable") == 1
+    assert not any(call.startswith(("Scan:", "BatchGetItem:")) or call.endswith("MembershipsTable")
+                   for call in large)
+    # Apart from authenticating the caller, that Query is the only call on the users table.
+    assert [call for call in large if call.endswith(":test-UsersTable")] == \
+        sorted(["Query:test-UsersTable", *(call for call in baseline if call.endswith(":test-UsersTable"))])
+    assert [user["email"] for user in answers[0]["items"]] == [f"user{n:04d}@example.com" for n in range(100, 105)]
+
+
+def test_every_writer_of_a_user_sets_its_email_initial(api: Api) -> None:
+    from insightmesh.auth import oidc
+    from insightmesh.directory import admin_tools
+    from insightmesh.directory.models import User
+    from insightmesh.directory.sync import ProviderUser, sync_users
+    from insightmesh.directory.users import SlackProfile, resolve_slack_user
+
+    slack = resolve_slack_user("T1", "U1", profile=lambda: SlackProfile(display_name="S", email="Slack@X.example"))
+    cli = admin_tools.find_or_create_user_by_email("Cli@X.example", create=True)
+    signed_in = oidc._find_or_create_user("sso@x.example", {"name": "Sso"})
+    sync_users("google", [[ProviderUser(provider_user_id="g-1", email="Google@X.example", display_name="G")]],
+               run_id="run-1")
+    synced = next(User.by_email.query("google@x.example"))
+    ids = {user.user_id for user in (slack, cli, signed_in, synced)}
+    assert {User.get(user_id).email_initial for user_id in ids} == {"s", "c", "g"}
+    found = [user["email"] for user in api.ok("GET", "/api/users", query={"email_prefix": "s"})["items"]]
+    assert found == ["slack@x.example", "sso@x.example"]
+    # A sync that changes the address moves the user in the index.
+    sync_users("google", [[ProviderUser(provider_user_id="g-1", email="hr@x.example", display_name="G")]],
+               run_id="run-2")
+    assert User.get(synced.user_id).email_initial == "h"
+    assert [u["user_id"] for u in api.ok("GET", "/api/users", query={"email_prefix": "g"})["items"]] == []
+    assert [u["user_id"] for u in api.ok("GET", "/api/users", query={"email_prefix": "hr@"})["items"]] == \
+        [synced.user_id]
 
 
 def test_admin_rights_granted_and_revoked_but_never_by_oneself(api: Api) -> None:
@@ -730,7 +845,6 @@ LISTS: list[tuple[str, dict[str, str], str]] = [
 
 def add_records(start: int, stop: int) -> None:
     """Agents, users (in group crowd), groups, grants on agent popular and audit entries."""
-    from insightmesh.admin.groups import GROUP_REGISTRY
     from insightmesh.agents.catalog import AgentRecord
     from insightmesh.audit.log import AuditEntry, entry
     from insightmesh.directory.models import Grant, Group, Membership, User
@@ -741,7 +855,6 @@ def add_records(start: int, stop: int) -> None:
         for n in range(start, stop):
             agents.save(AgentRecord(f"agent-{n:04d}", is_public=True, version=1))
             groups.save(Group(f"group-{n:04d}"))
-            memberships.save(Membership(GROUP_REGISTRY, f"group-{n:04d}"))
             users.save(User(f"u-{n:04d}", email=f"user{n:04d}@example.com", version=1))
             memberships.save(Membership("all_users", f"u-{n:04d}"))
             memberships.save(Membership("crowd", f"u-{n:04d}"))
@@ -778,10 +891,18 @@ def test_list_endpoints_make_the_same_calls_for_10_and_150_records(api: Api, dyn
     users_calls = large["admin /api/users {}"][0]
     assert (users_calls.count("Query:test-MembershipsTable"), users_calls.count("BatchGetItem:-")) == (1, 1)
     assert large["admin /api/agents {}"][0].count("Query:test-AgentsTable") == 1
+    groups_calls = large["admin /api/groups {}"][0]
+    assert groups_calls.count("Query:test-GroupsTable") == 1
+    assert not any(call.startswith("BatchGetItem:") or call.endswith(":test-MembershipsTable") for call in groups_calls)
+    prefix_calls = large["admin /api/users {'email_prefix': 'user00'}"][0]
+    assert prefix_calls.count("Query:test-UsersTable") == 1
+    assert not any(call.startswith("BatchGetItem:") or call.endswith(":test-MembershipsTable") for call in prefix_calls)
     assert large["admin /api/agents {}"][0].count("Query:test-GrantsTable") == 0  # counters, not grants
     sizes = {name: (small[name][1], large[name][1]) for name in small}
     assert sizes["admin /api/agents {}"] == (11 + 3, 50)  # the built-ins and popular, then a full page
     assert sizes["admin /api/users {}"] == (12, 50)
+    assert sizes["admin /api/users {'email_prefix': 'user00'}"] == (10, 50)
+    assert sizes["admin /api/groups {}"] == (12, 50)  # all_users, crowd and the groups added
     assert sizes["admin /api/groups/crowd/members {}"] == (10, 50)
     assert sizes["admin /api/agents/popular/grants {}"] == (10, 50)
     assert sizes["admin /api/audit {'target': 'agent:popular'}"] == (10, 50)

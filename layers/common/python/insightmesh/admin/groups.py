@@ -1,27 +1,19 @@
 """Groups and their members in the control plane.
 
-Listing groups without a Scan. ``GROUPS_TABLE`` (hash ``name``) has no index to list by, and
-the template is not changed here, so the admin API keeps a **registry** of the groups it
-creates in ``MEMBERSHIPS_TABLE``, under the partition ``group_name = "#groups"`` with
-``user_id = <group name>`` — the same shape as "users are the members of ``all_users``". Written
-in the transaction that creates (or deletes) the group, it cannot drift. ``#`` is not allowed in
-a group name, so the partition can never be a real group, and no grant can name it. The system
-groups (``all_users``), created by the bootstrap function, are known from code
-(:data:`insightmesh.directory.users.SYSTEM_GROUPS`) and head the first page. A GSI ``by-kind``
-on the groups table (hash ``kind``, range ``name``, as for agents) would replace the registry.
-
 Calls:
 
-* list groups: one ``Query("#groups")`` of up to ``limit`` names, one ``BatchGetItem`` of the groups.
+* list groups: one ``Query by-kind(kind="group")`` of up to ``limit`` groups, by name (system
+  groups included, in their place by name), its ``LastEvaluatedKey`` as the cursor. The index
+  projects every attribute, so no ``BatchGetItem`` follows.
 * show a group: ``GetItem`` + one ``Query by-principal`` of its grants.
-* create: one transaction — ``PutItem`` group (``attribute_not_exists``: 409 if taken), ``PutItem``
-  registry row, audit entry.
+* create: one transaction — ``PutItem`` group (``attribute_not_exists``: 409 if taken; it carries
+  ``kind = "group"``, so the listing shows it), audit entry.
 * change the description: ``GetItem``, then a transaction with the ``UpdateItem`` conditional on
   the description read (the table has no version attribute) and the audit entry.
 * delete: ``GetItem``, one ``Query`` (Limit 1) of its members and one ``Query by-principal``
   (Limit 1) of its grants — a group that still has members or grants is refused (409): remove
   them first, so no membership or grant is left pointing at nothing — then a transaction deleting
-  the group and its registry row, with the audit entry.
+  the group, with the audit entry.
 * members: ``GetItem`` group, one ``Query(group_name)`` page, one ``BatchGetItem`` of the users.
   Add: ``GetItem`` group and user, then a transaction (group still exists, ``PutItem`` membership
   with ``attribute_not_exists`` — already a member is a 409 — audit entry). Remove: ``GetItem``
@@ -33,28 +25,15 @@ System groups cannot be changed, deleted, or have members added or removed by ha
 
 from __future__ import annotations
 
-from typing import Final
-
 from insightmesh.admin.grants import grants_of
 from insightmesh.admin.schemas import GroupCreate, GroupDetail, GroupOut, GroupPatch, MemberIn, MemberOut
 from insightmesh.admin.tx import Tx
 from insightmesh.api.errors import ConflictError, NotFoundError
-from insightmesh.api.pagination import (
-    Page,
-    decode_cursor,
-    encode_cursor,
-    invalid_cursor,
-    is_dynamo_key,
-    key_cursor,
-    query_page,
-    start_key,
-)
+from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
 from insightmesh.auth.principal import Principal
-from insightmesh.directory.models import Grant, Group, Membership, User, group_principal, utc_now
+from insightmesh.directory.models import GROUP_KIND, Grant, Group, Membership, User, group_principal, utc_now
 from insightmesh.directory.users import SYSTEM_GROUPS
-
-GROUP_REGISTRY: Final = "#groups"  # the memberships partition listing admin-created groups
 
 
 def target(name: str) -> str:
@@ -81,29 +60,11 @@ def _changeable(name: str) -> Group:
 
 
 def list_page(*, limit: int, cursor: str | None) -> Page[GroupOut]:
-    """System groups first, then the registry of admin-created groups by name."""
-    scope = "groups"
-    names: list[str] = []
-    key = None
-    if cursor is None:
-        names.extend(list(SYSTEM_GROUPS)[:limit])
-    else:
-        key = decode_cursor(cursor, scope=scope).get("k")
-        if key is not None and not is_dynamo_key(key):
-            raise invalid_cursor()
-    remaining = limit - len(names)
-    next_cursor = None
-    if remaining > 0:
-        results = Membership.query(GROUP_REGISTRY, limit=remaining, last_evaluated_key=key)
-        rows, last_key = query_page(results, Membership)
-        names.extend(row.user_id for row in rows)
-        if last_key is not None:
-            next_cursor = encode_cursor({"k": last_key}, scope=scope)
-    else:
-        next_cursor = encode_cursor({"k": None}, scope=scope)  # the registry from its start
-    found = {group.name: group for group in Group.batch_get(names)} if names else {}
-    items = [group_out(found[name]) for name in names if name in found]
-    return Page[GroupOut](items=items, next_cursor=next_cursor)
+    """Every group by name: one ``Query by-kind``."""
+    scope = "groups|by-kind"  # not the former registry's "groups": its cursors are refused (422)
+    results = Group.by_kind.query(GROUP_KIND, limit=limit, last_evaluated_key=start_key(cursor, scope=scope))
+    found, last_key = query_page(results, Group)
+    return Page[GroupOut](items=[group_out(group) for group in found], next_cursor=key_cursor(last_key, scope=scope))
 
 
 def detail(name: str) -> GroupDetail:
@@ -116,11 +77,9 @@ def create(body: GroupCreate, *, actor: Principal, request_id: str) -> GroupOut:
     if body.name in SYSTEM_GROUPS:
         raise taken
     now = utc_now()
-    group = Group(body.name, description=body.description, is_system=False, created_at=now)
+    group = Group(body.name, kind=GROUP_KIND, description=body.description, is_system=False, created_at=now)
     tx = Tx()
     tx.put(group, condition=Group.name.does_not_exist(), error=taken)
-    tx.put(Membership(GROUP_REGISTRY, body.name, added_at=now, added_by=actor.user_id),
-           condition=Membership.user_id.does_not_exist(), error=taken)
     after = group_out(group)
     tx.audit(audit_log.entry(actor=actor, action="group.create", target=target(body.name), after=after,
                              request_id=request_id))
@@ -153,7 +112,6 @@ def delete(name: str, *, actor: Principal, request_id: str) -> GroupOut:
     tx = Tx()
     tx.delete(group, condition=Group.name.exists() & (Group.description == group.description),
               error=ConflictError(f"group {name!r} was changed by someone else; reload and retry"))
-    tx.delete(Membership(GROUP_REGISTRY, name), condition=None, error=ConflictError("retry"))
     tx.audit(audit_log.entry(actor=actor, action="group.delete", target=target(name), before=before,
                              request_id=request_id))
     tx.commit()

@@ -265,7 +265,7 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
     # -- groups -----------------------------------------------------------------------------------
 
     @app.get("/api/groups", summary="List groups", tags=["groups"], security=SECURITY,
-             responses=responses(200, "A page of groups: system groups first, then by name", 403))
+             responses=responses(200, "A page of groups, by name (system groups included)", 403))
     def list_groups(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> GroupPage:
         admin("group.read", "group:*")
         return groups.list_page(limit=limit, cursor=cursor)
@@ -319,8 +319,8 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
 
     @app.get("/api/users", summary="List or search users", tags=["users"], security=SECURITY,
              description="Without filters: every user, by user id. email: the exact address (one lookup). "
-                         "email_prefix: each page examines `limit` users and returns those whose address starts "
-                         "with the prefix — follow next_cursor for more matches. Given both, email wins.",
+                         "email_prefix: the users whose address starts with the prefix (case-insensitive), in "
+                         "e-mail order; users without an address never match. Given both, email wins.",
              responses=responses(200, "A page of users", 403))
     def list_users(
         limit: Limit = DEFAULT_LIMIT,

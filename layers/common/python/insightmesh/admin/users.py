@@ -6,12 +6,11 @@ writes that membership before the user): one ``Query(group_name="all_users")`` o
 user ids, its ``LastEvaluatedKey`` as the cursor, then one ``BatchGetItem`` of those users — two
 calls per page whatever the number of users.
 
-Search. ``?email=`` is exact: one ``Query by-email``. ``?email_prefix=`` has no index to use
-(``by-email`` needs the whole address), so it is the listing above, filtered: each page examines
-``limit`` users (two calls) and returns those whose address starts with the prefix — a page may
-hold few matches, or none, and still have a ``next_cursor``. The cost per request is capped; a
-full search is O(users). A GSI ``by-email-prefix`` (hash ``email_initial`` = the first character
-of the lower-cased e-mail, range ``email``) would make it one ``Query`` with ``begins_with``.
+Search. ``?email=`` is exact: one ``Query by-email``. ``?email_prefix=`` (lower-cased, at least
+one character) is one ``Query by-email-prefix`` — hash ``email_initial`` = the prefix's first
+character, range ``begins_with(email, prefix)`` — of ``limit`` users in e-mail order, its
+``LastEvaluatedKey`` as the cursor: one call per page whatever the number of users, and every
+user returned matches. Users without an e-mail are not in that index.
 
 Admin rights. ``POST /api/users/{id}/admin`` sets ``is_admin`` with the version condition and
 the audit entry in one transaction. An admin cannot remove their own admin rights (409): so the
@@ -24,11 +23,11 @@ from __future__ import annotations
 from insightmesh.admin.schemas import MeOut, UsableAgent, UserDetail, UserOut
 from insightmesh.admin.tx import Tx
 from insightmesh.agents.catalog import list_agents
-from insightmesh.api.errors import ConflictError, NotFoundError
+from insightmesh.api.errors import ConflictError, NotFoundError, ValidationFailedError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
 from insightmesh.auth.principal import Principal
-from insightmesh.directory.models import Membership, User, normalize_email
+from insightmesh.directory.models import Membership, User, email_initial, normalize_email
 from insightmesh.directory.permissions import agents_usable_by
 from insightmesh.directory.users import ALL_USERS
 
@@ -57,14 +56,26 @@ def list_page(*, limit: int, cursor: str | None, email: str | None = None,
         address = normalize_email(email)
         users, _ = query_page(User.by_email.query(address, limit=limit), User) if address else ([], None)
         return Page[UserOut](items=[user_out(user) for user in users], next_cursor=None)
-    prefix = (email_prefix or "").strip().lower()
-    scope = f"users|{prefix}"
+    if email_prefix is not None:
+        return _search_prefix(email_prefix, limit=limit, cursor=cursor)
+    scope = "users|"
     results = Membership.query(ALL_USERS, limit=limit, last_evaluated_key=start_key(cursor, scope=scope))
     rows, last_key = query_page(results, Membership)
     found = {user.user_id: user for user in User.batch_get([row.user_id for row in rows])} if rows else {}
     users = [found[row.user_id] for row in rows if row.user_id in found]
-    if prefix:
-        users = [user for user in users if (user.email or "").startswith(prefix)]
+    return Page[UserOut](items=[user_out(user) for user in users], next_cursor=key_cursor(last_key, scope=scope))
+
+
+def _search_prefix(email_prefix: str, *, limit: int, cursor: str | None) -> Page[UserOut]:
+    """One ``Query by-email-prefix``: the users whose address starts with ``email_prefix``."""
+    prefix = email_prefix.strip().lower()
+    if not prefix:
+        raise ValidationFailedError("email_prefix must have at least one character", details=[
+            {"loc": ["query", "email_prefix"], "msg": "at least one non-blank character", "type": "value_error"}])
+    scope = f"users|email-prefix|{prefix}"  # not "users|": a listing cursor is refused here (422)
+    results = User.by_email_prefix.query(email_initial(prefix), User.email.startswith(prefix), limit=limit,
+                                         last_evaluated_key=start_key(cursor, scope=scope))
+    users, last_key = query_page(results, User)
     return Page[UserOut](items=[user_out(user) for user in users], next_cursor=key_cursor(last_key, scope=scope))
 
 

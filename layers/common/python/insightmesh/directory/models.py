@@ -3,11 +3,17 @@
 Every request-path read below is a ``GetItem``, ``Query`` or ``BatchGetItem`` on a key or index
 designed for it; nothing scans. Deployed tables: ``infra/template.yaml`` (``UsersTable``, ...).
 
-``USERS_TABLE`` — :class:`User`, hash ``user_id``; GSI ``by-email`` (hash ``email``, ALL)
+``USERS_TABLE`` — :class:`User`, hash ``user_id``; GSI ``by-email`` (hash ``email``, ALL);
+GSI ``by-email-prefix`` (hash ``email_initial``, range ``email``, ALL)
 
 * ``GetItem(user_id)``: the user behind an identity (every Slack message, after the identity).
 * ``Query by-email(email)``: link a directory-sync record (Google, SSO) to an existing user.
   ``email`` is stored lower-cased and left unset when unknown, so the index is sparse.
+* ``Query by-email-prefix(email_initial = p[0], begins_with(email, p))``: the admin API's search
+  by e-mail prefix, in e-mail order. ``email_initial`` is the first character of the lower-cased
+  ``email``; :meth:`User.serialize` derives it from ``email`` on every ``PutItem`` (``save``,
+  ``batch_write``, transactions), so no writer can forget it and the index is sparse like
+  ``by-email``. An ``UpdateItem`` that sets ``email`` must set ``email_initial`` too (none does).
 * ``PutItem`` with ``attribute_not_exists(user_id)`` on first contact; updates carry the
   ``version`` condition (optimistic locking).
 
@@ -23,9 +29,11 @@ designed for it; nothing scans. Deployed tables: ``infra/template.yaml`` (``User
   identities not seen in a run (see ``insightmesh.directory.sync``). Items ``email#<address>``
   (provider ``email``) are directory sync's e-mail claims: the user that owns an address.
 
-``GROUPS_TABLE`` — :class:`Group`, hash ``name``
+``GROUPS_TABLE`` — :class:`Group`, hash ``name``; GSI ``by-kind`` (hash ``kind``, range ``name``, ALL)
 
 * ``GetItem(name)`` / ``BatchGetItem(names)``: group details (admin UI).
+* ``Query by-kind(kind="group")``: every group, sorted by name (admin UI, paginated). Every group
+  has ``kind = "group"`` (the attribute's default); the index exists so that listing never scans.
 * ``PutItem`` with ``attribute_not_exists(name)``: create a group, system groups included
   (never overwritten).
 
@@ -70,6 +78,7 @@ GROUP_PRINCIPAL_PREFIX: Final = "group#"
 USER_PRINCIPAL_PREFIX: Final = "user#"
 ALLOW: Final = "allow"
 DENY: Final = "deny"
+GROUP_KIND: Final = "group"  # Group.kind of every group: the by-kind hash key
 
 
 def utc_now() -> datetime:
@@ -95,6 +104,13 @@ def normalize_email(email: str | None) -> str | None:
     return cleaned or None
 
 
+def email_initial(email: str | None) -> str | None:
+    """The ``by-email-prefix`` hash key of ``email``: its first character, lower-cased; ``None``
+    without an address (so the index stays sparse)."""
+    normalized = normalize_email(email)
+    return normalized[0] if normalized else None
+
+
 class StringMapAttribute(Attribute[dict[str, str]]):
     """A DynamoDB map of string to string (e.g. Slack team id → Slack user id), typed as a dict."""
 
@@ -118,6 +134,17 @@ class UsersByEmail(GlobalSecondaryIndex["User"]):  # type: ignore[no-untyped-cal
     email = UnicodeAttribute(hash_key=True)
 
 
+class UsersByEmailPrefix(GlobalSecondaryIndex["User"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
+    """Search by e-mail prefix: hash ``email_initial``, range ``email`` (``begins_with``)."""
+
+    class Meta:
+        index_name = "by-email-prefix"
+        projection = AllProjection()
+
+    email_initial = UnicodeAttribute(hash_key=True)
+    email = UnicodeAttribute(range_key=True)
+
+
 class User(Model):
     """A person (or bot) known to the assistant, whatever the providers they came from."""
 
@@ -125,6 +152,7 @@ class User(Model):
 
     user_id = UnicodeAttribute(hash_key=True)
     email = UnicodeAttribute(null=True)  # lower-cased; the by-email key, so unset rather than ""
+    email_initial = UnicodeAttribute(null=True)  # email's first character; derived on write (serialize)
     display_name = UnicodeAttribute(default="")
     real_name = UnicodeAttribute(null=True)
     is_active = BooleanAttribute(default=True)
@@ -138,6 +166,13 @@ class User(Model):
     version = VersionAttribute()
 
     by_email = UsersByEmail()
+    by_email_prefix = UsersByEmailPrefix()
+
+    def serialize(self, null_check: bool = True) -> dict[str, dict[str, Any]]:
+        """Every ``PutItem`` of a user (``save``, ``batch_write``, ``TransactWrite.save``) goes
+        through here: ``email_initial`` is derived from ``email`` so the two never disagree."""
+        self.email_initial = email_initial(self.email)
+        return super().serialize(null_check=null_check)
 
 
 # -- identities ---------------------------------------------------------------------------------
@@ -188,13 +223,25 @@ class Identity(Model):
 # -- groups and memberships ---------------------------------------------------------------------
 
 
+class GroupsByKind(GlobalSecondaryIndex["Group"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
+    class Meta:
+        index_name = "by-kind"
+        projection = AllProjection()
+
+    kind = UnicodeAttribute(hash_key=True)
+    name = UnicodeAttribute(range_key=True)
+
+
 class Group(Model):
     Meta = model_meta("GROUPS_TABLE")
 
     name = UnicodeAttribute(hash_key=True)
+    kind = UnicodeAttribute(default=GROUP_KIND)  # always "group": the by-kind key
     description = UnicodeAttribute(default="")
     is_system = BooleanAttribute(default=False)
     created_at = UTCDateTimeAttribute(default=utc_now)
+
+    by_kind = GroupsByKind()
 
 
 class MembershipsByUser(GlobalSecondaryIndex["Membership"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook

@@ -23,6 +23,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.models import Model
 
 from insightmesh.directory.models import (
+    GROUP_KIND,
     Group,
     Identity,
     Membership,
@@ -105,13 +106,18 @@ def resolve_slack_user(team_id: str, slack_user_id: str, *, profile: ProfileFetc
 
 
 def ensure_system_groups() -> list[str]:
-    """Create the system groups that are missing (never overwriting one); return those created."""
+    """Create the system groups that are missing (never overwriting one); return those created.
+
+    A system group written before groups had a ``kind`` (so absent from the ``by-kind`` listing)
+    gets ``kind = "group"`` set, and nothing else changed."""
     created = []
     for name, description in SYSTEM_GROUPS.items():
-        group = Group(name, description=description, is_system=True, created_at=utc_now())
+        group = Group(name, kind=GROUP_KIND, description=description, is_system=True, created_at=utc_now())
         if _put_if_absent(group, Group.name.does_not_exist()):
             created.append(name)
             get_logger().info("system group created", extra={"group": name})
+        else:
+            _ensure_kind(name)
     return created
 
 
@@ -127,6 +133,18 @@ def _put_if_absent(item: Model, condition: Condition) -> bool:
             return False
         raise
     return True
+
+
+def _ensure_kind(group_name: str) -> None:
+    """Set ``kind`` on an existing group that lacks it (one conditional UpdateItem)."""
+    try:
+        Group(group_name).update(actions=[Group.kind.set(GROUP_KIND)],
+                                 condition=Group.name.exists() & Group.kind.does_not_exist())
+    except PynamoDBException as error:
+        if not _condition_failed(error):
+            raise
+        return
+    get_logger().info("system group given its kind", extra={"group": group_name})
 
 
 def _get_identity(key: str, *, consistent: bool) -> Identity | None:
