@@ -16,6 +16,7 @@ import os
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,28 @@ def _use(target: Target) -> None:
     os.environ.update(target.environment)
 
 
+Command = Callable[[argparse.Namespace], int]
+TargetedCommand = Callable[[argparse.Namespace, Target], int]
+
+
+def _targeted(name: str) -> Callable[[TargetedCommand], Command]:
+    """Resolve the target (local system or deployed stack) and point the layer at it first."""
+
+    def wrap(command: TargetedCommand) -> Command:
+        def run(args: argparse.Namespace) -> int:
+            try:
+                target = resolve_target(args)
+            except TargetError as error:
+                print(f"insightmesh {name}: {error}", file=sys.stderr)
+                return 1
+            _use(target)
+            return command(args, target)
+
+        return run
+
+    return wrap
+
+
 def _actor() -> str:
     try:
         return f"cli:{getpass.getuser()}"
@@ -99,13 +122,8 @@ def _user_for(email: str, *, create: bool) -> Any:
     return admin_tools.find_or_create_user_by_email(email, create=create)
 
 
-def cmd_bootstrap(args: argparse.Namespace) -> int:
-    try:
-        target = resolve_target(args)
-    except TargetError as error:
-        print(f"insightmesh admin bootstrap: {error}", file=sys.stderr)
-        return 1
-    _use(target)
+@_targeted("admin bootstrap")
+def cmd_bootstrap(args: argparse.Namespace, target: Target) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         from insightmesh.directory import admin_tools
 
@@ -115,13 +133,8 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token_create(args: argparse.Namespace) -> int:
-    try:
-        target = resolve_target(args)
-    except TargetError as error:
-        print(f"insightmesh token create: {error}", file=sys.stderr)
-        return 1
-    _use(target)
+@_targeted("token create")
+def cmd_token_create(args: argparse.Namespace, target: Target) -> int:
     # The layer logs (JSON) to stdout, as Lambda expects; here stdout carries the token alone.
     with contextlib.redirect_stdout(sys.stderr):
         from insightmesh.auth.tokens import create_token
@@ -143,13 +156,8 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token_list(args: argparse.Namespace) -> int:
-    try:
-        target = resolve_target(args)
-    except TargetError as error:
-        print(f"insightmesh token list: {error}", file=sys.stderr)
-        return 1
-    _use(target)
+@_targeted("token list")
+def cmd_token_list(args: argparse.Namespace, target: Target) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         from insightmesh.auth.tokens import list_tokens
         from insightmesh.directory import admin_tools
@@ -164,13 +172,8 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_token_revoke(args: argparse.Namespace) -> int:
-    try:
-        target = resolve_target(args)
-    except TargetError as error:
-        print(f"insightmesh token revoke: {error}", file=sys.stderr)
-        return 1
-    _use(target)
+@_targeted("token revoke")
+def cmd_token_revoke(args: argparse.Namespace, target: Target) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         from insightmesh.auth.tokens import revoke_token
         from insightmesh.directory import admin_tools
