@@ -30,24 +30,15 @@ from insightmesh.llm.base import (
     DEFAULT_TEMPERATURE,
     ChatMessage,
     Completion,
-    LlmRequestError,
     LlmUnavailableError,
     Usage,
     check_request,
     estimate_prompt_tokens,
     estimate_tokens,
 )
+from insightmesh.llm.resilient import Refusal, default_policy, run_with_resilience
 from insightmesh.observability import get_logger
-from insightmesh.resilience import (
-    CircuitBreaker,
-    CircuitOpenError,
-    RetryableError,
-    RetryPolicy,
-    Timeouts,
-    breaker_for,
-    call_with_resilience,
-    parse_retry_after,
-)
+from insightmesh.resilience import CircuitBreaker, RetryableError, Timeouts, parse_retry_after
 
 DEFAULT_MODEL: Final = "anthropic.claude-3-haiku-20240307-v1:0"
 DEFAULT_TIMEOUTS: Final = Timeouts(connect=3.0, read=30.0)
@@ -151,11 +142,14 @@ class BedrockClient:
     ) -> None:
         self.model = model
         self.timeouts = timeouts
-        self.breaker = breaker or breaker_for(
-            "llm:bedrock", failure_threshold=breaker_failures, cool_down=breaker_cool_down
-        )
-        self.retry = RetryPolicy(
-            attempts=attempts, base_delay=0.5, max_delay=4.0, max_retry_after=max_retry_after, sleep=sleep
+        self.breaker, self.retry = default_policy(
+            "llm:bedrock",
+            breaker=breaker,
+            breaker_failures=breaker_failures,
+            breaker_cool_down=breaker_cool_down,
+            attempts=attempts,
+            max_retry_after=max_retry_after,
+            sleep=sleep,
         )
 
     def __repr__(self) -> str:
@@ -184,11 +178,8 @@ class BedrockClient:
         client = bedrock_runtime(self.timeouts)
         logger = get_logger()
         log = {"provider": self.name, "model": self.model}
-        attempts = 0
 
-        def attempt() -> Completion | LlmRequestError:
-            nonlocal attempts
-            attempts += 1
+        def attempt(attempts: int) -> Completion | Refusal:
             try:
                 response = client.converse(**request)
             except ClientError as error:
@@ -205,9 +196,7 @@ class BedrockClient:
                     )
                     raise RetryableError(f"bedrock answered {code} (HTTP {status})", retry_after=retry_after) from error
                 # Returned, not raised: the service is up and said no, which is not a breaker failure.
-                return LlmRequestError(
-                    f"bedrock refused the request: {code} (HTTP {status})", status=status, code=code, provider=self.name
-                )
+                return Refusal(status, code, f"bedrock refused the request: {code} (HTTP {status})")
             except (HTTPClientError, BotoConnectionError) as error:
                 logger.warning("llm attempt failed", extra={**log, "attempt": attempts, "error": type(error).__name__})
                 raise RetryableError(f"bedrock unreachable ({type(error).__name__})") from error
@@ -217,35 +206,4 @@ class BedrockClient:
                 ) from error
             return parse_converse_response(response, model=self.model, messages=messages, system=system)
 
-        started = time.monotonic()
-        try:
-            outcome = call_with_resilience(self.breaker, attempt, retry=self.retry)
-        except CircuitOpenError as error:
-            logger.warning("llm circuit open; not called", extra={**log, "retry_in": round(error.retry_in, 1)})
-            raise LlmUnavailableError(
-                "bedrock circuit is open", provider=self.name, retry_after=max(error.retry_in, 0.0)
-            ) from error
-        except RetryableError as error:
-            logger.warning("llm unavailable", extra={**log, "attempts": attempts, "error": str(error)})
-            raise LlmUnavailableError(
-                f"bedrock unavailable after {attempts} attempt(s): {error}",
-                provider=self.name,
-                retry_after=error.retry_after,
-            ) from error
-        if isinstance(outcome, LlmRequestError):
-            logger.warning("llm request refused", extra={**log, "status": outcome.status, "code": outcome.code})
-            raise outcome
-        logger.info(
-            "llm completion",
-            extra={
-                **log,
-                "attempts": attempts,
-                "duration_ms": round((time.monotonic() - started) * 1000),
-                "usage": {
-                    "prompt": outcome.usage.prompt_tokens,
-                    "completion": outcome.usage.completion_tokens,
-                    "estimated": outcome.usage.estimated,
-                },
-            },
-        )
-        return outcome
+        return run_with_resilience(self.name, self.breaker, self.retry, attempt, log=log, logger=logger)

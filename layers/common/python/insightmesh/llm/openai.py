@@ -29,7 +29,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final
 
 import httpx
@@ -40,24 +39,15 @@ from insightmesh.llm.base import (
     ChatMessage,
     ChatMessageDict,
     Completion,
-    LlmRequestError,
     LlmUnavailableError,
     Usage,
     check_request,
     estimate_prompt_tokens,
     estimate_tokens,
 )
+from insightmesh.llm.resilient import Refusal, default_policy, run_with_resilience
 from insightmesh.observability import get_logger
-from insightmesh.resilience import (
-    CircuitBreaker,
-    CircuitOpenError,
-    RetryableError,
-    RetryPolicy,
-    Timeouts,
-    breaker_for,
-    call_with_resilience,
-    parse_retry_after,
-)
+from insightmesh.resilience import CircuitBreaker, RetryableError, Timeouts, parse_retry_after
 
 DEFAULT_BASE_URL: Final = "https://api.openai.com/v1"
 DEFAULT_MODEL: Final = "gpt-4o-mini"
@@ -97,15 +87,6 @@ def close_http_clients() -> None:
         _http_clients.clear()
     for client in clients:
         client.close()
-
-
-@dataclass(frozen=True)
-class _Refusal:
-    """A 4xx other than 429: the server is up and said no. Returned (not raised) through the
-    breaker so that it does not count as the dependency failing."""
-
-    status: int
-    code: str | None
 
 
 def _error_code(response: httpx.Response) -> str | None:
@@ -214,11 +195,14 @@ class OpenAICompatibleClient:
         self._provider = provider
         self._api_key = api_key
         self.timeouts = timeouts
-        self.breaker = breaker or breaker_for(
-            f"llm:{provider}", failure_threshold=breaker_failures, cool_down=breaker_cool_down
-        )
-        self.retry = RetryPolicy(
-            attempts=attempts, base_delay=0.5, max_delay=4.0, max_retry_after=max_retry_after, sleep=sleep
+        self.breaker, self.retry = default_policy(
+            f"llm:{provider}",
+            breaker=breaker,
+            breaker_failures=breaker_failures,
+            breaker_cool_down=breaker_cool_down,
+            attempts=attempts,
+            max_retry_after=max_retry_after,
+            sleep=sleep,
         )
 
     @property
@@ -261,11 +245,8 @@ class OpenAICompatibleClient:
         client = http_client(self.base_url)
         logger = get_logger()
         log = {"provider": self._provider, "model": self.model}
-        attempts = 0
 
-        def attempt() -> Completion | _Refusal:
-            nonlocal attempts
-            attempts += 1
+        def attempt(attempts: int) -> Completion | Refusal:
             try:
                 response = client.post(self.url, json=body, headers=headers, timeout=timeout)
             except httpx.TimeoutException as error:
@@ -287,7 +268,12 @@ class OpenAICompatibleClient:
                 )
                 raise RetryableError(f"{self._provider} answered HTTP {status}", retry_after=retry_after)
             if status >= 400:
-                return _Refusal(status, _error_code(response))
+                code = _error_code(response)
+                return Refusal(
+                    status,
+                    code,
+                    f"{self._provider} refused the request: HTTP {status}" + (f" ({code})" if code else ""),
+                )
             if status != 200:
                 raise LlmUnavailableError(f"{self._provider} answered HTTP {status}", provider=self._provider)
             try:
@@ -300,42 +286,4 @@ class OpenAICompatibleClient:
                 payload, provider=self._provider, model=self.model, messages=messages, system=system
             )
 
-        started = time.monotonic()
-        try:
-            outcome = call_with_resilience(self.breaker, attempt, retry=self.retry)
-        except CircuitOpenError as error:
-            logger.warning("llm circuit open; not called", extra={**log, "retry_in": round(error.retry_in, 1)})
-            raise LlmUnavailableError(
-                f"{self._provider} circuit is open", provider=self._provider, retry_after=max(error.retry_in, 0.0)
-            ) from error
-        except RetryableError as error:
-            logger.warning("llm unavailable", extra={**log, "attempts": attempts, "error": str(error)})
-            raise LlmUnavailableError(
-                f"{self._provider} unavailable after {attempts} attempt(s): {error}",
-                provider=self._provider,
-                retry_after=error.retry_after,
-            ) from error
-        if isinstance(outcome, _Refusal):
-            logger.warning("llm request refused", extra={**log, "status": outcome.status, "code": outcome.code})
-            raise LlmRequestError(
-                f"{self._provider} refused the request: HTTP {outcome.status}"
-                + (f" ({outcome.code})" if outcome.code else ""),
-                status=outcome.status,
-                code=outcome.code,
-                provider=self._provider,
-            )
-        logger.info(
-            "llm completion",
-            extra={
-                **log,
-                "attempts": attempts,
-                "duration_ms": round((time.monotonic() - started) * 1000),
-                # Not "*_tokens": the log redaction masks every field whose name contains "token".
-                "usage": {
-                    "prompt": outcome.usage.prompt_tokens,
-                    "completion": outcome.usage.completion_tokens,
-                    "estimated": outcome.usage.estimated,
-                },
-            },
-        )
-        return outcome
+        return run_with_resilience(self._provider, self.breaker, self.retry, attempt, log=log, logger=logger)
