@@ -9,14 +9,13 @@ every model class — stale ones included — at the test tables, and restores t
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import itertools
 import json
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType, SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -42,29 +41,13 @@ def table_variables(template: Template) -> dict[str, str]:
             if isinstance(value, dict) and value.get("Ref") in tables}
 
 
-def short_table_name(variable: str, *, prefix: str = TABLE_PREFIX) -> str:
-    """``USERS_TABLE`` → ``test-users``, ``API_TOKENS_TABLE`` → ``test-api-tokens``."""
-    return prefix + variable.removesuffix("_TABLE").lower().replace("_", "-")
-
-
-def create_tables(template: Template, *, prefix: str = TABLE_PREFIX, short_names: bool = False,
-                  only: Collection[str] | None = None) -> dict[str, str]:
-    """Create every table of ``template`` (keys, GSIs, TTL) with boto3; return variable → table name.
-
-    A table is named ``<prefix><LogicalId>``, or with ``short_names`` after its environment
-    variable (:func:`short_table_name`) when one references it. ``only`` (variables) limits the
-    tables created to those.
-    """
+def create_tables(template: Template, *, prefix: str = TABLE_PREFIX) -> dict[str, str]:
+    """Create every table of ``template`` (keys, GSIs, TTL) with boto3; return variable → table name."""
     client = boto3.client("dynamodb")
-    variables = {logical_id: variable for variable, logical_id in table_variables(template).items()}
     names: dict[str, str] = {}
     for logical_id, resource in template.of_type("AWS::DynamoDB::Table").items():
-        variable = variables.get(logical_id)
-        if only is not None and variable not in only:
-            continue
         properties = resource["Properties"]
-        name = (short_table_name(variable, prefix=prefix) if short_names and variable is not None
-                else f"{prefix}{logical_id}")
+        name = f"{prefix}{logical_id}"
         arguments: dict[str, Any] = {
             "TableName": name,
             "AttributeDefinitions": properties["AttributeDefinitions"],
@@ -81,8 +64,7 @@ def create_tables(template: Template, *, prefix: str = TABLE_PREFIX, short_names
         if ttl:
             client.update_time_to_live(TableName=name, TimeToLiveSpecification=ttl)
         names[logical_id] = name
-    return {variable: names[logical_id] for variable, logical_id in table_variables(template).items()
-            if logical_id in names}
+    return {variable: names[logical_id] for variable, logical_id in table_variables(template).items()}
 
 
 def _model_classes() -> list[type[Model]]:
@@ -152,27 +134,15 @@ botocore_handlers.BUILTIN_HANDLERS.append(("before-call.dynamodb", DYNAMO_CALLS)
 
 
 @contextmanager
-def template_tables(monkeypatch: pytest.MonkeyPatch, *, short_names: bool = False,
-                    only: Collection[str] | None = None) -> Iterator[dict[str, str]]:
-    """moto with every table of the template (or ``only`` those), the environment naming them,
-    the models bound."""
+def template_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """moto with every table of the template, the environment naming them, the models bound."""
     template = load_template(TEMPLATE)
     with mock_aws():
-        tables = create_tables(template, short_names=short_names, only=only)
+        tables = create_tables(template)
         for variable, name in tables.items():
             monkeypatch.setenv(variable, name)
         with bind_models(tables):
             yield tables
-
-
-def table_modules(
-    monkeypatch: pytest.MonkeyPatch, tables: Collection[str], **modules: str
-) -> Iterator[SimpleNamespace]:
-    """The body of a module-level fixture: the template's ``tables`` (variables) in moto with
-    short names (``test-users``, ...) and the named ``insightmesh`` modules (attribute → module
-    name), whose models are bound to those tables, as a namespace."""
-    with template_tables(monkeypatch, short_names=True, only=tables):
-        yield SimpleNamespace(**{attribute: importlib.import_module(name) for attribute, name in modules.items()})
 
 
 def load_handler(path: Path = HANDLER) -> ModuleType:

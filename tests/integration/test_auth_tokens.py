@@ -8,6 +8,7 @@ their pynamodb models bind to them.
 from __future__ import annotations
 
 import hashlib
+import importlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -15,39 +16,72 @@ from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
 
-from tests.integration.admin_fixtures import short_table_name, table_modules
+# env variable -> (table name, key schema, GSIs, TTL attribute); as in infra/template.yaml.
+AUTH_TABLES: dict[str, tuple[str, list[tuple[str, str]], dict[str, list[tuple[str, str]]], str | None]] = {
+    "USERS_TABLE": ("test-users", [("user_id", "HASH")], {"by-email": [("email", "HASH")]}, None),
+    "IDENTITIES_TABLE": ("test-identities", [("identity_key", "HASH")], {"by-user": [("user_id", "HASH")]}, None),
+    "MEMBERSHIPS_TABLE": ("test-memberships", [("group_name", "HASH"), ("user_id", "RANGE")],
+                          {"by-user": [("user_id", "HASH"), ("group_name", "RANGE")]}, None),
+    "API_TOKENS_TABLE": ("test-api-tokens", [("token_hash", "HASH")], {"by-user": [("user_id", "HASH")]}, None),
+    "AUTH_STATES_TABLE": ("test-auth-states", [("state", "HASH")], {}, "expires_at"),
+    "RATE_LIMIT_TABLE": ("test-rate-limit", [("key", "HASH")], {}, "expires_at"),
+}
+AUTH_MODULES = ("insightmesh.directory.models", "insightmesh.directory.users", "insightmesh.api.ratelimit_table",
+                "insightmesh.auth.tokens", "insightmesh.auth.oidc")
 
-# the tables of infra/template.yaml the auth package touches.
-AUTH_TABLES = ("USERS_TABLE", "IDENTITIES_TABLE", "MEMBERSHIPS_TABLE", "API_TOKENS_TABLE", "AUTH_STATES_TABLE",
-               "RATE_LIMIT_TABLE")
-AUTH_MODULES = {"models": "insightmesh.directory.models", "users": "insightmesh.directory.users",
-                "ratelimit": "insightmesh.api.ratelimit_table", "tokens": "insightmesh.auth.tokens",
-                "oidc": "insightmesh.auth.oidc"}
+
+def create_auth_tables() -> None:
+    client = boto3.client("dynamodb")
+    for name, keys, indexes, ttl in AUTH_TABLES.values():
+        attributes = {attribute for attribute, _ in keys} | {a for index in indexes.values() for a, _ in index}
+        extra: dict[str, Any] = {}
+        if indexes:
+            extra["GlobalSecondaryIndexes"] = [
+                {"IndexName": index_name,
+                 "KeySchema": [{"AttributeName": a, "KeyType": kind} for a, kind in index],
+                 "Projection": {"ProjectionType": "ALL"}}
+                for index_name, index in indexes.items()
+            ]
+        client.create_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
+            KeySchema=[{"AttributeName": a, "KeyType": kind} for a, kind in keys],
+            BillingMode="PAY_PER_REQUEST",
+            **extra,
+        )
+        if ttl:
+            client.update_time_to_live(TableName=name,
+                                       TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl})
 
 
-def reset_auth_caches() -> None:
-    from insightmesh.auth import oidc
+def reload_auth_modules() -> SimpleNamespace:
+    # pynamodb reads the table names from the environment when the model classes are created.
+    loaded = [importlib.reload(importlib.import_module(name)) for name in AUTH_MODULES]
     from insightmesh.auth.settings import get_auth_settings
 
     get_auth_settings.cache_clear()
-    oidc.reset_caches()
+    loaded[4].reset_caches()
+    return SimpleNamespace(models=loaded[0], users=loaded[1], tokens=loaded[3], oidc=loaded[4])
 
 
 def auth_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     """The body of the ``auth_env`` fixtures: tables in moto, modules bound to them."""
-    for modules in table_modules(monkeypatch, AUTH_TABLES, **AUTH_MODULES):
-        reset_auth_caches()
+    for variable, (name, _, _, _) in AUTH_TABLES.items():
+        monkeypatch.setenv(variable, name)
+    with mock_aws():
+        create_auth_tables()
+        modules = reload_auth_modules()
         assert modules.tokens.ApiToken.Meta.table_name == "test-api-tokens"
-        try:
-            yield modules
-        finally:
-            reset_auth_caches()
+        yield modules
+    monkeypatch.undo()
+    reload_auth_modules()  # leave the modules bound to the environment the process started with
 
 
 def items(variable: str) -> list[dict[str, Any]]:
     """Every item of a table (a test may scan; the code under test never does)."""
-    return boto3.client("dynamodb").scan(TableName=short_table_name(variable), ConsistentRead=True)["Items"]
+    return boto3.client("dynamodb").scan(TableName=AUTH_TABLES[variable][0], ConsistentRead=True)["Items"]
 
 
 def make_user(models: Any, user_id: str = "u-1", *, email: str | None = "alice@example.com",

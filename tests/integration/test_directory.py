@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -10,21 +11,62 @@ from typing import Any
 
 import boto3
 import pytest
+from moto import mock_aws
 from moto.dynamodb.models import DynamoDBBackend
 
-from tests.integration.admin_fixtures import table_modules
+# env variable -> (table name, key schema, GSIs); exactly the tables of infra/template.yaml.
+TABLES: dict[str, tuple[str, list[tuple[str, str]], dict[str, list[tuple[str, str]]]]] = {
+    "USERS_TABLE": ("test-users", [("user_id", "HASH")], {"by-email": [("email", "HASH")]}),
+    "IDENTITIES_TABLE": ("test-identities", [("identity_key", "HASH")], {"by-user": [("user_id", "HASH")]}),
+    "GROUPS_TABLE": ("test-groups", [("name", "HASH")], {}),
+    "MEMBERSHIPS_TABLE": ("test-memberships", [("group_name", "HASH"), ("user_id", "RANGE")],
+                          {"by-user": [("user_id", "HASH"), ("group_name", "RANGE")]}),
+    "AGENTS_TABLE": ("test-agents", [("name", "HASH")], {"by-kind": [("kind", "HASH"), ("name", "RANGE")]}),
+    "GRANTS_TABLE": ("test-grants", [("agent_name", "HASH"), ("principal", "RANGE")],
+                     {"by-principal": [("principal", "HASH"), ("agent_name", "RANGE")]}),
+}
+MODULES = ("insightmesh.directory.models", "insightmesh.agents.catalog", "insightmesh.directory.users",
+           "insightmesh.directory.permissions")
 
-# exactly the tables of infra/template.yaml the directory touches.
-TABLES = ("USERS_TABLE", "IDENTITIES_TABLE", "GROUPS_TABLE", "MEMBERSHIPS_TABLE", "AGENTS_TABLE", "GRANTS_TABLE")
-MODULES = {"models": "insightmesh.directory.models", "catalog": "insightmesh.agents.catalog",
-           "users": "insightmesh.directory.users", "permissions": "insightmesh.directory.permissions"}
+
+def create_tables() -> None:
+    client = boto3.client("dynamodb")
+    for name, keys, indexes in TABLES.values():
+        attributes = {attribute for attribute, _ in keys} | {a for index in indexes.values() for a, _ in index}
+        extra: dict[str, Any] = {}
+        if indexes:
+            extra["GlobalSecondaryIndexes"] = [
+                {"IndexName": index_name,
+                 "KeySchema": [{"AttributeName": a, "KeyType": kind} for a, kind in index],
+                 "Projection": {"ProjectionType": "ALL"}}
+                for index_name, index in indexes.items()
+            ]
+        client.create_table(
+            TableName=name,
+            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
+            KeySchema=[{"AttributeName": a, "KeyType": kind} for a, kind in keys],
+            BillingMode="PAY_PER_REQUEST",
+            **extra,
+        )
+
+
+def reload_modules() -> SimpleNamespace:
+    # pynamodb reads the table names from the environment when the model classes are created.
+    loaded = [importlib.reload(importlib.import_module(name)) for name in MODULES]
+    return SimpleNamespace(models=loaded[0], catalog=loaded[1], users=loaded[2], permissions=loaded[3])
 
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    for modules in table_modules(monkeypatch, TABLES, **MODULES):
+    for variable, (name, _, _) in TABLES.items():
+        monkeypatch.setenv(variable, name)
+    with mock_aws():
+        create_tables()
+        modules = reload_modules()
         assert modules.models.User.Meta.table_name == "test-users"
         yield modules
+    monkeypatch.undo()
+    reload_modules()  # leave the modules bound to the environment the process started with
 
 
 def items(table: str) -> list[dict[str, Any]]:
