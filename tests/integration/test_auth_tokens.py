@@ -18,6 +18,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from tests.helpers import create_dynamodb_table
+
 # env variable -> (table name, key schema, GSIs, TTL attribute); as in infra/template.yaml.
 AUTH_TABLES: dict[str, tuple[str, list[tuple[str, str]], dict[str, list[tuple[str, str]]], str | None]] = {
     "USERS_TABLE": ("test-users", [("user_id", "HASH")], {"by-email": [("email", "HASH")]}, None),
@@ -35,25 +37,7 @@ AUTH_MODULES = ("insightmesh.directory.models", "insightmesh.directory.users", "
 def create_auth_tables() -> None:
     client = boto3.client("dynamodb")
     for name, keys, indexes, ttl in AUTH_TABLES.values():
-        attributes = {attribute for attribute, _ in keys} | {a for index in indexes.values() for a, _ in index}
-        extra: dict[str, Any] = {}
-        if indexes:
-            extra["GlobalSecondaryIndexes"] = [
-                {"IndexName": index_name,
-                 "KeySchema": [{"AttributeName": a, "KeyType": kind} for a, kind in index],
-                 "Projection": {"ProjectionType": "ALL"}}
-                for index_name, index in indexes.items()
-            ]
-        client.create_table(
-            TableName=name,
-            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
-            KeySchema=[{"AttributeName": a, "KeyType": kind} for a, kind in keys],
-            BillingMode="PAY_PER_REQUEST",
-            **extra,
-        )
-        if ttl:
-            client.update_time_to_live(TableName=name,
-                                       TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl})
+        create_dynamodb_table(client, name, keys, indexes, ttl)
 
 
 def reload_auth_modules() -> SimpleNamespace:

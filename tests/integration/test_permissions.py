@@ -15,6 +15,7 @@ import pytest
 from moto import mock_aws
 
 from insightmesh.observability import get_logger
+from tests.helpers import create_dynamodb_table
 
 # env variable -> (table name, key schema, GSIs); exactly the tables of infra/template.yaml.
 TABLES: dict[str, tuple[str, list[tuple[str, str]], dict[str, list[tuple[str, str]]]]] = {
@@ -35,22 +36,7 @@ NOW = datetime(2025, 10, 21, 12, 0, tzinfo=UTC)
 def create_tables() -> None:
     client = boto3.client("dynamodb")
     for name, keys, indexes in TABLES.values():
-        attributes = {attribute for attribute, _ in keys} | {a for index in indexes.values() for a, _ in index}
-        extra: dict[str, Any] = {}
-        if indexes:
-            extra["GlobalSecondaryIndexes"] = [
-                {"IndexName": index_name,
-                 "KeySchema": [{"AttributeName": a, "KeyType": kind} for a, kind in index],
-                 "Projection": {"ProjectionType": "ALL"}}
-                for index_name, index in indexes.items()
-            ]
-        client.create_table(
-            TableName=name,
-            AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
-            KeySchema=[{"AttributeName": a, "KeyType": kind} for a, kind in keys],
-            BillingMode="PAY_PER_REQUEST",
-            **extra,
-        )
+        create_dynamodb_table(client, name, keys, indexes)
 
 
 def reload_modules() -> SimpleNamespace:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -189,19 +190,22 @@ class CircuitBreaker:
 
     def call(self, fn: Callable[[], T]) -> T:
         self._before_call()
+        settled = False
         try:
             result = fn()
         except self.answered:
+            settled = True
             self.record_success()
             raise
         except self.counted:
+            settled = True
             self.record_failure()
             raise
-        except BaseException:
-            # Neither a success nor a counted failure: give back the half-open trial slot, or the
-            # breaker would stay half-open with no trials left and refuse every call for ever.
-            self._release_trial()
-            raise
+        finally:
+            # Neither a success nor a counted failure (an uncounted error, or KeyboardInterrupt):
+            # give back the half-open trial slot, or the breaker would refuse every call for ever.
+            if not settled and sys.exc_info()[0] is not None:
+                self._release_trial()
         self.record_success()
         return result
 
