@@ -27,6 +27,9 @@ class ThreadState:
     summary: str | None = None
     agent_state: dict[str, Any] = field(default_factory=dict)
 
+    def active_sticky_agent(self) -> str | None:
+        return self.sticky_agent
+
 
 def bot_replied_in(thread_key: str) -> bool:
     """Whether the bot has replied in this thread (ingress, for follow-ups without a mention).
