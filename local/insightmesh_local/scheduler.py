@@ -27,12 +27,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from insightmesh_local.functions import FunctionNotFound, Functions
-from insightmesh_local.schedule_expressions import (
+from insightmesh.jobs.schedule_expressions import (
     ScheduleExpression,
     ScheduleExpressionError,
     parse_schedule_expression,
 )
+from insightmesh_local.functions import FunctionNotFound, Functions
 from insightmesh_local.template import ACCOUNT_ID
 
 
@@ -195,12 +195,18 @@ class Scheduler:
 
     def fire(self, name: str, *, when: datetime | None = None) -> Entry:
         when = when or self.clock()
-        with self._lock:
-            entry = next((e for e in self.entries.values() if name in (e.name, e.key, e.arn)), None)
+        entry = self._find(name)
+        if entry is None:  # perhaps created since the last refresh
+            self.refresh()
+            entry = self._find(name)
         if entry is None:
             raise KeyError(name)
         self._deliver(entry, when)
         return entry
+
+    def _find(self, name: str) -> Entry | None:
+        with self._lock:
+            return next((e for e in self.entries.values() if name in (e.name, e.key, e.arn)), None)
 
     def _deliver(self, entry: Entry, when: datetime) -> None:
         with self._lock:

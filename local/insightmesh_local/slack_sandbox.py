@@ -16,9 +16,13 @@ Wire format (as Slack)
 Methods
     ``auth.test``, ``chat.postMessage`` (channel, text, blocks, thread_ts, metadata),
     ``chat.update``, ``chat.postEphemeral``, ``chat.delete``, ``users.info``,
-    ``conversations.replies`` (metadata only with ``include_all_metadata``; ``limit``/``cursor``),
-    ``reactions.add``/``reactions.remove`` and ``api.test``; any other method answers
-    ``unknown_method``.
+    ``users.list`` (``limit``: 0 or absent = the sandbox's page size of 1000, capped at 1000;
+    ``cursor``: the previous page's ``response_metadata.next_cursor``, an empty string on the last
+    page; members are the registered users in registration order; a cursor the sandbox did not
+    issue answers ``invalid_cursor``), ``conversations.replies`` (metadata only with
+    ``include_all_metadata``; ``limit``/``cursor``), ``reactions.add``/``reactions.remove`` and
+    ``api.test``; any other method answers ``unknown_method``. Failure rules apply to every
+    method, ``users.list`` included.
 
 ``response_url``
     ``POST /response/<id>`` takes Slack's response_url JSON (text, blocks, response_type,
@@ -37,14 +41,21 @@ Inspection and control (not Slack; for tests and ``insightmesh chat``)
                                    the call (recording its message) and only then wait ``delay``
                                    seconds before answering (a worker that posts then times out)
     ``GET  /_sandbox/fail``       pending failure rules
-    ``POST /_sandbox/users``      register profiles for users.info (a user object, a list, or
-                                   {"users": [...]}); other U.../W... ids get a generated profile
-                                   with the e-mail ``user-<id>@example.com``
+    ``POST /_sandbox/users``      register users for users.info and users.list (a user object, a
+                                   list, or {"users": [...]}; fields id, name, real_name,
+                                   display_name, email (null: none), is_bot, deleted, is_restricted,
+                                   is_admin, profile); re-registering an id replaces it in place.
+                                   Other U.../W... ids get a generated users.info profile with the
+                                   e-mail ``user-<id>@example.com`` (they are not in users.list)
+    ``POST /_sandbox/users/generate``  {"count", "domain", "start", "id_prefix"}: register ``count``
+                                   (≤ 100000) generated people at once (U00000001, user1@<domain>...)
+    ``POST /_sandbox/users/remove``    {"ids": [...]}: forget registered users (gone from users.list)
     ``POST /_sandbox/ts``         allocate a fresh message timestamp (a "since" reference point)
     ``GET  /_sandbox/health``     liveness
 
 In-process: ``SlackSandbox(port=0).start()``, ``.url`` (``http://127.0.0.1:<port>/api/``),
-``.messages(...)``, ``.calls(...)``, ``.fail(...)``, ``.add_users(...)``, ``.reset()``, ``.stop()``.
+``.messages(...)``, ``.calls(...)``, ``.fail(...)``, ``.add_users(...)``, ``.generate_users(...)``,
+``.remove_users(...)``, ``.reset()``, ``.stop()``.
 Standalone: ``python -m insightmesh_local.slack_sandbox --port 3001``.
 """
 
@@ -71,6 +82,9 @@ SANDBOX_HEADER = "X-InsightMesh-Sandbox"
 SANDBOX_HEADER_VALUE = "slack-web-api-development-stand-in"
 DEFAULT_PORT = 3001
 FAIL_MODES = ("ratelimit", "error", "delay")
+USERS_LIST_MAX_LIMIT = 1000  # users.list's cap; also its page size when no limit is given
+MAX_GENERATED_USERS = 100_000
+_CURSOR_PREFIX = "user:"
 
 log = logging.getLogger("insightmesh_local.slack_sandbox")
 
@@ -228,6 +242,8 @@ class SandboxState:
         self._calls: list[dict[str, Any]] = []
         self._failures: list[FailRule] = []
         self._users: dict[str, dict[str, Any]] = {}
+        self._user_order: list[str] | None = None  # users.list order; rebuilt after a change
+        self._user_positions: dict[str, int] = {}
         self._response_urls: dict[str, dict[str, Any]] = {}
 
     # -- bookkeeping -------------------------------------------------------------------------------------
@@ -246,6 +262,7 @@ class SandboxState:
             self._calls.clear()
             self._failures.clear()
             self._users.clear()
+            self._user_order = None
             self._response_urls.clear()
 
     def messages(self, channel: str | None = None, thread_ts: str | None = None,
@@ -303,7 +320,40 @@ class SandboxState:
                     raise SandboxError("every user needs an 'id'")
                 self._users[user_id] = dict(user)
                 added.append(user_id)
+            self._user_order = None
         return added
+
+    def generate_users(self, count: int, *, domain: str = "example.com", start: int = 1,
+                       id_prefix: str = "U") -> list[str]:
+        """Register ``count`` generated people in one go (ids ``U00000001``..., e-mails
+        ``user<n>@<domain>``): the bulk form of :meth:`add_users` for large directories."""
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GENERATED_USERS:
+            raise SandboxError(f"count must be an integer from 1 to {MAX_GENERATED_USERS}")
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise SandboxError("start must be a non-negative integer")
+        if not domain or "@" in domain or not id_prefix or not id_prefix.isalnum() or id_prefix[0] not in "UW":
+            raise SandboxError("domain must be a domain, id_prefix start with U or W and be alphanumeric")
+        users = [{"id": f"{id_prefix}{number:08d}", "name": f"user{number}", "real_name": f"User {number}",
+                  "display_name": f"user{number}", "email": f"user{number}@{domain}"}
+                 for number in range(start, start + count)]
+        return self.add_users(users)
+
+    def remove_users(self, user_ids: Iterable[str]) -> list[str]:
+        """Forget registered users: they are gone from ``users.list`` (as if never in the team)."""
+        removed = []
+        with self._lock:
+            for user_id in user_ids:
+                if self._users.pop(user_id, None) is not None:
+                    removed.append(user_id)
+            self._user_order = None
+        return removed
+
+    def _listing(self) -> tuple[list[str], dict[str, int]]:
+        """Registered user ids in registration order, and each id's position (lock held)."""
+        if self._user_order is None:
+            self._user_order = list(self._users)
+            self._user_positions = {user_id: position for position, user_id in enumerate(self._user_order)}
+        return self._user_order, self._user_positions
 
     def response_url(self, *, channel: str | None, user: str | None = None, message_ts: str | None = None,
                      thread_ts: str | None = None) -> str:
@@ -509,6 +559,36 @@ class SandboxState:
                           "bot_id": self.bot_id}
         return {"ok": True, "user": self._user_object(user_id, registered or {})}
 
+    def users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Slack's ``users.list``: registered users in registration order, cursor-paginated."""
+        try:
+            limit = int(args.get("limit") or 0)
+        except (TypeError, ValueError):
+            return {"ok": False, "error": "invalid_limit"}
+        if limit < 0:
+            return {"ok": False, "error": "invalid_limit"}
+        limit = min(limit or USERS_LIST_MAX_LIMIT, USERS_LIST_MAX_LIMIT)
+        cursor = args.get("cursor") or ""
+        with self._lock:
+            order, positions = self._listing()
+            offset = 0
+            if cursor:
+                try:
+                    decoded = base64.b64decode(str(cursor).encode("ascii"), validate=True).decode("utf-8")
+                except (ValueError, UnicodeError):
+                    return {"ok": False, "error": "invalid_cursor"}
+                position = positions.get(decoded[len(_CURSOR_PREFIX):]) if decoded.startswith(_CURSOR_PREFIX) \
+                    else None
+                if position is None:
+                    return {"ok": False, "error": "invalid_cursor"}
+                offset = position
+            page_ids = order[offset:offset + limit]
+            members = [self._user_object(user_id, self._users[user_id]) for user_id in page_ids]
+            following = order[offset + limit] if offset + limit < len(order) else None
+        next_cursor = base64.b64encode(f"{_CURSOR_PREFIX}{following}".encode()).decode("ascii") if following else ""
+        return {"ok": True, "members": members, "cache_ts": int(time.time()),
+                "response_metadata": {"next_cursor": next_cursor}}
+
     def _user_object(self, user_id: str, given: dict[str, Any]) -> dict[str, Any]:
         is_bot = bool(given.get("is_bot", False))
         name = given.get("name") or f"user-{user_id.lower()}"
@@ -522,7 +602,9 @@ class SandboxState:
             "image_48": "", "image_72": "",
         }
         if not is_bot:
-            profile["email"] = given.get("email", f"user-{user_id}@example.com")
+            email = given.get("email", f"user-{user_id}@example.com")
+            if email:  # null or "": a user without an address (Slack then leaves the field out)
+                profile["email"] = email
         else:
             profile["bot_id"] = given.get("bot_id", self.bot_id)
         profile.update(given.get("profile") or {})
@@ -654,6 +736,7 @@ _METHODS = {
     "chat.update": SandboxState.chat_update,
     "chat.delete": SandboxState.chat_delete,
     "users.info": SandboxState.users_info,
+    "users.list": SandboxState.users_list,
     "conversations.replies": SandboxState.conversations_replies,
     "reactions.add": SandboxState.reactions_add,
     "reactions.remove": SandboxState.reactions_remove,
@@ -776,6 +859,19 @@ class _Handler(BaseHTTPRequestHandler):
             if not isinstance(users, list) or not all(isinstance(user, dict) for user in users):
                 raise SandboxError("send a user object, a list of them, or {\"users\": [...]}")
             return Reply(200, {"ok": True, "users": state.add_users(users)})
+        if name == "users/generate" and verb == "POST":
+            body = self._object_body()
+            try:
+                added = state.generate_users(body.get("count"), domain=str(body.get("domain") or "example.com"),
+                                             start=body.get("start", 1), id_prefix=str(body.get("id_prefix") or "U"))
+            except TypeError as error:
+                raise SandboxError(str(error)) from error
+            return Reply(200, {"ok": True, "count": len(added), "first": added[0], "last": added[-1]})
+        if name == "users/remove" and verb == "POST":
+            ids = self._object_body().get("ids")
+            if not isinstance(ids, list) or not all(isinstance(user_id, str) for user_id in ids):
+                raise SandboxError("send {\"ids\": [\"U...\", ...]}")
+            return Reply(200, {"ok": True, "removed": state.remove_users(ids)})
         if name == "response_urls" and verb == "POST":
             body = self._object_body()
             url = state.response_url(channel=body.get("channel"), user=body.get("user"),
@@ -873,8 +969,22 @@ class SlackSandbox:
     def fail(self, method: str, mode: str, count: int = 1, **options: Any) -> dict[str, Any]:
         return self.state.fail(method, mode, count, **options).describe()
 
-    def add_users(self, *users: dict[str, Any]) -> list[str]:
-        return self.state.add_users(users)
+    def add_users(self, *users: dict[str, Any] | Iterable[dict[str, Any]]) -> list[str]:
+        """Register users: ``add_users(u1, u2)`` or ``add_users([u1, u2, ...])``."""
+        flat: list[dict[str, Any]] = []
+        for given in users:
+            if isinstance(given, dict):
+                flat.append(given)
+            else:
+                flat.extend(given)
+        return self.state.add_users(flat)
+
+    def generate_users(self, count: int, *, domain: str = "example.com", start: int = 1,
+                       id_prefix: str = "U") -> list[str]:
+        return self.state.generate_users(count, domain=domain, start=start, id_prefix=id_prefix)
+
+    def remove_users(self, *user_ids: str) -> list[str]:
+        return self.state.remove_users(user_ids)
 
     def response_url(self, *, channel: str | None, user: str | None = None, message_ts: str | None = None,
                      thread_ts: str | None = None) -> str:

@@ -173,6 +173,87 @@ def test_users_info_generates_or_returns_registered_profiles(sandbox, client, co
     assert missing.value.response["error"] == "user_not_found"
 
 
+def test_users_list_pages_registered_users_in_order_as_slack_does(sandbox, client, control):
+    control.post("_sandbox/users", json={"users": [
+        {"id": "U001", "name": "ada", "real_name": "Ada Lovelace", "display_name": "ada", "email": "ada@corp.example"},
+        {"id": "U002", "name": "helper", "real_name": "Helper Bot", "is_bot": True},
+        {"id": "U003", "name": "gone", "email": "gone@corp.example", "deleted": True},
+        {"id": "U004", "name": "nomail", "email": None},
+        {"id": "W005", "name": "guest", "email": "guest@partner.example", "is_restricted": True},
+    ]})
+    first = client.users_list(limit=2)
+    assert first["ok"] is True and isinstance(first["cache_ts"], int)
+    assert [member["id"] for member in first["members"]] == ["U001", "U002"]
+    cursor = first["response_metadata"]["next_cursor"]
+    assert cursor
+    ada = first["members"][0]
+    assert ada["team_id"] == "TLOCAL0001" and ada["name"] == "ada" and ada["real_name"] == "Ada Lovelace"
+    assert (ada["deleted"], ada["is_bot"], ada["is_restricted"]) == (False, False, False)
+    assert {key: ada["profile"][key] for key in ("email", "display_name", "real_name")} == {
+        "email": "ada@corp.example", "display_name": "ada", "real_name": "Ada Lovelace"}
+    assert first["members"][1]["is_bot"] is True and "email" not in first["members"][1]["profile"]
+
+    second = client.users_list(limit=2, cursor=cursor)
+    assert [member["id"] for member in second["members"]] == ["U003", "U004"]
+    assert second["members"][0]["deleted"] is True and "email" not in second["members"][1]["profile"]
+    last = client.users_list(limit=2, cursor=second["response_metadata"]["next_cursor"])
+    assert [member["id"] for member in last["members"]] == ["W005"] and last["members"][0]["is_restricted"] is True
+    assert last["response_metadata"]["next_cursor"] == ""
+
+    # slack_sdk's own cursor iteration walks the same pages; no limit = one page of everything.
+    assert [len(page["members"]) for page in client.users_list(limit=2)] == [2, 2, 1]
+    assert [member["id"] for member in client.users_list()["members"]] == ["U001", "U002", "U003", "U004", "W005"]
+    assert [call["args"].get("cursor") for call in sandbox.calls("users.list")][:3] == [None, cursor, second[
+        "response_metadata"]["next_cursor"]]
+
+
+def test_users_list_caps_the_limit_and_refuses_unknown_cursors(sandbox, client):
+    sandbox.generate_users(1500, domain="corp.example")
+    capped = client.users_list(limit=5000)
+    assert len(capped["members"]) == 1000 and capped["members"][0]["id"] == "U00000001"
+    rest = client.users_list(limit=5000, cursor=capped["response_metadata"]["next_cursor"])
+    assert len(rest["members"]) == 500 and rest["members"][-1]["profile"]["email"] == "user1500@corp.example"
+    assert rest["response_metadata"]["next_cursor"] == ""
+    for forged in ("not-base64!", "dXNlcjpVTk9CT0RZ", "Zm9vOmJhcg=="):  # garbage, user:UNOBODY, foo:bar
+        with pytest.raises(SlackApiError) as refused:
+            client.users_list(limit=10, cursor=forged)
+        assert refused.value.response["error"] == "invalid_cursor"
+    with pytest.raises(SlackApiError) as negative:
+        client.users_list(limit=-1)
+    assert negative.value.response["error"] == "invalid_limit"
+
+
+def test_users_list_bulk_registration_and_removal(sandbox, client, control):
+    answer = control.post("_sandbox/users/generate", json={"count": 50_000, "domain": "big.example"}).json()
+    assert (answer["count"], answer["first"], answer["last"]) == (50_000, "U00000001", "U00050000")
+    pages = [[member["id"] for member in page["members"]] for page in client.users_list(limit=1000)]
+    assert len(pages) == 50 and sum(len(page) for page in pages) == 50_000  # slack_sdk follows the cursor
+    assert len({user_id for page in pages for user_id in page}) == 50_000
+
+    removed = control.post("_sandbox/users/remove", json={"ids": ["U00000002", "U99999999"]}).json()
+    assert removed["removed"] == ["U00000002"]
+    assert [m["id"] for m in client.users_list(limit=3)["members"]] == ["U00000001", "U00000003", "U00000004"]
+    assert sandbox.add_users([{"id": "WLIST1", "email": "a@x.example"}, {"id": "WLIST2"}]) == ["WLIST1", "WLIST2"]
+    assert control.post("_sandbox/users/generate", json={"count": 0}).status_code == 400
+    assert control.post("_sandbox/users/remove", json={"ids": "U1"}).status_code == 400
+
+
+def test_users_list_obeys_fail_rules_with_429_and_retry_after(sandbox, control):
+    sandbox.add_users({"id": "U1", "email": "one@corp.example"}, {"id": "U2", "email": "two@corp.example"})
+    control.post("_sandbox/fail", json={"method": "users.list", "mode": "ratelimit", "count": 1, "retry_after": 1})
+    retrying = WebClient(base_url=sandbox.url, token="xoxb-test", timeout=5,
+                         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=2)])
+    assert [m["id"] for m in retrying.users_list(limit=10)["members"]] == ["U1", "U2"]
+    limited, answered = sandbox.calls("users.list")
+    assert (limited["status"], limited["error"], answered["status"], answered["ok"]) == (429, "ratelimited", 200, True)
+    assert answered["at"] - limited["at"] >= 1.0
+
+    sandbox.fail("users.list", "ratelimit", 1, retry_after=4)
+    with pytest.raises(SlackApiError) as refused:
+        WebClient(base_url=sandbox.url, token="xoxb-test", timeout=5, retry_handlers=[]).users_list()
+    assert refused.value.response.status_code == 429 and refused.value.response.headers["Retry-After"] == "4"
+
+
 def test_post_ephemeral_is_recorded_for_one_user(sandbox, client):
     answer = client.chat_postEphemeral(channel="C3", user="U3", text="only you")
     assert TS.match(answer["message_ts"])

@@ -1,4 +1,4 @@
-"""Tests for insightmesh_local.schedule_expressions (EventBridge rate/cron/at evaluation)."""
+"""Tests for insightmesh.jobs.schedule_expressions (EventBridge rate/cron/at evaluation)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from insightmesh_local.schedule_expressions import (
+from insightmesh.jobs.schedule_expressions import (
     ScheduleExpression,
     ScheduleExpressionError,
     parse_schedule_expression,

@@ -76,6 +76,7 @@ ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
          "protected (system agents and groups).",
     422: "The request is not valid (parameters, body, page size above 100, or an altered cursor).",
     429: "Too many requests: retry after the Retry-After header's seconds.",
+    503: "A dependency (the scheduler, the queue, an identity provider) is unavailable; nothing was changed.",
 }
 API_DESCRIPTION: Final = f"""The InsightMesh control plane: agents, grants, groups and members, users, the audit log.
 
@@ -126,19 +127,21 @@ def responses(success: int, description: str, *errors: int) -> dict[int, OpenAPI
     return documented
 
 
-def _configure_openapi(app: InsightMeshResolver) -> None:
+def configure_openapi(app: InsightMeshResolver, *, description: str = API_DESCRIPTION,
+                      tags: list[Tag] | None = None) -> None:
+    """The security schemes every /api route uses, the API's description and its tags."""
     config = app.openapi_config
     schemes = dict(config.security_schemes or {})
     schemes.setdefault("bearerAuth", HTTPBearer(description="An API token: imt_<id>_<secret>."))
     schemes.setdefault("sessionCookie", APIKey.model_validate({"in": APIKeyIn.cookie, "name": "im_session",
                                                                "description": "A browser session."}))
     existing = {tag.name if isinstance(tag, Tag) else tag for tag in config.tags or []}
-    tags = [*(config.tags or []), *(tag for tag in TAGS if tag.name not in existing)]
-    app.openapi_config = replace(config, description=config.description or API_DESCRIPTION,
-                                 security_schemes=schemes, tags=tags)
+    merged = [*(config.tags or []), *(tag for tag in (TAGS if tags is None else tags) if tag.name not in existing)]
+    app.openapi_config = replace(config, description=config.description or description,
+                                 security_schemes=schemes, tags=merged)
 
 
-def _authenticate_before_validation(app: InsightMeshResolver) -> None:
+def authenticate_before_validation(app: InsightMeshResolver) -> None:
     """A request under /api/ that fails validation is authenticated first (see the module doc)."""
     handlers = app.exception_handler_manager
     invalid = handlers.lookup_exception_handler(RequestValidationError)
@@ -160,8 +163,8 @@ def _authenticate_before_validation(app: InsightMeshResolver) -> None:
 
 def register_admin_routes(app: InsightMeshResolver) -> None:
     """Add the admin API's routes to ``app`` (see the module docstring)."""
-    _configure_openapi(app)
-    _authenticate_before_validation(app)
+    configure_openapi(app)
+    authenticate_before_validation(app)
 
     def request_id() -> str:
         return app.correlation_id

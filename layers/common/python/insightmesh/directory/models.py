@@ -36,6 +36,10 @@ GSI ``by-email-prefix`` (hash ``email_initial``, range ``email``, ALL)
   has ``kind = "group"`` (the attribute's default); the index exists so that listing never scans.
 * ``PutItem`` with ``attribute_not_exists(name)``: create a group, system groups included
   (never overwritten).
+* Groups mirrored from a provider (Google Workspace, ``insightmesh.jobs.google_workspace_sync``)
+  carry ``source``, ``external_id``, ``email``, ``sync_scope`` and ``last_seen_run`` (non-key
+  attributes, unset on every other group); the sync writes a group only when it is new or its
+  ``source`` and ``external_id`` are its own (a conditional ``PutItem``).
 
 ``MEMBERSHIPS_TABLE`` — :class:`Membership`, hash ``group_name``, range ``user_id``;
 GSI ``by-user`` (hash ``user_id``, range ``group_name``, ALL)
@@ -58,6 +62,7 @@ GSI ``by-user`` (hash ``user_id``, range ``group_name``, ALL)
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -102,6 +107,17 @@ def normalize_email(email: str | None) -> str | None:
     """Lower-cased and stripped; ``None`` for a blank address (an empty string cannot be a GSI key)."""
     cleaned = (email or "").strip().lower()
     return cleaned or None
+
+
+_DOMAIN: Final = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$")
+
+
+def normalize_domain(domain: str) -> str:
+    """A DNS domain (``"Example.COM"`` → ``"example.com"``); ``ValueError`` if it is not one."""
+    cleaned = domain.strip().lower().rstrip(".")
+    if not _DOMAIN.match(cleaned):
+        raise ValueError(f"not a domain: {domain!r}")
+    return cleaned
 
 
 def email_initial(email: str | None) -> str | None:
@@ -240,6 +256,13 @@ class Group(Model):
     description = UnicodeAttribute(default="")
     is_system = BooleanAttribute(default=False)
     created_at = UTCDateTimeAttribute(default=utc_now)
+    # Set only on groups a directory sync mirrors from a provider (unset: an admin's or a system group).
+    source = UnicodeAttribute(null=True)  # the provider, e.g. "google"
+    external_id = UnicodeAttribute(null=True)  # the provider's group id
+    email = UnicodeAttribute(null=True)  # the provider group's address
+    sync_scope = UnicodeAttribute(null=True)  # the sync that owns it (its sweep removes only its own)
+    last_seen_run = UnicodeAttribute(null=True)  # the last sync run that listed it
+    last_synced_at = UTCDateTimeAttribute(null=True)
 
     by_kind = GroupsByKind()
 

@@ -3,7 +3,8 @@
 * base URL from ``SLACK_API_URL`` (stand-ins, proxies), token from ``SLACK_BOT_TOKEN`` (a secret,
   fetched lazily: ``SLACK_BOT_TOKEN_SECRET_ID`` in AWS);
 * explicit timeout; HTTP 429 retried by slack_sdk's ``RateLimitErrorRetryHandler`` (which sleeps
-  for ``Retry-After``), connection errors by its ``ConnectionErrorRetryHandler``;
+  for ``Retry-After``) — each retry logged and counted per thread (``rate_limit_retries()``, so a
+  job can report how often it was throttled) — connection errors by its ``ConnectionErrorRetryHandler``;
 * ``call_slack`` puts every call behind the ``slack`` circuit breaker, so a Slack outage fails
   fast instead of holding every worker for its full timeout.
 """
@@ -19,8 +20,12 @@ from typing import Final, TypeVar
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 
 from insightmesh.config import get_secret
+from insightmesh.observability import get_logger
 from insightmesh.resilience import CircuitBreaker, breaker_for
 
 T = TypeVar("T")
@@ -30,6 +35,31 @@ TIMEOUT_SECONDS: Final = 10
 _lock = threading.Lock()
 _client: WebClient | None = None
 _identity: BotIdentity | None = None
+_retries = threading.local()  # .count: 429s this thread's calls retried
+
+
+class ObservedRateLimitRetryHandler(RateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler (it sleeps for ``Retry-After``), plus a log line and a per-thread
+    count of every retry it makes."""
+
+    def prepare_for_next_attempt(self, *, state: RetryState, request: HttpRequest,
+                                 response: HttpResponse | None = None, error: Exception | None = None) -> None:
+        if response is not None:
+            values = next((value for name, value in response.headers.items() if name.lower() == "retry-after"), [])
+            retry_after = values[0] if values else None  # slack_sdk keeps every header as a list
+            _retries.count = rate_limit_retries() + 1
+            method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+            get_logger().warning("slack rate limited; retrying after Retry-After",
+                                 extra={"slack_method": method, "retry_after": retry_after,
+                                        "attempt": state.current_attempt + 1})
+        super().prepare_for_next_attempt(state=state, request=request, response=response, error=error)
+
+
+def rate_limit_retries() -> int:
+    """How many HTTP 429s this thread's Slack calls have retried since it started (monotonic;
+    a caller takes the difference over its own calls)."""
+    count: int = getattr(_retries, "count", 0)
+    return count
 
 
 class SlackNotConfiguredError(RuntimeError):
@@ -61,7 +91,7 @@ def get_slack_client() -> WebClient:
                 timeout=TIMEOUT_SECONDS,
                 retry_handlers=[
                     ConnectionErrorRetryHandler(max_retry_count=2),
-                    RateLimitErrorRetryHandler(max_retry_count=3),
+                    ObservedRateLimitRetryHandler(max_retry_count=3),
                 ],
             )
         return _client

@@ -1,6 +1,7 @@
 """Evaluate AWS EventBridge schedule expressions: ``rate(...)``, ``cron(...)`` and ``at(...)``.
 
-The local Lambda runtime uses this module to decide when scheduled functions fire. It covers both
+The job API uses it to validate a schedule and show its next run; the local Lambda runtime
+uses it to decide when scheduled functions fire. It covers both
 EventBridge rules (always UTC) and EventBridge Scheduler schedules (which may carry a
 ``ScheduleExpressionTimezone``).
 

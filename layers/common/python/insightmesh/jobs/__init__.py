@@ -1,0 +1,1 @@
+"""Scheduled jobs: job types, the job and task-run models, schedules, the runner."""

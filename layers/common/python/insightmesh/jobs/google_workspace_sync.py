@@ -1,0 +1,866 @@
+"""Job type ``google_workspace_sync``: Google Workspace's people and groups mirrored into the directory.
+
+**Users.** ``GET /admin/directory/v1/users`` (``customer`` — or ``domain`` when one is given —
+``maxResults = page_size``, ``projection=basic``, ``orderBy=email``, paginated by
+``nextPageToken``) feeds :func:`insightmesh.directory.sync.sync_users` as identities
+``google#<directory user id>`` in the sync scope ``google#<domain or customer>``. A suspended or
+archived account is an inactive record; ``primary`` sets ``is_primary_hint`` (Google as the HR
+source of truth: a Google account linked by e-mail to an existing Slack user becomes that user's
+primary identity). Matching by e-mail and deactivating the accounts Google no longer lists are
+``sync_users``'s.
+
+**Groups** (``sync_groups``). ``GET /admin/directory/v1/groups`` and, per group,
+``GET /admin/directory/v1/groups/{id}/members?includeDerivedMembership=true`` (members of nested
+groups included). Each Google group becomes a directory :class:`~insightmesh.directory.models.Group`
+named ``gw-<slug of the address's local part>`` (``^[a-z][a-z0-9_-]{1,39}$``; see
+:func:`group_name_candidates` for overflow and collisions) with ``source = "google"`` and
+``external_id`` = the Google group id. The sync writes a group only when the name is free or the
+group is already its own (a conditional ``PutItem``): system groups and groups an admin created are
+never touched. Members of type ``USER`` are mapped to directory users through the identities the
+user sync wrote (``google#<id>``, else the e-mail claim ``email#<address>``) with BatchGetItem
+(≤ 100 keys a call); other member types (``GROUP``, ``CUSTOMER``) and unknown people are counted
+and skipped. A group's memberships are read with one paginated Query on its hash key; new ones are
+written with ``Membership.batch_write`` (25 a call) page by page, and those Google no longer lists
+are deleted once its last member page is read. With ``deactivate_missing``, groups of this sync
+scope that Google no longer lists lose their memberships and are deleted — unless an agent is
+granted to them, in which case the (now empty) group is kept for an admin to decide.
+
+**Calls.** Plain REST over httpx with one process-wide client and explicit timeouts. Why not
+``google-api-python-client``: it is not a dependency of the layer (it would pull in httplib2,
+uritemplate and google-auth for three GETs), its discovery-document client is untyped, and its
+transport bypasses the layer's resilience. Every call goes through the ``google_directory`` circuit
+breaker and a bounded :class:`~insightmesh.resilience.RetryPolicy`: HTTP 429, 5xx, Google's
+``rateLimitExceeded``/``userRateLimitExceeded`` 403s and transport errors are retried with backoff
+honouring ``Retry-After`` (each retry logged, counted as ``http_retries``). A 401 fetches the
+access token again once (it may have been refreshed since) and repeats the call; a second 401 fails
+the run with :class:`GoogleAuthError`. Base URL: ``GOOGLE_DIRECTORY_API_URL`` (default
+https://admin.googleapis.com). The token comes from the credential ``credential_id`` through
+``insightmesh.credentials.service.google_access_token`` (injectable: ``GoogleWorkspaceSync(token_provider=...)``).
+
+**Checkpoints** (after each users page, each group, each groups page and each removed group):
+``{"sync_run_id", "scope", "phase": "users" | "groups" | "groups_sweep", "cursor", "listing_done",
+"pages_done", "progress", "counts", "users_swept", "groups_cursor", "groups_done",
+"groups_pages_done", "group_counts", "parameters"}``. A resumed run continues the users listing
+from ``cursor`` with the same sync run id (or finishes its sweep), re-reads the groups page at
+``groups_cursor`` skipping the groups in ``groups_done`` (a group interrupted between its member
+pages is redone: additions are idempotent), or continues the group sweep. A checkpoint of other
+parameters is discarded; a page token Google no longer accepts (HTTP 400) restarts that listing.
+
+**Counts.** ``processed``: users and groups Google listed; ``succeeded``: users synced plus groups
+whose memberships were mirrored; ``failed``: user records the sync could not write plus groups
+that could not be named or written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Final, Protocol, cast
+from urllib.parse import quote
+
+import httpx
+from pydantic import Field, field_validator
+from pynamodb.exceptions import PutError
+
+from insightmesh.directory.models import (
+    GROUP_KIND,
+    Grant,
+    Group,
+    Identity,
+    Membership,
+    group_principal,
+    identity_key,
+    normalize_domain,
+    normalize_email,
+    utc_now,
+)
+from insightmesh.directory.sync import ProviderUser, SyncProgress, claim_key, sync_users
+from insightmesh.directory.users import SYSTEM_ACTOR
+from insightmesh.jobs.base import JobContext, JobParameters, JobResult
+from insightmesh.observability import get_logger
+from insightmesh.resilience import (
+    CircuitBreaker,
+    RetryableError,
+    RetryPolicy,
+    Timeouts,
+    breaker_for,
+    call_with_resilience,
+    parse_retry_after,
+)
+
+PROVIDER: Final = "google"
+DEFAULT_API_URL: Final = "https://admin.googleapis.com"
+API_URL_VARIABLE: Final = "GOOGLE_DIRECTORY_API_URL"
+USER_SCOPE: Final = "https://www.googleapis.com/auth/admin.directory.user.readonly"
+GROUP_SCOPE: Final = "https://www.googleapis.com/auth/admin.directory.group.readonly"  # groups and members
+MAX_USERS_PAGE: Final = 500  # users.list maxResults limit
+MAX_GROUPS_PAGE: Final = 200  # groups.list and members.list maxResults limit
+GROUP_NAME_PATTERN: Final = re.compile(r"^[a-z][a-z0-9_-]{1,39}$")
+GROUP_PREFIX: Final = "gw-"
+MAX_GROUP_NAME: Final = 40
+MAX_DESCRIPTION: Final = 500
+TIMEOUTS: Final = Timeouts(connect=3.0, read=20.0)
+ATTEMPTS: Final = 4
+BREAKER: Final = "google_directory"
+CHECKPOINT_VERSION: Final = 1
+RATE_LIMIT_REASONS: Final = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
+USERS_FIELDS: Final = "nextPageToken,users(id,primaryEmail,name/fullName,suspended,archived)"
+GROUPS_FIELDS: Final = "nextPageToken,groups(id,email,name,description)"
+MEMBERS_FIELDS: Final = "nextPageToken,members(id,email,type,status)"
+
+
+# -- parameters ------------------------------------------------------------------------------------
+
+
+class GoogleWorkspaceSyncParameters(JobParameters):
+    credential_id: str = Field(min_length=1, max_length=200, pattern=r"^\S+$")
+    customer: str = Field(default="my_customer", pattern=r"^[A-Za-z0-9_]{1,64}$")
+    domain: str | None = None  # only this domain's users and groups (else the whole customer)
+    sync_groups: bool = True
+    primary: bool = True  # Google is the source of truth for the people it lists (is_primary_hint)
+    page_size: int = Field(default=200, ge=1, le=MAX_USERS_PAGE)
+    deactivate_missing: bool = True
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, value: str | None) -> str | None:
+        return None if value is None else normalize_domain(value)
+
+
+# -- errors and the token --------------------------------------------------------------------------
+
+
+class GoogleDirectoryError(Exception):
+    """The Directory API refused a request (or kept failing after the retries)."""
+
+    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class GoogleAuthError(GoogleDirectoryError):
+    """HTTP 401 again with a freshly fetched access token: the credential needs attention."""
+
+
+class _RateLimited(RetryableError):
+    """429 (or a rate-limit 403): Google answered, it is busy — retried, not a breaker failure."""
+
+
+class AccessTokenProvider(Protocol):
+    def __call__(self, credential_id: str, *, required_scopes: Sequence[str]) -> str: ...
+
+
+def google_access_token(credential_id: str, *, required_scopes: Sequence[str]) -> str:
+    """The stored credential's access token (``insightmesh.credentials.service``, imported on use:
+    only the function that runs this job loads the credentials code). Its errors
+    (``CredentialError``: not found, scope missing, expired or revoked) fail the run."""
+    from insightmesh.credentials.service import google_access_token as stored_credential_token
+
+    return stored_credential_token(credential_id, required_scopes=tuple(required_scopes))
+
+
+def required_scopes(parameters: GoogleWorkspaceSyncParameters) -> tuple[str, ...]:
+    return (USER_SCOPE, GROUP_SCOPE) if parameters.sync_groups else (USER_SCOPE,)
+
+
+# -- the Directory API ------------------------------------------------------------------------------
+
+_http_lock = threading.Lock()
+_http: httpx.Client | None = None
+
+
+def http_client() -> httpx.Client:
+    """The process-wide client of the Directory API (its connection pool is reused)."""
+    global _http
+    with _http_lock:
+        if _http is None or _http.is_closed:
+            _http = httpx.Client(follow_redirects=False, headers={"Accept": "application/json",
+                                                                  "User-Agent": "insightmesh-directory-sync/1"},
+                                 timeout=httpx.Timeout(TIMEOUTS.read, connect=TIMEOUTS.connect))
+        return _http
+
+
+def api_url() -> str:
+    return (os.environ.get(API_URL_VARIABLE) or DEFAULT_API_URL).rstrip("/")
+
+
+@dataclass(frozen=True)
+class ApiPage:
+    items: list[Mapping[str, Any]]
+    next_token: str  # "" on the last page
+
+
+class DirectoryApi:
+    """The three Directory API v1 GETs the sync needs, with retries, the breaker and one token refresh."""
+
+    def __init__(self, *, base_url: str, token: Callable[[], str], http: httpx.Client,
+                 breaker: CircuitBreaker, attempts: int = ATTEMPTS,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._fetch_token = token
+        self._token: str | None = None
+        self.http = http
+        self.breaker = breaker
+        self._sleep = sleep
+        self.policy = RetryPolicy(attempts=attempts, base_delay=0.5, max_delay=8.0, max_retry_after=30.0,
+                                  retry_on=(RetryableError,), sleep=self._wait)
+        self.retries = 0
+        self.reauthentications = 0
+        self._last_status: int | None = None
+
+    def users(self, *, customer: str, domain: str | None, page_size: int, page_token: str | None) -> ApiPage:
+        scope = {"domain": domain} if domain else {"customer": customer}
+        return self._page("/admin/directory/v1/users", "users",
+                          {**scope, "maxResults": min(page_size, MAX_USERS_PAGE), "pageToken": page_token,
+                           "projection": "basic", "orderBy": "email", "fields": USERS_FIELDS})
+
+    def groups(self, *, customer: str, domain: str | None, page_size: int, page_token: str | None) -> ApiPage:
+        scope = {"domain": domain} if domain else {"customer": customer}
+        return self._page("/admin/directory/v1/groups", "groups",
+                          {**scope, "maxResults": min(page_size, MAX_GROUPS_PAGE), "pageToken": page_token,
+                           "fields": GROUPS_FIELDS})
+
+    def members(self, group_key: str, *, page_size: int, page_token: str | None) -> ApiPage:
+        return self._page(f"/admin/directory/v1/groups/{quote(group_key, safe='')}/members", "members",
+                          {"maxResults": min(page_size, MAX_GROUPS_PAGE), "pageToken": page_token,
+                           "includeDerivedMembership": "true", "fields": MEMBERS_FIELDS})
+
+    # -- one call --------------------------------------------------------------------------------
+
+    def _page(self, path: str, key: str, params: Mapping[str, str | int | None]) -> ApiPage:
+        payload = self.get(path, params)
+        items = payload.get(key)
+        token = payload.get("nextPageToken")
+        return ApiPage([item for item in items if isinstance(item, Mapping)] if isinstance(items, list) else [],
+                       token if isinstance(token, str) else "")
+
+    def get(self, path: str, params: Mapping[str, str | int | None]) -> dict[str, Any]:
+        url = self.base_url + path
+        query = {name: str(value) for name, value in params.items() if value is not None and value != ""}
+        response = self._send(url, query)
+        if response.status_code == 401:
+            get_logger().warning("Google refused the access token; fetching it again", extra={"path": path})
+            self._token = None
+            self.reauthentications += 1
+            response = self._send(url, query)
+            if response.status_code == 401:
+                raise GoogleAuthError(f"Google Directory API: HTTP 401 for {path} with a freshly fetched access "
+                                      "token; the credential's token is invalid or revoked (reconnect it)",
+                                      status=401, reason=_reason(response))
+        if response.status_code >= 400:
+            reason = _reason(response)
+            raise GoogleDirectoryError(f"Google Directory API: HTTP {response.status_code} for {path}"
+                                       + (f" ({reason}): {_message(response)}" if reason else ""),
+                                       status=response.status_code, reason=reason)
+        try:
+            payload = response.json()
+        except ValueError as error:
+            raise GoogleDirectoryError(f"Google Directory API: {path} answered with a body that is not JSON",
+                                       status=response.status_code) from error
+        if not isinstance(payload, dict):
+            raise GoogleDirectoryError(f"Google Directory API: {path} answered with a non-object body",
+                                       status=response.status_code)
+        return payload
+
+    def _token_now(self) -> str:
+        if self._token is None:
+            token = self._fetch_token()
+            if not isinstance(token, str) or not token:
+                raise GoogleAuthError("the credential gave no Google access token")
+            self._token = token
+        return self._token
+
+    def _send(self, url: str, query: Mapping[str, str]) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self._token_now()}", "Accept": "application/json"}
+
+        def attempt() -> httpx.Response:
+            try:
+                response = self.http.get(url, params=query, headers=headers,
+                                         timeout=httpx.Timeout(TIMEOUTS.read, connect=TIMEOUTS.connect))
+            except httpx.TransportError as error:
+                self._last_status = None
+                raise RetryableError(f"Google Directory API unreachable ({type(error).__name__})") from error
+            self._last_status = response.status_code
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if response.status_code == 429 or (response.status_code == 403
+                                               and _reason(response) in RATE_LIMIT_REASONS):
+                raise _RateLimited(f"HTTP {response.status_code} (rate limited)", retry_after=retry_after)
+            if response.status_code >= 500:
+                raise RetryableError(f"HTTP {response.status_code}", retry_after=retry_after)
+            return response
+
+        try:
+            return call_with_resilience(self.breaker, attempt, retry=self.policy)
+        except RetryableError as error:
+            raise GoogleDirectoryError(f"Google Directory API: {url.removeprefix(self.base_url)} still failing "
+                                       f"after {self.policy.attempts} attempts: {error}",
+                                       status=self._last_status) from error
+
+    def _wait(self, seconds: float) -> None:
+        self.retries += 1
+        get_logger().warning("Google Directory API call failed; retrying",
+                             extra={"status": self._last_status, "wait_seconds": round(seconds, 3),
+                                    "retry": self.retries})
+        self._sleep(seconds)
+
+
+def _error_body(response: httpx.Response) -> Mapping[str, Any]:
+    try:
+        payload = response.json()
+    except ValueError:
+        return {}
+    error = payload.get("error") if isinstance(payload, dict) else None
+    return error if isinstance(error, Mapping) else {}
+
+
+def _reason(response: httpx.Response) -> str | None:
+    """Google's ``error.errors[0].reason`` (``authError``, ``notFound``, ``rateLimitExceeded``...)."""
+    errors = _error_body(response).get("errors")
+    first = errors[0] if isinstance(errors, list) and errors else None
+    reason = first.get("reason") if isinstance(first, Mapping) else _error_body(response).get("status")
+    return reason[:64] if isinstance(reason, str) else None
+
+
+def _message(response: httpx.Response) -> str:
+    message = _error_body(response).get("message")
+    return message[:200] if isinstance(message, str) else ""
+
+
+# -- group names -----------------------------------------------------------------------------------
+
+
+def _slug(local_part: str) -> str:
+    slug = re.sub(r"[^a-z0-9_-]+", "-", local_part.lower())
+    return re.sub(r"-{2,}", "-", slug).strip("-_") or "group"
+
+
+def _digest(value: str, length: int) -> str:
+    return hashlib.sha256(value.encode("utf-8")).hexdigest()[:length]
+
+
+def group_name_candidates(email: str, group_id: str) -> tuple[str, str]:
+    """The directory names a Google group may take, in order of preference — both deterministic.
+
+    The first is ``gw-<slug>`` (the address's local part, lower-cased, runs of other characters
+    turned into ``-``), or, when that is longer than 40 characters, its first 30 characters of slug
+    plus ``-`` and 6 hex digits of the group id's SHA-256. The second — used when the first is
+    another group's (another domain's ``eng@``, or a group an admin created) — is the slug cut to
+    28 characters plus ``-`` and 8 hex digits of that digest.
+    """
+    slug = _slug(email.partition("@")[0])
+    plain = GROUP_PREFIX + slug
+    first = plain if len(plain) <= MAX_GROUP_NAME else f"{GROUP_PREFIX}{slug[:30].rstrip('-_')}-{_digest(group_id, 6)}"
+    second = f"{GROUP_PREFIX}{slug[:28].rstrip('-_')}-{_digest(group_id, 8)}"
+    assert GROUP_NAME_PATTERN.match(first) and GROUP_NAME_PATTERN.match(second), (first, second)
+    return first, second
+
+
+# -- counters and checkpoints ----------------------------------------------------------------------
+
+
+@dataclass
+class _UserCounts:
+    users_listed: int = 0
+    users_inactive: int = 0  # suspended or archived accounts (synced as inactive)
+    http_retries: int = 0
+    reauthentications: int = 0
+
+
+@dataclass
+class _GroupCounts:
+    groups_listed: int = 0
+    groups_synced: int = 0  # memberships mirrored to the end
+    groups_created: int = 0
+    groups_updated: int = 0
+    groups_failed: int = 0  # no free name, or the name was taken meanwhile
+    groups_vanished: int = 0  # deleted in Google between the listing and its members
+    groups_removed: int = 0
+    groups_kept_with_grants: int = 0  # gone from Google but granted an agent: emptied, kept
+    group_pages: int = 0
+    member_pages: int = 0
+    memberships_added: int = 0
+    memberships_removed: int = 0
+    members_unmatched: int = 0  # USER members with no directory user (outside the synced users)
+    members_skipped: int = 0  # GROUP / CUSTOMER members (nested members come derived)
+
+
+def _load(cls: type[Any], data: Any) -> Any:
+    given = data if isinstance(data, Mapping) else {}
+    return cls(**{name: int(given.get(name, 0)) for name in asdict(cls())})
+
+
+def _fingerprint(parameters: JobParameters) -> str:
+    canonical = json.dumps(parameters.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
+
+
+class _Stopped(Exception):
+    """should_stop() said so in the groups phase (unwinds to run(), which saves and returns)."""
+
+
+@dataclass
+class _State:
+    """Everything a checkpoint holds (see the module docstring)."""
+
+    sync_run_id: str
+    scope: str
+    fingerprint: str
+    phase: str = "users"
+    cursor: str | None = None
+    listing_done: bool = False
+    pages_done: int = 0
+    progress: SyncProgress = field(default_factory=SyncProgress)
+    users: _UserCounts = field(default_factory=_UserCounts)
+    users_swept: bool = False
+    groups_cursor: str | None = None
+    groups_done: list[str] = field(default_factory=list)
+    groups_pages_done: int = 0
+    groups: _GroupCounts = field(default_factory=_GroupCounts)
+    groups_swept: bool = False
+
+    def checkpoint(self) -> dict[str, Any]:
+        return {"version": CHECKPOINT_VERSION, "sync_run_id": self.sync_run_id, "scope": self.scope,
+                "parameters": self.fingerprint, "phase": self.phase, "cursor": self.cursor,
+                "listing_done": self.listing_done, "pages_done": self.pages_done,
+                "progress": asdict(self.progress), "counts": asdict(self.users), "users_swept": self.users_swept,
+                "groups_cursor": self.groups_cursor, "groups_done": list(self.groups_done),
+                "groups_pages_done": self.groups_pages_done, "group_counts": asdict(self.groups)}
+
+    @classmethod
+    def restore(cls, saved: Mapping[str, Any]) -> _State:
+        done = saved.get("groups_done")
+        return cls(sync_run_id=str(saved["sync_run_id"]), scope=str(saved["scope"]),
+                   fingerprint=str(saved["parameters"]), phase=str(saved.get("phase") or "users"),
+                   cursor=str(saved.get("cursor") or "") or None, listing_done=bool(saved.get("listing_done")),
+                   pages_done=int(saved.get("pages_done") or 0),
+                   progress=cast(SyncProgress, _load(SyncProgress, saved.get("progress"))),
+                   users=cast(_UserCounts, _load(_UserCounts, saved.get("counts"))),
+                   users_swept=bool(saved.get("users_swept")),
+                   groups_cursor=str(saved.get("groups_cursor") or "") or None,
+                   groups_done=[str(item) for item in done] if isinstance(done, list) else [],
+                   groups_pages_done=int(saved.get("groups_pages_done") or 0),
+                   groups=cast(_GroupCounts, _load(_GroupCounts, saved.get("group_counts"))))
+
+
+# -- the job ----------------------------------------------------------------------------------------
+
+
+class GoogleWorkspaceSync:
+    """Mirror a Google Workspace directory (users, and optionally groups and memberships)."""
+
+    name: ClassVar[str] = "google_workspace_sync"
+    title: ClassVar[str] = "Google Workspace directory sync"
+    description: ClassVar[str] = (
+        "Reads the Google Workspace directory (Admin SDK Directory API) with a connected Google credential: "
+        "people become users or are linked by e-mail to existing ones (suspended accounts are deactivated), "
+        "and Google groups become directory groups (gw-...) with their members.")
+    Parameters: ClassVar[type[JobParameters]] = GoogleWorkspaceSyncParameters
+
+    def __init__(self, token_provider: AccessTokenProvider | None = None, *, http: httpx.Client | None = None,
+                 base_url: str | None = None, breaker: CircuitBreaker | None = None,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.token_provider: AccessTokenProvider = token_provider or google_access_token
+        self.http = http
+        self.base_url = base_url
+        self.breaker = breaker
+        self.sleep = sleep
+
+    def run(self, context: JobContext) -> JobResult:
+        return _Run(self, context).run()
+
+
+class _Run:
+    """One invocation of the job: the users phase, the groups phase, the groups sweep."""
+
+    def __init__(self, job: GoogleWorkspaceSync, context: JobContext) -> None:
+        given = context.parameters
+        self.parameters = given if isinstance(given, GoogleWorkspaceSyncParameters) \
+            else GoogleWorkspaceSyncParameters.model_validate(given.model_dump())
+        self.context = context
+        parameters = self.parameters
+        self.api = DirectoryApi(
+            base_url=job.base_url or api_url(),
+            token=lambda: job.token_provider(parameters.credential_id, required_scopes=required_scopes(parameters)),
+            http=job.http or http_client(),
+            breaker=job.breaker or breaker_for(BREAKER, failure_threshold=5, cool_down=30.0,
+                                               answered=(_RateLimited,)),
+            sleep=job.sleep)
+        self.now: datetime = utc_now()
+        self.scope = parameters.domain or parameters.customer
+        self.state = _State(sync_run_id=context.run_id.replace("#", "-") or "run", scope=self.scope,
+                            fingerprint=_fingerprint(parameters))
+        self.resumed = False
+        self.complete = False
+        self._retries_base = (0, 0)
+        self._pending_users: tuple[_UserCounts, str] | None = None
+
+    # -- the whole run ---------------------------------------------------------------------------
+
+    def run(self) -> JobResult:
+        self._restore(self.context.load_checkpoint())
+        try:
+            if self.state.phase == "users" and not self._users_phase():
+                return self._stopped()
+            if self.parameters.sync_groups and self.state.phase == "groups":
+                self._groups_phase()
+            if self.parameters.sync_groups and self.state.phase == "groups_sweep":
+                self._groups_sweep()
+        except _Stopped:
+            return self._stopped()
+        self.state.phase = "done"
+        self.complete = True
+        summary = self.summary()
+        get_logger().info("google workspace sync finished", extra={"summary": summary})
+        processed, succeeded, failed = self._counts()
+        return JobResult(processed=processed, succeeded=succeeded, failed=failed, summary=summary, complete=True)
+
+    def _restore(self, saved: Mapping[str, Any] | None) -> None:
+        if not saved:
+            return
+        if (saved.get("version") != CHECKPOINT_VERSION or not saved.get("sync_run_id")
+                or saved.get("scope") != self.scope or saved.get("parameters") != self.state.fingerprint):
+            get_logger().warning("google workspace sync checkpoint not resumable (other parameters or format); "
+                                 "starting over", extra={"scope": self.scope})
+            return
+        self.state = _State.restore(saved)
+        self._retries_base = (self.state.users.http_retries, self.state.users.reauthentications)
+        self.resumed = True
+
+    def _stopped(self) -> JobResult:
+        self._save()
+        summary = self.summary()
+        get_logger().info("google workspace sync stopped at the deadline; the next run resumes",
+                          extra={"summary": summary})
+        processed, succeeded, failed = self._counts()
+        return JobResult(processed=processed, succeeded=succeeded, failed=failed, summary=summary, complete=False)
+
+    def _counts(self) -> tuple[int, int, int]:
+        """(processed, succeeded, failed) — see the module docstring."""
+        users, groups, progress = self.state.users, self.state.groups, self.state.progress
+        return (users.users_listed + groups.groups_listed, progress.seen + groups.groups_synced,
+                progress.failed + groups.groups_failed)
+
+    def summary(self) -> dict[str, Any]:
+        state = self.state
+        state.users.http_retries = self._retries_base[0] + self.api.retries
+        state.users.reauthentications = self._retries_base[1] + self.api.reauthentications
+        return {"sync_run_id": state.sync_run_id, "scope": f"{PROVIDER}#{state.scope}", "resumed": self.resumed,
+                "complete": self.complete, "phase": state.phase, **asdict(state.progress), "swept": state.users_swept,
+                **asdict(state.users), **asdict(state.groups), "groups_swept": state.groups_swept}
+
+    def _save(self) -> None:
+        self.summary()  # folds this invocation's retry counters into the state
+        self.context.save_checkpoint(self.state.checkpoint())
+
+    def _report(self) -> None:
+        self._save()
+        processed, succeeded, failed = self._counts()
+        self.context.progress(processed=processed, succeeded=succeeded, failed=failed, summary=self.summary())
+
+    def _should_stop(self) -> bool:
+        return self.context.should_stop()
+
+    # -- users -----------------------------------------------------------------------------------
+
+    def _users_phase(self) -> bool:
+        """Sync the users; False when it stopped at the deadline."""
+        state = self.state
+        first: ApiPage | None = None
+        if self.resumed and not state.listing_done and state.cursor:
+            try:
+                first = self._fetch_users()
+            except GoogleDirectoryError as error:
+                if error.status != 400:
+                    raise
+                get_logger().warning("saved users page token refused; starting the user sync over",
+                                     extra={"scope": self.scope})
+                state.sync_run_id = self.context.run_id.replace("#", "-") or "run"
+                state.cursor, state.pages_done, state.progress = None, 0, SyncProgress()
+                state.users = _UserCounts(http_retries=state.users.http_retries,
+                                          reauthentications=state.users.reauthentications)
+        pages: Iterator[Sequence[ProviderUser]] = iter(()) if state.listing_done else self._user_pages(first)
+        report = sync_users(PROVIDER, pages, run_id=state.sync_run_id, scope=self.scope, start=state.progress,
+                            checkpoint=self._user_page_written, should_stop=self._should_stop,
+                            deactivate_missing=self.parameters.deactivate_missing)
+        state.progress = report.progress
+        if not report.complete:
+            return False
+        state.users_swept = report.swept
+        state.phase = "groups" if self.parameters.sync_groups else "done"
+        self._report()
+        return True
+
+    def _fetch_users(self) -> ApiPage:
+        self.context.step(f"directory users page {self.state.pages_done + 1}")
+        return self.api.users(customer=self.parameters.customer, domain=self.parameters.domain,
+                              page_size=self.parameters.page_size, page_token=self.state.cursor)
+
+    def _user_pages(self, first: ApiPage | None) -> Iterator[Sequence[ProviderUser]]:
+        while True:
+            page = first if first is not None else self._fetch_users()
+            first = None
+            counts = _UserCounts()
+            records = []
+            for item in page.items:
+                counts.users_listed += 1
+                record = self._user_record(item)
+                if record is not None:
+                    records.append(record)
+                    counts.users_inactive += 0 if record.is_active else 1
+            self._pending_users = (counts, page.next_token)
+            self.context.step(f"write directory users page {self.state.pages_done + 1}")
+            yield records
+            if not page.next_token:
+                self.context.step("deactivation sweep")
+                return
+
+    def _user_record(self, item: Mapping[str, Any]) -> ProviderUser | None:
+        user_id = item.get("id")
+        if not isinstance(user_id, str) or not user_id:
+            return None  # not an account: nothing to key it by (counted as listed only)
+        name = item.get("name")
+        full_name = name.get("fullName") if isinstance(name, Mapping) else None
+        full = full_name.strip() if isinstance(full_name, str) and full_name.strip() else None
+        email = item.get("primaryEmail")
+        return ProviderUser(provider_user_id=user_id, email=normalize_email(email if isinstance(email, str) else None),
+                            display_name=full, real_name=full,
+                            is_active=not (item.get("suspended") is True or item.get("archived") is True),
+                            is_primary_hint=self.parameters.primary)
+
+    def _user_page_written(self, progress: SyncProgress) -> None:
+        state = self.state
+        state.progress = progress
+        if self._pending_users is not None:
+            counts, next_token = self._pending_users
+            self._pending_users = None
+            state.users.users_listed += counts.users_listed
+            state.users.users_inactive += counts.users_inactive
+            state.pages_done += 1
+            state.cursor = next_token or None
+            state.listing_done = not next_token
+        self._report()
+
+    # -- groups ----------------------------------------------------------------------------------
+
+    def _groups_phase(self) -> None:
+        state = self.state
+        may_restart = self.resumed and state.groups_cursor is not None  # a saved token Google may refuse
+        while True:
+            if self._should_stop():
+                raise _Stopped
+            self.context.step(f"groups page {state.groups_pages_done + 1}")
+            try:
+                page = self.api.groups(customer=self.parameters.customer, domain=self.parameters.domain,
+                                       page_size=self.parameters.page_size, page_token=state.groups_cursor)
+            except GoogleDirectoryError as error:
+                if not may_restart or error.status != 400:
+                    raise
+                get_logger().warning("saved groups page token refused; listing the groups again",
+                                     extra={"scope": self.scope})
+                state.groups_cursor, state.groups_done = None, []
+                may_restart = False
+                continue
+            may_restart = False
+            self._groups_page(page)
+            state.groups_pages_done += 1
+            state.groups.group_pages += 1
+            state.groups_cursor = page.next_token or None
+            state.groups_done = []
+            if not page.next_token:
+                state.phase = "groups_sweep" if self.parameters.deactivate_missing else "done"
+                self._report()
+                return
+            self._report()
+
+    def _groups_page(self, page: ApiPage) -> None:
+        state = self.state
+        listed = [(str(item["id"]), str(item["email"]), item) for item in page.items
+                  if isinstance(item.get("id"), str) and item.get("id") and isinstance(item.get("email"), str)]
+        todo = [entry for entry in listed if entry[0] not in state.groups_done]
+        candidates = {gid: group_name_candidates(email, gid) for gid, email, _ in todo}
+        names = sorted({name for pair in candidates.values() for name in pair})
+        loaded = {group.name: group for group in Group.batch_get(names, consistent_read=True)} if names else {}
+        taken: dict[str, str] = {}  # names chosen in this page -> the Google group id
+        for gid, email, item in todo:
+            if self._should_stop():
+                raise _Stopped
+            name = _choose_name(gid, candidates[gid], loaded, taken)
+            if name is None:
+                state.groups.groups_failed += 1
+                get_logger().warning("google group not synced: both of its names belong to other groups",
+                                     extra={"group_id": gid, "names": list(candidates[gid])})
+            else:
+                taken[name] = gid
+                group = self._write_group(name, gid, email, item, loaded.get(name))
+                if group is not None:
+                    loaded[name] = group
+                    self._sync_members(group, gid, email)
+            state.groups_done.append(gid)
+            state.groups.groups_listed += 1  # counted once done: a group interrupted half-way is redone
+            self._report()
+
+    def _write_group(self, name: str, gid: str, email: str, item: Mapping[str, Any],
+                     existing: Group | None) -> Group | None:
+        """Create or update the directory group of a Google group (conditional: a name that is not
+        free and not this sync's own is never written). ``None`` if the condition failed."""
+        description = _description(item, email)
+        if existing is None:
+            group = Group(name, description=description, is_system=False, created_at=self.now, source=PROVIDER,
+                          external_id=gid, email=email.lower())
+        else:
+            group = existing
+        changed = group.description != description or group.email != email.lower()
+        group.description, group.email = description, email.lower()
+        group.sync_scope, group.last_seen_run, group.last_synced_at = self.scope, self.state.sync_run_id, self.now
+        condition = Group.name.does_not_exist() | ((Group.source == PROVIDER) & (Group.external_id == gid))
+        try:
+            group.save(condition=condition)
+        except PutError as error:
+            if getattr(error, "cause_response_code", None) != "ConditionalCheckFailedException":
+                raise
+            self.state.groups.groups_failed += 1
+            get_logger().warning("google group not synced: its name was taken meanwhile",
+                                 extra={"group": name, "group_id": gid})
+            return None
+        if existing is None:
+            self.state.groups.groups_created += 1
+        elif changed:
+            self.state.groups.groups_updated += 1
+        return group
+
+    def _sync_members(self, group: Group, gid: str, email: str) -> None:
+        """Mirror one group's members: additions page by page, removals after the last page."""
+        counts = self.state.groups
+        existing = {membership.user_id for membership in Membership.query(group.name, consistent_read=True)}
+        seen: set[str] = set()
+        token: str | None = None
+        number = 0
+        while True:
+            if number and self._should_stop():
+                raise _Stopped  # the group is redone by the next run (additions are idempotent)
+            number += 1
+            self.context.step(f"members of {email} page {number}")
+            try:
+                page = self.api.members(gid, page_size=self.parameters.page_size, page_token=token)
+            except GoogleDirectoryError as error:
+                if error.status != 404:
+                    raise
+                counts.groups_vanished += 1  # deleted since the listing: the next run's sweep removes it
+                get_logger().warning("google group vanished while syncing its members", extra={"group": group.name})
+                return
+            counts.member_pages += 1
+            user_ids = self._member_users(page.items)
+            added = sorted(user_ids - existing - seen)
+            seen |= user_ids
+            if added:
+                with Membership.batch_write() as batch:
+                    for user_id in added:
+                        batch.save(Membership(group.name, user_id, added_at=self.now, added_by=SYSTEM_ACTOR))
+                counts.memberships_added += len(added)
+            token = page.next_token or None
+            if token is None:
+                break
+        removed = sorted(existing - seen)
+        if removed:
+            with Membership.batch_write() as batch:
+                for user_id in removed:
+                    batch.delete(Membership(group.name, user_id))
+            counts.memberships_removed += len(removed)
+        counts.groups_synced += 1
+
+    def _member_users(self, members: Sequence[Mapping[str, Any]]) -> set[str]:
+        """The directory users of a page of members: one BatchGetItem (≤ 100 keys a call) of their
+        Google identities and e-mail claims."""
+        counts = self.state.groups
+        wanted: list[tuple[str, str | None]] = []
+        for member in members:
+            kind, member_id = member.get("type"), member.get("id")
+            if kind != "USER" or not isinstance(member_id, str) or not member_id:
+                counts.members_skipped += 1
+                continue
+            address = member.get("email")
+            email = normalize_email(address if isinstance(address, str) else None)
+            wanted.append((identity_key(PROVIDER, member_id), claim_key(email) if email else None))
+        keys = sorted({key for pair in wanted for key in pair if key is not None})
+        found = {identity.identity_key: identity.user_id
+                 for identity in Identity.batch_get(keys, consistent_read=True)} if keys else {}
+        users: set[str] = set()
+        for identity, claim in wanted:
+            user_id = found.get(identity) or (found.get(claim) if claim else None)
+            if user_id:
+                users.add(user_id)
+            else:
+                counts.members_unmatched += 1
+        return users
+
+    # -- groups Google no longer lists -----------------------------------------------------------
+
+    def _groups_sweep(self) -> None:
+        """Remove this scope's Google groups that this run did not list (memberships first)."""
+        state = self.state
+        if state.groups.groups_listed == 0:
+            get_logger().warning("google listed no group; no group removed", extra={"scope": self.scope})
+            state.groups_swept = False
+            return
+        self.context.step("groups sweep")
+        stale_condition = ((Group.source == PROVIDER) & (Group.sync_scope == self.scope)
+                           & (Group.last_seen_run != state.sync_run_id))
+        names = [group.name for group in Group.by_kind.query(GROUP_KIND, filter_condition=stale_condition)]
+        for offset in range(0, len(names), 100):
+            # The index is eventually consistent: confirm on the items before removing anything.
+            for group in sorted(Group.batch_get(names[offset:offset + 100], consistent_read=True),
+                                key=lambda item: item.name):
+                if group.source != PROVIDER or group.sync_scope != self.scope or group.is_system \
+                        or group.last_seen_run == state.sync_run_id:
+                    continue
+                if self._should_stop():
+                    raise _Stopped
+                self._remove_group(group)
+                self._report()
+        state.groups_swept = True
+
+    def _remove_group(self, group: Group) -> None:
+        counts = self.state.groups
+        self.context.step(f"remove group {group.name}")
+        members = [membership.user_id for membership in Membership.query(group.name, consistent_read=True)]
+        if members:
+            with Membership.batch_write() as batch:
+                for user_id in members:
+                    batch.delete(Membership(group.name, user_id))
+            counts.memberships_removed += len(members)
+        if any(True for _ in Grant.by_principal.query(group_principal(group.name), limit=1)):
+            counts.groups_kept_with_grants += 1
+            get_logger().warning("google group gone but granted an agent: emptied and kept for an admin",
+                                 extra={"group": group.name})
+            return
+        group.delete(condition=(Group.source == PROVIDER) & (Group.external_id == group.external_id))
+        counts.groups_removed += 1
+
+
+def _choose_name(gid: str, candidates: tuple[str, str], loaded: Mapping[str, Group],
+                 taken: Mapping[str, str]) -> str | None:
+    """This group's existing name if it has one, else the first free candidate, else ``None``."""
+    for name in candidates:
+        item = loaded.get(name)
+        if item is not None and item.source == PROVIDER and item.external_id == gid:
+            return name
+    for name in candidates:
+        if name not in loaded and taken.get(name, gid) == gid:
+            return name
+    return None
+
+
+def _description(item: Mapping[str, Any], email: str) -> str:
+    for key in ("description", "name"):
+        value = item.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()[:MAX_DESCRIPTION]
+    return email[:MAX_DESCRIPTION]

@@ -1,0 +1,162 @@
+"""Request and response bodies of the jobs API (``/api/job-types``, ``/api/jobs``, ``/api/task-runs``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from insightmesh.jobs.schedule_expressions import ScheduleExpressionError, parse_schedule_expression
+
+MAX_NAME: Final = 80
+MAX_DESCRIPTION: Final = 500
+JOB_ID_PATTERN: Final = r"^[a-f0-9]{32}$"
+RUN_ID_PATTERN: Final = r"^[a-f0-9]{32}$"
+JOB_TYPE_PATTERN: Final = r"^[a-z][a-z0-9_]{1,63}$"
+
+JobName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME,
+                                           pattern=r"^[^\x00-\x1f\x7f]+$")]
+Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_DESCRIPTION,
+                                               pattern=r"^[^\x00-\x08\x0b-\x1f\x7f]*$")]
+RunStatusName = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out", "skipped"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ScheduleIn(_Request):
+    expression: str = Field(min_length=6, max_length=256, description=(
+        "rate(5 minutes), cron(0 3 ? * MON-FRI *) or at(2026-12-01T09:00:00) — EventBridge Scheduler syntax."))
+    timezone: str = Field(default="UTC", min_length=1, max_length=64,
+                          description="IANA time zone for cron() and at(), e.g. Europe/Paris.")
+
+    @model_validator(mode="after")
+    def _valid(self) -> ScheduleIn:
+        try:
+            parse_schedule_expression(self.expression.strip(), self.timezone)
+        except ScheduleExpressionError as error:
+            raise ValueError(str(error)) from error
+        return self
+
+
+class ScheduleOut(_Response):
+    expression: str
+    timezone: str
+    enabled: bool
+    next_run: datetime | None = Field(description="When the schedule fires next; null when paused or past.")
+    schedule_name: str = Field(description="The EventBridge Scheduler schedule (in the stack's job group).")
+
+
+class JobCreate(_Request):
+    name: JobName
+    job_type: Annotated[str, StringConstraints(pattern=JOB_TYPE_PATTERN)] = Field(
+        description="One of GET /api/job-types.")
+    description: Description = ""
+    schedule: ScheduleIn
+    parameters: dict[str, Any] = Field(default_factory=dict,
+                                       description="Validated by the job type's parameters_schema.")
+    enabled: bool = True
+
+
+class JobPatch(_Request):
+    version: int = Field(ge=1, description="The version you read; a concurrent change since then is a 409.")
+    name: JobName | None = None
+    description: Description | None = None
+    schedule: ScheduleIn | None = None
+    parameters: dict[str, Any] | None = Field(default=None, description="Replaces the parameters.")
+    enabled: bool | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> JobPatch:
+        if not self.model_fields_set - {"version"}:
+            raise ValueError("nothing to change: give at least one of name, description, schedule, "
+                             "parameters, enabled")
+        return self
+
+
+class LastRun(_Response):
+    run_id: str
+    status: str
+    finished_at: datetime | None
+
+
+class JobOut(_Response):
+    job_id: str
+    name: str
+    job_type: str
+    description: str
+    schedule: ScheduleOut
+    parameters: dict[str, Any]
+    enabled: bool
+    created_by: str
+    created_at: datetime
+    updated_by: str | None
+    updated_at: datetime | None
+    version: int
+    last_run: LastRun | None = None
+    has_checkpoint: bool = Field(default=False, description="An unfinished run left a checkpoint; the next "
+                                                           "run continues from it.")
+
+
+class JobTypeOut(_Response):
+    name: str
+    title: str
+    description: str
+    parameters_schema: dict[str, Any] = Field(description="JSON Schema of the job type's parameters.")
+
+
+class JobTypeList(_Response):
+    items: list[JobTypeOut]
+
+
+class RunErrorOut(_Response):
+    type: str
+    message: str
+    step: str | None
+    traceback: str | None
+
+
+class RunJobOut(_Response):
+    job_id: str
+    name: str | None = Field(description="null if the job was deleted since.")
+    job_type: str
+    exists: bool
+
+
+class TaskRunOut(_Response):
+    run_id: str
+    job_id: str
+    job_type: str
+    job: RunJobOut
+    status: RunStatusName
+    trigger: Literal["scheduler", "manual"]
+    triggered_by: str | None = Field(description="The user id of a manual run; the schedule of a scheduled one.")
+    scheduled_time: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: int | None
+    records_processed: int
+    records_succeeded: int
+    records_failed: int
+    summary: dict[str, Any]
+    error: RunErrorOut | None
+    resumed_from: str | None = Field(description="The earlier run whose checkpoint this run continued.")
+    correlation_id: str | None
+
+
+class TaskRunPage(_Response):
+    items: list[TaskRunOut]
+    next_cursor: str | None
+
+
+class JobPage(_Response):
+    items: list[JobOut]
+    next_cursor: str | None
+
