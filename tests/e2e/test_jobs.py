@@ -15,6 +15,8 @@ import pytest
 from insightmesh_local.slack_sandbox import SlackSandbox
 from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
 from tests.helpers import wait_for
+from tests.standins.google_directory_server import GoogleDirectoryServer
+from tests.standins.google_oauth_server import GoogleOAuthServer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 ADMIN, MEMBER = "jobs-admin@example.com", "jobs-member@example.com"
@@ -37,9 +39,24 @@ def sandbox():
 
 
 @pytest.fixture(scope="module")
-def dev(sandbox):
+def google():
+    oauth = GoogleOAuthServer(port=0, client_id="e2e-google-client", client_secret="e2e-google-secret").start()
+    directory = GoogleDirectoryServer(port=0, tokens=(), validator=oauth.is_valid_access_token).start()
+    try:
+        yield oauth, directory
+    finally:
+        directory.stop()
+        oauth.stop()
+
+
+@pytest.fixture(scope="module")
+def dev(sandbox, google):
+    oauth, directory = google
     server = DevServer(env={"SLACK_BOT_TOKEN": "xoxb-e2e-jobs", "SLACK_API_URL": sandbox.url,
-                            "API_RATE_LIMIT_PER_MINUTE": "100000", "API_IP_RATE_LIMIT_PER_MINUTE": "100000"})
+                            "API_RATE_LIMIT_PER_MINUTE": "100000", "API_IP_RATE_LIMIT_PER_MINUTE": "100000",
+                            "GOOGLE_CLIENT_ID": oauth.client_id, "GOOGLE_CLIENT_SECRET": oauth.client_secret,
+                            "GOOGLE_AUTHORIZE_URL": oauth.authorize_url, "GOOGLE_TOKEN_URL": oauth.token_url,
+                            "GOOGLE_REVOKE_URL": oauth.revoke_url, "GOOGLE_DIRECTORY_API_URL": directory.url})
     try:
         server.wait_ready()
         yield server
@@ -272,3 +289,93 @@ def test_runs_list_is_paginated_with_a_cap(admin):
         assert admin.get("/api/task-runs", params={"limit": 1, "cursor": first.json()["next_cursor"],
                                                    "status": "failed"}).status_code == 422
     time.sleep(0)
+
+
+DIRECTORY_SCOPES = ["https://www.googleapis.com/auth/admin.directory.user.readonly",
+                    "https://www.googleapis.com/auth/admin.directory.group.readonly",
+                    "https://www.googleapis.com/auth/admin.directory.group.member.readonly"]
+XSS = "<script>alert('x')</script> Directory"
+
+
+def connect_google(admin, name=XSS, scopes=DIRECTORY_SCOPES):
+    """The browser's part: open the authorization URL (the stand-in consents at once and
+    redirects), then follow the redirect to the callback, as a browser without a bearer token."""
+    started = admin.post("/api/credentials/google/authorize", json={"name": name, "scopes": scopes})
+    assert started.status_code in (200, 201), started.text
+    consent = httpx.get(started.json()["authorization_url"], follow_redirects=False, timeout=10)
+    assert consent.status_code == 302, consent.text
+    callback = consent.headers["location"]
+    page = httpx.get(callback, timeout=30)
+    return started, callback, page
+
+
+def all_tokens(oauth) -> set[str]:
+    return set(oauth.tokens())
+
+
+def test_connecting_a_google_credential_escapes_its_name_and_never_shows_a_token(dev, admin, google):
+    oauth, _ = google
+    seen: list[str] = []
+    started, callback, page = connect_google(admin)
+    seen += [started.text, page.text]
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "&lt;script&gt;" in page.text and "<script>" not in page.text
+    assert "default-src 'none'" in page.headers.get("content-security-policy", "")
+
+    replayed = httpx.get(callback, timeout=30)
+    forged = httpx.get(f"http://127.0.0.1:{dev.port}/api/credentials/google/callback",
+                       params={"state": "forged-state-value-000000000000", "code": "whatever"}, timeout=30)
+    seen += [replayed.text, forged.text]
+    assert replayed.status_code == 400 and forged.status_code == 400
+    assert "<script>" not in forged.text
+
+    listed = admin.get("/api/credentials")
+    seen.append(listed.text)
+    credentials = [item for item in listed.json()["items"] if item["name"] == XSS]
+    assert len(credentials) == 1  # the replay and the forgery stored nothing
+    credential = credentials[0]
+    assert credential["provider"] == "google" and credential["status"] == "active"
+    assert set(credential["scopes"]) == set(DIRECTORY_SCOPES) and "last_used_at" in credential
+    shown = admin.get(f"/api/credentials/{credential['id']}")
+    seen.append(shown.text)
+    tokens = all_tokens(oauth)
+    assert tokens, "the stand-in issued tokens"
+    for token in tokens:
+        assert all(token not in body for body in seen)
+        assert token not in dev.output()  # no log line of any function holds it
+
+    too_long = admin.post("/api/credentials/google/authorize", json={"name": "x" * 200, "scopes": DIRECTORY_SCOPES})
+    bad_scope = admin.post("/api/credentials/google/authorize",
+                           json={"name": "ok", "scopes": ["https://mail.google.com/"]})
+    assert too_long.status_code == 422 and bad_scope.status_code == 422
+
+
+def test_google_workspace_sync_uses_the_stored_credential(dev, admin, google):
+    oauth, directory = google
+    directory.add_users([{"primaryEmail": f"gw{i}@example.com", "name": f"Person {i}"} for i in range(12)]
+                        + [{"primaryEmail": "gone@example.com", "name": "Suspended", "suspended": True}])
+    directory.add_group("sales@example.com", name="Sales", members=["gw1@example.com", "gw2@example.com"])
+    _, _, page = connect_google(admin, name="Workspace directory")
+    assert page.status_code == 200
+    credential = next(item for item in admin.get("/api/credentials").json()["items"]
+                      if item["name"] == "Workspace directory")
+    job = create_job(admin, name="Google directory", job_type="google_workspace_sync",
+                     parameters={"credential_id": credential["id"], "page_size": 5})
+    run = wait_run(admin, admin.post(f"/api/jobs/{job['job_id']}/run").json()["run_id"])
+    assert run["status"] == "succeeded", run
+    assert run["summary"]["users_listed"] == 13 and run["summary"]["groups_created"] == 1
+    assert run["summary"]["memberships_added"] == 2
+    members = admin.get("/api/groups/gw-sales/members").json()["items"]
+    assert len(members) == 2
+    assert admin.get(f"/api/credentials/{credential['id']}").json()["last_used_at"] is not None
+    for token in all_tokens(oauth):
+        assert token not in dev.output() and token not in str(run)
+
+    revoked_before = len(oauth.revocations)
+    deleted = admin.delete(f"/api/credentials/{credential['id']}")
+    assert deleted.status_code == 200 and deleted.json()["revoked"] is True
+    assert len(oauth.revocations) == revoked_before + 1
+    assert admin.get(f"/api/credentials/{credential['id']}").status_code == 404
+    failing = wait_run(admin, admin.post(f"/api/jobs/{job['job_id']}/run").json()["run_id"])
+    assert failing["status"] == "failed" and "Credential" in failing["error"]["type"]
+    assert admin.delete(f"/api/jobs/{job['job_id']}").status_code == 204
