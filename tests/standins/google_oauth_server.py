@@ -45,14 +45,15 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import json
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
+
+from tests.standins.http import JsonHandler
 
 AUTHORIZE_PATH = "/o/oauth2/v2/auth"
 TOKEN_PATH = "/token"
@@ -215,24 +216,9 @@ class GoogleOAuthServer(ThreadingHTTPServer):
         self.stop()
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: GoogleOAuthServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        return
-
-    def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        payload = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if body is not None:
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+    json_content_type = "application/json; charset=utf-8"
 
     # -- GET /o/oauth2/v2/auth ----------------------------------------------------------------------
     def do_GET(self) -> None:

@@ -65,7 +65,7 @@ from insightmesh.api.pagination import (
     MAX_CURSOR_LENGTH,
     MAX_LIMIT,
 )
-from insightmesh.auth.guard import authenticate, require_admin
+from insightmesh.auth.guard import authenticate, authenticate_admin
 from insightmesh.auth.principal import Principal
 
 ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
@@ -170,9 +170,7 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
         return app.correlation_id
 
     def admin(action: str, target: str) -> Principal:
-        principal = authenticate(app)
-        require_admin(app, principal, action=action, target=target)
-        return principal
+        return authenticate_admin(app, action=action, target=target)
 
     # -- me ---------------------------------------------------------------------------------------
 

@@ -163,6 +163,13 @@ def require_admin(app: InsightMeshResolver, principal: Principal, *, action: str
     raise ForbiddenError("this action requires an admin")
 
 
+def authenticate_admin(app: InsightMeshResolver, *, action: str, target: str) -> Principal:
+    """:func:`authenticate`, then :func:`require_admin`: the principal of an admin-only route."""
+    principal = authenticate(app)
+    require_admin(app, principal, action=action, target=target)
+    return principal
+
+
 def require_scope(app: InsightMeshResolver, principal: Principal, scope: str, *, action: str, target: str) -> None:
     """For an API-token principal, require ``scope`` (e.g. ``admin:write``) among the token's
     scopes; a browser session carries its user's full rights. Refusals are audited, then 403."""

@@ -46,7 +46,7 @@ from insightmesh.api.app import InsightMeshResolver
 from insightmesh.api.errors import ApiError
 from insightmesh.api.pagination import DEFAULT_LIMIT
 from insightmesh.api.ratelimit import RateLimiter, source_ip
-from insightmesh.auth.guard import IP_SCOPE, authenticate, cookie_header, require_admin
+from insightmesh.auth.guard import IP_SCOPE, authenticate_admin, cookie_header
 from insightmesh.auth.principal import Principal
 from insightmesh.auth.sessions import read_session
 from insightmesh.auth.settings import get_auth_settings
@@ -94,9 +94,7 @@ def register_credential_routes(app: InsightMeshResolver) -> None:
         authenticate_before_validation(app)
 
     def admin(action: str, target: str) -> Principal:
-        principal = authenticate(app)
-        require_admin(app, principal, action=action, target=target)
-        return principal
+        return authenticate_admin(app, action=action, target=target)
 
     @app.get(PREFIX, summary="List credentials", tags=[TAG.name], security=SECURITY,
              description="Newest first: name, provider, scopes, status (active, expiring, expired) and last use. "

@@ -18,7 +18,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from insightmesh.admin.routes import SECURITY, Cursor, Limit, responses
 from insightmesh.api.app import InsightMeshResolver
 from insightmesh.api.pagination import DEFAULT_LIMIT
-from insightmesh.auth.guard import authenticate, require_admin
+from insightmesh.auth.guard import authenticate, authenticate_admin
 from insightmesh.auth.principal import Principal
 from insightmesh.jobs import service
 from insightmesh.jobs.schemas import (
@@ -49,9 +49,7 @@ def register_job_routes(app: InsightMeshResolver) -> None:
         return app.correlation_id
 
     def admin(action: str, target: str) -> Principal:
-        principal = authenticate(app)
-        require_admin(app, principal, action=action, target=target)
-        return principal
+        return authenticate_admin(app, action=action, target=target)
 
     @app.get("/api/job-types", summary="List job types with their parameter schemas", tags=["jobs"],
              security=SECURITY, responses=responses(200, "Every job type"))
