@@ -97,7 +97,8 @@ def main() -> None:
             os.environ.update(tables)
             scheduler = boto3.client("scheduler")
             scheduler.create_schedule_group(Name="bench-jobs")
-            queue_url = boto3.client("sqs").create_queue(QueueName=f"bench-jobs-{count}")["QueueUrl"]
+            queue_url = boto3.client("sqs").create_queue(QueueName=f"bench-jobs-{count}", Attributes={
+                "VisibilityTimeout": "5400"})["QueueUrl"]  # as the template's JobQueue
             os.environ.update({"JOB_SCHEDULE_GROUP": "bench-jobs", "JOB_QUEUE_URL": queue_url,
                                "JOB_RUNNER_ARN": "arn:aws:lambda:us-east-1:123456789012:function:runner",
                                "JOB_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/scheduler"})
@@ -125,6 +126,7 @@ def main() -> None:
                     runner.handle({"Records": [{"messageId": message["MessageId"], "body": message["Body"]}]},
                                   Context())
                     elapsed = time.perf_counter() - started
+                    boto3.client("sqs").delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
                     run = service.get_run(queued.run_id)
                     if run.status != "succeeded":
                         raise SystemExit(f"run {run.status}: {run.error}")
