@@ -50,6 +50,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/admin_api.py
 	$(BIN)/python benchmarks/directory_sync.py
 	$(BIN)/python benchmarks/user_sync.py
+	$(BIN)/python benchmarks/retrieval.py
 
 ## SAM: needs the AWS SAM CLI installed separately (pipx install aws-sam-cli); not in the venv.
 validate:

@@ -22,6 +22,17 @@ SETTINGS_VARIABLES = (
     "SECRET_KEY",
     "SECRET_KEY_SECRET_ID",
     "SECRET_KEY_PARAMETER",
+    # The knowledge base (insightmesh.knowledge.settings): a developer's exported QDRANT_URL or
+    # EMBEDDING_PROVIDER must not leak into the tests.
+    "QDRANT_URL",
+    "QDRANT_API_KEY",
+    "QDRANT_PATH",
+    "QDRANT_COLLECTION",
+    "EMBEDDING_PROVIDER",
+    "EMBEDDING_BASE_URL",
+    "EMBEDDING_MODEL",
+    "EMBEDDING_DIMENSIONS",
+    "EMBEDDING_API_KEY",
 )
 
 
@@ -63,3 +74,13 @@ def _fresh_settings_and_secrets() -> Iterator[None]:
     yield
     get_settings.cache_clear()
     parameters.clear_caches()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_knowledge_presence() -> Iterator[None]:
+    """The worker remembers whether the knowledge base has documents; each test starts unknowing."""
+    from insightmesh.conversation import attachments
+
+    attachments.reset_for_tests()
+    yield
+    attachments.reset_for_tests()

@@ -1,4 +1,4 @@
-"""The `insightmesh` command line: run the stack locally, invoke one function, fire schedules."""
+"""The `insightmesh` command line: run the stack locally, invoke one function, fire schedules, ingest files."""
 
 from __future__ import annotations
 
@@ -15,9 +15,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from insightmesh_local import admin_cli
+from insightmesh_local import admin_cli, ingest_cli
 from insightmesh_local import chat as chat_command
-from insightmesh_local.runtime import DEFAULT_TEMPLATE, Emulator, LocalRuntime, make_logger, port_free
+from insightmesh_local.runtime import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_TEMPLATE,
+    Emulator,
+    LocalRuntime,
+    make_logger,
+    port_free,
+)
 from insightmesh_local.template import TemplateError
 
 EXIT_CONFIG = 2
@@ -53,7 +60,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         template_path=_find_template(args.template), port=args.port, emulator_port=args.emulator_port,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, stack_name=args.stack_name,
         region=args.region, parameters=_parameters(args.parameter_overrides), ttl_interval=args.ttl_interval,
-        log=log,
+        data_dir=Path(args.data_dir), log=log,
     )
     stopping = threading.Event()
 
@@ -100,9 +107,9 @@ def cmd_invoke(args: argparse.Namespace) -> int:
             emulator_port = probe.getsockname()[1]
     runtime = LocalRuntime(template_path=_find_template(args.template), emulator_port=emulator_port,
                            endpoint_url=endpoint, stack_name=args.stack_name, region=args.region,
-                           parameters=_parameters(args.parameter_overrides), log=log)
+                           parameters=_parameters(args.parameter_overrides), data_dir=Path(args.data_dir), log=log)
     try:
-        runtime.deploy()
+        runtime.deploy(knowledge_base=True)
         assert runtime.functions is not None
         try:
             invocation = runtime.functions.invoke(args.function, event, trigger="invoke")
@@ -116,6 +123,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     finally:
         if runtime.functions is not None:
             runtime.functions.close()
+        if runtime.qdrant_bridge is not None:
+            runtime.qdrant_bridge.stop()
         if runtime.emulator is not None:
             runtime.emulator.stop()
     if invocation.ok:
@@ -162,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("--region", default=os.environ.get("AWS_REGION", "us-east-1"))
         command.add_argument("--parameter-overrides", nargs="*", default=[], metavar="KEY=VALUE",
                              help="template parameters, as for sam deploy")
+        command.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR),
+                             help=f"local state kept between runs: the knowledge base in DATA_DIR/qdrant when "
+                                  f"QDRANT_URL is unset (default: {DEFAULT_DATA_DIR} in the current folder)")
 
     dev = sub.add_parser("dev", help="run every function of the template locally, without Docker")
     dev.add_argument("--port", type=int, default=3000, help="HTTP port of the local API (default 3000)")
@@ -182,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.set_defaults(run=cmd_schedules)
     chat_command.add_parser(sub)
     admin_cli.add_parsers(sub)
+    ingest_cli.add_parser(sub)
     return parser
 
 

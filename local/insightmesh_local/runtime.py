@@ -1,6 +1,8 @@
 """`insightmesh dev`: the whole stack on one machine, from the template, without Docker.
 
-Start-up: emulator (embedded moto server on 127.0.0.1, or ``AWS_ENDPOINT_URL``) → the template's
+Start-up: emulator (embedded moto server on 127.0.0.1, or ``AWS_ENDPOINT_URL``) → the Slack
+sandbox and the knowledge base's Qdrant (``QDRANT_URL``'s server, or the embedded store in
+``<data dir>/qdrant`` served by the local bridge, see ``qdrant_bridge``) → the template's
 resources → function specs (environment resolved per function) → API gateway, SQS pollers,
 scheduler and TTL sweeper. ``stop()`` (Ctrl-C or SIGTERM) ends all of them within a few seconds.
 
@@ -39,6 +41,7 @@ from insightmesh_local.template import Template, TemplateError, load_template
 from insightmesh_local.ttl import TtlSweeper
 
 DEFAULT_TEMPLATE = Path("infra/template.yaml")
+DEFAULT_DATA_DIR = Path(".insightmesh")  # local state that outlives a run: the knowledge base
 
 
 def _stamp() -> str:
@@ -112,6 +115,7 @@ class LocalRuntime:
     parameters: dict[str, str] = field(default_factory=dict)
     ttl_interval: float = 5.0
     slack_sandbox_port: int | None = None  # None: PORT + 1
+    data_dir: Path = DEFAULT_DATA_DIR
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     log: Callable[[str], None] = field(default_factory=make_logger)
     emulator: Emulator | None = None
@@ -122,6 +126,7 @@ class LocalRuntime:
     ttl: TtlSweeper | None = None
     pollers: list[SqsPoller] = field(default_factory=list)
     slack_sandbox: Any = None
+    qdrant_bridge: Any = None
     cfn_responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop_event: threading.Event = field(default_factory=threading.Event)
     started_at: float = 0.0
@@ -169,12 +174,48 @@ class LocalRuntime:
         parameters["SlackApiUrl"] = self.slack_sandbox.url
         self.log(f"Slack Web API sandbox (a development stand-in, not Slack) on {self.slack_sandbox.url}")
 
-    def deploy(self, *, sandbox: bool = False) -> Stack:
+    def start_knowledge_base(self, template: Template, parameters: dict[str, str], *, required: bool = True) -> None:
+        """The knowledge base's Qdrant: the server ``QDRANT_URL`` (the ``QdrantUrl`` parameter) names,
+        else qdrant-client's embedded store in ``<data dir>/qdrant``. Embedded mode locks its folder
+        to one process while every function runs in a process of its own, so this process opens it
+        once and serves it to them on 127.0.0.1 (``qdrant_bridge``). ``required=False`` (``insightmesh
+        invoke``): when another process (a running ``insightmesh dev``) holds the store, an empty
+        in-memory one is served instead, as the invocation's emulator is a fresh one too."""
+        if "QdrantUrl" not in template.parameters:
+            return
+        if parameters.get("QdrantUrl"):
+            self.log(f"knowledge base: the Qdrant server at {parameters['QdrantUrl']}")
+            return
+        if parameters.get("Environment") == "production":
+            return
+        from insightmesh_local.qdrant_bridge import BridgeError, QdrantBridge
+
+        bridge = QdrantBridge(self.data_dir / "qdrant", log=self.log)
+        try:
+            bridge.start()
+        except BridgeError as error:
+            if required:
+                raise BridgeError(f"{error} (stop it, or pass --data-dir)") from error
+            self.log(f"{error}: this run uses an empty in-memory knowledge base")
+            bridge = QdrantBridge(None, log=self.log).start()
+        self.qdrant_bridge = bridge
+        parameters["QdrantUrl"] = bridge.url
+        where = f"stored in {bridge.path}" if bridge.path is not None else "in memory (not kept)"
+        self.log(f"knowledge base: {where} (embedded Qdrant, served to the functions on {bridge.url})")
+
+    def deploy(self, *, sandbox: bool = False, knowledge_base: bool | None = None) -> Stack:
+        """``sandbox``: the Slack sandbox when no SLACK_API_URL is given (``insightmesh dev``);
+        ``knowledge_base`` (default: as ``sandbox``): the local Qdrant when no QDRANT_URL is given,
+        required when ``sandbox``, best effort otherwise (``insightmesh invoke``)."""
         template = load_template(self.template_path)
         self.parameters = self.resolve_parameters(template)
         endpoint = self.start_emulator()
         if sandbox:
             self.start_slack_sandbox(template, self.parameters)
+        if knowledge_base is None:
+            knowledge_base = sandbox
+        if knowledge_base:
+            self.start_knowledge_base(template, self.parameters, required=sandbox)
         for key, value in LOCAL_CREDENTIALS.items():
             os.environ.setdefault(key, value)
         self.stack = Stack(template=template, stack_name=self.stack_name, region=self.region,
@@ -326,6 +367,9 @@ class LocalRuntime:
             self.ttl.join(timeout=1)
         if self.functions is not None:
             self.functions.close()
+        if self.qdrant_bridge is not None:
+            self.qdrant_bridge.stop()  # after the functions: none of them is mid-call any more
+            self.qdrant_bridge = None
         if self.slack_sandbox is not None:
             self.slack_sandbox.stop()
         if self.emulator is not None:

@@ -24,6 +24,12 @@ Methods
     ``api.test``; any other method answers ``unknown_method``. Failure rules apply to every
     method, ``users.list`` included.
 
+Files
+    ``GET /files-pri/<id>/<name>`` serves a file registered with ``SlackSandbox.add_file(name,
+    content, mimetype)`` (which returns the file object a message event carries, with
+    ``url_private_download``) to a request bearing a bot token, as Slack's file host does; without
+    one, 403. Downloads are recorded as calls of ``files.download``.
+
 ``response_url``
     ``POST /response/<id>`` takes Slack's response_url JSON (text, blocks, response_type,
     replace_original, delete_original, thread_ts). ``POST /_sandbox/response_urls`` (or
@@ -245,6 +251,7 @@ class SandboxState:
         self._user_order: list[str] | None = None  # users.list order; rebuilt after a change
         self._user_positions: dict[str, int] = {}
         self._response_urls: dict[str, dict[str, Any]] = {}
+        self._files: dict[str, dict[str, Any]] = {}  # file id -> {"name", "mimetype", "content"}
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def next_ts(self) -> str:
@@ -264,6 +271,30 @@ class SandboxState:
             self._users.clear()
             self._user_order = None
             self._response_urls.clear()
+            self._files.clear()
+
+    def add_file(self, name: str, content: bytes, mimetype: str) -> dict[str, Any]:
+        """Host a file as Slack does for a message's ``files``: the returned object (id, name,
+        mimetype, size, url_private, url_private_download) goes in a message event."""
+        with self._lock:
+            file_id = f"F{self._next_seq():08d}"
+            self._files[file_id] = {"name": name, "mimetype": mimetype, "content": content}
+        url = f"{self.base_url}files-pri/{file_id}/{name}"
+        return {"id": file_id, "name": name, "title": name, "mimetype": mimetype, "filetype": name.rsplit(".", 1)[-1],
+                "size": len(content), "url_private": url, "url_private_download": url + "?download=1"}
+
+    def download_file(self, file_id: str, token: str | None) -> tuple[int, dict[str, Any] | None]:
+        """``GET /files-pri/<id>/<name>`` with the bot token (Slack redirects anonymous requests to
+        a sign-in page: here a 403)."""
+        with self._lock:
+            found = self._files.get(file_id)
+            self._calls.append({"seq": self._next_seq(), "at": time.time(), "method": "files.download",
+                                "args": {"file": file_id}, "status": 200 if found else 404,
+                                "ok": bool(found and token and token.startswith("xox")), "error": None,
+                                "delayed": None})
+        if not token or not token.startswith("xox"):
+            return 403, None
+        return (200, found) if found is not None else (404, None)
 
     def messages(self, channel: str | None = None, thread_ts: str | None = None,
                  since: str | None = None) -> list[dict[str, Any]]:
@@ -775,6 +806,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path.startswith("/api/"):
                 reply = self._web_api(path[len("/api/"):], query)
+            elif path.startswith("/files-pri/") and verb == "GET":
+                self._send_file(path[len("/files-pri/"):].split("/", 1)[0])
+                return
             elif path.startswith("/response/") and verb == "POST":
                 reply = state.response_url_post(path[len("/response/"):], self._json_body(default=None))
             elif path.startswith("/_sandbox/"):
@@ -890,6 +924,18 @@ class _Handler(BaseHTTPRequestHandler):
             raise SandboxError("the body must be a JSON object")
         return body
 
+    def _send_file(self, file_id: str) -> None:
+        authorization = self.headers.get("Authorization") or ""
+        token = authorization[len("Bearer "):].strip() if authorization.startswith("Bearer ") else None
+        status, found = self.server.state.download_file(file_id, token)
+        data = found["content"] if found is not None else b"<html>sign in to Slack</html>"
+        self.send_response(status)
+        self.send_header("Content-Type", found["mimetype"] if found is not None else "text/html")
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header(SANDBOX_HEADER, SANDBOX_HEADER_VALUE)
+        self.end_headers()
+        self.wfile.write(data)
+
     def _send(self, reply: Reply) -> None:
         if reply.delay:
             # The call already happened (its message is recorded); only the answer is late.
@@ -985,6 +1031,9 @@ class SlackSandbox:
 
     def remove_users(self, *user_ids: str) -> list[str]:
         return self.state.remove_users(user_ids)
+
+    def add_file(self, name: str, content: bytes, mimetype: str) -> dict[str, Any]:
+        return self.state.add_file(name, content, mimetype)
 
     def response_url(self, *, channel: str | None, user: str | None = None, message_ts: str | None = None,
                      thread_ts: str | None = None) -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -24,6 +26,11 @@ def _env() -> dict[str, str]:
 class DevServer:
     def __init__(self, *extra: str, env: dict[str, str] | None = None) -> None:
         self.port, self.emulator_port = free_port(), free_port()
+        # Each server gets its own knowledge base folder unless the test names one: the embedded
+        # store is locked to one process, and tests run servers side by side (and next to `make dev`).
+        self.data_dir = None if "--data-dir" in extra else tempfile.mkdtemp(prefix="insightmesh-data-")
+        if self.data_dir is not None:
+            extra = (*extra, "--data-dir", self.data_dir)
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"insightmesh-dev-{self.port}.log"
         self.log = self.log_path.open("w+")
         self.process = subprocess.Popen(
@@ -42,7 +49,10 @@ class DevServer:
         started = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
         self.process.wait(timeout=10)
+        elapsed = time.monotonic() - started
         self.log.close()
-        return time.monotonic() - started
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+        return elapsed
 
 

@@ -64,6 +64,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from tests.standins.http import StandinServer
+
 HOST = "127.0.0.1"
 SCOPE_ROOT = "https://www.googleapis.com/auth/"
 USERS_SCOPES = tuple(SCOPE_ROOT + s for s in ("admin.directory.user.readonly", "admin.directory.user"))
@@ -144,7 +146,8 @@ class FailRule:
     status: int = 503
 
 
-class GoogleDirectoryServer:
+class GoogleDirectoryServer(StandinServer):
+    thread_name = "google-directory-standin"
     """The server and its directory (every method is thread-safe)."""
 
     def __init__(self, port: int = 0, *, tokens: Iterable[str] = (DEFAULT_TOKEN,),
@@ -166,32 +169,8 @@ class GoogleDirectoryServer:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    @property
-    def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
-
-    def start(self) -> GoogleDirectoryServer:
-        self._server = _Server(self.port, self)
-        self.port = int(self._server.server_address[1])
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="google-directory-standin", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-
-    def __enter__(self) -> GoogleDirectoryServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _new_server(self, port: int) -> _Server:
+        return _Server(port, self)
 
     # -- tokens ----------------------------------------------------------------------------------
 

@@ -37,9 +37,21 @@ Wire format (what OpenAI documents for ``POST /v1/chat/completions``, non-stream
   ``invalid_request_error`` (no model, no messages, bad role, ``stream: true``), 401
   ``invalid_api_key``, 404 for an unknown path, and the failure modes below.
 * ``GET /v1/models`` lists one model (``gpt-4o-mini``).
+* ``POST /v1/embeddings`` (and ``/embeddings``): body ``{"model": str, "input": str | [str, ...],
+  "dimensions"?: int, "encoding_format"?: "float"}`` → ``{"object": "list", "data": [{"object":
+  "embedding", "index": i, "embedding": [float, ...]}, ...], "model", "usage": {"prompt_tokens",
+  "total_tokens"}}``. Vectors are deterministic (:func:`embed_text`): the text's lower-cased word
+  tokens hashed into ``dimensions`` buckets with a hashed sign (feature hashing), L2-normalised —
+  texts sharing words are close, so retrieval through them behaves sensibly. ``dimensions`` is
+  ``dimensions`` when given, else the model's real default (1536 for text-embedding-3-small and
+  ada-002, 3072 for -3-large) and :data:`DEFAULT_EMBEDDING_DIMENSIONS` (64) for any other model.
+  An empty string in ``input``, an empty list, more than 2048 inputs, or an input longer than
+  ``max_input_tokens`` (8192 by default, counted by :func:`count_tokens`; ``set_max_input_tokens``)
+  is a 400, as at OpenAI.
 
 Failure modes (``server.set_mode(...)``, or ``POST /_control {"mode": ...}``), applied to chat
-requests only:
+and embeddings requests alike (``invalid`` answers an embeddings request with ``{"object": "list",
+"data": []}``):
 
 * ``ok`` — answer normally;
 * ``429`` — ``429`` ``rate_limit_exceeded`` with ``Retry-After: <retry_after>`` (default ``"1"``;
@@ -52,8 +64,8 @@ requests only:
 * ``invalid`` — ``200`` with a JSON body that is not a completion (``{"object":
   "chat.completion", "choices": []}``).
 
-``fail_next("429", "error", ...)`` queues one-shot modes used by the next chat requests (one
-each) before falling back to the current mode: ``fail_next("429")`` is "429 once, then success".
+``fail_next("429", "error", ...)`` queues one-shot modes used by the next chat or embeddings
+requests (one each) before falling back to the current mode: ``fail_next("429")`` is "429 once, then success".
 
 HTTP control interface (same port, not under ``/v1``):
 
@@ -71,7 +83,10 @@ HTTP control interface (same port, not under ``/v1``):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
+import re
 import signal
 import sys
 import threading
@@ -86,12 +101,28 @@ MODES = ("ok", "429", "error", "hang", "down", "invalid")
 _MODE_ALIASES = {"500": "error"}
 ROLES = ("system", "user", "assistant", "developer", "tool")
 DEFAULT_MODEL = "gpt-4o-mini"
+DEFAULT_EMBEDDING_DIMENSIONS = 64
+MODEL_DIMENSIONS = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072, "text-embedding-ada-002": 1536}
+MAX_EMBEDDING_INPUTS = 2048
 REPLY_PREFIX = "LLM: "
 
 
 def count_tokens(text: str) -> int:
     """The stand-in's token count: one token per four characters, at least one."""
     return max(1, len(text) // 4)
+
+
+def embed_text(text: str, dimensions: int) -> list[float]:
+    """The stand-in's embedding of ``text``: hashed bag of words, signed, L2-normalised."""
+    vector = [0.0] * dimensions
+    for token in re.findall(r"\w+", text.lower()):
+        digest = hashlib.blake2b(token.encode(), digest_size=8).digest()
+        bucket = int.from_bytes(digest[:4], "big") % dimensions
+        vector[bucket] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(value * value for value in vector))
+    if norm == 0:
+        return [1.0 / math.sqrt(dimensions)] * dimensions
+    return [value / norm for value in vector]
 
 
 def _text_of(content: Any) -> str:
@@ -156,6 +187,7 @@ class OpenAIStandin(ThreadingHTTPServer):
         self.reply_text: str | None = None
         self.include_usage = True
         self.api_key: str | None = None
+        self.max_input_tokens = 8192
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -210,6 +242,15 @@ class OpenAIStandin(ThreadingHTTPServer):
     def chat_requests(self) -> list[RecordedRequest]:
         with self._lock:
             return [r for r in self.requests if r.method == "POST" and r.path.endswith("/chat/completions")]
+
+    def set_max_input_tokens(self, tokens: int) -> None:
+        """Refuse (400, as OpenAI's context limit does) embedding inputs longer than ``tokens``."""
+        with self._lock:
+            self.max_input_tokens = int(tokens)
+
+    def embedding_requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.method == "POST" and r.path.endswith("/embeddings")]
 
     def state(self) -> dict[str, Any]:
         with self._lock:
@@ -367,6 +408,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._send_json(200, self.server.state())
             return
+        if path in ("/v1/embeddings", "/embeddings"):
+            mode = self.server._take_mode()
+            self._record(raw, mode=mode)
+            self._embeddings(raw, mode)
+            return
         if path not in ("/v1/chat/completions", "/chat/completions"):
             self._record(raw)
             self._send_json(404, _error(f"Unknown request URL: POST {path}", "invalid_request_error",
@@ -416,6 +462,71 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, _error(problem[1], "invalid_request_error", param=problem[0]))
             return
         self._send_json(200, _completion(server, request))
+
+    def _embeddings(self, raw: bytes, mode: str) -> None:
+        server = self.server
+        if mode == "invalid":
+            self._send_json(200, {"object": "list", "data": []})
+            return
+        if mode != "ok" and mode != "hang":
+            self._chat(raw, mode)  # down / 429 / error: the same failures as chat
+            return
+        if mode == "hang":
+            server._release.wait(server.hang_seconds)
+        if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
+            self._send_json(401, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
+            return
+        try:
+            request = json.loads(raw)
+        except ValueError:
+            self._send_json(400, _error("We could not parse the JSON body of your request.",
+                                        "invalid_request_error"))
+            return
+        problem = _validate_embeddings(request, server.max_input_tokens)
+        if problem is not None:
+            self._send_json(400, _error(problem[1], "invalid_request_error", param=problem[0]))
+            return
+        self._send_json(200, _embeddings_answer(request))
+
+
+def _validate_embeddings(request: Any, max_input_tokens: int) -> tuple[str | None, str] | None:
+    if not isinstance(request, dict):
+        return None, "The request body must be a JSON object."
+    if not isinstance(request.get("model"), str) or not request["model"]:
+        return "model", "you must provide a model parameter"
+    inputs = request.get("input")
+    inputs = [inputs] if isinstance(inputs, str) else inputs
+    if not isinstance(inputs, list) or not inputs:
+        return "input", "'input' must be a non-empty string or array of strings"
+    if len(inputs) > MAX_EMBEDDING_INPUTS:
+        return "input", f"'input' must have at most {MAX_EMBEDDING_INPUTS} items"
+    for index, item in enumerate(inputs):
+        if not isinstance(item, str) or not item:
+            return f"input[{index}]", f"'$.input[{index}]' is invalid: expected a non-empty string"
+        if count_tokens(item) > max_input_tokens:
+            return f"input[{index}]", (f"This model's maximum context length is {max_input_tokens} tokens, however "
+                                       f"you requested {count_tokens(item)} tokens.")
+    dimensions = request.get("dimensions")
+    if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)
+                                   or not 1 <= dimensions <= 3072):
+        return "dimensions", "'dimensions' must be an integer between 1 and 3072"
+    if request.get("encoding_format", "float") != "float":
+        return "encoding_format", "only encoding_format 'float' is supported by this stand-in"
+    return None
+
+
+def _embeddings_answer(request: dict[str, Any]) -> dict[str, Any]:
+    inputs = request["input"]
+    inputs = [inputs] if isinstance(inputs, str) else inputs
+    dimensions = request.get("dimensions") or MODEL_DIMENSIONS.get(request["model"], DEFAULT_EMBEDDING_DIMENSIONS)
+    tokens = sum(count_tokens(text) for text in inputs)
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": index, "embedding": embed_text(text, dimensions)}
+                 for index, text in enumerate(inputs)],
+        "model": request["model"],
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
 
 
 def _validate(request: Any) -> tuple[str | None, str] | None:

@@ -247,7 +247,7 @@ def test_assistant_sends_name_summary_history_and_the_new_message() -> None:
                                             summary="Ada asked about benefits earlier."))
 
     assert reply.text == "Our PTO is 25 days."
-    assert reply.details == {"model": "fake-model"}
+    assert reply.details == {"model": "fake-model", "passages": 0}
     assert reply.stay is False
     (call,) = llm.calls
     assert call.system is not None
@@ -282,3 +282,58 @@ def test_assistant_with_the_offline_llm_echoes_the_message() -> None:
 
     assert reply.text.startswith(OFFLINE_PREFIX)
     assert "what is our PTO?" in reply.text
+
+
+# -- the assistant with knowledge and shared files --------------------------------------------------------
+def _passages() -> list[Any]:
+    from insightmesh.knowledge.base import Passage
+
+    return [Passage(document_id="gdrive:1", title="Refund policy", url="https://docs.example.com/refunds",
+                    text="Customers may ask for a refund within 45 days of purchase.", score=0.9, chunk_index=0),
+            Passage(document_id="local:2", title="travel.txt", url=None,
+                    text="The per diem in Paris is 95 euros.", score=0.4, chunk_index=0)]
+
+
+def test_the_assistant_puts_passages_in_the_prompt_and_ends_with_sources() -> None:
+    from dataclasses import replace
+
+    llm = RecordingLlm(reply="You have 45 days [1].")
+    asked: list[str] = []
+
+    def retrieve(question: str) -> list[Any]:
+        asked.append(question)
+        return _passages()
+
+    reply = AssistantAgent().handle(replace(context("refund window?", llm=llm), retrieve=retrieve))
+    assert asked == ["refund window?"]
+    assert "Refund policy" in (llm.calls[0].system or "") and "45 days" in (llm.calls[0].system or "")
+    assert reply.text.startswith("You have 45 days [1].")
+    assert "Sources" in reply.text and "[Refund policy](https://docs.example.com/refunds)" in reply.text
+    assert "travel.txt" in reply.text and reply.details["passages"] == 2
+
+
+def test_the_assistant_without_knowledge_answers_as_before() -> None:
+    llm = RecordingLlm(reply="Hello!")
+    reply = AssistantAgent().handle(context("hi", llm=llm))
+    assert reply.text == "Hello!" and "Sources" not in reply.text
+
+
+def test_with_the_offline_llm_the_answer_is_extractive_with_sources() -> None:
+    from dataclasses import replace
+
+    reply = AssistantAgent().handle(replace(context("refund window?"), retrieve=lambda _q: _passages()))
+    assert "45 days" in reply.text and "> " in reply.text
+    assert "Sources" in reply.text and "Refund policy" in reply.text
+
+
+def test_shared_files_reach_the_prompt_and_the_extractive_answer() -> None:
+    from dataclasses import replace
+
+    from insightmesh.agents.base import SharedDocument
+
+    plan = SharedDocument(name="plan.txt", text="Intro paragraph.\n\nThe launch date is 14 March.\n\nOther.")
+    llm = RecordingLlm(reply="14 March.")
+    AssistantAgent().handle(replace(context("launch date?", llm=llm), documents=(plan,)))
+    assert "plan.txt" in (llm.calls[0].system or "") and "14 March" in (llm.calls[0].system or "")
+    offline = AssistantAgent().handle(replace(context("when is the launch date?"), documents=(plan,)))
+    assert "plan.txt" in offline.text and "> The launch date is 14 March." in offline.text

@@ -1,9 +1,11 @@
 """The Agent protocol and the small, typed context an agent works with.
 
 An agent sees the user, the thread, the memory (history and summary), its own saved state for
-this thread, an LLM client (usage is recorded for it), and two callbacks: ``progress`` (updates
-the "thinking" placeholder while it works) and ``usable_agents`` (for listings). It never sees
-a Slack client, a queue or a table: it returns an ``AgentReply`` and the worker does the rest.
+this thread, an LLM client (usage is recorded for it), the files shared in the thread (as text),
+and three callbacks: ``progress`` (updates the "thinking" placeholder while it works),
+``usable_agents`` (for listings) and ``retrieve`` (the knowledge base, searched with the user's
+access). It never sees a Slack client, a queue or a table: it returns an ``AgentReply`` and the
+worker does the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from insightmesh.agents.catalog import AgentDefinition
+from insightmesh.knowledge.base import Passage
 from insightmesh.llm.base import ChatMessage, LlmClient
 
 
@@ -21,6 +24,14 @@ class AgentUser:
     id: str
     name: str
     is_admin: bool = False
+
+
+@dataclass(frozen=True)
+class SharedDocument:
+    """A file shared in the thread, as text."""
+
+    name: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,10 @@ class AgentContext:
     llm: LlmClient
     progress: Callable[[str], None] = lambda _text: None
     usable_agents: Callable[[], list[AgentSummary]] = list
+    # Files shared in this thread, as text (the worker downloads and extracts them).
+    documents: Sequence[SharedDocument] = ()
+    # The knowledge base, searched as this user (only the documents they may see).
+    retrieve: Callable[[str], Sequence[Passage]] = lambda _question: ()
 
 
 @dataclass

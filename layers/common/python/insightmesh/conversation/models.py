@@ -40,6 +40,7 @@ class ThreadRecord(Model):
     history = JSONAttribute(default=list)  # [{"role": ..., "content": ...}], bounded window
     summary = UnicodeAttribute(null=True)  # summary of the turns that left the window
     agent_state = JSONAttribute(default=dict)  # {agent name: state}, e.g. meddic's notes
+    files = JSONAttribute(default=list)  # [{"id", "name", "text"}]: files shared in the thread, as text
     updated_at = UTCDateTimeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
 

@@ -23,6 +23,22 @@ class RequestKind(StrEnum):
     ACTION = "action"
 
 
+MAX_FILES: Final = 10
+
+
+class SlackFileRef(BaseModel):
+    """A file attached to a Slack message: what the worker needs to download it (never its content:
+    the ingress path does no download)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(default="", max_length=255)
+    mimetype: str = Field(default="", max_length=255)
+    size: int = Field(default=0, ge=0)
+    url: str = Field(default="", max_length=2048)  # url_private_download (or url_private)
+
+
 class ConversationRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -41,6 +57,7 @@ class ConversationRequest(BaseModel):
     action_value: str | None = None
     correlation_id: str = ""
     received_at: float = Field(default_factory=time.time)
+    files: tuple[SlackFileRef, ...] = Field(default=(), max_length=MAX_FILES)
 
     @property
     def thread_key(self) -> str | None:

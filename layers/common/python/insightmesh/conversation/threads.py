@@ -26,6 +26,7 @@ class ThreadState:
     history: list[ChatMessageDict] = field(default_factory=list)
     summary: str | None = None
     agent_state: dict[str, Any] = field(default_factory=dict)
+    files: list[dict[str, str]] = field(default_factory=list)  # shared in the thread: {"id", "name", "text"}
 
     def active_sticky_agent(self) -> str | None:
         return self.sticky_agent
@@ -62,6 +63,7 @@ def load_thread(thread_key: str) -> ThreadState:
         history=list(record.history or []),
         summary=record.summary,
         agent_state=dict(record.agent_state or {}),
+        files=list(record.files or []),
     )
 
 
@@ -91,6 +93,7 @@ def save_thread(state: ThreadState) -> None:
         history=list(state.history),
         summary=state.summary,
         agent_state=state.agent_state,
+        files=list(state.files),
         updated_at=now,
         expires_at=now + THREAD_TTL,
     ).save()

@@ -25,6 +25,7 @@ from insightmesh.agents.base import AgentContext, AgentSummary, AgentThread, Age
 from insightmesh.agents.catalog import AgentRecord, list_agents
 from insightmesh.agents.registry import DEFAULT_AGENT, builtin_definitions, implementation
 from insightmesh.conversation import replies, threads
+from insightmesh.conversation.attachments import read_shared_files, retriever_for, shared_documents
 from insightmesh.conversation.memory import as_messages, remember
 from insightmesh.conversation.models import FeedbackRecord
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, thread_key
@@ -200,6 +201,10 @@ def process_message(request: ConversationRequest) -> None:
     if key and not thread.bot_replied:
         threads.mark_bot_replied(key)
     thread.bot_replied = True
+    file_problems: list[str] = []
+    if request.files:
+        progress = Progress(channel, placeholder_ts) if placeholder_ts else (lambda _text: None)
+        file_problems = read_shared_files(request.files, thread.files, progress)
     agents = list_agents()
     route = route_message(text, thread.sticky_agent, agents)
     llm = get_llm_client()
@@ -219,6 +224,8 @@ def process_message(request: ConversationRequest) -> None:
         else:
             agent_used = record.name
             answer = _run_agent(request, route, record, user, thread, llm, channel, placeholder_ts, agents)
+    if file_problems:
+        answer += "\n\n" + "\n".join(f"_{problem}_" for problem in file_problems)
     final = to_mrkdwn(answer)
     if placeholder_ts is None:
         _respond(request.response_url, final)
@@ -260,6 +267,8 @@ def _run_agent(request: ConversationRequest, route: Any, record: AgentRecord, us
         llm=RecordingLlm(llm, record.name, str(user.user_id)),
         progress=Progress(channel, placeholder_ts) if placeholder_ts else (lambda _text: None),
         usable_agents=usable,
+        documents=shared_documents(thread.files),
+        retrieve=retriever_for(str(user.user_id)),
     )
     try:
         reply = agent.handle(context)

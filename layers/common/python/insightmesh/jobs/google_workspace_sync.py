@@ -25,17 +25,16 @@ are deleted once its last member page is read. With ``deactivate_missing``, grou
 scope that Google no longer lists lose their memberships and are deleted — unless an agent is
 granted to them, in which case the (now empty) group is kept for an admin to decide.
 
-**Calls.** Plain REST over httpx with one process-wide client and explicit timeouts. Why not
-``google-api-python-client``: it is not a dependency of the layer (it would pull in httplib2,
-uritemplate and google-auth for three GETs), its discovery-document client is untyped, and its
-transport bypasses the layer's resilience. Every call goes through the ``google_directory`` circuit
-breaker and a bounded :class:`~insightmesh.resilience.RetryPolicy`: HTTP 429, 5xx, Google's
-``rateLimitExceeded``/``userRateLimitExceeded`` 403s and transport errors are retried with backoff
-honouring ``Retry-After`` (each retry logged, counted as ``http_retries``). A 401 fetches the
-access token again once (it may have been refreshed since) and repeats the call; a second 401 fails
-the run with :class:`GoogleAuthError`. Base URL: ``GOOGLE_DIRECTORY_API_URL`` (default
-https://admin.googleapis.com). The token comes from the credential ``credential_id`` through
-``insightmesh.credentials.service.google_access_token`` (injectable: ``GoogleWorkspaceSync(token_provider=...)``).
+**Calls.** Plain REST over httpx through :mod:`insightmesh.jobs.google_api` (shared with
+``gdrive_ingest``): one process-wide client with explicit timeouts, the ``google_directory`` circuit
+breaker and a bounded retry policy (HTTP 429, 5xx, Google's ``rateLimitExceeded``/
+``userRateLimitExceeded`` 403s and transport errors are retried with backoff honouring
+``Retry-After``, each retry logged and counted as ``http_retries``). A 401 fetches the access token
+again once (it may have been refreshed since) and repeats the call; a second 401 fails the run with
+:class:`~insightmesh.jobs.google_api.GoogleAuthError`. Base URL: ``GOOGLE_DIRECTORY_API_URL``
+(default https://admin.googleapis.com). The token comes from the credential ``credential_id``
+through ``insightmesh.credentials.service.google_access_token`` (injectable:
+``GoogleWorkspaceSync(token_provider=...)``).
 
 **Checkpoints** (after each users page, each group, each groups page and each removed group):
 ``{"sync_run_id", "scope", "phase": "users" | "groups" | "groups_sweep", "cursor", "listing_done",
@@ -57,12 +56,11 @@ import hashlib
 import json
 import os
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Final, Protocol, cast
+from typing import Any, ClassVar, Final, cast
 from urllib.parse import quote
 
 import httpx
@@ -84,16 +82,19 @@ from insightmesh.directory.models import (
 from insightmesh.directory.sync import ProviderUser, SyncProgress, claim_key, sync_users
 from insightmesh.directory.users import SYSTEM_ACTOR
 from insightmesh.jobs.base import JobContext, JobParameters, JobResult
-from insightmesh.observability import get_logger
-from insightmesh.resilience import (
-    CircuitBreaker,
-    RetryableError,
-    RetryPolicy,
-    Timeouts,
-    breaker_for,
-    call_with_resilience,
-    parse_retry_after,
+from insightmesh.jobs.google_api import (
+    ATTEMPTS,
+    AccessTokenProvider,
+    ApiPage,
+    GoogleApi,
+    GoogleApiError,
+    api_breaker,
+    google_access_token,
+    http_client,
 )
+from insightmesh.jobs.google_api import GoogleAuthError as GoogleAuthError  # re-exported: a refused token's error
+from insightmesh.observability import get_logger
+from insightmesh.resilience import CircuitBreaker, Timeouts
 
 PROVIDER: Final = "google"
 DEFAULT_API_URL: Final = "https://admin.googleapis.com"
@@ -107,10 +108,8 @@ GROUP_PREFIX: Final = "gw-"
 MAX_GROUP_NAME: Final = 40
 MAX_DESCRIPTION: Final = 500
 TIMEOUTS: Final = Timeouts(connect=3.0, read=20.0)
-ATTEMPTS: Final = 4
 BREAKER: Final = "google_directory"
 CHECKPOINT_VERSION: Final = 1
-RATE_LIMIT_REASONS: Final = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"})
 USERS_FIELDS: Final = "nextPageToken,users(id,primaryEmail,name/fullName,suspended,archived)"
 GROUPS_FIELDS: Final = "nextPageToken,groups(id,email,name,description)"
 MEMBERS_FIELDS: Final = "nextPageToken,members(id,email,type,status)"
@@ -136,35 +135,7 @@ class GoogleWorkspaceSyncParameters(JobParameters):
 
 # -- errors and the token --------------------------------------------------------------------------
 
-
-class GoogleDirectoryError(Exception):
-    """The Directory API refused a request (or kept failing after the retries)."""
-
-    def __init__(self, message: str, *, status: int | None = None, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.reason = reason
-
-
-class GoogleAuthError(GoogleDirectoryError):
-    """HTTP 401 again with a freshly fetched access token: the credential needs attention."""
-
-
-class _RateLimited(RetryableError):
-    """429 (or a rate-limit 403): Google answered, it is busy — retried, not a breaker failure."""
-
-
-class AccessTokenProvider(Protocol):
-    def __call__(self, credential_id: str, *, required_scopes: Sequence[str]) -> str: ...
-
-
-def google_access_token(credential_id: str, *, required_scopes: Sequence[str]) -> str:
-    """The stored credential's access token (``insightmesh.credentials.service``, imported on use:
-    only the function that runs this job loads the credentials code). Its errors
-    (``CredentialError``: not found, scope missing, expired or revoked) fail the run."""
-    from insightmesh.credentials.service import google_access_token as stored_credential_token
-
-    return stored_credential_token(credential_id, required_scopes=tuple(required_scopes))
+GoogleDirectoryError = GoogleApiError  # the Directory API refused a request (or kept failing after the retries)
 
 
 def required_scopes(parameters: GoogleWorkspaceSyncParameters) -> tuple[str, ...]:
@@ -173,165 +144,36 @@ def required_scopes(parameters: GoogleWorkspaceSyncParameters) -> tuple[str, ...
 
 # -- the Directory API ------------------------------------------------------------------------------
 
-_http_lock = threading.Lock()
-_http: httpx.Client | None = None
-
-
-def http_client() -> httpx.Client:
-    """The process-wide client of the Directory API (its connection pool is reused)."""
-    global _http
-    with _http_lock:
-        if _http is None or _http.is_closed:
-            _http = httpx.Client(follow_redirects=False, headers={"Accept": "application/json",
-                                                                  "User-Agent": "insightmesh-directory-sync/1"},
-                                 timeout=httpx.Timeout(TIMEOUTS.read, connect=TIMEOUTS.connect))
-        return _http
-
 
 def api_url() -> str:
     return (os.environ.get(API_URL_VARIABLE) or DEFAULT_API_URL).rstrip("/")
 
 
-@dataclass(frozen=True)
-class ApiPage:
-    items: list[Mapping[str, Any]]
-    next_token: str  # "" on the last page
-
-
-class DirectoryApi:
-    """The three Directory API v1 GETs the sync needs, with retries, the breaker and one token refresh."""
+class DirectoryApi(GoogleApi):
+    """The three Directory API v1 GETs the sync needs (retries, breaker and token refresh: GoogleApi's)."""
 
     def __init__(self, *, base_url: str, token: Callable[[], str], http: httpx.Client,
                  breaker: CircuitBreaker, attempts: int = ATTEMPTS,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._fetch_token = token
-        self._token: str | None = None
-        self.http = http
-        self.breaker = breaker
-        self._sleep = sleep
-        self.policy = RetryPolicy(attempts=attempts, base_delay=0.5, max_delay=8.0, max_retry_after=30.0,
-                                  retry_on=(RetryableError,), sleep=self._wait)
-        self.retries = 0
-        self.reauthentications = 0
-        self._last_status: int | None = None
+        super().__init__(service="Google Directory API", base_url=base_url, token=token, http=http,
+                         breaker=breaker, attempts=attempts, sleep=sleep, timeouts=TIMEOUTS)
 
     def users(self, *, customer: str, domain: str | None, page_size: int, page_token: str | None) -> ApiPage:
         scope = {"domain": domain} if domain else {"customer": customer}
-        return self._page("/admin/directory/v1/users", "users",
-                          {**scope, "maxResults": min(page_size, MAX_USERS_PAGE), "pageToken": page_token,
-                           "projection": "basic", "orderBy": "email", "fields": USERS_FIELDS})
+        return self.page("/admin/directory/v1/users", "users",
+                         {**scope, "maxResults": min(page_size, MAX_USERS_PAGE), "pageToken": page_token,
+                          "projection": "basic", "orderBy": "email", "fields": USERS_FIELDS})
 
     def groups(self, *, customer: str, domain: str | None, page_size: int, page_token: str | None) -> ApiPage:
         scope = {"domain": domain} if domain else {"customer": customer}
-        return self._page("/admin/directory/v1/groups", "groups",
-                          {**scope, "maxResults": min(page_size, MAX_GROUPS_PAGE), "pageToken": page_token,
-                           "fields": GROUPS_FIELDS})
+        return self.page("/admin/directory/v1/groups", "groups",
+                         {**scope, "maxResults": min(page_size, MAX_GROUPS_PAGE), "pageToken": page_token,
+                          "fields": GROUPS_FIELDS})
 
     def members(self, group_key: str, *, page_size: int, page_token: str | None) -> ApiPage:
-        return self._page(f"/admin/directory/v1/groups/{quote(group_key, safe='')}/members", "members",
-                          {"maxResults": min(page_size, MAX_GROUPS_PAGE), "pageToken": page_token,
-                           "includeDerivedMembership": "true", "fields": MEMBERS_FIELDS})
-
-    # -- one call --------------------------------------------------------------------------------
-
-    def _page(self, path: str, key: str, params: Mapping[str, str | int | None]) -> ApiPage:
-        payload = self.get(path, params)
-        items = payload.get(key)
-        token = payload.get("nextPageToken")
-        return ApiPage([item for item in items if isinstance(item, Mapping)] if isinstance(items, list) else [],
-                       token if isinstance(token, str) else "")
-
-    def get(self, path: str, params: Mapping[str, str | int | None]) -> dict[str, Any]:
-        url = self.base_url + path
-        query = {name: str(value) for name, value in params.items() if value is not None and value != ""}
-        response = self._send(url, query)
-        if response.status_code == 401:
-            get_logger().warning("Google refused the access token; fetching it again", extra={"path": path})
-            self._token = None
-            self.reauthentications += 1
-            response = self._send(url, query)
-            if response.status_code == 401:
-                raise GoogleAuthError(f"Google Directory API: HTTP 401 for {path} with a freshly fetched access "
-                                      "token; the credential's token is invalid or revoked (reconnect it)",
-                                      status=401, reason=_reason(response))
-        if response.status_code >= 400:
-            reason = _reason(response)
-            raise GoogleDirectoryError(f"Google Directory API: HTTP {response.status_code} for {path}"
-                                       + (f" ({reason}): {_message(response)}" if reason else ""),
-                                       status=response.status_code, reason=reason)
-        try:
-            payload = response.json()
-        except ValueError as error:
-            raise GoogleDirectoryError(f"Google Directory API: {path} answered with a body that is not JSON",
-                                       status=response.status_code) from error
-        if not isinstance(payload, dict):
-            raise GoogleDirectoryError(f"Google Directory API: {path} answered with a non-object body",
-                                       status=response.status_code)
-        return payload
-
-    def _token_now(self) -> str:
-        if self._token is None:
-            token = self._fetch_token()
-            if not isinstance(token, str) or not token:
-                raise GoogleAuthError("the credential gave no Google access token")
-            self._token = token
-        return self._token
-
-    def _send(self, url: str, query: Mapping[str, str]) -> httpx.Response:
-        headers = {"Authorization": f"Bearer {self._token_now()}", "Accept": "application/json"}
-
-        def attempt() -> httpx.Response:
-            try:
-                response = self.http.get(url, params=query, headers=headers,
-                                         timeout=httpx.Timeout(TIMEOUTS.read, connect=TIMEOUTS.connect))
-            except httpx.TransportError as error:
-                self._last_status = None
-                raise RetryableError(f"Google Directory API unreachable ({type(error).__name__})") from error
-            self._last_status = response.status_code
-            retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if response.status_code == 429 or (response.status_code == 403
-                                               and _reason(response) in RATE_LIMIT_REASONS):
-                raise _RateLimited(f"HTTP {response.status_code} (rate limited)", retry_after=retry_after)
-            if response.status_code >= 500:
-                raise RetryableError(f"HTTP {response.status_code}", retry_after=retry_after)
-            return response
-
-        try:
-            return call_with_resilience(self.breaker, attempt, retry=self.policy)
-        except RetryableError as error:
-            raise GoogleDirectoryError(f"Google Directory API: {url.removeprefix(self.base_url)} still failing "
-                                       f"after {self.policy.attempts} attempts: {error}",
-                                       status=self._last_status) from error
-
-    def _wait(self, seconds: float) -> None:
-        self.retries += 1
-        get_logger().warning("Google Directory API call failed; retrying",
-                             extra={"status": self._last_status, "wait_seconds": round(seconds, 3),
-                                    "retry": self.retries})
-        self._sleep(seconds)
-
-
-def _error_body(response: httpx.Response) -> Mapping[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError:
-        return {}
-    error = payload.get("error") if isinstance(payload, dict) else None
-    return error if isinstance(error, Mapping) else {}
-
-
-def _reason(response: httpx.Response) -> str | None:
-    """Google's ``error.errors[0].reason`` (``authError``, ``notFound``, ``rateLimitExceeded``...)."""
-    errors = _error_body(response).get("errors")
-    first = errors[0] if isinstance(errors, list) and errors else None
-    reason = first.get("reason") if isinstance(first, Mapping) else _error_body(response).get("status")
-    return reason[:64] if isinstance(reason, str) else None
-
-
-def _message(response: httpx.Response) -> str:
-    message = _error_body(response).get("message")
-    return message[:200] if isinstance(message, str) else ""
+        return self.page(f"/admin/directory/v1/groups/{quote(group_key, safe='')}/members", "members",
+                         {"maxResults": min(page_size, MAX_GROUPS_PAGE), "pageToken": page_token,
+                          "includeDerivedMembership": "true", "fields": MEMBERS_FIELDS})
 
 
 # -- group names -----------------------------------------------------------------------------------
@@ -490,8 +332,7 @@ class _Run:
             base_url=job.base_url or api_url(),
             token=lambda: job.token_provider(parameters.credential_id, required_scopes=required_scopes(parameters)),
             http=job.http or http_client(),
-            breaker=job.breaker or breaker_for(BREAKER, failure_threshold=5, cool_down=30.0,
-                                               answered=(_RateLimited,)),
+            breaker=job.breaker or api_breaker(BREAKER),
             sleep=job.sleep)
         self.now: datetime = utc_now()
         self.scope = parameters.domain or parameters.customer

@@ -13,6 +13,7 @@ from insightmesh.jobs.base import JobType
 _TYPES: Final[dict[str, str]] = {
     "slack_user_sync": "insightmesh.jobs.slack_user_sync:SlackUserSync",
     "google_workspace_sync": "insightmesh.jobs.google_workspace_sync:GoogleWorkspaceSync",
+    "gdrive_ingest": "insightmesh.jobs.gdrive_ingest:GdriveIngest",
 }
 
 

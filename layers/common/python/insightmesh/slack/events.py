@@ -15,9 +15,11 @@ from enum import StrEnum
 from typing import Any, Final
 
 from insightmesh.conversation.requests import (
+    MAX_FILES,
     MAX_TEXT_CHARS,
     ConversationRequest,
     RequestKind,
+    SlackFileRef,
     message_request_id,
 )
 
@@ -99,8 +101,25 @@ def classify_event(payload: Mapping[str, Any], *, correlation_id: str) -> Classi
         ts=ts,
         thread_ts=thread_ts or ts,
         correlation_id=correlation_id,
+        files=_files(event.get("files")),
     )
     return Classified(decision, kind, request)
+
+
+def _files(value: Any) -> tuple[SlackFileRef, ...]:
+    """The message's files, as references for the worker to download (at most ``MAX_FILES``)."""
+    if not isinstance(value, list):
+        return ()
+    found = []
+    for item in value[:MAX_FILES]:
+        if not isinstance(item, Mapping) or not _str(item.get("id")):
+            continue
+        size = item.get("size")
+        found.append(SlackFileRef(id=str(item["id"])[:64], name=str(item.get("name") or "")[:255],
+                                  mimetype=str(item.get("mimetype") or "")[:255],
+                                  size=size if isinstance(size, int) and size >= 0 else 0,
+                                  url=str(item.get("url_private_download") or item.get("url_private") or "")[:2048]))
+    return tuple(found)
 
 
 def command_request(form: Mapping[str, str], *, correlation_id: str) -> ConversationRequest:

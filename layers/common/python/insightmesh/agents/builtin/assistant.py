@@ -1,24 +1,38 @@
-"""The default assistant: a conversation with the LLM, with the user's name in the system prompt."""
+"""The default assistant: a conversation with the LLM, grounded in the company's knowledge.
+
+Each turn it searches the knowledge base with the user's access (``context.retrieve``: only the
+documents they may see), puts the passages with their titles into the system prompt, and ends the
+reply with a **Sources** section linking the documents. Files shared in the thread are in the
+prompt too. With the ``offline`` LLM (no model at all) the answer is extractive: the best passages,
+quoted, with their sources — so retrieval is useful, and testable, without any model.
+"""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from typing import Final
 
-from insightmesh.agents.base import AgentContext, AgentReply
+from insightmesh.agents.base import AgentContext, AgentReply, SharedDocument
 from insightmesh.agents.catalog import AgentDefinition
+from insightmesh.knowledge.answers import extractive_answer, knowledge_prompt, sources_section
+from insightmesh.knowledge.base import Passage
 from insightmesh.llm.base import ChatMessage
 
 SYSTEM_PROMPT: Final = (
     "You are InsightMesh, a helpful assistant in the company's Slack. You are talking with {name}. "
     "Answer concisely and accurately; use Markdown; say so when you do not know."
 )
+OFFLINE: Final = "offline"
+FILE_PROMPT_CHARS: Final = 12_000  # per shared file, in the system prompt
+FILE_QUOTES: Final = 2  # paragraphs quoted per shared file in an extractive answer
 
 
 class AssistantAgent:
     definition = AgentDefinition(
         name="assistant",
         display_name="Assistant",
-        description="General questions: a conversation with the company's AI assistant.",
+        description="General questions, answered from the company's knowledge: a conversation with the AI assistant.",
         aliases=("ask", "ai"),
         is_system=True,
         is_public=True,
@@ -26,9 +40,46 @@ class AssistantAgent:
     )
 
     def handle(self, context: AgentContext) -> AgentReply:
+        question = context.text.strip()
+        passages = list(context.retrieve(question)) if question else []
+        documents = list(context.documents)
+        if context.llm.name == OFFLINE and (passages or documents):
+            return AgentReply(text=_extractive(question, passages, documents), details={"model": OFFLINE,
+                                                                                       "passages": len(passages)})
         system = SYSTEM_PROMPT.format(name=context.user.name)
         if context.summary:
             system += f"\n\nSummary of the earlier conversation in this thread:\n{context.summary}"
-        messages = [*context.history, ChatMessage.user(context.text or "Hello")]
+        if documents:
+            system += "\n\nFiles shared in this thread (their text):\n" + "\n\n".join(
+                f"### {document.name}\n{document.text[:FILE_PROMPT_CHARS]}" for document in documents)
+        if passages:
+            system += "\n\n" + knowledge_prompt(passages)
+        messages = [*context.history, ChatMessage.user(question or "Hello")]
         completion = context.llm.complete(messages, system=system)
-        return AgentReply(text=completion.text, details={"model": completion.model})
+        text = completion.text
+        if passages:
+            text = f"{text.rstrip()}\n\n{sources_section(passages)}"
+        return AgentReply(text=text, details={"model": completion.model, "passages": len(passages)})
+
+
+def _terms(text: str) -> set[str]:
+    return {word for word in re.findall(r"\w+", text.lower()) if len(word) > 2}
+
+
+def _best_paragraphs(question: str, document: SharedDocument) -> list[str]:
+    """The paragraphs of a shared file that share the most words with the question."""
+    wanted = _terms(question)
+    paragraphs = [part.strip() for part in re.split(r"\n\s*\n", document.text) if part.strip()]
+    ranked = sorted(paragraphs, key=lambda part: -len(wanted & _terms(part)))
+    return [part[:600] for part in ranked[:FILE_QUOTES]]
+
+
+def _extractive(question: str, passages: Sequence[Passage], documents: Sequence[SharedDocument]) -> str:
+    parts = []
+    for document in documents:
+        quoted = "\n>\n".join("\n".join("> " + line for line in paragraph.splitlines())
+                               for paragraph in _best_paragraphs(question, document))
+        parts.append(f"From *{document.name}* (shared in this thread):\n{quoted}")
+    if passages or not documents:
+        parts.append(extractive_answer(question, passages))
+    return "[offline LLM — extractive answer]\n\n" + "\n\n".join(parts)

@@ -1,0 +1,130 @@
+"""What a conversation turn knows besides the messages: files shared in the thread, and the
+knowledge base searched with the asker's access.
+
+**Files.** When a message carries files, the worker downloads each (bot token, type allow-list,
+size limit: :mod:`insightmesh.slack.files`), extracts its text (:mod:`insightmesh.knowledge.extract`)
+and keeps it in the thread's state, so later turns of the thread still see it. A thread keeps
+at most :data:`MAX_THREAD_FILES` files and :data:`MAX_FILE_CHARS` characters of each (the thread
+item must stay well under DynamoDB's 400 KB); a file that cannot be read is reported in the reply,
+never fatal to it.
+
+**Knowledge.** :func:`retriever_for` gives the agent a ``retrieve(question)`` bound to the user:
+their e-mail, their groups' e-mails and their domain are the ACL principals matched inside the
+Qdrant query. ``KNOWLEDGE_TOP_K`` (5), ``KNOWLEDGE_SCORE_THRESHOLD`` (unset) and
+``KNOWLEDGE_PER_DOCUMENT`` (2) tune it. If the store is unreachable the answer goes on without it
+(logged), as a conversation must not fail because search did. While no document has ever been
+ingested (one ``Scan`` with ``Limit=1`` on the documents table, remembered for
+:data:`EMPTY_RECHECK_SECONDS`), the search is skipped altogether — a deployment without a knowledge
+base pays neither the vector store's client import (~1 s on a cold worker) nor its calls.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Final
+
+from insightmesh.agents.base import SharedDocument
+from insightmesh.conversation.requests import SlackFileRef
+from insightmesh.knowledge.base import Passage
+from insightmesh.observability import get_logger
+
+MAX_THREAD_FILES: Final = 5
+MAX_FILE_CHARS: Final = 30_000
+EMPTY_RECHECK_SECONDS: Final = 30.0
+
+_known_documents = False
+_empty_until = 0.0
+_documents_lock = threading.Lock()
+
+logger = get_logger("conversation_worker")
+
+
+def read_shared_files(refs: Sequence[SlackFileRef], files: list[dict[str, str]],
+                      progress: Callable[[str], None]) -> list[str]:
+    """Download and extract ``refs`` into ``files`` (the thread's list, updated in place); returns
+    the problems to tell the user about."""
+    from insightmesh.knowledge.extract import ExtractionError, UnsupportedDocumentError, extract_text
+    from insightmesh.slack.files import FileRefused, download
+
+    problems: list[str] = []
+    known = {item.get("id") for item in files}
+    for ref in refs:
+        if ref.id in known:
+            continue  # a redelivery of the same message
+        progress(f"Reading {ref.name or 'the file'}…")
+        try:
+            downloaded = download(ref)
+            text = extract_text(downloaded.content, downloaded.mime_type, filename=downloaded.name).text.strip()
+        except FileRefused as refused:
+            problems.append(str(refused))
+            continue
+        except (ExtractionError, UnsupportedDocumentError) as error:
+            problems.append(f"{ref.name or ref.id} could not be read ({error})")
+            continue
+        if not text:
+            problems.append(f"{ref.name or ref.id} has no text to read")
+            continue
+        truncated = len(text) > MAX_FILE_CHARS
+        files.append({"id": ref.id, "name": ref.name or ref.id,
+                      "text": text[:MAX_FILE_CHARS] + ("\n[…truncated]" if truncated else "")})
+        logger.info("shared file read", extra={"file_id": ref.id, "chars": len(text), "truncated": truncated})
+    del files[:-MAX_THREAD_FILES]
+    return problems
+
+
+def shared_documents(files: Sequence[dict[str, str]]) -> tuple[SharedDocument, ...]:
+    return tuple(SharedDocument(name=item.get("name", "file"), text=item.get("text", "")) for item in files)
+
+
+def _float(name: str) -> float | None:
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else None
+
+
+def knowledge_base_has_documents() -> bool:
+    """Whether any document was ever ingested (see the module docstring)."""
+    global _known_documents, _empty_until
+    with _documents_lock:
+        if _known_documents:
+            return True
+        if time.monotonic() < _empty_until:
+            return False
+    from insightmesh.knowledge.models import KnowledgeDocument
+
+    found = next(iter(KnowledgeDocument.scan(limit=1, attributes_to_get=["document_id"])), None) is not None
+    with _documents_lock:
+        _known_documents = found
+        _empty_until = 0.0 if found else time.monotonic() + EMPTY_RECHECK_SECONDS
+    return found
+
+
+def reset_for_tests() -> None:
+    global _known_documents, _empty_until
+    with _documents_lock:
+        _known_documents, _empty_until = False, 0.0
+
+
+def retriever_for(user_id: str) -> Callable[[str], Sequence[Passage]]:
+    """``retrieve(question)`` with this user's access (see the module docstring)."""
+
+    def retrieve(question: str) -> Sequence[Passage]:
+        if not question.strip():
+            return ()
+        try:
+            if not knowledge_base_has_documents():
+                return ()
+            from insightmesh.knowledge.retrieval import retrieve as search  # imports the vector store's client
+            from insightmesh.knowledge.retrieval import viewer_for_user
+
+            return search(question, viewer_for_user(user_id), k=int(os.environ.get("KNOWLEDGE_TOP_K") or 5),
+                          score_threshold=_float("KNOWLEDGE_SCORE_THRESHOLD"),
+                          per_document=int(os.environ.get("KNOWLEDGE_PER_DOCUMENT") or 2))
+        except Exception as error:  # noqa: BLE001 - search failing must not fail the answer
+            logger.warning("knowledge search failed; answering without it",
+                           extra={"error": type(error).__name__, "detail": str(error)[:300]})
+            return ()
+
+    return retrieve
