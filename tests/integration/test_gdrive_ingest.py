@@ -11,10 +11,7 @@ recording :class:`Context` plays the job runner (steps, progress, checkpoints, `
 
 from __future__ import annotations
 
-import copy
-import json
 import secrets
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,7 +24,6 @@ import pytest
 from pydantic import ValidationError
 
 from insightmesh import resilience
-from insightmesh.jobs.base import JobResult
 from insightmesh.jobs.gdrive_ingest import (
     DRIVE_SCOPE,
     DriveIngestError,
@@ -43,6 +39,7 @@ from insightmesh.knowledge.models import INDEXED, KnowledgeDocument
 from insightmesh.knowledge.retrieval import retrieve
 from insightmesh.resilience import CircuitBreaker
 from tests.integration.admin_fixtures import template_tables
+from tests.job_context import RecordingContext, run
 from tests.knowledge_fixtures import docx_bytes, minimal_pdf
 from tests.standins.google_drive_server import (
     GOOGLE_DOC,
@@ -66,48 +63,11 @@ STAFF, SALES = "staff@corp.example", "sales@corp.example"
 # -- the runner's part -----------------------------------------------------------------------------
 
 
-class Context:
-    """A JobContext that records what the job tells the runner."""
+class Context(RecordingContext):
+    """A recording JobContext (tests/job_context.py) for gdrive_ingest."""
 
-    def __init__(self, parameters: Mapping[str, Any], *, checkpoint: Mapping[str, Any] | None = None,
-                 stop_when: Callable[[Context], bool] | None = None) -> None:
-        self.job_id = "job-drive"
-        self.run_id = uuid.uuid4().hex
-        self.parameters = GdriveIngest.Parameters.model_validate(dict(parameters))
-        self.steps: list[str] = []
-        self.reports: list[dict[str, Any]] = []
-        self.checkpoints: list[dict[str, Any]] = []
-        self.saved = copy.deepcopy(dict(checkpoint)) if checkpoint is not None else None
-        self.stop_when = stop_when
-        self.stop_checks = 0
-
-    def step(self, name: str) -> None:
-        self.steps.append(name)
-
-    def should_stop(self) -> bool:
-        self.stop_checks += 1
-        return self.stop_when is not None and self.stop_when(self)
-
-    def progress(self, *, processed: int, succeeded: int, failed: int,
-                 summary: Mapping[str, Any] | None = None) -> None:
-        self.reports.append({"processed": processed, "succeeded": succeeded, "failed": failed,
-                             "summary": json.loads(json.dumps(dict(summary or {})))})
-
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        return copy.deepcopy(self.saved)
-
-    def save_checkpoint(self, data: Mapping[str, Any]) -> None:
-        value = json.loads(json.dumps(dict(data)))  # JSON-serialisable, as the runner requires
-        self.checkpoints.append(value)
-        self.saved = value
-
-
-def run(job: GdriveIngest, context: Context) -> JobResult:
-    result = job.run(context)
-    json.dumps(dict(result.summary))  # the runner stores it as JSON
-    if result.complete:
-        context.saved = None  # the runner clears the checkpoint of a complete run
-    return result
+    def __init__(self, parameters: Mapping[str, Any], **options: Any) -> None:
+        super().__init__(GdriveIngest, parameters, job_id="job-drive", **options)
 
 
 # -- tokens ------------------------------------------------------------------------------------------

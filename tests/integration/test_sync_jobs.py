@@ -9,10 +9,7 @@ a controllable ``should_stop``), and a run that completes clears the checkpoint 
 
 from __future__ import annotations
 
-import copy
-import json
-import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
@@ -23,7 +20,6 @@ from slack_sdk.errors import SlackApiError
 from insightmesh.directory.models import Grant, Group, Identity, Membership, User, group_principal
 from insightmesh.directory.sync import ProviderUser, sync_users
 from insightmesh.directory.users import ALL_USERS, ensure_system_groups
-from insightmesh.jobs.base import JobResult
 from insightmesh.jobs.google_workspace_sync import (
     GROUP_NAME_PATTERN,
     GROUP_SCOPE,
@@ -37,6 +33,7 @@ from insightmesh.resilience import CircuitBreaker
 from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox
 from tests.integration.admin_fixtures import template_tables
+from tests.job_context import RecordingContext, run
 from tests.standins.google_directory_server import GoogleDirectoryServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -45,46 +42,11 @@ TEAM = "TLOCAL0001"
 GOOD_TOKEN = "ya29.good-token"
 
 
-class Context:
-    """A JobContext that records what the job tells the runner."""
+class Context(RecordingContext):
+    """A recording JobContext (tests/job_context.py) for the job ``job``."""
 
-    def __init__(self, job: Any, parameters: Mapping[str, Any], *, checkpoint: Mapping[str, Any] | None = None,
-                 stop_when: Callable[[Context], bool] | None = None) -> None:
-        self.job_id = "job-1"
-        self.run_id = uuid.uuid4().hex
-        self.parameters = job.Parameters.model_validate(dict(parameters))
-        self.steps: list[str] = []
-        self.reports: list[dict[str, Any]] = []
-        self.checkpoints: list[dict[str, Any]] = []
-        self.saved = copy.deepcopy(dict(checkpoint)) if checkpoint is not None else None
-        self.stop_when = stop_when
-
-    def step(self, name: str) -> None:
-        self.steps.append(name)
-
-    def should_stop(self) -> bool:
-        return self.stop_when is not None and self.stop_when(self)
-
-    def progress(self, *, processed: int, succeeded: int, failed: int,
-                 summary: Mapping[str, Any] | None = None) -> None:
-        self.reports.append({"processed": processed, "succeeded": succeeded, "failed": failed,
-                             "summary": json.loads(json.dumps(dict(summary or {})))})
-
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        return copy.deepcopy(self.saved)
-
-    def save_checkpoint(self, data: Mapping[str, Any]) -> None:
-        value = json.loads(json.dumps(dict(data)))  # JSON-serialisable, as the runner requires
-        self.checkpoints.append(value)
-        self.saved = value
-
-
-def run(job: Any, context: Context) -> JobResult:
-    result = job.run(context)
-    json.dumps(dict(result.summary))  # the runner stores it as JSON
-    if result.complete:
-        context.saved = None  # the runner clears the checkpoint of a complete run
-    return result
+    def __init__(self, job: Any, parameters: Mapping[str, Any], **options: Any) -> None:
+        super().__init__(job, parameters, **options)
 
 
 def items(table: str) -> list[dict[str, Any]]:
