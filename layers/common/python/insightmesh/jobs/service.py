@@ -29,7 +29,8 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Final
 
@@ -185,16 +186,13 @@ def create_job(body: JobCreate, *, actor: Principal, request_id: str) -> JobOut:
               parameters=parameters.model_dump(mode="json"), enabled=body.enabled, created_by=actor.user_id,
               created_at=now)
     schedules.create(job_id, _spec(job))
-    try:
+    with _undone_on_failure(lambda: schedules.delete(job_id), "delete the schedule of a job that was not created",
+                            job_id):
         tx = Tx()
         tx.put(job, condition=Job.job_id.does_not_exist(), error=ConflictError("the job id is taken; retry"))
         tx.audit(audit_log.entry(actor=actor, action="job.create", target=job_target(job_id),
                                  after=_snapshot(job), request_id=request_id))
-        tx.commit()
-    except BaseException:
-        _compensate(lambda: schedules.delete(job_id), "delete the schedule of a job that was not created", job_id)
-        raise
-    job.version = 1
+        tx.commit()  # sets job.version (pynamodb updates the local version after the transaction)
     return job_out(job)
 
 
@@ -237,45 +235,49 @@ def _apply(job: Job, changes: dict[str, Any], *, actor: Principal, request_id: s
     schedule_changed = new_spec != old_spec
     if schedule_changed:
         schedules.update(job.job_id, new_spec)
-    try:
+
+    def undo() -> None:
+        if schedule_changed:
+            schedules.update(job.job_id, old_spec)
+
+    with _undone_on_failure(undo, "restore the schedule of a job whose update failed", job.job_id):
         tx = Tx()
         tx.put(job, condition=None, error=ConflictError("the job changed meanwhile; read it again"))
         tx.audit(audit_log.entry(actor=actor, action=action, target=job_target(job.job_id), before=before,
                                  after=_snapshot(job), request_id=request_id))
         tx.commit()
-    except BaseException:
-        if schedule_changed:
-            _compensate(lambda: schedules.update(job.job_id, old_spec), "restore the schedule of a job whose "
-                        "update failed", job.job_id)
-        raise
     return job_out(job, _state(job.job_id))
 
 
 def delete_job(job_id: str, *, actor: Principal, request_id: str) -> None:
     job = require_job(job_id)
     schedules.delete(job_id)
-    try:
+    with _undone_on_failure(lambda: schedules.create(job_id, _spec(job)),
+                            "recreate the schedule of a job that was not deleted", job_id):
         tx = Tx()
         tx.delete(job, condition=None, error=ConflictError("the job changed meanwhile; read it again"))
         tx.audit(audit_log.entry(actor=actor, action="job.delete", target=job_target(job_id), before=_snapshot(job),
                                  request_id=request_id))
         tx.commit()
-    except BaseException:
-        _compensate(lambda: schedules.create(job_id, _spec(job)), "recreate the schedule of a job that was not "
-                    "deleted", job_id)
-        raise
     try:
         JobState(job_id).delete()
-    except (ClientError, BotoCoreError, Exception) as error:  # noqa: BLE001 - the state is only runtime data
+    except (ClientError, BotoCoreError) as error:  # the state is only runtime data; the job is gone
         get_logger().warning("job state not deleted", extra={"job_id": job_id, "error": str(error)})
 
 
-def _compensate(undo: Any, what: str, job_id: str) -> None:
+@contextmanager
+def _undone_on_failure(undo: Callable[[], object], what: str, job_id: str) -> Iterator[None]:
+    """Run the block (the job's write); if it fails, ``undo`` the schedule change made before it,
+    then re-raise the original failure — an undo that fails too is logged, not raised over it."""
     try:
-        undo()
-    except Exception as error:  # noqa: BLE001 - the original failure is what the caller must see
-        get_logger().error(f"could not {what}; the runner repairs a schedule without a job when it fires",
-                           extra={"job_id": job_id, "error": str(error)})
+        yield
+    except BaseException:
+        try:
+            undo()
+        except Exception as error:  # noqa: BLE001 - the original failure is what the caller must see
+            get_logger().error(f"could not {what}; the runner repairs a schedule without a job when it fires",
+                               extra={"job_id": job_id, "error": str(error)})
+        raise
 
 
 # -- run now --------------------------------------------------------------------------------------
