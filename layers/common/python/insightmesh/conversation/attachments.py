@@ -4,15 +4,15 @@ knowledge base searched with the asker's access.
 **Files.** When a message carries files, the worker downloads each (bot token, type allow-list,
 size limit: :mod:`insightmesh.slack.files`), extracts its text (:mod:`insightmesh.knowledge.extract`)
 and keeps it in the thread's state, so later turns of the thread still see it. A thread keeps
-at most :data:`MAX_THREAD_FILES` files and :data:`MAX_FILE_CHARS` characters of each (the thread
-item must stay well under DynamoDB's 400 KB); a file that cannot be read is reported in the reply,
-never fatal to it.
+at most :data:`MAX_THREAD_FILES` files, :data:`MAX_FILE_CHARS` characters of each and the byte
+budget of :func:`insightmesh.conversation.threads.bound_files`; each file's text is stored in an
+item of its own, beside the thread item (see conversation.threads); a file that cannot be read is
+reported in the reply, never fatal to it.
 
-**Knowledge.** :func:`retriever_for` gives the agent a ``retrieve(question)`` bound to the user:
-their e-mail, their groups' e-mails and their domain are the ACL principals matched inside the
-Qdrant query. ``KNOWLEDGE_TOP_K`` (5), ``KNOWLEDGE_SCORE_THRESHOLD`` (unset) and
-``KNOWLEDGE_PER_DOCUMENT`` (2) tune it. If the store is unreachable the answer goes on without it
-(logged), as a conversation must not fail because search did. While no document has ever been
+**Knowledge.** The agent's ``retrieve(question)`` is :class:`insightmesh.conversation.audience.
+AudienceRetriever`: the knowledge base searched with the access of everyone who will read the
+reply. If the store is unreachable the answer goes on without it (logged), as a conversation must
+not fail because search did. While no document has ever been
 ingested (one ``Scan`` with ``Limit=1`` on the documents table, remembered for
 :data:`EMPTY_RECHECK_SECONDS`), the search is skipped altogether — a deployment without a knowledge
 base pays neither the vector store's client import (~1 s on a cold worker) nor its calls.
@@ -20,7 +20,6 @@ base pays neither the vector store's client import (~1 s on a cold worker) nor i
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -28,7 +27,7 @@ from typing import Final
 
 from insightmesh.agents.base import SharedDocument
 from insightmesh.conversation.requests import SlackFileRef
-from insightmesh.knowledge.base import Passage
+from insightmesh.conversation.threads import bound_files
 from insightmesh.observability import get_logger
 
 MAX_THREAD_FILES: Final = 5
@@ -46,7 +45,7 @@ def read_shared_files(refs: Sequence[SlackFileRef], files: list[dict[str, str]],
                       progress: Callable[[str], None]) -> list[str]:
     """Download and extract ``refs`` into ``files`` (the thread's list, updated in place); returns
     the problems to tell the user about."""
-    from insightmesh.knowledge.extract import ExtractionError, UnsupportedDocumentError, extract_text
+    from insightmesh.knowledge.extract import ExtractionError, UnsupportedDocumentError, extract_text, failure_reason
     from insightmesh.slack.files import FileRefused, download
 
     problems: list[str] = []
@@ -62,7 +61,7 @@ def read_shared_files(refs: Sequence[SlackFileRef], files: list[dict[str, str]],
             problems.append(str(refused))
             continue
         except (ExtractionError, UnsupportedDocumentError) as error:
-            problems.append(f"{ref.name or ref.id} could not be read ({error})")
+            problems.append(f"I couldn't read {ref.name or ref.id}: {failure_reason(error)}")
             continue
         if not text:
             problems.append(f"{ref.name or ref.id} has no text to read")
@@ -72,16 +71,12 @@ def read_shared_files(refs: Sequence[SlackFileRef], files: list[dict[str, str]],
                       "text": text[:MAX_FILE_CHARS] + ("\n[…truncated]" if truncated else "")})
         logger.info("shared file read", extra={"file_id": ref.id, "chars": len(text), "truncated": truncated})
     del files[:-MAX_THREAD_FILES]
+    bound_files(files)  # the thread's byte budget (conversation.threads), before the agent reads them
     return problems
 
 
 def shared_documents(files: Sequence[dict[str, str]]) -> tuple[SharedDocument, ...]:
     return tuple(SharedDocument(name=item.get("name", "file"), text=item.get("text", "")) for item in files)
-
-
-def _float(name: str) -> float | None:
-    value = os.environ.get(name, "").strip()
-    return float(value) if value else None
 
 
 def knowledge_base_has_documents() -> bool:
@@ -105,26 +100,3 @@ def reset_for_tests() -> None:
     global _known_documents, _empty_until
     with _documents_lock:
         _known_documents, _empty_until = False, 0.0
-
-
-def retriever_for(user_id: str) -> Callable[[str], Sequence[Passage]]:
-    """``retrieve(question)`` with this user's access (see the module docstring)."""
-
-    def retrieve(question: str) -> Sequence[Passage]:
-        if not question.strip():
-            return ()
-        try:
-            if not knowledge_base_has_documents():
-                return ()
-            from insightmesh.knowledge.retrieval import retrieve as search  # imports the vector store's client
-            from insightmesh.knowledge.retrieval import viewer_for_user
-
-            return search(question, viewer_for_user(user_id), k=int(os.environ.get("KNOWLEDGE_TOP_K") or 5),
-                          score_threshold=_float("KNOWLEDGE_SCORE_THRESHOLD"),
-                          per_document=int(os.environ.get("KNOWLEDGE_PER_DOCUMENT") or 2))
-        except Exception as error:  # noqa: BLE001 - search failing must not fail the answer
-            logger.warning("knowledge search failed; answering without it",
-                           extra={"error": type(error).__name__, "detail": str(error)[:300]})
-            return ()
-
-    return retrieve

@@ -25,20 +25,46 @@ Errors: :class:`UnsupportedDocumentError` for a type not in the table (nothing w
 :class:`ExtractionError` for content that cannot be read as its type (corrupt, encrypted, a PDF
 without a text layer). Parsers of binary formats can raise nearly anything on a corrupt file, so
 their failures are converted to ``ExtractionError`` at this boundary (and chained, never lost).
-Text beyond :data:`MAX_TEXT_CHARS` is cut (``truncated``): a Lambda has bounded memory.
+
+**Limits** (:class:`ExtractionLimits`, from the environment; a file is untrusted input, and a tiny
+one can otherwise run for hours or take gigabytes). PDF, DOCX, XLSX and PPTX are parsed in a child
+process (:mod:`insightmesh.knowledge.isolation`) with a wall-clock and a memory limit; the text
+formats are read here, by our own linear code over bytes already bounded by the download's size.
+
+* Refused, with :class:`LimitExceeded` (an ``ExtractionError`` whose ``reason`` reads well after
+  "it"): an OOXML zip whose members expand past ``EXTRACT_MAX_EXPANDED_MB`` (declared sizes first,
+  then the real ones, read as a capped stream), whose member is compressed more than
+  ``EXTRACT_MAX_RATIO`` to 1, or that has more than ``EXTRACT_MAX_ZIP_MEMBERS`` parts; XML nested
+  deeper than libxml2's 256 levels; a PDF page tree of more than ``EXTRACT_MAX_PDF_PAGE_TREE``
+  entries (pypdf also refuses a cyclic one); a child past ``EXTRACT_TIMEOUT_SECONDS`` or past
+  ``EXTRACT_MEMORY_MB`` of address space.
+* Cut short (``truncated``; what was read is kept): more than ``EXTRACT_MAX_CHARS`` characters,
+  ``EXTRACT_MAX_SHEETS`` sheets, ``EXTRACT_MAX_ROWS`` rows in a sheet, ``EXTRACT_MAX_CELLS`` cells,
+  ``EXTRACT_MAX_SLIDES`` slides or ``EXTRACT_MAX_PAGES`` pages. A sheet's declared dimension
+  (``A1:XFD1048576``) is never trusted: its rows are read as they come.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
+import functools
 import io
+import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+import zipfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
-from typing import Any, Final
+from typing import Annotated, Any, Final
+
+from annotated_types import Ge, Gt, Le
 
 MAX_TEXT_CHARS: Final = 5_000_000
+MB: Final = 1024 * 1024
+# A member smaller than this cannot be a bomb whatever its ratio (tiny XML parts compress very well).
+RATIO_FLOOR_BYTES: Final = 1 * MB
 
 PDF: Final = "application/pdf"
 DOCX: Final = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -85,6 +111,70 @@ class ExtractionError(ValueError):
     """The content could not be read as its MIME type (corrupt, encrypted, no text layer, ...)."""
 
 
+class LimitExceeded(ExtractionError):
+    """The file breaks one of :class:`ExtractionLimits`: ``"report.xlsx expands to more than 50 MB"``.
+
+    ``reason`` is the sentence without its subject (``"expands to more than 50 MB"``)."""
+
+    def __init__(self, reason: str, name: str | None = None) -> None:
+        super().__init__(f"{name or 'the file'} {reason}")
+        self.reason = reason
+        self.name = name
+
+
+def failure_reason(error: ExtractionError | UnsupportedDocumentError) -> str:
+    """Why a file could not be read, to follow "I couldn't read report.xlsx: "."""
+    return f"it {error.reason}" if isinstance(error, LimitExceeded) else str(error)
+
+
+@dataclass(frozen=True)
+class ExtractionLimits:
+    """What one file may cost (see the module docstring). Field names are the variable names.
+
+    A plain dataclass, validated by pydantic only when read from the environment: the child
+    process imports this module for every file, and pydantic's import would double its start."""
+
+    EXTRACT_TIMEOUT_SECONDS: Annotated[float, Gt(0), Le(900)] = 20.0
+    EXTRACT_MEMORY_MB: Annotated[int, Ge(128), Le(10_240)] = 512
+    EXTRACT_MAX_EXPANDED_MB: Annotated[float, Gt(0), Le(4096)] = 50.0
+    EXTRACT_MAX_RATIO: Annotated[float, Ge(2)] = 200.0
+    EXTRACT_MAX_ZIP_MEMBERS: Annotated[int, Ge(1)] = 10_000
+    EXTRACT_MAX_CHARS: Annotated[int, Ge(1)] = MAX_TEXT_CHARS
+    EXTRACT_MAX_SHEETS: Annotated[int, Ge(1)] = 100
+    EXTRACT_MAX_ROWS: Annotated[int, Ge(1)] = 100_000
+    EXTRACT_MAX_CELLS: Annotated[int, Ge(1)] = 2_000_000
+    EXTRACT_MAX_SLIDES: Annotated[int, Ge(1)] = 1_000
+    EXTRACT_MAX_PAGES: Annotated[int, Ge(1)] = 2_000
+    EXTRACT_MAX_PDF_PAGE_TREE: Annotated[int, Ge(1)] = 20_000
+
+    @property
+    def max_expanded_bytes(self) -> int:
+        return int(self.EXTRACT_MAX_EXPANDED_MB * MB)
+
+    @classmethod
+    def from_environment(cls, environ: Mapping[str, str] = os.environ) -> ExtractionLimits:
+        """The limits set in ``environ`` (blank means the default); a bad value fails naming it."""
+        from pydantic import TypeAdapter, ValidationError
+
+        from insightmesh.config import ConfigurationError, describe_validation_error
+
+        values = {item.name: environ[item.name].strip() for item in dataclasses.fields(cls)
+                  if environ.get(item.name, "").strip()}
+        try:
+            return TypeAdapter(cls).validate_python(values)
+        except ValidationError as error:
+            raise ConfigurationError(describe_validation_error(error)) from error
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@functools.cache
+def extraction_limits() -> ExtractionLimits:
+    """The limits from the environment, validated once per process."""
+    return ExtractionLimits.from_environment()
+
+
 @dataclass(frozen=True)
 class Section:
     heading: str | None
@@ -118,11 +208,69 @@ def mime_type_for(filename: str) -> str | None:
     return _EXTENSIONS.get(match.group(1).lower()) if match else None
 
 
-def extract_text(content: bytes, mime_type: str, *, filename: str | None = None) -> ExtractedDocument:
-    """The title and sections of ``content`` (see the module docstring).
+def extract_text(content: bytes, mime_type: str, *, filename: str | None = None,
+                 limits: ExtractionLimits | None = None) -> ExtractedDocument:
+    """The title and sections of ``content`` (see the module docstring), within ``limits``
+    (default: :func:`extraction_limits`, from the environment).
 
-    ``filename`` decides the type when ``mime_type`` is empty or ``application/octet-stream``.
+    ``filename`` decides the type when ``mime_type`` is empty or ``application/octet-stream``; it
+    also names the file in a :class:`LimitExceeded` refusal.
     """
+    kind = _kind_of(mime_type, filename)
+    limits = limits or extraction_limits()
+    if kind not in _ISOLATED:
+        return extract_in_process(content, kind, limits=limits, name=filename)
+    from insightmesh.knowledge import isolation
+
+    try:
+        result = isolation.run_isolated(
+            _CHILD_TARGET, content,
+            {"kind": kind, "name": filename, "limits": limits.as_dict()},
+            timeout=limits.EXTRACT_TIMEOUT_SECONDS, memory_bytes=limits.EXTRACT_MEMORY_MB * MB)
+    except isolation.IsolationTimeout as error:
+        raise LimitExceeded(f"took longer than {limits.EXTRACT_TIMEOUT_SECONDS:g} s to read", filename) from error
+    except isolation.IsolationOutOfMemory as error:
+        raise LimitExceeded(f"needs more than {limits.EXTRACT_MEMORY_MB} MB of memory to read", filename) from error
+    except isolation.IsolatedFailure as error:
+        if error.type_name == LimitExceeded.__name__ and error.reason:
+            raise LimitExceeded(error.reason, filename) from error
+        if error.type_name == UnsupportedDocumentError.__name__:
+            raise UnsupportedDocumentError(error.message) from error
+        raise ExtractionError(error.message) from error
+    except isolation.IsolationCrashed as error:
+        raise ExtractionError(f"the {_LABELS.get(kind, kind)} reader crashed on this file") from error
+    return _document_from_json(result)
+
+
+def extract_in_process(content: bytes, kind: str, *, limits: ExtractionLimits,
+                       name: str | None = None) -> ExtractedDocument:
+    """:func:`extract_text` in this process, without its time and memory limits: the child
+    process's half, and the reader of the text formats."""
+    kind = _kind_of(kind, name)
+    reader = _READERS[kind]
+    budget = _Budget(limits.EXTRACT_MAX_CHARS, limits)
+    try:
+        if kind in _OOXML:
+            check_zip(content, limits, name=name)
+        document = reader(content, budget)
+    except (ExtractionError, UnsupportedDocumentError):
+        raise
+    except MemoryError:
+        raise  # the child's exit status reports it
+    except Exception as error:
+        # A corrupt file can make a parser raise anything (KeyError, zipfile.BadZipFile, struct.error,
+        # RecursionError...): it is this document's failure, reported as such with its cause chained.
+        refusal = _limit_in(error, limits, name)
+        if refusal is not None:
+            raise refusal from error
+        raise ExtractionError(f"could not read the {_LABELS.get(kind, kind)} file: {type(error).__name__}: "
+                              f"{str(error)[:200]}") from error
+    document.truncated = budget.exhausted
+    document.sections = [section for section in document.sections if section.text.strip()]
+    return document
+
+
+def _kind_of(mime_type: str, filename: str | None) -> str:
     kind = normalize_mime_type(mime_type or "")
     if kind in ("", "application/octet-stream") and filename:
         kind = mime_type_for(filename) or kind
@@ -131,33 +279,98 @@ def extract_text(content: bytes, mime_type: str, *, filename: str | None = None)
             f"{kind} is a native Google file: export it first (Docs as text/markdown or text/plain, "
             "Sheets as text/csv, Slides as text/plain)"
         )
-    reader = _READERS.get(kind)
-    if reader is None:
+    if kind not in _READERS:
         raise UnsupportedDocumentError(f"unsupported document type {kind or mime_type!r}")
-    budget = _Budget(MAX_TEXT_CHARS)
+    return kind
+
+
+def _extract_in_child(content: bytes, *, kind: str, name: str | None, limits: dict[str, Any]) -> dict[str, Any]:
+    """The target :mod:`~insightmesh.knowledge.isolation` runs in the child: a JSON-able document."""
+    document = extract_in_process(content, kind, limits=ExtractionLimits(**limits), name=name)
+    return {"title": document.title, "truncated": document.truncated,
+            "sections": [[section.heading, section.text] for section in document.sections]}
+
+
+_CHILD_TARGET = f"{__name__}:_extract_in_child"  # a test points it at a function that hangs or allocates
+
+
+def _document_from_json(result: Any) -> ExtractedDocument:
+    if not isinstance(result, dict):
+        raise ExtractionError("the reader answered without a document")
+    sections = [Section(heading, text) for heading, text in result.get("sections", [])]
+    return ExtractedDocument(title=result.get("title"), sections=sections, truncated=bool(result.get("truncated")))
+
+
+def _limit_in(error: Exception, limits: ExtractionLimits, name: str | None) -> LimitExceeded | None:
+    """The limit a parser's own error stands for: libxml2's nesting depth, pypdf's page tree."""
+    message = str(error)
+    if type(error).__name__ == "XMLSyntaxError" and "depth" in message.lower():
+        return LimitExceeded("nests its XML deeper than 256 levels", name)
+    if type(error).__name__ == "LimitReachedError":
+        if "page tree" in message.lower():
+            return LimitExceeded(f"has a page tree of more than {limits.EXTRACT_MAX_PDF_PAGE_TREE:,} entries", name)
+        return LimitExceeded(f"goes past a safety limit of the PDF reader ({message[:200]})", name)
+    return None
+
+
+def check_zip(content: bytes, limits: ExtractionLimits, *, name: str | None = None) -> None:
+    """Refuse an OOXML zip bomb before any parser sees it: too many parts, a declared or real
+    uncompressed size past the limit, or a member compressed more than the ratio allows. The real
+    size is counted while stream-reading each member with a cap, never taken from its header."""
     try:
-        document = reader(content, budget)
-    except (ExtractionError, UnsupportedDocumentError):
-        raise
-    except Exception as error:
-        # A corrupt file can make a parser raise anything (KeyError, zipfile.BadZipFile, struct.error,
-        # RecursionError...): it is this document's failure, reported as such with its cause chained.
-        raise ExtractionError(f"could not read the {_LABELS.get(kind, kind)} file: {type(error).__name__}: "
-                              f"{str(error)[:200]}") from error
-    document.truncated = budget.exhausted
-    document.sections = [section for section in document.sections if section.text.strip()]
-    return document
+        archive = zipfile.ZipFile(io.BytesIO(content))
+    except zipfile.BadZipFile as error:
+        raise ExtractionError(f"not a readable Office file: {error}") from error
+    cap = limits.max_expanded_bytes
+    expands = LimitExceeded(f"expands to more than {limits.EXTRACT_MAX_EXPANDED_MB:g} MB", name)
+    with archive:
+        members = archive.infolist()
+        if len(members) > limits.EXTRACT_MAX_ZIP_MEMBERS:
+            raise LimitExceeded(f"has more than {limits.EXTRACT_MAX_ZIP_MEMBERS:,} parts", name)
+        if sum(member.file_size for member in members) > cap:
+            raise expands
+        total = 0
+        for member in members:
+            size = 0
+            ratio_cap = max(member.compress_size, 1) * limits.EXTRACT_MAX_RATIO
+            try:
+                with archive.open(member) as stream:
+                    while chunk := stream.read(MB):
+                        size += len(chunk)
+                        if total + size > cap:
+                            raise expands
+                        if size > RATIO_FLOOR_BYTES and size > ratio_cap:
+                            raise LimitExceeded(f"is compressed more than {limits.EXTRACT_MAX_RATIO:g} to 1 "
+                                                "(a zip bomb?)", name)
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as error:
+                # a bad CRC (a header that lied about the size), corrupt data, an unknown method, encryption
+                raise ExtractionError(f"not a readable Office file: {error}") from error
+            total += size
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
 class _Budget:
-    """Characters left before a document is cut (``MAX_TEXT_CHARS``)."""
+    """Characters left before a document is cut (``EXTRACT_MAX_CHARS``), and the count caps: a
+    reader that stops at one marks the document ``truncated`` through :meth:`stop`."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, limits: ExtractionLimits | None = None) -> None:
         self.left = limit
         self.exhausted = False
+        self.limits = limits or ExtractionLimits()
+        self.cells = self.limits.EXTRACT_MAX_CELLS
+
+    def stop(self) -> None:
+        self.exhausted = True
+
+    def count_cells(self, count: int) -> bool:
+        """Spend ``count`` cells; False (and the document truncated) once there are none left."""
+        self.cells -= count
+        if self.cells < 0:
+            self.stop()
+            return False
+        return True
 
     def take(self, text: str) -> str:
         if len(text) <= self.left:
@@ -198,15 +411,25 @@ def _cell(value: Any) -> str:
     return " ".join(str(value).split())
 
 
-def _rows_text(rows: Iterable[Iterable[Any]], budget: _Budget) -> str:
+def _rows_text(rows: Iterable[Iterable[Any]], budget: _Budget, *, max_rows: int | None = None,
+               charge: bool = True) -> str:
+    """Rows as tab-separated lines, within the budget's cells, ``max_rows`` and (unless the caller
+    charges the text itself: ``charge=False``) characters."""
     lines = []
-    for row in rows:
-        cells = [_cell(value) for value in row]
+    for number, row in enumerate(rows):
+        if max_rows is not None and number >= max_rows:
+            budget.stop()
+            break
+        values = row if isinstance(row, list | tuple) else list(row)
+        if not budget.count_cells(len(values)):
+            break
+        cells = [_cell(value) for value in values]
         while cells and not cells[-1]:
             cells.pop()
         if not cells:
             continue
-        lines.append(budget.take("\t".join(cells) + "\n"))
+        line = "\t".join(cells) + "\n"
+        lines.append(budget.take(line) if charge else line)
         if budget.spent:
             break
     return "".join(lines).rstrip("\n")
@@ -248,22 +471,33 @@ class _Sections:
 
 
 def _read_pdf(content: bytes, budget: _Budget) -> ExtractedDocument:
-    from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
+    from pypdf import PdfReader, apply_configuration
+    from pypdf.errors import LimitReachedError, PdfReadError
 
-    try:
-        reader = PdfReader(io.BytesIO(content))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise ExtractionError("the PDF is encrypted")
-        pages = list(reader.pages)
-    except PdfReadError as error:
-        raise ExtractionError(f"not a readable PDF: {error}") from error
-    sections = []
-    for number, page in enumerate(pages, start=1):
-        if budget.spent:
-            break
-        sections.append(Section(f"Page {number}", budget.take(page.extract_text() or "")))
-    if pages and not any(section.text.strip() for section in sections):
+    limits = budget.limits
+    # pypdf walks the page tree with an explicit stack, refuses a cycle, and stops at this many
+    # entries, so a tree of shared or huge /Kids cannot run away; streams inflate to our cap.
+    with apply_configuration(page_tree_maximum_entries=limits.EXTRACT_MAX_PDF_PAGE_TREE,
+                             zlib_maximum_output_length=limits.max_expanded_bytes):
+        try:
+            reader = PdfReader(io.BytesIO(content))
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise ExtractionError("the PDF is encrypted")
+            pages = reader.pages
+            count = len(pages)
+        except LimitReachedError:
+            raise
+        except PdfReadError as error:
+            raise ExtractionError(f"not a readable PDF: {error}") from error
+        sections = []
+        for number in range(1, count + 1):
+            if budget.spent:
+                break
+            if number > limits.EXTRACT_MAX_PAGES:
+                budget.stop()
+                break
+            sections.append(Section(f"Page {number}", budget.take(pages[number - 1].extract_text() or "")))
+    if count and not any(section.text.strip() for section in sections):
         raise ExtractionError("the PDF has no text layer (a scanned document?)")
     metadata = reader.metadata
     title = metadata.title if metadata is not None else None
@@ -275,7 +509,7 @@ _DOCX_HEADING: Final = re.compile(r"^heading\s*(\d)$", re.IGNORECASE)
 
 def _read_docx(content: bytes, budget: _Budget) -> ExtractedDocument:
     import docx
-    from docx.table import Table
+    from docx.table import Table, _Cell
     from docx.text.paragraph import Paragraph
 
     document = docx.Document(io.BytesIO(content))
@@ -283,15 +517,10 @@ def _read_docx(content: bytes, budget: _Budget) -> ExtractedDocument:
     collected = _Sections(budget)
     for block in document.iter_inner_content():
         if isinstance(block, Table):
-            rows = []
-            for row in block.rows:
-                cells: list[str] = []
-                for cell in row.cells:
-                    text = " ".join(cell.text.split())
-                    if not cells or cells[-1] != text:  # a merged cell repeats in every grid slot
-                        cells.append(text)
-                rows.append(cells)
-            collected.add(_rows_text(rows, _Budget(MAX_TEXT_CHARS)))
+            # The row's own <w:tc> cells, not ``row.cells``: that expands every merge into its grid
+            # slots, and a declared w:gridSpan of millions would be millions of cells.
+            rows = ([" ".join(_Cell(tc, block).text.split()) for tc in tr.tc_lst] for tr in block._tbl.tr_lst)
+            collected.add(_rows_text(rows, budget, charge=False))
             continue
         if not isinstance(block, Paragraph):
             continue
@@ -319,26 +548,41 @@ def _read_xlsx(content: bytes, budget: _Budget) -> ExtractedDocument:
     try:
         title = (workbook.properties.title or "").strip() or None
         sections = []
-        for sheet in workbook.worksheets:
+        for number, sheet in enumerate(workbook.worksheets):
             if budget.spent:
                 break
-            text = _rows_text(sheet.iter_rows(values_only=True), budget)
+            if number >= budget.limits.EXTRACT_MAX_SHEETS:
+                budget.stop()
+                break
+            # Never trust the declared dimension: with "A1:XFD1048576" openpyxl would pad every row
+            # to 16,384 cells and yield a million rows. Without it, rows come as they are stored.
+            sheet.reset_dimensions()
+            text = _rows_text(sheet.iter_rows(values_only=True), budget, max_rows=budget.limits.EXTRACT_MAX_ROWS)
             sections.append(Section(str(sheet.title), text))
     finally:
         workbook.close()
     return ExtractedDocument(title=title, sections=sections)
 
 
-def _shape_texts(shapes: Iterable[Any], skip: Any) -> Iterator[str]:
+MAX_GROUP_DEPTH: Final = 32
+
+
+def _shape_texts(shapes: Iterable[Any], skip: Any, budget: _Budget, depth: int = 0) -> Iterator[str]:
     from pptx.enum.shapes import MSO_SHAPE_TYPE
 
     for shape in shapes:
+        if budget.spent:
+            return
         if skip is not None and shape.shape_id == skip.shape_id:
             continue
         if shape.shape_type == MSO_SHAPE_TYPE.GROUP:
-            yield from _shape_texts(shape.shapes, None)
+            if depth >= MAX_GROUP_DEPTH:
+                budget.stop()
+                continue
+            yield from _shape_texts(shape.shapes, None, budget, depth + 1)
         elif getattr(shape, "has_table", False) and shape.has_table:
-            yield _rows_text(([cell.text for cell in row.cells] for row in shape.table.rows), _Budget(MAX_TEXT_CHARS))
+            # The table's own <a:tc> cells (the grid of merges is not expanded).
+            yield _rows_text(([cell.text for cell in row.cells] for row in shape.table.rows), budget, charge=False)
         elif getattr(shape, "has_text_frame", False) and shape.has_text_frame:
             text = shape.text_frame.text.strip()
             if text:
@@ -354,9 +598,12 @@ def _read_pptx(content: bytes, budget: _Budget) -> ExtractedDocument:
     for number, slide in enumerate(presentation.slides, start=1):
         if budget.spent:
             break
+        if number > budget.limits.EXTRACT_MAX_SLIDES:
+            budget.stop()
+            break
         title_shape = slide.shapes.title
         slide_title = " ".join(title_shape.text_frame.text.split()) if title_shape is not None else ""
-        lines = list(_shape_texts(slide.shapes, title_shape))
+        lines = list(_shape_texts(slide.shapes, title_shape, budget))
         if slide.has_notes_slide:
             notes_frame = slide.notes_slide.notes_text_frame
             notes = notes_frame.text.strip() if notes_frame is not None else ""
@@ -454,3 +701,6 @@ _READERS: Final[dict[str, Callable[[bytes, _Budget], ExtractedDocument]]] = {
     SRT: _read_captions("srt"),
 }
 _LABELS: Final[dict[str, str]] = {PDF: "PDF", DOCX: "DOCX", XLSX: "XLSX", PPTX: "PPTX"}
+_OOXML: Final = frozenset({DOCX, XLSX, PPTX})
+# Parsed by third-party libraries over untrusted structure: in a child process, under limits.
+_ISOLATED: Final = frozenset({PDF, *_OOXML})
