@@ -14,13 +14,12 @@ import getpass
 import json
 import os
 import sys
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from insightmesh_local import local_auth
 from insightmesh_local.stack import LOCAL_CREDENTIALS
 from insightmesh_local.template import load_template
 
@@ -37,14 +36,11 @@ class Target:
     environment: dict[str, str]
 
 
-def _local_target(port: int) -> Target:
-    url = f"http://127.0.0.1:{port}/_local/stack"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            stack = json.loads(response.read())
-    except (urllib.error.URLError, OSError) as error:
-        raise TargetError(f"no insightmesh dev server on 127.0.0.1:{port} ({error}); start it, pass --port, "
-                          "or use --stack-name for a deployed stack") from error
+def _local_target(port: int, data_dir: str | None = None) -> Target:
+    try:  # waits a few seconds for a runtime that is still starting
+        stack = local_auth.ControlClient(port, data_dir).request("stack")
+    except local_auth.ControlError as error:
+        raise TargetError(f"{error} (or use --stack-name for a deployed stack)") from error
     environment = {**stack["environment"], "AWS_ENDPOINT_URL": stack["endpoint"], "AWS_REGION": stack["region"],
                    "AWS_DEFAULT_REGION": stack["region"], **LOCAL_CREDENTIALS}
     return Target(f"local stack {stack['stack_name']} ({stack['endpoint']})", environment)
@@ -77,7 +73,7 @@ def _aws_target(stack_name: str, template_path: Path, region: str | None) -> Tar
 def resolve_target(args: argparse.Namespace) -> Target:
     if args.stack_name:
         return _aws_target(args.stack_name, Path(args.template), args.region)
-    return _local_target(args.port)
+    return _local_target(args.port, getattr(args, "data_dir", None))
 
 
 def _use(target: Target) -> None:
@@ -137,21 +133,35 @@ def cmd_bootstrap(args: argparse.Namespace, target: Target) -> int:
 def cmd_token_create(args: argparse.Namespace, target: Target) -> int:
     # The layer logs (JSON) to stdout, as Lambda expects; here stdout carries the token alone.
     with contextlib.redirect_stdout(sys.stderr):
-        from insightmesh.auth.tokens import create_token
+        from insightmesh.auth.tokens import create_token, parse_expires_in
         from insightmesh.directory import admin_tools
+        from insightmesh.directory.models import utc_now
 
+        try:
+            lifetime = parse_expires_in(args.expires_in)
+        except ValueError as error:
+            print(f"insightmesh token create: --expires-in: {error}", file=sys.stderr)
+            return EXIT_USAGE
         if args.admin:
             user, _changed = admin_tools.make_admin(args.email, actor=_actor())
         else:
             user = admin_tools.find_or_create_user_by_email(args.email, create=True)
-        scopes = ["admin:read", "admin:write"] if args.admin else []
-        plaintext, token = create_token(str(user.user_id), name=args.name or f"cli token for {args.email}",
-                                        scopes=scopes, created_by=_actor())
+        # The scopes are the token's for good: promoting its user later adds none.
+        scopes = args.scope or (["admin:read", "admin:write"] if args.admin else ["admin:read"])
+        expires_at = None if lifetime is None else utc_now() + lifetime
+        try:
+            plaintext, token = create_token(str(user.user_id), name=args.name or f"cli token for {args.email}",
+                                            scopes=scopes, created_by=_actor(), expires_at=expires_at)
+        except ValueError as error:
+            print(f"insightmesh token create: {error}", file=sys.stderr)
+            return EXIT_USAGE
         admin_tools.audit_cli(action="token.create", target=f"user:{user.user_id}",
-                              after={"token_id": token.token_id, "scopes": scopes, "name": token.name},
+                              after={"token_id": token.token_id, "scopes": list(token.scopes), "name": token.name,
+                                     "expires_at": expires_at.isoformat() if expires_at else None},
                               actor=_actor())
-    print(f"token {token.token_id} for {args.email} on {target.description} (shown once; store it now):",
-          file=sys.stderr)
+    until = f"expires {expires_at.isoformat(timespec='seconds')}" if expires_at else "never expires"
+    print(f"token {token.token_id} for {args.email} on {target.description}, scopes {' '.join(token.scopes)}, "
+          f"{until} (shown once; store it now):", file=sys.stderr)
     print(plaintext)
     return 0
 
@@ -159,15 +169,17 @@ def cmd_token_create(args: argparse.Namespace, target: Target) -> int:
 @_targeted("token list")
 def cmd_token_list(args: argparse.Namespace, target: Target) -> int:
     with contextlib.redirect_stdout(sys.stderr):
-        from insightmesh.auth.tokens import list_tokens
+        from insightmesh.auth.tokens import list_tokens, token_state
         from insightmesh.directory import admin_tools
+        from insightmesh.directory.models import utc_now
 
         user = admin_tools.find_or_create_user_by_email(args.email, create=False)
         tokens = list_tokens(str(user.user_id))
+    now = utc_now()
     for token in tokens:
-        state = "revoked" if token.revoked_at else "active"
         print(json.dumps({"token_id": token.token_id, "name": token.name, "scopes": list(token.scopes or []),
-                          "state": state, "created_at": str(token.created_at),
+                          "state": token_state(token, now), "created_at": str(token.created_at),
+                          "expires_at": str(token.expires_at) if token.expires_at else None,
                           "last_used_at": str(token.last_used_at) if token.last_used_at else None}))
     return 0
 
@@ -197,6 +209,7 @@ def add_parsers(sub: Any) -> None:
                                                   "credentials and region)")
         command.add_argument("--region", default=os.environ.get("AWS_REGION"))
         command.add_argument("--template", default="infra/template.yaml")
+        local_auth.add_data_dir_option(command)
 
     admin = sub.add_parser("admin", help="operator commands that never go over HTTP")
     admin_sub = admin.add_subparsers(dest="admin_command", required=True)
@@ -209,11 +222,17 @@ def add_parsers(sub: Any) -> None:
     token_sub = token.add_subparsers(dest="token_command", required=True)
     create = token_sub.add_parser("create", help="create an API token and print it (once)")
     create.add_argument("--email", required=True)
-    create.add_argument("--admin", action="store_true", help="make the user an admin; the token gets admin scopes")
+    create.add_argument("--admin", action="store_true", help="make the user an admin; the token gets admin:read "
+                                                             "and admin:write (else admin:read only)")
+    create.add_argument("--scope", action="append", choices=["admin:read", "admin:write"],
+                        help="a scope of the token (repeatable); it never gains others, even if its user is promoted")
+    create.add_argument("--expires-in", default="90d", metavar="LIFETIME",
+                        help="the token's lifetime: days or hours such as 90d or 12h, or 'never' (default 90d)")
     create.add_argument("--name", help="a label for the token")
     target_options(create)
     create.set_defaults(run=cmd_token_create)
-    listing = token_sub.add_parser("list", help="a user's tokens (ids, names, scopes, state; never the secret)")
+    listing = token_sub.add_parser("list", help="a user's tokens (ids, names, scopes, state, expiry; never the "
+                                                "secret)")
     listing.add_argument("--email", required=True)
     target_options(listing)
     listing.set_defaults(run=cmd_token_list)

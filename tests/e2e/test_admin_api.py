@@ -4,9 +4,11 @@ schemathesis against its own OpenAPI document."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -77,9 +79,27 @@ def test_tokens_can_be_listed_and_revoked(dev, api):
         assert temp.get("/api/me").status_code == 200
         listed = cli(dev, "token", "list", "--email", "temp@example.com")
         assert listed.returncode == 0 and f'"token_id": "{token_id}"' in listed.stdout and token not in listed.stdout
+        shown = json.loads(listed.stdout.splitlines()[0])
+        assert shown["scopes"] == ["admin:read"] and shown["state"] == "active"
+        expires = datetime.fromisoformat(shown["expires_at"])
+        assert timedelta(days=89) < expires - datetime.now(UTC) <= timedelta(days=90)  # the default lifetime
         assert cli(dev, "token", "revoke", "--email", "temp@example.com", token_id).returncode == 0
         assert temp.get("/api/me").status_code == 401
     assert cli(dev, "token", "revoke", "--email", "temp@example.com", "nope").returncode == 1
+
+
+def test_a_token_lifetime_and_scopes_can_be_chosen(dev):
+    made = cli(dev, "token", "create", "--email", "short@example.com", "--expires-in", "12h",
+               "--scope", "admin:read", "--scope", "admin:write")
+    assert made.returncode == 0, made.stderr
+    assert "scopes admin:read admin:write, expires" in made.stderr
+    shown = json.loads(cli(dev, "token", "list", "--email", "short@example.com").stdout.splitlines()[0])
+    assert shown["scopes"] == ["admin:read", "admin:write"]
+    assert timedelta(hours=11) < datetime.fromisoformat(shown["expires_at"]) - datetime.now(UTC) <= timedelta(hours=12)
+    forever = cli(dev, "token", "create", "--email", "short@example.com", "--expires-in", "never")
+    assert forever.returncode == 0 and "never expires" in forever.stderr
+    bad = cli(dev, "token", "create", "--email", "short@example.com", "--expires-in", "3w")
+    assert bad.returncode == 2 and bad.stdout == "" and "--expires-in" in bad.stderr
 
 
 def _concrete(path: str) -> str:

@@ -84,8 +84,8 @@ def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
         ensure_system_groups()
         make_user(ADMIN_ID, ADMIN_EMAIL, is_admin=True)
         make_user(MEMBER_ID, MEMBER_EMAIL)
-        tokens = {"admin": create_token(ADMIN_ID, name="admin cli")[0],
-                  "member": create_token(MEMBER_ID, name="member cli")[0]}
+        tokens = {"admin": create_token(ADMIN_ID, name="admin cli", scopes=["admin:read", "admin:write"])[0],
+                  "member": create_token(MEMBER_ID, name="member cli", scopes=["admin:read", "admin:write"])[0]}
         yield Api(admin_handler(), tokens)
     get_auth_settings.cache_clear()
 
@@ -242,6 +242,21 @@ def test_a_refused_mutation_changes_nothing(api: Api) -> None:
     assert api.ok("GET", "/api/agents/meddic")["description"] != "hacked"
     assert api.ok("GET", f"/api/users/{MEMBER_ID}")["is_admin"] is False
     assert [entry.outcome for entry in audit_entries(f"user:{MEMBER_ID}")] == ["denied"]
+
+
+def test_every_route_needs_the_token_scope_of_its_method(api: Api) -> None:
+    from insightmesh.auth.tokens import create_token
+
+    read_only = create_token(ADMIN_ID, name="read only", scopes=["admin:read"])[0]
+    unscoped = create_token(ADMIN_ID, name="no scope")[0]
+    assert api.call("GET", "/api/groups", token=read_only).status == 200
+    assert api.call("GET", "/api/me", token=read_only).status == 200
+    refused = api.call("POST", "/api/groups", token=read_only, body={"name": "sales"})
+    assert refused.status == 403 and "admin:write" in refused.body["error"]["message"]
+    assert api.call("GET", "/api/groups/sales").status == 404  # nothing was created
+    assert api.call("GET", "/api/me", token=unscoped).status == 403
+    assert api.call("GET", "/api/agents", token=unscoped).status == 403
+    assert api.call("POST", "/api/groups", body={"name": "sales"}).status == 201  # admin:read and admin:write
 
 
 def test_me_lists_the_agents_the_caller_may_use(api: Api) -> None:

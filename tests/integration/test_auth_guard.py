@@ -100,6 +100,22 @@ def build_app() -> InsightMeshResolver:
         guard.require_scope(app, principal, "admin:write", action="agent.update", target="agent:x")
         return {"ok": True}
 
+    @app.get("/api/open")
+    def open_read() -> dict[str, Any]:
+        return {"user_id": guard.authenticate_scoped(app, action="open.read", target="open").user_id}
+
+    @app.post("/api/open")
+    def open_write() -> dict[str, Any]:
+        return {"user_id": guard.authenticate_scoped(app, action="open.write", target="open").user_id}
+
+    @app.get("/api/admin-only")
+    def admin_read() -> dict[str, Any]:
+        return {"user_id": guard.authenticate_admin(app, action="thing.read", target="thing").user_id}
+
+    @app.post("/api/admin-only")
+    def admin_write() -> dict[str, Any]:
+        return {"user_id": guard.authenticate_admin(app, action="thing.write", target="thing").user_id}
+
     return app
 
 
@@ -347,6 +363,46 @@ def test_require_scope_binds_tokens_but_not_sessions(auth_env: SimpleNamespace,
     assert call(app, "POST", "/api/tokens-only", headers=bearer(scoped))[0] == 200
     assert call(app, "POST", "/api/tokens-only", cookies=[cookie], headers={"X-CSRF-Token": csrf})[0] == 200
     assert [entry["reason"] for entry in audit] == ["the api token lacks the admin:write scope"]
+
+
+@pytest.mark.parametrize("path", ["/api/open", "/api/admin-only"])
+def test_a_token_needs_admin_read_to_read_and_admin_write_to_change(auth_env: SimpleNamespace,
+                                                                     audit: list[dict[str, Any]], path: str) -> None:
+    make_user(auth_env.models, "u-admin", is_admin=True)
+    none, _ = auth_env.tokens.create_token("u-admin", name="none")
+    read, _ = auth_env.tokens.create_token("u-admin", name="read", scopes=["admin:read"])
+    write, _ = auth_env.tokens.create_token("u-admin", name="write", scopes=["admin:write"])
+    both, _ = auth_env.tokens.create_token("u-admin", name="both", scopes=["admin:read", "admin:write"])
+    app = build_app()
+    got = {name: (call(app, "GET", path, headers=bearer(token))[0], call(app, "POST", path, headers=bearer(token))[0])
+           for name, token in {"none": none, "read": read, "write": write, "both": both}.items()}
+    assert got == {"none": (403, 403), "read": (200, 403), "write": (403, 200), "both": (200, 200)}
+    assert sorted({entry["reason"] for entry in audit}) == ["the api token lacks the admin:read scope",
+                                                           "the api token lacks the admin:write scope"]
+
+
+def test_a_session_needs_no_scope(auth_env: SimpleNamespace) -> None:
+    user = make_user(auth_env.models, "u-admin", is_admin=True)
+    cookie, csrf = session_cookie(user)
+    app = build_app()
+    for path in ("/api/open", "/api/admin-only"):
+        assert call(app, "GET", path, cookies=[cookie])[0] == 200
+        assert call(app, "POST", path, cookies=[cookie], headers={"X-CSRF-Token": csrf})[0] == 200
+
+
+def test_the_token_of_a_promoted_user_gains_no_scope(auth_env: SimpleNamespace,
+                                                     audit: list[dict[str, Any]]) -> None:
+    user = make_user(auth_env.models, "u-1")
+    plaintext, _ = auth_env.tokens.create_token("u-1", name="reader", scopes=["admin:read"])
+    app = build_app()
+    assert call(app, "GET", "/api/admin-only", headers=bearer(plaintext))[0] == 403  # not an admin yet
+
+    user.update(actions=[auth_env.models.User.is_admin.set(True)])  # promoted
+
+    assert call(app, "GET", "/api/admin-only", headers=bearer(plaintext))[0] == 200
+    status, _, body = call(app, "POST", "/api/admin-only", headers=bearer(plaintext))
+    assert status == 403 and "admin:write" in body["error"]["message"]
+    assert audit[-1]["reason"] == "the api token lacks the admin:write scope"
 
 
 # -- rate limits ----------------------------------------------------------------------------------

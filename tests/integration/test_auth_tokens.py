@@ -255,3 +255,38 @@ def test_list_returns_a_users_tokens_newest_first(auth_env: SimpleNamespace,
     listed = tokens.list_tokens("u-1")
     assert [token.token_id for token in listed] == [new.token_id, old.token_id]
     assert tokens.list_tokens("u-nobody") == []
+
+
+# -- lifetimes (insightmesh token create --expires-in) ------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "lifetime"), [("90d", timedelta(days=90)), ("12h", timedelta(hours=12)),
+                                                 (" 1D ", timedelta(days=1)), ("never", None)])
+def test_a_lifetime_is_days_or_hours_or_never(value: str, lifetime: timedelta | None) -> None:
+    from insightmesh.auth.tokens import parse_expires_in
+
+    assert parse_expires_in(value) == lifetime
+
+
+@pytest.mark.parametrize("value", ["", "90", "0d", "1w", "-1d", "99999d", "1.5d", "d"])
+def test_a_bad_lifetime_is_refused(value: str) -> None:
+    from insightmesh.auth.tokens import parse_expires_in
+
+    with pytest.raises(ValueError, match="lifetime"):
+        parse_expires_in(value)
+
+
+def test_the_default_lifetime_is_90_days() -> None:
+    from insightmesh.auth.tokens import DEFAULT_EXPIRES_IN, parse_expires_in
+
+    assert parse_expires_in(DEFAULT_EXPIRES_IN) == timedelta(days=90)
+
+
+def test_token_state_shows_active_expired_and_revoked(auth_env: SimpleNamespace) -> None:
+    now = datetime.now(UTC)
+    _, token = auth_env.tokens.create_token("u-1", name="ci", expires_at=now + timedelta(hours=1))
+    assert auth_env.tokens.token_state(token, now) == "active"
+    assert auth_env.tokens.token_state(token, now + timedelta(hours=2)) == "expired"
+    auth_env.tokens.revoke_token(token.token_id, user_id="u-1")
+    revoked = auth_env.tokens.list_tokens("u-1")[0]
+    assert auth_env.tokens.token_state(revoked, now) == "revoked"

@@ -147,9 +147,10 @@ def env(monkeypatch: pytest.MonkeyPatch, google_server: GoogleOAuthServer, log_r
         make_user(ADMIN_ID, ADMIN_EMAIL, is_admin=True)
         make_user(OTHER_ADMIN_ID, OTHER_ADMIN_EMAIL, is_admin=True)
         make_user(MEMBER_ID, MEMBER_EMAIL)
-        tokens = {"admin": create_token(ADMIN_ID, name="admin cli")[0],
-                  "other_admin": create_token(OTHER_ADMIN_ID, name="admin cli")[0],
-                  "member": create_token(MEMBER_ID, name="member cli")[0]}
+        scopes = ["admin:read", "admin:write"]
+        tokens = {"admin": create_token(ADMIN_ID, name="admin cli", scopes=scopes)[0],
+                  "other_admin": create_token(OTHER_ADMIN_ID, name="admin cli", scopes=scopes)[0],
+                  "member": create_token(MEMBER_ID, name="member cli", scopes=scopes)[0]}
         yield Env(google=google_server, app=build_app(), tokens=tokens, key_id=key_id, tables=tables)
     _reset_google_state()
 

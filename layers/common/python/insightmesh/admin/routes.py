@@ -4,6 +4,8 @@ Each route authenticates (``insightmesh.auth.guard.authenticate``: 401 without v
 credentials), checks the caller's rights, and delegates to the services of
 :mod:`insightmesh.admin`. Who may call what:
 
+* every API token needs the scope of the request's method: ``admin:read`` for GET, ``admin:write``
+  for a change (``authenticate_scoped``; a browser session needs none);
 * anyone authenticated: ``GET /api/me``; ``GET /api/agents`` (a non-admin sees only the agents
   they may use, without grant counts);
 * admins only, for everything else — reads included. A non-admin gets 403, and the refused
@@ -65,7 +67,7 @@ from insightmesh.api.pagination import (
     MAX_CURSOR_LENGTH,
     MAX_LIMIT,
 )
-from insightmesh.auth.guard import authenticate, authenticate_admin
+from insightmesh.auth.guard import authenticate, authenticate_admin, authenticate_scoped
 from insightmesh.auth.principal import Principal
 
 ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
@@ -81,7 +83,9 @@ ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
 API_DESCRIPTION: Final = f"""The InsightMesh control plane: agents, grants, groups and members, users, the audit log.
 
 **Authentication.** `Authorization: Bearer <API token>`, or the `im_session` cookie of a browser
-sign-in (state-changing requests then need `X-CSRF-Token`). `GET /api/me` and `GET /api/agents` are
+sign-in (state-changing requests then need `X-CSRF-Token`). An API token needs the `admin:read` scope
+for reads (GET) and `admin:write` for changes, whoever its user is: a missing scope is a 403 (audited).
+`GET /api/me` and `GET /api/agents` are
 open to every authenticated user (the latter lists only the agents they may use); everything else
 requires an admin — a refused attempt is a 403 and is recorded in the audit log.
 
@@ -177,7 +181,7 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
     @app.get("/api/me", summary="Who am I, and the agents I may use", tags=["me"], security=SECURITY,
              responses=responses(200, "The caller and their usable agents"))
     def get_me() -> MeOut:
-        return users.me(authenticate(app))
+        return users.me(authenticate_scoped(app, action="me.read", target="me"))
 
     # -- agents -----------------------------------------------------------------------------------
 
@@ -190,7 +194,7 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
         cursor: Cursor = None,
         include_deleted: Annotated[bool, Query(description="Admins: include soft-deleted agents.")] = False,
     ) -> AgentPage:
-        principal = authenticate(app)
+        principal = authenticate_scoped(app, action="agent.read", target="agent:*")
         viewer = None if principal.is_admin else users.require_user(principal.user_id)
         return agents.list_page(viewer=viewer, include_deleted=include_deleted, limit=limit, cursor=cursor)
 

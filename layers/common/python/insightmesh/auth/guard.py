@@ -12,6 +12,12 @@ Order of checks, each refusing with the error envelope:
    attaches a bearer token by itself);
 4. per principal rate limit (``api-principal``, ``API_RATE_LIMIT_PER_MINUTE``) → 429.
 
+Scopes: every ``/api`` route goes through :func:`authenticate_scoped` or
+:func:`authenticate_admin`, which require of an API token ``admin:read`` for a read (GET, HEAD)
+and ``admin:write`` for anything else. The scopes are the token's own, fixed when it was issued:
+a token of a user later promoted to admin gains no scope. A browser session carries its user's
+rights (no scopes are checked).
+
 Refused authentications are logged (never with the presented credential), not audited;
 ``require_admin`` audits the refused admin attempts of authenticated principals.
 """
@@ -36,6 +42,9 @@ IP_SCOPE: Final = "api-ip"
 PRINCIPAL_SCOPE: Final = "api-principal"
 CSRF_HEADER: Final = "x-csrf-token"
 STATE_CHANGING_METHODS: Final = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
+READ_SCOPE: Final = "admin:read"
+WRITE_SCOPE: Final = "admin:write"
 WWW_AUTHENTICATE: Final = 'Bearer realm="insightmesh"'
 
 
@@ -163,9 +172,22 @@ def require_admin(app: InsightMeshResolver, principal: Principal, *, action: str
     raise ForbiddenError("this action requires an admin")
 
 
-def authenticate_admin(app: InsightMeshResolver, *, action: str, target: str) -> Principal:
-    """:func:`authenticate`, then :func:`require_admin`: the principal of an admin-only route."""
+def scope_for(method: str) -> str:
+    """The scope a request with HTTP ``method`` needs of an API token."""
+    return READ_SCOPE if method.upper() in READ_METHODS else WRITE_SCOPE
+
+
+def authenticate_scoped(app: InsightMeshResolver, *, action: str, target: str) -> Principal:
+    """:func:`authenticate`, then :func:`require_scope` for the request's method: the principal of
+    a route open to every authenticated user."""
     principal = authenticate(app)
+    require_scope(app, principal, scope_for(app.current_event.http_method), action=action, target=target)
+    return principal
+
+
+def authenticate_admin(app: InsightMeshResolver, *, action: str, target: str) -> Principal:
+    """:func:`authenticate_scoped`, then :func:`require_admin`: the principal of an admin-only route."""
+    principal = authenticate_scoped(app, action=action, target=target)
     require_admin(app, principal, action=action, target=target)
     return principal
 

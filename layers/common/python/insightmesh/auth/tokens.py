@@ -14,7 +14,8 @@ GSI ``by-user`` (hash ``user_id``, ALL). Access patterns:
 * ``Query by-user(user_id)``: a user's tokens (listing; revocation by ``token_id``).
 * ``PutItem`` with ``attribute_not_exists(token_hash)``: issue a token.
 
-``expires_at`` is checked in code, not a DynamoDB TTL: an expired or revoked token stays listed
+``expires_at`` (optional: ``insightmesh token create --expires-in 90d`` sets it, 90 days by
+default; ``never`` leaves it unset) is checked in code, not a DynamoDB TTL: an expired or revoked token stays listed
 (and refused) until removed, so admins can see what existed.
 """
 
@@ -45,6 +46,10 @@ _SECRET_BYTES: Final = 32
 # imt_ + 16 hex + _ + 43 URL-safe base64 characters (32 bytes, unpadded).
 _TOKEN_FORMAT: Final = re.compile(r"^imt_(?P<token_id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_-]{43})$")
 _SCOPE_FORMAT: Final = re.compile(r"^[a-z][a-z0-9_.-]*(:[a-z][a-z0-9_.-]*)*$")
+_DURATION_FORMAT: Final = re.compile(r"^(?P<count>[0-9]{1,6})(?P<unit>[dh])$")
+NO_EXPIRY: Final = "never"
+DEFAULT_EXPIRES_IN: Final = "90d"
+MAX_LIFETIME: Final = timedelta(days=3650)
 
 
 class ApiTokensByUser(GlobalSecondaryIndex["ApiToken"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
@@ -79,6 +84,30 @@ class ApiToken(Model):
     def is_usable(self, now: datetime) -> bool:
         """Neither revoked nor expired at ``now``."""
         return self.revoked_at is None and not self.is_expired(now)
+
+
+def parse_expires_in(value: str) -> timedelta | None:
+    """A token lifetime such as ``90d`` or ``12h`` (days or hours); ``never`` → ``None`` (no expiry).
+
+    Raises ValueError for anything else, a zero lifetime, or one longer than ten years."""
+    cleaned = value.strip().lower()
+    if cleaned == NO_EXPIRY:
+        return None
+    match = _DURATION_FORMAT.fullmatch(cleaned)
+    if match is None:
+        raise ValueError(f"expected a lifetime such as 90d or 12h, or {NO_EXPIRY!r}; got {value!r}")
+    count = int(match.group("count"))
+    lifetime = timedelta(days=count) if match.group("unit") == "d" else timedelta(hours=count)
+    if count == 0 or lifetime > MAX_LIFETIME:
+        raise ValueError(f"a token lifetime must be between 1h and {MAX_LIFETIME.days}d; got {value!r}")
+    return lifetime
+
+
+def token_state(token: ApiToken, now: datetime) -> str:
+    """``revoked``, ``expired`` or ``active``: what ``token list`` shows."""
+    if token.revoked_at is not None:
+        return "revoked"
+    return "expired" if token.is_expired(now) else "active"
 
 
 def hash_token(plaintext: str) -> str:

@@ -1,7 +1,8 @@
 """The jobs API's routes: ``register_job_routes(app)``.
 
 Every route authenticates (401 without valid credentials: an API token or a browser session, as
-the admin API). ``GET /api/job-types`` is open to any authenticated user; everything else — reads
+the admin API, with the same token scopes: ``admin:read`` for GET, ``admin:write`` for changes).
+``GET /api/job-types`` is open to any authenticated user; everything else — reads
 included, since runs carry error messages and provider details — requires an admin: a refused
 attempt is a 403 and is audited. Every mutation (create, update, delete, pause, resume, run now)
 is audited in the same transaction as the change.
@@ -18,7 +19,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 from insightmesh.admin.routes import SECURITY, Cursor, Limit, responses
 from insightmesh.api.app import InsightMeshResolver
 from insightmesh.api.pagination import DEFAULT_LIMIT
-from insightmesh.auth.guard import authenticate, authenticate_admin
+from insightmesh.auth.guard import authenticate_admin, authenticate_scoped
 from insightmesh.auth.principal import Principal
 from insightmesh.jobs import service
 from insightmesh.jobs.schemas import (
@@ -54,7 +55,7 @@ def register_job_routes(app: InsightMeshResolver) -> None:
     @app.get("/api/job-types", summary="List job types with their parameter schemas", tags=["jobs"],
              security=SECURITY, responses=responses(200, "Every job type"))
     def list_job_types() -> JobTypeList:
-        authenticate(app)
+        authenticate_scoped(app, action="job-type.read", target="job-type:*")
         return JobTypeList(items=service.list_job_types())
 
     @app.get("/api/jobs", summary="List jobs", tags=["jobs"], security=SECURITY,
