@@ -79,8 +79,11 @@ def _fresh_settings_and_secrets() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _fresh_knowledge_presence() -> Iterator[None]:
     """The worker remembers whether the knowledge base has documents; each test starts unknowing."""
-    from insightmesh.conversation import attachments
+    from insightmesh.conversation import attachments, audience
+    from insightmesh.slack import conversations
 
-    attachments.reset_for_tests()
+    for module in (attachments, audience, conversations):
+        module.reset_for_tests()
     yield
-    attachments.reset_for_tests()
+    for module in (attachments, audience, conversations):
+        module.reset_for_tests()

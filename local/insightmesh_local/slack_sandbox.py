@@ -21,7 +21,8 @@ Methods
     page; members are the registered users in registration order; a cursor the sandbox did not
     issue answers ``invalid_cursor``), ``conversations.replies`` (metadata only with
     ``include_all_metadata``; ``limit``/``cursor``), ``reactions.add``/``reactions.remove`` and
-    ``api.test``; any other method answers ``unknown_method``. Failure rules apply to every
+    ``api.test``, ``conversations.info`` and ``conversations.members`` (see ``/_sandbox/channels``);
+    any other method answers ``unknown_method``. Failure rules apply to every
     method, ``users.list`` included.
 
 Files
@@ -37,6 +38,10 @@ Files
     an unissued id is accepted too (recorded without a channel unless the body names one).
 
 Inspection and control (not Slack; for tests and ``insightmesh chat``)
+    Every request needs a loopback ``Host`` and no foreign ``Origin`` (403); ``/_sandbox/*`` (but
+    ``health``) also needs the run's secret in ``X-InsightMesh-Local-Token`` (401), as
+    ``insightmesh dev``'s ``/_local/*`` does (see ``local_auth``). ``SlackSandbox(secret=...)``
+    sets it (default: ``$INSIGHTMESH_LOCAL_TOKEN`` or a new one, in ``.secret``).
     ``GET  /_sandbox/messages?channel=&thread_ts=&since=``  recorded messages, oldest first
     ``POST /_sandbox/messages``   record a message a person wrote {channel, user, text, thread_ts}
     ``GET  /_sandbox/calls?method=``  every API call (token never recorded)
@@ -56,6 +61,10 @@ Inspection and control (not Slack; for tests and ``insightmesh chat``)
     ``POST /_sandbox/users/generate``  {"count", "domain", "start", "id_prefix"}: register ``count``
                                    (≤ 100000) generated people at once (U00000001, user1@<domain>...)
     ``POST /_sandbox/users/remove``    {"ids": [...]}: forget registered users (gone from users.list)
+    ``POST /_sandbox/channels``   {"id", "members", "kind": public|private|mpim|im, "ext_shared",
+                                   "user" (an im's person)}: a conversation for conversations.info
+                                   and conversations.members (an unregistered C/G id is a public
+                                   channel of the bot and every registered user)
     ``POST /_sandbox/ts``         allocate a fresh message timestamp (a "since" reference point)
     ``GET  /_sandbox/health``     liveness
 
@@ -71,6 +80,7 @@ import argparse
 import base64
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -82,6 +92,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+
+from insightmesh_local import local_auth
 
 SANDBOX_WARNING = "development_sandbox_not_slack"
 SANDBOX_HEADER = "X-InsightMesh-Sandbox"
@@ -252,6 +264,7 @@ class SandboxState:
         self._user_positions: dict[str, int] = {}
         self._response_urls: dict[str, dict[str, Any]] = {}
         self._files: dict[str, dict[str, Any]] = {}  # file id -> {"name", "mimetype", "content"}
+        self._channels: dict[str, dict[str, Any]] = {}  # channel id -> conversations.info fields + members
 
     # -- bookkeeping -------------------------------------------------------------------------------------
     def next_ts(self) -> str:
@@ -272,6 +285,80 @@ class SandboxState:
             self._user_order = None
             self._response_urls.clear()
             self._files.clear()
+            self._channels.clear()
+
+    def set_channel(self, channel_id: str, members: Iterable[str], *, kind: str = "public",
+                    ext_shared: bool = False, user: str | None = None, name: str | None = None) -> dict[str, Any]:
+        """Register a conversation for ``conversations.info`` / ``conversations.members``: its
+        ``kind`` (public, private, mpim, im), its members (the bot is added unless it is an im with
+        ``user``), whether it is shared with another organisation."""
+        if kind not in ("public", "private", "mpim", "im"):
+            raise SandboxError("kind must be public, private, mpim or im")
+        member_ids = [str(member) for member in members]
+        if kind == "im":
+            if not user:
+                raise SandboxError("an im needs the user it is with")
+            member_ids = [user, self.bot_user_id]
+        elif self.bot_user_id not in member_ids:
+            member_ids.append(self.bot_user_id)
+        channel = {"id": channel_id, "name": name or channel_id.lower(), "kind": kind, "ext_shared": ext_shared,
+                   "user": user if kind == "im" else None, "members": member_ids}
+        with self._lock:
+            self._channels[channel_id] = channel
+        return {key: value for key, value in channel.items() if key != "members"} | {"num_members": len(member_ids)}
+
+    def _conversation(self, channel_id: str | None) -> dict[str, Any] | None:
+        """A registered conversation; an unregistered C/G id is a public channel holding the bot
+        and every registered user (the sandbox's #general); other ids are unknown."""
+        if not channel_id:
+            return None
+        with self._lock:
+            known = self._channels.get(channel_id)
+            if known is not None:
+                return known
+            if channel_id[0] not in "CG":
+                return None
+            members = [*self._users.keys(), self.bot_user_id]
+        return {"id": channel_id, "name": channel_id.lower(), "kind": "public", "ext_shared": False, "user": None,
+                "members": members}
+
+    def conversations_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Slack's ``conversations.info`` (``num_members`` with ``include_num_members``)."""
+        found = self._conversation(self._channel(args))
+        if found is None:
+            return {"ok": False, "error": "channel_not_found"}
+        kind = found["kind"]
+        channel: dict[str, Any] = {
+            "id": found["id"], "created": 1700000000, "is_archived": False, "is_general": False,
+            "is_channel": kind == "public", "is_group": kind == "private", "is_im": kind == "im",
+            "is_mpim": kind == "mpim", "is_private": kind in ("private", "mpim", "im"),
+            "is_shared": bool(found["ext_shared"]), "is_ext_shared": bool(found["ext_shared"]),
+            "is_org_shared": False, "is_member": True,
+        }
+        if kind == "im":
+            channel["user"] = found["user"]
+        else:
+            channel["name"] = found["name"]
+            if _flag(args, "include_num_members"):
+                channel["num_members"] = len(found["members"])
+        return {"ok": True, "channel": channel}
+
+    def conversations_members(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Slack's ``conversations.members``: user ids, cursor-paginated (``limit`` default 100)."""
+        found = self._conversation(self._channel(args))
+        if found is None:
+            return {"ok": False, "error": "channel_not_found"}
+        try:
+            limit = int(args.get("limit") or 100)
+            offset = int(base64.b64decode(str(args.get("cursor") or "MA==")).decode()) if args.get("cursor") else 0
+        except (TypeError, ValueError):
+            return {"ok": False, "error": "invalid_cursor"}
+        if not 0 < limit <= 1000:
+            return {"ok": False, "error": "invalid_limit"}
+        members = list(found["members"])
+        following = offset + limit
+        next_cursor = base64.b64encode(str(following).encode()).decode() if following < len(members) else ""
+        return {"ok": True, "members": members[offset:following], "response_metadata": {"next_cursor": next_cursor}}
 
     def add_file(self, name: str, content: bytes, mimetype: str) -> dict[str, Any]:
         """Host a file as Slack does for a message's ``files``: the returned object (id, name,
@@ -769,6 +856,8 @@ _METHODS = {
     "users.info": SandboxState.users_info,
     "users.list": SandboxState.users_list,
     "conversations.replies": SandboxState.conversations_replies,
+    "conversations.info": SandboxState.conversations_info,
+    "conversations.members": SandboxState.conversations_members,
     "reactions.add": SandboxState.reactions_add,
     "reactions.remove": SandboxState.reactions_remove,
 }
@@ -778,6 +867,7 @@ _METHODS = {
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    secret = ""  # the control endpoints' secret (SlackSandbox sets it; empty refuses every control call)
 
     def __init__(self, port: int, state: SandboxState, stopping: threading.Event) -> None:
         self.state = state
@@ -803,6 +893,16 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
         path = url.path
+        # Every request: a loopback Host (DNS rebinding) and no foreign Origin; the control
+        # endpoints also need the run's secret (local_auth). The Web API needs only a bot token.
+        control = path.startswith("/_sandbox/") and path != "/_sandbox/health"
+        refused = local_auth.refusal(self.headers.get("Host"), self.headers.get("Origin"),
+                                     self.headers.get(local_auth.HEADER), self.server.secret if control else None)
+        if refused is not None:
+            self._raw()
+            self._send(Reply(refused[0], {"ok": False, "error": "forbidden" if refused[0] == 403 else "not_authed",
+                                          "message": refused[1], "warning": SANDBOX_WARNING}))
+            return
         try:
             if path.startswith("/api/"):
                 reply = self._web_api(path[len("/api/"):], query)
@@ -911,6 +1011,15 @@ class _Handler(BaseHTTPRequestHandler):
             url = state.response_url(channel=body.get("channel"), user=body.get("user"),
                                      message_ts=body.get("message_ts"), thread_ts=body.get("thread_ts"))
             return Reply(200, {"ok": True, "response_url": url})
+        if name == "channels" and verb == "POST":
+            body = self._object_body()
+            members = body.get("members") or []
+            if not isinstance(members, list):
+                raise SandboxError("members must be a list of user ids")
+            channel = state.set_channel(str(body.get("id") or ""), members, kind=str(body.get("kind") or "public"),
+                                        ext_shared=bool(body.get("ext_shared")), user=body.get("user"),
+                                        name=body.get("name"))
+            return Reply(200, {"ok": True, "channel": channel})
         if name == "ts" and verb == "POST":
             return Reply(200, {"ok": True, "ts": state.next_ts()})
         if name == "health" and verb == "GET":
@@ -958,8 +1067,9 @@ class _Handler(BaseHTTPRequestHandler):
 class SlackSandbox:
     """The sandbox server, for tests and ``insightmesh dev`` (127.0.0.1 only)."""
 
-    def __init__(self, port: int = 0, **identity: str) -> None:
+    def __init__(self, port: int = 0, *, secret: str | None = None, **identity: str) -> None:
         self.port = port
+        self.secret = secret or local_auth.new_secret()  # for /_sandbox/* over HTTP (X-InsightMesh-Local-Token)
         self.state = SandboxState(**identity)
         self._stopping = threading.Event()
         self._server: _Server | None = None
@@ -977,6 +1087,7 @@ class SlackSandbox:
     def start(self) -> SlackSandbox:
         self._stopping.clear()
         self._server = _Server(self.port, self.state, self._stopping)
+        self._server.secret = self.secret
         self.port = int(self._server.server_address[1])
         self.state.base_url = self.root
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
@@ -1035,6 +1146,9 @@ class SlackSandbox:
     def add_file(self, name: str, content: bytes, mimetype: str) -> dict[str, Any]:
         return self.state.add_file(name, content, mimetype)
 
+    def set_channel(self, channel_id: str, members: Iterable[str], **options: Any) -> dict[str, Any]:
+        return self.state.set_channel(channel_id, members, **options)
+
     def response_url(self, *, channel: str | None, user: str | None = None, message_ts: str | None = None,
                      thread_ts: str | None = None) -> str:
         return self.state.response_url(channel=channel, user=user, message_ts=message_ts, thread_ts=thread_ts)
@@ -1063,8 +1177,12 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as error:
         print(f"slack sandbox: cannot listen on 127.0.0.1:{args.port}: {error}", file=sys.stderr)
         return 1
+    given = bool(os.environ.get(local_auth.ENVIRONMENT_VARIABLE))
+    secret = f"${local_auth.ENVIRONMENT_VARIABLE}" if given else \
+        f"export {local_auth.ENVIRONMENT_VARIABLE}={sandbox.secret}  (for insightmesh chat)"
     print(f"Slack Web API development sandbox — NOT Slack, nothing leaves this machine.\n"
-          f"  SLACK_API_URL={sandbox.url}\n  inspect: {sandbox.root}_sandbox/messages  (Ctrl-C to stop)",
+          f"  SLACK_API_URL={sandbox.url}\n  inspect: {sandbox.root}_sandbox/messages  (Ctrl-C to stop)\n"
+          f"  /_sandbox/* needs the header {local_auth.HEADER}: {secret}",
           file=sys.stderr, flush=True)
     while not stopping.wait(0.5):
         pass

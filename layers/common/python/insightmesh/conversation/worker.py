@@ -24,8 +24,9 @@ from slack_sdk.errors import SlackApiError
 from insightmesh.agents.base import AgentContext, AgentSummary, AgentThread, AgentUser
 from insightmesh.agents.catalog import AgentRecord, list_agents
 from insightmesh.agents.registry import DEFAULT_AGENT, builtin_definitions, implementation
-from insightmesh.conversation import replies, threads
-from insightmesh.conversation.attachments import read_shared_files, retriever_for, shared_documents
+from insightmesh.conversation import agent_mode, gate, replies, threads, workspaces
+from insightmesh.conversation.attachments import read_shared_files, shared_documents
+from insightmesh.conversation.audience import AudienceRetriever, private_follow_up_text
 from insightmesh.conversation.memory import as_messages, remember
 from insightmesh.conversation.models import FeedbackRecord
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, thread_key
@@ -39,6 +40,7 @@ from insightmesh.llm.usage import record_usage
 from insightmesh.observability import get_logger
 from insightmesh.slack.client import bot_identity, call_slack
 from insightmesh.slack.formatting import escape, to_mrkdwn
+from insightmesh.slack.urls import is_slack_response_url
 
 logger = get_logger("conversation_worker")
 
@@ -70,21 +72,9 @@ def strip_mention(text: str, bot_user_id: str) -> str:
     return " ".join(text.split()) if "\n" not in text else text.strip()
 
 
-def fetch_profile(slack_user_id: str) -> SlackProfile | None:
-    try:
-        response = call_slack(lambda client: client.users_info(user=slack_user_id))
-    except SlackApiError as error:
-        logger.warning("users.info failed; user created without a profile",
-                       extra={"error": error.response.get("error")})
-        return None
-    user = response.get("user") or {}
-    profile = user.get("profile") or {}
-    return SlackProfile(
-        display_name=profile.get("display_name") or user.get("name"),
-        real_name=profile.get("real_name") or user.get("real_name"),
-        email=profile.get("email"),
-        is_bot=bool(user.get("is_bot")),
-    )
+def fetch_profile(team_id: str, slack_user_id: str) -> SlackProfile | None:
+    """users.info as a SlackProfile (guest, external, bot and app flags included; cached by the gate)."""
+    return gate.slack_profile(team_id, slack_user_id)
 
 
 def user_name(user: User) -> str:
@@ -137,6 +127,10 @@ class Progress:
 
 
 def process(request: ConversationRequest) -> None:
+    if not workspaces.is_active(request.team_id, request_id=request.request_id):
+        logger.info("workspace inactive (uninstalled or token revoked); nothing done",
+                    extra={"request_id": request.request_id})
+        return
     if request.kind is RequestKind.ACTION:
         process_action(request)
     else:
@@ -176,7 +170,7 @@ def _placeholder(request: ConversationRequest, claim: replies.Claim) -> tuple[st
         response = call_slack(lambda c: c.chat_postMessage(channel=channel, thread_ts=request.thread_ts,
                                                            text=THINKING, metadata=metadata))
     except SlackApiError as error:
-        if request.kind is RequestKind.COMMAND and request.response_url and \
+        if request.kind is RequestKind.COMMAND and is_slack_response_url(request.response_url) and \
                 error.response.get("error") in ("not_in_channel", "channel_not_found"):
             return channel, None
         raise
@@ -190,9 +184,13 @@ def process_message(request: ConversationRequest) -> None:
     if claim.record.status == replies.Status.ANSWERED:
         logger.info("already answered; nothing posted", extra={"request_id": request.request_id})
         return
+    if gate.admit(request).verdict is not gate.Verdict.ADMIT:  # bots: nothing; guests, over the limit: a note
+        replies.set_answered(claim.record, None, None)
+        return
     identity = bot_identity()
     text = strip_mention(request.text, identity.user_id)
-    user = resolve_slack_user(request.team_id, request.user_id, profile=lambda: fetch_profile(request.user_id))
+    user = resolve_slack_user(request.team_id, request.user_id,
+                              profile=lambda: fetch_profile(request.team_id, request.user_id))
     channel, placeholder_ts = _placeholder(request, claim)
     # A command's answer starts a thread: its placeholder's ts is the thread from now on.
     thread_ts = request.thread_ts or placeholder_ts
@@ -209,6 +207,11 @@ def process_message(request: ConversationRequest) -> None:
     route = route_message(text, thread.sticky_agent, agents)
     llm = get_llm_client()
     agent_used: str | None = None
+    retriever: AudienceRetriever | None = None
+    if route.exit and not agent_mode.may_end(thread, request.user_id):  # only its starter ends agent mode
+        agent_mode.refuse_exit(request, thread, channel=channel, placeholder_ts=placeholder_ts)
+        replies.set_answered(claim.record, None, None)
+        return
     if route.exit:
         left = thread.sticky_agent
         thread.sticky_agent = None
@@ -223,7 +226,11 @@ def process_message(request: ConversationRequest) -> None:
             logger.info("denied", extra={"agent": route.agent_name, "reason": decision.reason})
         else:
             agent_used = record.name
-            answer = _run_agent(request, route, record, user, thread, llm, channel, placeholder_ts, agents)
+            # Who reads the reply decides what it may use: only the asker when it is answered
+            # ephemerally (no placeholder), else everyone in the conversation (conversation.audience).
+            retriever = AudienceRetriever(request, str(user.user_id), private=placeholder_ts is None)
+            answer = _run_agent(request, route, record, user, thread, llm, channel, placeholder_ts, agents,
+                                retriever)
     if file_problems:
         answer += "\n\n" + "\n".join(f"_{problem}_" for problem in file_problems)
     final = to_mrkdwn(answer)
@@ -240,14 +247,30 @@ def process_message(request: ConversationRequest) -> None:
             thread.history, thread.summary = remember(thread.history, thread.summary, route.text or text,
                                                       answer, llm)
         thread.key = key
-        threads.save_thread(thread)
+        threads.save_thread_after_reply(thread)  # the reply is posted: a failed save is logged, not raised
     replies.set_answered(claim.record, placeholder_ts, agent_used)
     logger.info("answered", extra={"agent": agent_used, "route": route.by, "request_id": request.request_id})
+    if retriever is not None:
+        _offer_privately(request, channel, thread_ts, retriever)
+
+
+def _offer_privately(request: ConversationRequest, channel: str, thread_ts: str | None,
+                     retriever: AudienceRetriever) -> None:
+    """After a shared answer: tell the asker alone (ephemeral) which documents only they could
+    have used. Optional, and after the reply is recorded: a failure here never repeats the reply."""
+    extras = retriever.private_extras()
+    if not extras:
+        return
+    try:
+        call_slack(lambda c: c.chat_postEphemeral(channel=channel, user=request.user_id, thread_ts=thread_ts,
+                                                  text=private_follow_up_text(extras)))
+    except SlackApiError as error:
+        logger.warning("private follow-up not posted", extra={"error": error.response.get("error")})
 
 
 def _run_agent(request: ConversationRequest, route: Any, record: AgentRecord, user: User,
                thread: threads.ThreadState, llm: LlmClient, channel: str, placeholder_ts: str | None,
-               agents: Sequence[AgentRecord]) -> str:
+               agents: Sequence[AgentRecord], retriever: AudienceRetriever) -> str:
     agent = implementation(record.name)
     if agent is None:
         return f"The agent **{record.display_name or record.name}** has no implementation in this deployment."
@@ -268,7 +291,7 @@ def _run_agent(request: ConversationRequest, route: Any, record: AgentRecord, us
         progress=Progress(channel, placeholder_ts) if placeholder_ts else (lambda _text: None),
         usable_agents=usable,
         documents=shared_documents(thread.files),
-        retrieve=retriever_for(str(user.user_id)),
+        retrieve=retriever,
     )
     try:
         reply = agent.handle(context)
@@ -280,13 +303,17 @@ def _run_agent(request: ConversationRequest, route: Any, record: AgentRecord, us
     else:
         thread.agent_state.pop(record.name, None)
     thread.sticky_agent = record.name if reply.stay and record.name != DEFAULT_AGENT else None
+    thread.sticky_by = agent_mode.owner_after_turn(thread, route.by, request.user_id)
     return reply.text
 
 
 def _respond(response_url: str | None, text: str) -> None:
-    if not response_url:
+    if not is_slack_response_url(response_url):  # only Slack's hooks.slack.com (a forged one: nowhere)
+        logger.warning("response_url is not Slack's; the answer is not sent there")
         return
-    httpx.post(response_url, json={"response_type": "in_channel", "text": text}, timeout=10).raise_for_status()
+    # Ephemeral: the bot could not post in this conversation, so it cannot know who is there; the
+    # answer used the asker's access and only the asker sees it (conversation.audience).
+    httpx.post(response_url, json={"response_type": "ephemeral", "text": text}, timeout=10).raise_for_status()
 
 
 def process_action(request: ConversationRequest) -> None:
@@ -294,7 +321,10 @@ def process_action(request: ConversationRequest) -> None:
     if claim.record.status == replies.Status.ANSWERED:
         return
     key = request.thread_key
-    if request.action_id == "exit_agent" and key:
+    if request.action_id == "exit_agent" and key and not agent_mode.may_end(owner := agent_mode.load_owner(key),
+                                                                            request.user_id):
+        agent_mode.refuse_exit(request, owner)
+    elif request.action_id == "exit_agent" and key:
         threads.clear_sticky_agent(key)
         call_slack(lambda c: c.chat_postMessage(channel=request.channel_id, thread_ts=request.thread_ts,
                                                 text="Left agent mode — back to the assistant."))

@@ -52,6 +52,16 @@ class SlackProfile:
     real_name: str | None = None
     email: str | None = None
     is_bot: bool = False
+    is_app_user: bool = False
+    is_restricted: bool = False  # a multi-channel guest
+    is_ultra_restricted: bool = False  # a single-channel guest
+    is_stranger: bool = False  # from another workspace, met in a Slack Connect channel
+    team_id: str | None = None  # the user's own workspace
+
+    def is_outsider(self, workspace_team_id: str) -> bool:
+        """A guest, or someone whose home is not ``workspace_team_id`` (Slack Connect, external)."""
+        return (self.is_restricted or self.is_ultra_restricted or self.is_stranger
+                or (self.team_id is not None and self.team_id != workspace_team_id))
 
 
 ProfileFetcher = Callable[[], SlackProfile | None]
@@ -87,7 +97,8 @@ def resolve_slack_user(team_id: str, slack_user_id: str, *, profile: ProfileFetc
     e-mail and the bot flag, then the identity, the ``all_users`` membership and the user are
     written (see the module docstring for why concurrent first contacts create exactly one user).
     ``profile`` errors propagate; a fetcher that cannot reach Slack should return ``None``, and
-    the user is then created with the Slack user id as its display name.
+    the user is then created with the Slack user id as its display name. A guest or a person of
+    another workspace (:meth:`SlackProfile.is_outsider`) is created without ``all_users``.
 
     Users are deactivated (``is_active = False``), not deleted: deleting a user item while its
     identities remain would make the next message recreate it.
@@ -186,9 +197,11 @@ def _claim_identity(key: str, team_id: str, slack_user_id: str, info: SlackProfi
 def _create_user(user_id: str, team_id: str, slack_user_id: str, fetched: SlackProfile | None) -> User:
     now = utc_now()
     info = fetched or SlackProfile()
-    # Membership before user: a user that exists is always in all_users.
-    membership = Membership(ALL_USERS, user_id, added_at=now, added_by=SYSTEM_ACTOR)
-    _put_if_absent(membership, Membership.user_id.does_not_exist())
+    # Membership before user: a user that exists is always in all_users — except guests and people
+    # of other workspaces, who are never put there automatically (an admin may add them).
+    if not info.is_outsider(team_id):
+        membership = Membership(ALL_USERS, user_id, added_at=now, added_by=SYSTEM_ACTOR)
+        _put_if_absent(membership, Membership.user_id.does_not_exist())
     user = User(
         user_id,
         email=normalize_email(info.email),
@@ -209,3 +222,17 @@ def _create_user(user_id: str, team_id: str, slack_user_id: str, fetched: SlackP
     if existing is None:  # created, then deleted before we could read it
         raise RuntimeError(f"user {user_id} vanished during first contact")
     return existing
+
+
+def users_for_slack_ids(team_id: str, slack_user_ids: list[str]) -> dict[str, str]:
+    """Slack user id → directory user id, for the Slack users the directory knows (one
+    ``BatchGetItem`` of identities per 100 ids; no user is created)."""
+    keys = {slack_identity_key(team_id, slack_id): slack_id for slack_id in dict.fromkeys(slack_user_ids)}
+    found: dict[str, str] = {}
+    ordered = list(keys)
+    for start in range(0, len(ordered), 100):  # BatchGetItem takes 100 keys
+        for identity in Identity.batch_get(ordered[start:start + 100],
+                                           attributes_to_get=["identity_key", "user_id", "is_active"]):
+            if identity.is_active is not False and identity.user_id:
+                found[keys[str(identity.identity_key)]] = str(identity.user_id)
+    return found

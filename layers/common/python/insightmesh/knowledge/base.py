@@ -37,10 +37,13 @@ class SourceDocument:
 
 @dataclass(frozen=True)
 class Viewer:
-    """Who is asking: their e-mail, the e-mails of their groups."""
+    """Who is asking: their e-mail, the e-mails of their groups, and any further domains they
+    belong to (a channel member the directory does not know yet is a member of the workspace's
+    domain, and nothing more)."""
 
     email: str | None
     groups: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
 
     @property
     def domain(self) -> str | None:
@@ -52,10 +55,43 @@ class Viewer:
         found = [ANYONE]
         if self.email:
             found.append(f"user:{self.email.lower()}")
-        if self.domain:
-            found.append(f"domain:{self.domain}")
+        domains = [self.domain] if self.domain else []
+        found += [f"domain:{domain}" for domain in dict.fromkeys([*domains, *(d.lower() for d in self.domains)])]
         found += [f"group:{group.lower()}" for group in self.groups]
         return found
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Everyone who will read an answer. A document qualifies only when **every** reader may
+    see it: the query requires, for each reader, one of their principals in the chunk's ``acl``
+    (a conjunction of ``MatchAny`` conditions, inside the Qdrant query). ``anyone`` is in every
+    reader's principals, so what is shared with anyone always qualifies.
+
+    ``scope`` says how the audience was found, for logs and for the private follow-up:
+    ``asker`` (a DM with the bot, or an ephemeral answer), ``members`` (every member of the
+    conversation), ``workspace`` (a conversation too large to resolve: the workspace's domain and
+    ``anyone``) or ``public`` (nothing known: ``anyone`` only)."""
+
+    viewers: tuple[Viewer, ...]
+    scope: str = "asker"
+
+    @classmethod
+    def of(cls, viewer: Viewer) -> Audience:
+        return cls((viewer,), "asker")
+
+    @property
+    def is_private(self) -> bool:
+        """Only the asker reads the answer."""
+        return self.scope == "asker"
+
+    def principal_sets(self) -> list[list[str]]:
+        """One principal list per distinct reader (readers with the same principals collapse)."""
+        seen: dict[frozenset[str], list[str]] = {}
+        for viewer in self.viewers or (Viewer(email=None),):
+            principals = viewer.principals()
+            seen.setdefault(frozenset(principals), principals)
+        return list(seen.values())
 
 
 @dataclass(frozen=True)

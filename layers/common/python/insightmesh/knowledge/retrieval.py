@@ -23,11 +23,13 @@ or inactive user is a viewer without e-mail: they see what is shared with ``anyo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Final
 
 from pynamodb.exceptions import DoesNotExist
 
-from insightmesh.knowledge.base import Passage, Viewer
+from insightmesh.knowledge.base import Audience, Passage, Viewer
 from insightmesh.knowledge.embeddings import EmbeddingError, get_embedder, sparse_vector
 from insightmesh.knowledge.store import ScoredChunk, get_store
 from insightmesh.observability import get_logger
@@ -35,6 +37,7 @@ from insightmesh.observability import get_logger
 MAX_K: Final = 50
 MAX_PER_DOCUMENT: Final = 10
 MAX_QUESTION_CHARS: Final = 4000
+GROUP_LOOKUP_THREADS: Final = 8
 
 
 def _passage(hit: ScoredChunk) -> Passage:
@@ -48,14 +51,15 @@ def _passage(hit: ScoredChunk) -> Passage:
 
 def retrieve(
     question: str,
-    viewer: Viewer,
+    viewer: Viewer | Audience,
     *,
     k: int = 5,
     score_threshold: float | None = None,
     per_document: int = 2,
 ) -> list[Passage]:
-    """The ``k`` best passages for ``question`` that ``viewer`` may see, at most ``per_document``
-    from one document, best first (see the module docstring)."""
+    """The ``k`` best passages for ``question`` that ``viewer`` may see — or, for an
+    :class:`Audience`, that every one of its readers may see — at most ``per_document`` from one
+    document, best first (see the module docstring)."""
     if k < 1 or per_document < 1:
         raise ValueError("k and per_document must be at least 1")
     k, per_document = min(k, MAX_K), min(per_document, MAX_PER_DOCUMENT)
@@ -73,14 +77,15 @@ def retrieve(
                                  extra={"error": type(error).__name__, "detail": str(error)[:200]})
     if not sparse[0] and dense is None:
         return []
-    hits = get_store().query(principals=viewer.principals(), sparse=sparse if sparse[0] else None, dense=dense,
+    audience = viewer if isinstance(viewer, Audience) else Audience.of(viewer)
+    hits = get_store().query(readers=audience.principal_sets(), sparse=sparse if sparse[0] else None, dense=dense,
                              groups=k, group_size=per_document, score_threshold=score_threshold)
     return [_passage(hit) for hit in hits[:k]]
 
 
 def viewer_for_user(user_id: str) -> Viewer:
     """The viewer of directory user ``user_id`` (see the module docstring)."""
-    from insightmesh.directory.models import Group, Membership, User
+    from insightmesh.directory.models import User
 
     try:
         user = User.get(user_id)
@@ -88,10 +93,42 @@ def viewer_for_user(user_id: str) -> Viewer:
         return Viewer(email=None)
     if not user.is_active:
         return Viewer(email=None)
-    names = [membership.group_name for membership in Membership.by_user.query(user_id)]
-    emails: list[str] = []
-    for start in range(0, len(names), 100):  # BatchGetItem takes 100 keys
-        for group in Group.batch_get(names[start:start + 100], attributes_to_get=["name", "email"]):
+    return _with_groups({user_id: user.email or None})[user_id]
+
+
+def viewers_for_users(user_ids: Sequence[str]) -> dict[str, Viewer]:
+    """The viewers of many directory users at once (a conversation's members): one
+    ``BatchGetItem`` per 100 users, their groups (one ``Query Membership.by-user`` each, run
+    concurrently: DynamoDB has no batch form of a Query) and one ``BatchGetItem`` per 100 distinct
+    groups. An unknown or inactive user is absent from the result."""
+    from insightmesh.directory.models import User
+
+    ids = list(dict.fromkeys(user_ids))
+    emails: dict[str, str | None] = {}
+    for start in range(0, len(ids), 100):  # BatchGetItem takes 100 keys
+        for user in User.batch_get(ids[start:start + 100], attributes_to_get=["user_id", "email", "is_active"]):
+            if user.is_active:
+                emails[str(user.user_id)] = user.email or None
+    return _with_groups(emails) if emails else {}
+
+
+def _with_groups(emails: dict[str, str | None]) -> dict[str, Viewer]:
+    from insightmesh.directory.models import Group, Membership
+
+    def names(user_id: str) -> list[str]:
+        return [membership.group_name for membership in Membership.by_user.query(user_id)]
+
+    if len(emails) == 1:
+        memberships = {user_id: names(user_id) for user_id in emails}
+    else:
+        with ThreadPoolExecutor(max_workers=min(GROUP_LOOKUP_THREADS, len(emails))) as pool:
+            memberships = dict(zip(emails, pool.map(names, emails), strict=True))
+    every = sorted({name for found in memberships.values() for name in found})
+    group_emails: dict[str, str] = {}
+    for start in range(0, len(every), 100):
+        for group in Group.batch_get(every[start:start + 100], attributes_to_get=["name", "email"]):
             if group.email and group.email.strip():
-                emails.append(group.email.strip().lower())
-    return Viewer(email=user.email or None, groups=tuple(sorted(set(emails))))
+                group_emails[str(group.name)] = group.email.strip().lower()
+    return {user_id: Viewer(email=email, groups=tuple(sorted({group_emails[name] for name in memberships[user_id]
+                                                                if name in group_emails})))
+            for user_id, email in emails.items()}

@@ -110,8 +110,10 @@ class ScoredChunk:
     payload: ChunkPayload
 
 
-def _acl_filter(principals: Sequence[str]) -> models.Filter:
-    return models.Filter(must=[models.FieldCondition(key="acl", match=models.MatchAny(any=list(principals)))])
+def _acl_filter(principal_sets: Sequence[Sequence[str]]) -> models.Filter:
+    """A chunk matches when its ``acl`` holds one principal of **each** set (one set per reader)."""
+    return models.Filter(must=[models.FieldCondition(key="acl", match=models.MatchAny(any=list(principals)))
+                               for principals in principal_sets])
 
 
 def _document_filter(document_ids: Sequence[str], *, from_index: int | None = None) -> models.Filter:
@@ -306,7 +308,8 @@ class KnowledgeStore:
     def query(
         self,
         *,
-        principals: Sequence[str],
+        principals: Sequence[str] = (),
+        readers: Sequence[Sequence[str]] = (),
         sparse: tuple[list[int], list[float]] | None,
         dense: list[float] | None = None,
         groups: int = 5,
@@ -314,13 +317,15 @@ class KnowledgeStore:
         score_threshold: float | None = None,
         candidates: int | None = None,
     ) -> list[ScoredChunk]:
-        """The best chunks visible to ``principals``: at most ``groups`` documents, at most
-        ``group_size`` chunks each, best first. Hybrid (RRF) when both vectors are given and the
-        collection has dense vectors; ``candidates`` is each prefetch's depth."""
+        """The best chunks visible to ``principals`` (one viewer) or to every one of ``readers``
+        (one principal list per reader: a chunk must match each): at most ``groups`` documents, at
+        most ``group_size`` chunks each, best first. Hybrid (RRF) when both vectors are given and
+        the collection has dense vectors; ``candidates`` is each prefetch's depth."""
         self.ensure_collection()
-        if not principals:
+        principal_sets = [list(principals)] if principals else [list(each) for each in readers]
+        if not principal_sets or not all(principal_sets):
             return []
-        acl = _acl_filter(principals)
+        acl = _acl_filter(principal_sets)
         has_sparse = sparse is not None and bool(sparse[0])
         use_dense = dense is not None and bool(self.dense_size)
         depth = candidates or min(max(groups * group_size * 10, 50), 500)
