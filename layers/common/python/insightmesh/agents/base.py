@@ -3,8 +3,9 @@
 An agent sees the user, the thread, the memory (history and summary), its own saved state for
 this thread, an LLM client (usage is recorded for it), the files shared in the thread (as text),
 and three callbacks: ``progress`` (updates the "thinking" placeholder while it works),
-``usable_agents`` (for listings) and ``retrieve`` (the knowledge base, searched with the user's
-access). It never sees a Slack client, a queue or a table: it returns an ``AgentReply`` and the
+``usable_agents`` (for listings) and ``retrieve`` (the knowledge base, searched with the access of
+everyone who will read the reply: the asker's in a DM, only what every member may see in a
+channel — see ``insightmesh.conversation.audience``). It never sees a Slack client, a queue or a table: it returns an ``AgentReply`` and the
 worker does the rest.
 """
 
@@ -63,7 +64,7 @@ class AgentContext:
     usable_agents: Callable[[], list[AgentSummary]] = list
     # Files shared in this thread, as text (the worker downloads and extracts them).
     documents: Sequence[SharedDocument] = ()
-    # The knowledge base, searched as this user (only the documents they may see).
+    # The knowledge base, searched for everyone who will read the reply (conversation.audience).
     retrieve: Callable[[str], Sequence[Passage]] = lambda _question: ()
 
 
