@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import subprocess
 import sys
@@ -179,3 +180,78 @@ def test_the_consistency_check_catches_a_drifted_model(template):
     assert any("RANGE key is None in the template, extra in the model" in p for p in problems)
     assert any("key is S in the template, N in the model" in p for p in problems)
     assert any("TTL attribute None in the model, expires_at" in p for p in problems)
+
+
+# -- data survives the stack; never silent ------------------------------------------------------------
+
+STATEFUL_TYPES = ("AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::SecretsManager::Secret", "AWS::SQS::Queue")
+
+
+def test_every_stateful_resource_is_retained_on_delete_and_on_replacement(template):
+    stateful = template.of_type(*STATEFUL_TYPES)
+    assert len(stateful) >= 30 and "ConversationDeadLetterQueue" in stateful and "CredentialsKey" in stateful
+    careless = {name: (resource.get("DeletionPolicy"), resource.get("UpdateReplacePolicy"))
+                for name, resource in stateful.items()
+                if (resource.get("DeletionPolicy"), resource.get("UpdateReplacePolicy")) != ("Retain", "Retain")}
+    assert careless == {}
+
+
+def test_the_retention_check_catches_a_new_table_without_a_policy(template):
+    drifted = {**template.resources, "NewTable": {"Type": "AWS::DynamoDB::Table", "Properties": {}}}
+    assert [name for name, resource in drifted.items() if resource["Type"] in STATEFUL_TYPES
+            and resource.get("DeletionPolicy") != "Retain"] == ["NewTable"]
+
+
+def test_the_conversation_dlq_has_a_consumer(template):
+    function = template.resources["ConversationDeadLetterFunction"]["Properties"]
+    assert function["CodeUri"] == "../functions/conversation_dlq/"
+    [event] = function["Events"].values()
+    assert event["Type"] == "SQS"
+    assert event["Properties"]["Queue"] == {"Fn::GetAtt": ["ConversationDeadLetterQueue", "Arn"]}
+    assert "ReportBatchItemFailures" in event["Properties"]["FunctionResponseTypes"]
+    redrive = template.resources["ConversationQueue"]["Properties"]["RedrivePolicy"]
+    assert redrive["maxReceiveCount"] == {"Ref": "ConversationMaxReceiveCount"}
+    assert template.parameters["ConversationMaxReceiveCount"]["Default"] == 5
+
+
+def _alarms(template: Template) -> list[dict[str, Any]]:
+    return [resource["Properties"] for resource in template.of_type("AWS::CloudWatch::Alarm").values()]
+
+
+def _watched(template: Template, metric: str) -> set[str]:
+    """Logical ids (or literal values) of the resources whose ``metric`` has an alarm."""
+    found = set()
+    for alarm in _alarms(template):
+        if alarm["MetricName"] != metric:
+            continue
+        for dimension in alarm["Dimensions"]:
+            value = dimension["Value"]
+            found.add(value["Ref"] if "Ref" in value else value["Fn::GetAtt"][0] if "Fn::GetAtt" in value
+                      else json.dumps(value))
+    return found
+
+
+def test_every_function_has_error_and_throttle_alarms(template):
+    functions = set(template.of_type("AWS::Serverless::Function"))
+    assert functions <= _watched(template, "Errors")
+    assert functions <= _watched(template, "Throttles")
+
+
+def test_queues_dead_letters_and_the_llm_breaker_have_alarms(template):
+    queues = template.of_type("AWS::SQS::Queue")
+    dead_letter_queues = {q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+                          for q in queues.values() if "RedrivePolicy" in q["Properties"]}
+    assert dead_letter_queues == {"ConversationDeadLetterQueue", "JobDeadLetterQueue"}
+    assert dead_letter_queues <= _watched(template, "ApproximateNumberOfMessagesVisible")
+    assert "ConversationQueue" in _watched(template, "ApproximateAgeOfOldestMessage")
+    [breaker] = [a for a in _alarms(template) if a["MetricName"] == "CircuitOpened"]
+    assert breaker["Namespace"] == "InsightMesh"
+    assert {d["Name"]: d["Value"] for d in breaker["Dimensions"]} == {
+        "dependency": {"Fn::Sub": "llm:${LlmProvider}"}, "service": "insightmesh"}
+
+
+def test_alarms_notify_the_optional_topic(template):
+    assert template.parameters["AlarmTopicArn"]["Default"] == ""
+    for alarm in _alarms(template):
+        assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}],
+                                                    {"Ref": "AWS::NoValue"}]}

@@ -178,10 +178,13 @@ class CircuitBreaker:
     def record_failure(self) -> None:
         with self._lock:
             self._failures += 1
-            if self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold:
+            opened = self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold
+            if opened:
                 self._state = BreakerState.OPEN
                 self._opened_at = self.clock()
                 self._failures = 0
+        if opened:
+            circuit_opened(self.name)
 
     def _release_trial(self) -> None:
         with self._lock:
@@ -208,6 +211,16 @@ class CircuitBreaker:
                 self._release_trial()
         self.record_success()
         return result
+
+
+def circuit_opened(name: str) -> None:
+    """Count a breaker opening: the EMF metric ``CircuitOpened`` (namespace InsightMesh,
+    dimension ``dependency``) that the template's alarms watch, e.g. ``dependency=llm:openai``."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    with single_metric(name="CircuitOpened", unit=MetricUnit.Count, value=1, namespace="InsightMesh",
+                       default_dimensions={"dependency": name}):
+        pass
 
 
 _breakers: dict[str, CircuitBreaker] = {}

@@ -1,18 +1,32 @@
 """The conversations table (``CONVERSATIONS_TABLE``; template: ``ConversationsTable``).
 
-One table, three kinds of item, all addressed by key (no Scan, no index):
+One table, five kinds of item, all addressed by key (no Scan, no index):
 
-* thread — pk ``thread#<team>#<channel>#<thread_ts>``, sk ``thread``: written by the worker;
-  read by ingress (GetItem: has the bot replied here?) and by the worker (GetItem).
+* thread — pk ``thread#<team>#<channel>#<thread_ts>``, sk ``thread``: written by the worker
+  (PutItem, bounded under :data:`MAX_ITEM_BYTES` as DynamoDB measures it, see :func:`item_size`);
+  read by ingress (GetItem: has the bot replied here?) and, with its files, by the worker (one
+  Query: pk = the thread, sk begins_with ``thread``).
+* thread file — pk the thread's pk, sk ``thread#file#<file id>``: the text of one file shared in
+  the thread, kept out of the thread item so that files never push it past 400 KB. Written once
+  when the file is read, deleted when the thread's file budget drops it (one BatchWriteItem per
+  turn for both); read with the thread item by the same Query.
 * request — pk its thread's pk (or ``command#<id>``), sk ``request#<request id>``: the worker's
-  conditional put (dedupe), then updates of its reply state; read by the worker (GetItem).
+  conditional put (dedupe), then updates of its reply state; read by the worker (GetItem). The
+  dead-letter consumer moves it to ``apologising`` then ``answered`` with conditional updates.
+* dead letter — pk the request's pk, sk ``deadletter#<request id>`` (an unreadable message:
+  pk ``deadletter#<SQS message id>``): one PutItem per dead-lettered message, with its reason.
 * feedback — pk ``reply#<team>#<channel>#<reply ts>``, sk ``user#<user>``: one PutItem per vote.
 
-Every item carries ``expires_at`` (TTL): threads 30 days after their last message, requests
-7 days (longer than any Slack retry or SQS redelivery), feedback 365 days.
+Every item carries ``expires_at`` (TTL): threads and their files 30 days after their last write,
+requests 7 days (longer than any Slack retry or SQS redelivery), dead letters 90 days, feedback
+365 days.
 """
 
 from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any, Final
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -27,6 +41,19 @@ from pynamodb.models import Model
 from insightmesh.aws import model_meta
 
 THREAD_SK = "thread"
+THREAD_FILE_SK_PREFIX = "thread#file#"
+DEAD_LETTER_SK_PREFIX = "deadletter#"
+MAX_ITEM_BYTES: Final = 400 * 1024  # DynamoDB's item size limit
+
+
+class CompactJSONAttribute(JSONAttribute):
+    """JSON stored as UTF-8 text: pynamodb's JSONAttribute writes non-ASCII as ``\\uXXXX`` escapes
+    (6 bytes a character, 12 outside the BMP), which made the thread item grow up to 6x."""
+
+    def serialize(self, value: Any) -> str | None:
+        if value is None:
+            return None
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 class ThreadRecord(Model):
@@ -37,11 +64,47 @@ class ThreadRecord(Model):
     bot_replied = BooleanAttribute(default=False)
     sticky_agent = UnicodeAttribute(null=True)
     sticky_until = NumberAttribute(null=True)  # epoch seconds; agent mode ends after it
-    history = JSONAttribute(default=list)  # [{"role": ..., "content": ...}], bounded window
+    sticky_by = UnicodeAttribute(null=True)  # the Slack user who started agent mode: only they end it
+    history = CompactJSONAttribute(default=list)  # [{"role": ..., "content": ...}], bounded window
     summary = UnicodeAttribute(null=True)  # summary of the turns that left the window
-    agent_state = JSONAttribute(default=dict)  # {agent name: state}, e.g. meddic's notes
-    files = JSONAttribute(default=list)  # [{"id", "name", "text"}]: files shared in the thread, as text
+    agent_state = CompactJSONAttribute(default=dict)  # {agent name: state}, e.g. meddic's notes
+    # Files shared in the thread were kept here before ThreadFileRecord; read (and moved) only.
+    files = JSONAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
+    expires_at = TTLAttribute(null=True)
+
+
+class ThreadFileRecord(Model):
+    """The text of one file shared in a thread (see the module docstring)."""
+
+    Meta = model_meta("CONVERSATIONS_TABLE")
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    file_id = UnicodeAttribute()
+    name = UnicodeAttribute()
+    text = UnicodeAttribute()
+    added_at = UTCDateTimeAttribute()
+    expires_at = TTLAttribute(null=True)
+
+
+class DeadLetterRecord(Model):
+    """A conversation message that reached the DLQ: why, and what its requester was shown."""
+
+    Meta = model_meta("CONVERSATIONS_TABLE")
+
+    pk = UnicodeAttribute(hash_key=True)
+    sk = UnicodeAttribute(range_key=True)
+    reason = UnicodeAttribute()
+    reference = UnicodeAttribute()
+    request_id = UnicodeAttribute(null=True)
+    kind = UnicodeAttribute(null=True)
+    request_status = UnicodeAttribute(null=True)  # the request's reply state when it died
+    attempts = NumberAttribute(null=True)  # worker deliveries that claimed it
+    receive_count = NumberAttribute(null=True)  # ApproximateReceiveCount of the DLQ message
+    message_id = UnicodeAttribute(null=True)
+    apology = UnicodeAttribute(null=True)  # edited | posted | ephemeral | response_url | none
+    created_at = UTCDateTimeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
 
 
@@ -82,3 +145,48 @@ def thread_pk(thread_key: str) -> str:
 
 def request_sk(request_id: str) -> str:
     return f"request#{request_id}"
+
+
+def thread_file_sk(file_id: str) -> str:
+    return f"{THREAD_FILE_SK_PREFIX}{file_id}"
+
+
+def dead_letter_sk(request_id: str) -> str:
+    return f"{DEAD_LETTER_SK_PREFIX}{request_id}"
+
+
+def item_size(item: dict[str, Any]) -> int:
+    """An item's size as DynamoDB counts it against the 400 KB limit, from its serialized form
+    (``{name: {"S": ...}}``, as ``Model.serialize()`` returns): attribute names and strings in
+    UTF-8 bytes, numbers 1 byte per two significant digits + 1, booleans and nulls 1 byte, lists
+    and maps 3 bytes + 1 byte per element + their elements (Amazon DynamoDB Developer Guide,
+    "DynamoDB item sizes and formats")."""
+    return sum(len(name.encode()) + _value_size(value) for name, value in item.items())
+
+
+def _number_size(value: str) -> int:
+    digits = format(abs(Decimal(value)), "f").replace(".", "").strip("0")
+    return (len(digits) + 1) // 2 + 1
+
+
+def _value_size(value: dict[str, Any]) -> int:
+    (kind, content), = value.items()
+    if kind == "S":
+        return len(str(content).encode())
+    if kind == "N":
+        return _number_size(str(content))
+    if kind == "B":
+        return len(content) if isinstance(content, bytes | bytearray) else len(str(content).encode())
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "SS":
+        return sum(len(str(entry).encode()) for entry in content)
+    if kind == "NS":
+        return sum(_number_size(str(entry)) for entry in content)
+    if kind == "BS":
+        return sum(len(entry) for entry in content)
+    if kind == "L":
+        return 3 + sum(1 + _value_size(entry) for entry in content)
+    if kind == "M":
+        return 3 + sum(1 + len(key.encode()) + _value_size(entry) for key, entry in content.items())
+    raise ValueError(f"unknown DynamoDB type {kind!r}")

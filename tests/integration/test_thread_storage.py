@@ -1,0 +1,143 @@
+"""Thread state past DynamoDB's 400 KB (conversation.threads), and a save that fails after the
+reply (conversation.worker): moto tables from the template, the Slack sandbox on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from pynamodb.exceptions import PutError
+
+from insightmesh import resilience
+from insightmesh.conversation import replies, threads
+from insightmesh.conversation.models import ThreadRecord, item_size
+from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id, thread_key
+from insightmesh.slack import client as slack_client
+from insightmesh_local.slack_sandbox import SlackSandbox
+from tests.integration.admin_fixtures import DYNAMO_CALLS, template_tables
+
+TEAM, CHANNEL = "T0SIZE", "C0SIZE"
+KEY = thread_key(TEAM, CHANNEL, "1700000000.000100")
+
+
+@pytest.fixture
+def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    with template_tables(monkeypatch) as names:
+        yield names
+
+
+def raw_items(table: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = boto3.client("dynamodb").scan(TableName=table, ConsistentRead=True)["Items"]
+    return found
+
+
+def big_thread() -> threads.ThreadState:
+    """Five shared files of Cyrillic, CJK and emoji text, and a long MEDDIC session."""
+    alphabet = "Привет мир 你好世界 😀 "
+    files = [{"id": f"F{i}", "name": f"отчёт-{i}.docx", "text": (alphabet * 3000)[:30_000]} for i in range(5)]
+    notes = [f"Встреча {i}: " + "бюджет утверждён CFO, 预算已批准 " * 20 for i in range(300)]
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": ("ü" + "漢" * 3) * 1000}
+               for i in range(12)]
+    return threads.ThreadState(key=KEY, exists=True, bot_replied=True, sticky_agent="meddic", history=history,
+                               summary="Σ" * 10_000, agent_state={"meddic": {"notes": notes, "known": {}}},
+                               files=files)
+
+
+def test_a_thread_with_big_non_ascii_files_and_long_meddic_notes_saves_and_loads(tables):
+    state = big_thread()
+    old_size = item_size(ThreadRecord(f"thread#{KEY}", "thread", history=state.history, files=state.files,
+                                      agent_state=state.agent_state, summary=state.summary).serialize())
+    # pynamodb's JSONAttribute and files inline: what the old save attempted, and DynamoDB refused.
+    assert old_size > 400 * 1024
+
+    threads.save_thread(state)
+    loaded = threads.load_thread(KEY)
+
+    table = tables["CONVERSATIONS_TABLE"]
+    [thread_item] = [i for i in raw_items(table) if i["sk"]["S"] == "thread"]
+    assert item_size(thread_item) <= threads.MAX_THREAD_ITEM_BYTES
+    assert "files" not in thread_item
+    file_items = [i for i in raw_items(table) if i["sk"]["S"].startswith("thread#file#")]
+    assert len(file_items) == len(loaded.files) >= 3
+    assert [f["id"] for f in loaded.files] == [f["id"] for f in state.files]  # oldest dropped first, order kept
+    assert loaded.files[-1]["text"].startswith("Привет мир 你好世界 😀")
+    assert loaded.sticky_agent == "meddic" and len(loaded.summary or "") == threads.MAX_SUMMARY_CHARS
+    assert loaded.agent_state["meddic"]["notes"][-1].startswith("Встреча 299")
+    assert loaded.history[-1] == state.history[-1]
+
+
+def test_loading_is_one_query_and_an_unchanged_save_writes_only_the_thread_item(tables):
+    threads.save_thread(big_thread())
+
+    loaded: list[threads.ThreadState] = []
+    assert DYNAMO_CALLS.during(lambda: loaded.append(threads.load_thread(KEY))) == [
+        f"Query:{tables['CONVERSATIONS_TABLE']}"]
+    state = loaded[0]
+    state.history.append({"role": "user", "content": "one more"})
+    assert DYNAMO_CALLS.during(lambda: threads.save_thread(state)) == [f"PutItem:{tables['CONVERSATIONS_TABLE']}"]
+
+
+def test_a_new_file_is_one_batch_write_and_a_dropped_file_loses_its_item(tables):
+    state = threads.ThreadState(key=KEY, files=[{"id": f"F{i}", "name": "a", "text": "x"} for i in range(5)])
+    threads.save_thread(state)
+    state = threads.load_thread(KEY)
+    state.files.append({"id": "F5", "name": "b", "text": "new"})
+    del state.files[0]
+
+    calls = DYNAMO_CALLS.during(lambda: threads.save_thread(state))
+
+    # (BatchWriteItem names its tables inside RequestItems: the recorder shows "-")
+    assert calls == ["BatchWriteItem:-", f"PutItem:{tables['CONVERSATIONS_TABLE']}"]
+    assert [f["id"] for f in threads.load_thread(KEY).files] == ["F1", "F2", "F3", "F4", "F5"]
+
+
+def test_files_kept_inline_by_an_older_version_are_still_read_and_moved_out(tables):
+    ThreadRecord(f"thread#{KEY}", "thread", bot_replied=True,
+                 files=[{"id": "F0", "name": "old.txt", "text": "inline text"}]).save()
+
+    state = threads.load_thread(KEY)
+    assert state.files == [{"id": "F0", "name": "old.txt", "text": "inline text"}]
+    threads.save_thread(state)
+
+    [thread_item] = [i for i in raw_items(tables["CONVERSATIONS_TABLE"]) if i["sk"]["S"] == "thread"]
+    assert "files" not in thread_item
+    assert threads.load_thread(KEY).files == [{"id": "F0", "name": "old.txt", "text": "inline text"}]
+
+
+# -- the worker: a save that fails after the reply -------------------------------------------------------
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSandbox]:
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-size")
+    slack_client.reset_for_tests()
+    resilience._breakers.clear()
+    with SlackSandbox(port=0, team_id=TEAM) as sandbox, template_tables(monkeypatch):
+        monkeypatch.setenv("SLACK_API_URL", sandbox.url)
+        yield sandbox
+    slack_client.reset_for_tests()
+    resilience._breakers.clear()
+
+
+def test_a_save_that_fails_after_the_reply_still_gives_one_reply_and_no_redelivery(world, monkeypatch, capsys):
+    from insightmesh.conversation import worker
+
+    def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
+        raise PutError("Failed to put item", cause=None)
+
+    monkeypatch.setattr(ThreadRecord, "save", refuse)
+    ts = world.add_user_message(channel=CHANNEL, user="U0ALICE", text="<@UBOTLOCAL> hello")["ts"]
+    request = ConversationRequest(kind=RequestKind.MESSAGE, request_id=message_request_id(TEAM, CHANNEL, ts),
+                                  team_id=TEAM, channel_id=CHANNEL, channel_type="channel", user_id="U0ALICE",
+                                  text="<@UBOTLOCAL> hello", ts=ts, thread_ts=ts)
+
+    worker.process_message(request)  # returns: the SQS message is deleted, never redelivered
+
+    bot = [m for m in world.messages(channel=CHANNEL, thread_ts=ts) if m.get("is_bot")]
+    assert len(bot) == 1 and "Thinking" not in bot[0]["text"]
+    claim = replies.claim(request)
+    assert claim.record.status == replies.Status.ANSWERED
+    worker.process_message(request)  # a redelivery all the same would post nothing
+    assert len([m for m in world.messages(channel=CHANNEL, thread_ts=ts) if m.get("is_bot")]) == 1
+    assert '"ThreadSaveFailed"' in capsys.readouterr().out
