@@ -34,7 +34,7 @@ from urllib.parse import urlencode
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from insightmesh_local import slack_signing
+from insightmesh_local import local_auth, slack_signing
 from insightmesh_local.slack_signing import (
     FORM_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -74,7 +74,8 @@ class ChatError(Exception):
 class SandboxClient:
     """The few ``/_sandbox/...`` calls the chat needs (loopback HTTP, JSON)."""
 
-    def __init__(self, api_url: str, timeout: float = 10.0) -> None:
+    def __init__(self, api_url: str, timeout: float = 10.0, *, secret: str | None = None) -> None:
+        self.secret = secret  # the run's control secret (local_auth): /_sandbox/* refuses a call without it
         base = api_url.rstrip("/")
         self.api_url = base + "/"
         self.root = (base[: -len("/api")] if base.endswith("/api") else base) + "/"
@@ -83,12 +84,20 @@ class SandboxClient:
     def _call(self, path: str, body: dict[str, Any] | None = None, query: dict[str, str] | None = None) -> Any:
         url = self.root + "_sandbox/" + path + (("?" + urlencode(query)) if query else "")
         data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": JSON_CONTENT_TYPE}
+        if self.secret:
+            headers[local_auth.HEADER] = self.secret
         request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST",  # noqa: S310
-                                         headers={"Content-Type": JSON_CONTENT_TYPE})
+                                         headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - loopback
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
+            if error.code == 401:
+                raise ChatError(f"the Slack sandbox refused {path}: no valid secret (looked in "
+                                f"${local_auth.ENVIRONMENT_VARIABLE} and {local_auth.TOKEN_FILE} in the data dir; "
+                                "run from the folder you started `insightmesh dev` in, or pass its --data-dir)") \
+                    from error
             raise ChatError(f"the Slack sandbox answered {error.code} to {path}: {error.read()[:200]!r}") from error
         except (urllib.error.URLError, OSError) as error:
             raise ChatError(f"no Slack sandbox at {self.api_url} ({error}); start `insightmesh dev` "
@@ -382,7 +391,7 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
     """The chat loop; returns the exit status (0, or 1 when the sandbox or dev server is missing)."""
     args.channel = args.channel or f"D{args.user}"
     args.sandbox_url = args.sandbox_url or sandbox_url_for(args.port)
-    sandbox = SandboxClient(args.sandbox_url)
+    sandbox = SandboxClient(args.sandbox_url, secret=local_auth.read_secret(args.data_dir))
     try:
         bot_user_id, sandbox_team = _bot_identity(args)
     except ChatError as error:
@@ -447,6 +456,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     chat.add_argument("--token", default=os.environ.get("SLACK_BOT_TOKEN") or DEFAULT_BOT_TOKEN,
                       help="bot token presented to the sandbox (default: $SLACK_BOT_TOKEN or a local token)")
     chat.add_argument("--user", default=DEFAULT_USER, help=f"your Slack user id (default {DEFAULT_USER})")
+    local_auth.add_data_dir_option(chat)
     chat.add_argument("--channel", default=None, help="channel id (default: the DM channel D<user>)")
     chat.add_argument("--team", default=None, help="team id (default: the sandbox's)")
     chat.add_argument("--new-thread-each", action="store_true", help="every line starts a new thread")

@@ -9,13 +9,11 @@ import os
 import signal
 import sys
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from insightmesh_local import admin_cli, ingest_cli
+from insightmesh_local import admin_cli, ingest_cli, local_auth
 from insightmesh_local import chat as chat_command
 from insightmesh_local.runtime import (
     DEFAULT_DATA_DIR,
@@ -60,7 +58,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         template_path=_find_template(args.template), port=args.port, emulator_port=args.emulator_port,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, stack_name=args.stack_name,
         region=args.region, parameters=_parameters(args.parameter_overrides), ttl_interval=args.ttl_interval,
-        data_dir=Path(args.data_dir), log=log,
+        data_dir=Path(args.data_dir), log=log, write_secret=True,
     )
     stopping = threading.Event()
 
@@ -135,19 +133,13 @@ def cmd_invoke(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace, path: str, method: str = "GET") -> int:
-    url = f"http://127.0.0.1:{args.port}/_local/{path}"
-    request = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
+    client = local_auth.ControlClient(args.port, args.data_dir)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
-            print(json.dumps(json.loads(response.read()), indent=2))
-            return 0
-    except urllib.error.HTTPError as error:
-        print(f"insightmesh: {error.code} {error.read().decode()}", file=sys.stderr)
+        print(json.dumps(client.request(path, method=method), indent=2))
+    except local_auth.ControlError as error:
+        print(f"insightmesh: {error}", file=sys.stderr)
         return 1
-    except urllib.error.URLError as error:
-        print(f"insightmesh: no dev server on port {args.port} ({error.reason}); start `insightmesh dev`",
-              file=sys.stderr)
-        return 1
+    return 0
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
@@ -191,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     schedules.add_argument("action", choices=["list", "fire"], nargs="?", default="list")
     schedules.add_argument("name", nargs="?")
     schedules.add_argument("--port", type=int, default=3000)
+    local_auth.add_data_dir_option(schedules)
     schedules.set_defaults(run=cmd_schedules)
     chat_command.add_parser(sub)
     admin_cli.add_parsers(sub)

@@ -26,6 +26,7 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WsgiResponse
 
+from insightmesh_local import local_auth
 from insightmesh_local.functions import Functions, FunctionSpec, Invocation
 from insightmesh_local.template import ACCOUNT_ID
 
@@ -252,13 +253,22 @@ def to_http_response(route: Route, invocation: Invocation) -> WsgiResponse:
 
 
 class Gateway:
-    """The WSGI app and its server. ``/_local/...`` is the runtime's own control surface."""
+    """The WSGI app and its server. ``/_local/...`` is the runtime's own control surface: it answers
+    only a loopback ``Host``, no foreign ``Origin`` and the run's ``secret`` (see ``local_auth``).
+    The public routes (the API's, which API Gateway would serve) take any ``Host``, so a tunnel
+    works; until ``ready`` is set they answer 503, so ``/health`` is 200 only once the whole
+    runtime is up."""
 
     def __init__(self, functions: Functions, *, control: Callable[[Request], WsgiResponse | None] | None = None,
-                 log: Callable[[str], None] = print) -> None:
+                 log: Callable[[str], None] = print, secret: str | None = None,
+                 ready: threading.Event | None = None) -> None:
+        if control is not None and not secret:
+            raise ValueError("a gateway with a control surface needs the run's secret")
         self.functions = functions
         self.routes = routes_from(list(functions.specs.values()))
         self.control = control
+        self.secret = secret or ""
+        self.ready = ready
         self.log = log
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -266,8 +276,22 @@ class Gateway:
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         request = Request(environ)
         if request.path.startswith("/_local/") and self.control is not None:
+            presented = request.headers.get(local_auth.HEADER)
+            if request.path.startswith("/_local/cfn-response/"):
+                # A custom resource's ResponseURL carries the secret, as CloudFormation's carries
+                # its signature: the function answering it sends no header of ours.
+                presented = presented or request.args.get("token")
+            refused = local_auth.refusal(request.headers.get("Host"), request.headers.get("Origin"), presented,
+                                         self.secret)
+            if refused is not None:
+                self.log(f"gateway {request.method} {request.path} -> {refused[0]} (refused: {refused[1]})")
+                return _gateway_error(*refused)(environ, start_response)
             response = self.control(request) or _gateway_error(404, "Not Found")
             return response(environ, start_response)
+        if self.ready is not None and not self.ready.is_set():
+            starting = _gateway_error(503, "the runtime is starting")
+            starting.headers["Retry-After"] = "1"
+            return starting(environ, start_response)
         return self.handle(request)(environ, start_response)
 
     def handle(self, request: Request) -> WsgiResponse:

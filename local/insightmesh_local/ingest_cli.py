@@ -35,12 +35,13 @@ import os
 import sys
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
+
+from insightmesh_local import local_auth
 
 FUNCTION = "KnowledgeIngestFunction"
 BATCH_BASE64_BYTES = 4 * 1024 * 1024  # per invocation, whatever the number of documents
@@ -199,17 +200,15 @@ class Target(Protocol):
 class LocalTarget:
     """The running `insightmesh dev`, through its control endpoint."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, data_dir: str | None = None) -> None:
         self.port = port
-        self.base = f"http://127.0.0.1:{port}/_local/functions"
+        self.control = local_auth.ControlClient(port, data_dir)
         self.description = f"insightmesh dev on 127.0.0.1:{port}"
         self.timeout = 330.0
-        try:
-            with urllib.request.urlopen(self.base, timeout=5) as response:  # noqa: S310 - loopback only
-                functions = json.loads(response.read())["functions"]
-        except (urllib.error.URLError, OSError, ValueError, KeyError) as error:
-            raise TargetError(f"no insightmesh dev server on 127.0.0.1:{port} ({error}); start `insightmesh dev`, "
-                              "pass --port, or use --stack-name for a deployed stack") from error
+        try:  # waits a few seconds for a runtime that is still starting
+            functions = self.control.request("functions")["functions"]
+        except (local_auth.ControlError, TypeError, KeyError) as error:
+            raise TargetError(f"{error}; or use --stack-name for a deployed stack") from error
         spec = next((item for item in functions if item.get("logical_id") == FUNCTION), None)
         if spec is None:
             raise TargetError(f"the dev server on 127.0.0.1:{port} has no {FUNCTION}: its template predates "
@@ -217,16 +216,12 @@ class LocalTarget:
         self.timeout = float(spec.get("timeout") or 300) + 30
 
     def invoke(self, event: dict[str, Any]) -> dict[str, Any]:
-        request = urllib.request.Request(  # noqa: S310 - an http://127.0.0.1 URL we built
-            f"{self.base}/{FUNCTION}/invoke", data=json.dumps(event).encode(),
-            headers={"Content-Type": "application/json"}, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - loopback only
-                answer = json.loads(response.read())
-        except urllib.error.HTTPError as error:
-            raise InvokeError(f"the dev server answered {error.code}: {error.read().decode(errors='replace')}") \
-                from error
-        except (urllib.error.URLError, OSError) as error:
+            answer = self.control.request(f"functions/{FUNCTION}/invoke", method="POST", body=event,
+                                          timeout=self.timeout)
+        except local_auth.ControlError as error:
+            if isinstance(error.__cause__, urllib.error.HTTPError):
+                raise InvokeError(str(error)) from error
             raise TargetError(f"lost the dev server on 127.0.0.1:{self.port} ({error})") from error
         if not answer.get("ok"):
             problem = answer.get("error") or {}
@@ -407,7 +402,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         print(f"insightmesh ingest: --acl: {error}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        target: Target = AwsTarget(args.stack_name, args.region) if args.stack_name else LocalTarget(args.port)
+        target: Target = AwsTarget(args.stack_name, args.region) if args.stack_name else \
+            LocalTarget(args.port, args.data_dir)
         print(f"ingesting into {target.description}", file=sys.stderr)
         summary = run(args.paths, target, acl=acl, sweep=args.sweep)
     except TargetError as error:
@@ -427,6 +423,7 @@ def add_parser(sub: Any) -> None:
                             description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ingest.add_argument("paths", nargs="+", metavar="PATH", help="files or folders (folders are walked)")
     ingest.add_argument("--port", type=int, default=3000, help="the local dev server's port (default 3000)")
+    local_auth.add_data_dir_option(ingest)
     ingest.add_argument("--acl", action="append", metavar="PRINCIPAL",
                         help="who may read the documents, repeatable: anyone (the default), domain:example.com, "
                              "user:alice@example.com, group:sales@example.com")

@@ -66,6 +66,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WsgiResponse
 
+from insightmesh_local import local_auth
+
 LOCK_WAIT_ON_STOP = 1.0  # seconds stop() waits for a call in progress before closing the store
 
 # Embedded mode warns about what it ignores; through the bridge those are expected, not news.
@@ -195,6 +197,9 @@ class QdrantBridge:
         started = time.perf_counter()
         path = request.path.rstrip("/") or "/"
         method = request.method.upper()
+        refused = local_auth.refusal(request.headers.get("Host"), request.headers.get("Origin"), None, None)
+        if refused is not None:  # a foreign Host is a DNS-rebinding page, not a function of this run
+            return _failure(refused[0], refused[1], started)
         try:
             if path == "/" and method == "GET":
                 return _raw(200, {"title": "qdrant - vector search engine (insightmesh local bridge over "

@@ -28,10 +28,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 from werkzeug.wrappers import Request
 from werkzeug.wrappers import Response as WsgiResponse
 
+from insightmesh_local import local_auth
 from insightmesh_local.functions import FunctionNotFound, Functions
 from insightmesh_local.gateway import Gateway
 from insightmesh_local.scheduler import Scheduler
@@ -41,7 +43,7 @@ from insightmesh_local.template import Template, TemplateError, load_template
 from insightmesh_local.ttl import TtlSweeper
 
 DEFAULT_TEMPLATE = Path("infra/template.yaml")
-DEFAULT_DATA_DIR = Path(".insightmesh")  # local state that outlives a run: the knowledge base
+DEFAULT_DATA_DIR = local_auth.DEFAULT_DATA_DIR  # local state that outlives a run: the knowledge base, the secret
 
 
 def _stamp() -> str:
@@ -131,6 +133,14 @@ class LocalRuntime:
     stop_event: threading.Event = field(default_factory=threading.Event)
     started_at: float = 0.0
     ready_seconds: float = 0.0
+    # The control surface's per-run secret (local_auth); ``write_secret``: put it in the data dir
+    # (0600) for the CLI clients, as ``insightmesh dev`` does.
+    secret: str = ""
+    write_secret: bool = False
+    ready: threading.Event = field(default_factory=threading.Event)  # set once every part is up
+
+    def __post_init__(self) -> None:
+        self.secret = self.secret or local_auth.new_secret(self.environ)
 
     # -- start ---------------------------------------------------------------------------------
     def start_emulator(self) -> str:
@@ -169,7 +179,7 @@ class LocalRuntime:
         if port and not port_free(port):
             self.log(f"port {port} is in use: the Slack sandbox takes a free port instead")
             port = 0
-        self.slack_sandbox = SlackSandbox(port=port)
+        self.slack_sandbox = SlackSandbox(port=port, secret=self.secret)
         self.slack_sandbox.start()
         parameters["SlackApiUrl"] = self.slack_sandbox.url
         self.log(f"Slack Web API sandbox (a development stand-in, not Slack) on {self.slack_sandbox.url}")
@@ -234,7 +244,11 @@ class LocalRuntime:
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per invocation is ours
         stack = self.deploy(sandbox=True)
         assert self.functions is not None
-        self.gateway = Gateway(self.functions, control=self.control, log=self.log)
+        if self.write_secret:  # after deploy: the knowledge base's lock says this run owns the data dir
+            path = local_auth.write_secret(self.data_dir, self.secret)
+            self.log(f"control secret for the CLI in {path} (mode 0600)")
+        self.gateway = Gateway(self.functions, control=self.control, log=self.log, secret=self.secret,
+                               ready=self.ready)
         self.gateway.start("127.0.0.1", self.port)
         self.run_custom_resources(stack)
         sqs = stack.client("sqs")
@@ -249,6 +263,7 @@ class LocalRuntime:
         self.ttl = TtlSweeper(stack.client("dynamodb"), self.log, self.stop_event, interval=self.ttl_interval)
         self.ttl.start()
         self.ready_seconds = time.perf_counter() - self.started_at
+        self.ready.set()  # only now: /health and the control surface answer
         self._announce()
 
     def run_custom_resources(self, stack: Stack) -> None:
@@ -262,7 +277,8 @@ class LocalRuntime:
             event = {
                 "RequestType": "Create",
                 "ServiceToken": properties["ServiceToken"],
-                "ResponseURL": f"http://127.0.0.1:{self.gateway.port}/_local/cfn-response/{request_id}",
+                "ResponseURL": f"http://127.0.0.1:{self.gateway.port}/_local/cfn-response/{request_id}"
+                               f"?{urlencode({'token': self.secret})}",
                 "StackId": stack.resolver.pseudo("AWS::StackId"),
                 "RequestId": request_id,
                 "LogicalResourceId": logical_id,
@@ -319,7 +335,7 @@ class LocalRuntime:
         if len(parts) == 2 and parts[0] == "cfn-response" and request.method == "PUT":
             self.cfn_responses[parts[1]] = json.loads(request.get_data() or b"{}")
             return _json(200, {})
-        if self.scheduler is None or self.functions is None:
+        if not self.ready.is_set() or self.scheduler is None or self.functions is None:
             return _json(503, {"message": "the runtime is starting"})
         if parts == ["schedules"] and request.method == "GET":
             return _json(200, {"schedules": self.scheduler.describe()})
@@ -356,7 +372,10 @@ class LocalRuntime:
     # -- stop --------------------------------------------------------------------------------------
     def stop(self) -> None:
         started = time.perf_counter()
+        self.ready.clear()
         self.stop_event.set()
+        if self.write_secret:
+            local_auth.remove_secret(self.data_dir, self.secret)
         if self.gateway is not None:
             self.gateway.stop()
         for poller in self.pollers:

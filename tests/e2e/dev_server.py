@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -11,15 +12,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from insightmesh_local import local_auth
 from tests.helpers import free_port, wait_for
 
 ROOT = Path(__file__).parents[2]
 CLI = [sys.executable, "-m", "insightmesh_local.cli"]
+# The e2e servers' control secret: `insightmesh dev` takes it from the environment, as a script that
+# starts it would, and the CLI runs of the tests (env=_env()) present it the same way.
+LOCAL_TOKEN = secrets.token_urlsafe(24)
 
 
 def _env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["PYTHONUNBUFFERED"] = "1"
+    env[local_auth.ENVIRONMENT_VARIABLE] = LOCAL_TOKEN
     return env
 
 
@@ -36,6 +42,11 @@ class DevServer:
         self.process = subprocess.Popen(
             [*CLI, "dev", "--port", str(self.port), "--emulator-port", str(self.emulator_port), *extra],
             cwd=ROOT, env={**_env(), **(env or {})}, stdout=self.log, stderr=subprocess.STDOUT, text=True)
+
+    @property
+    def secret(self) -> str:
+        """What /_local/* wants in X-InsightMesh-Local-Token."""
+        return LOCAL_TOKEN
 
     def output(self) -> str:
         return self.log_path.read_text()

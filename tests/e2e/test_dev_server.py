@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
 
+from insightmesh_local import local_auth
 from insightmesh_local.template import load_template
 from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
 from tests.helpers import free_port, port_open
@@ -185,3 +188,49 @@ def test_schedules_cli_talks_to_the_running_server(server):
     missing = subprocess.run([*CLI, "schedules", "fire", "nope", "--port", str(server.port)], cwd=ROOT,
                              env=_env(), capture_output=True, text=True, timeout=30)
     assert missing.returncode == 1 and "no schedule named" in missing.stderr
+
+
+# -- the local runtime is not an open door ----------------------------------------------------------------
+
+def _without_the_secret_in_the_environment() -> dict[str, str]:
+    return {k: v for k, v in _env().items() if k != local_auth.ENVIRONMENT_VARIABLE}
+
+
+def test_the_secret_is_in_the_data_dir_readable_only_by_its_owner(server):
+    path = Path(server.data_dir) / local_auth.TOKEN_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.read_text() == server.secret
+
+
+def test_the_control_surface_refuses_pages_foreign_hosts_and_requests_without_the_secret(server, http):
+    page = {"Content-Type": "text/plain", "Origin": "https://evil.example"}
+    assert http.post("/_local/functions/HealthFunction/invoke", content=b"{}", headers=page).status_code == 403
+    assert http.get("/_local/stack").status_code == 401
+    assert http.get("/_local/stack", headers={"Host": "rebound.example",
+                                              local_auth.HEADER: server.secret}).status_code == 403
+    assert http.get("/_local/stack", headers={local_auth.HEADER: server.secret}).status_code == 200
+    # The API's own routes take any Host: a tunnel to a real workspace keeps working.
+    assert http.get("/health", headers={"Host": "abc.tunnel.example"}).status_code == 200
+
+
+def test_the_cli_reads_the_secret_from_the_data_dir(server, tmp_path):
+    listed = subprocess.run([*CLI, "schedules", "list", "--port", str(server.port), "--data-dir", server.data_dir],
+                            cwd=ROOT, env=_without_the_secret_in_the_environment(), capture_output=True, text=True,
+                            timeout=30)
+    assert listed.returncode == 0, listed.stderr
+    elsewhere = subprocess.run([*CLI, "schedules", "list", "--port", str(server.port), "--data-dir", str(tmp_path)],
+                               cwd=ROOT, env=_without_the_secret_in_the_environment(), capture_output=True,
+                               text=True, timeout=30)
+    assert elsewhere.returncode == 1
+    assert "no valid secret" in elsewhere.stderr and str(tmp_path) in elsewhere.stderr
+
+
+def test_the_dev_servers_slack_sandbox_wants_the_secret_too(server):
+    found = re.search(r"Slack Web API sandbox .* on (http://127\.0\.0\.1:\d+/)api/", server.output())
+    assert found, server.output()
+    root = found.group(1)
+    assert httpx.get(root + "_sandbox/messages", timeout=10).status_code == 401
+    assert httpx.get(root + "_sandbox/messages", headers={local_auth.HEADER: server.secret},
+                     timeout=10).status_code == 200
+    assert httpx.get(root + "_sandbox/messages", headers={"Host": "evil.example", local_auth.HEADER: server.secret},
+                     timeout=10).status_code == 403

@@ -264,7 +264,8 @@ def test_two_concurrent_starts_one_runs_one_is_skipped(admin, clean_sandbox):
 def test_a_schedule_fired_by_the_local_runtime_produces_a_run(dev, admin, clean_sandbox):
     clean_sandbox.add_users([slack_user(i) for i in range(7)])
     job = create_job(admin, name="Fired", schedule="rate(12 hours)")
-    fired = httpx.post(f"http://127.0.0.1:{dev.port}/_local/schedules/job-{job['job_id']}/fire", timeout=10)
+    fired = httpx.post(f"http://127.0.0.1:{dev.port}/_local/schedules/job-{job['job_id']}/fire", timeout=10,
+                       headers={"X-InsightMesh-Local-Token": dev.secret})
     assert fired.status_code == 202, fired.text
     runs: list = []
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +14,9 @@ import httpx
 import pytest
 from boto3.dynamodb.conditions import Key
 
+from insightmesh_local import local_auth
 from insightmesh_local.runtime import LocalRuntime
-from tests.helpers import free_port, wait_for
+from tests.helpers import free_port, port_open, wait_for
 
 FIXTURE = Path(__file__).parents[1] / "fixtures" / "runtime" / "template.yaml"
 pytestmark = pytest.mark.timeout(90)
@@ -33,6 +35,15 @@ def runtime():
 
 @pytest.fixture(scope="module")
 def http(runtime):
+    """A client of the runtime that, like the CLI, presents the run's secret to /_local/*."""
+    with httpx.Client(base_url=f"http://127.0.0.1:{runtime.port}", timeout=20,
+                      headers={local_auth.HEADER: runtime.secret}) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stranger(runtime):
+    """A client without the secret (a web page, a tunnel, another user's script)."""
     with httpx.Client(base_url=f"http://127.0.0.1:{runtime.port}", timeout=20) as client:
         yield client
 
@@ -320,3 +331,110 @@ def test_ttl_expired_items_are_deleted(http, results):
     assert http.post("/_local/ttl/sweep").json()["deleted"] >= 1
     left = {item["sk"] for item in results.query(KeyConditionExpression=Key("pk").eq("ttl"))["Items"]}
     assert left == {"alive", "forever"}
+
+
+# -- the control surface is not an open door ------------------------------------------------------------
+
+def _invocations(runtime, function):
+    return sum(1 for line in runtime.logs if f"{function} trigger=invoke " in line)
+
+
+def test_a_cross_origin_text_plain_post_cannot_invoke_a_function(runtime, stranger, http):
+    # What any web page can send without a CORS preflight.
+    before = _invocations(runtime, "EchoFunction")
+    page = {"Content-Type": "text/plain", "Origin": "https://evil.example"}
+    assert stranger.post("/_local/functions/EchoFunction/invoke", content=b"{}", headers=page).status_code == 403
+    # Even with the secret (a page cannot read it), a foreign Origin is refused.
+    with_secret = {**page, local_auth.HEADER: runtime.secret}
+    assert stranger.post("/_local/functions/EchoFunction/invoke", content=b"{}", headers=with_secret).status_code \
+        == 403
+    assert stranger.post("/_local/functions/EchoFunction/invoke", content=b"{}",
+                         headers={**with_secret, "Origin": "null"}).status_code == 403
+    assert _invocations(runtime, "EchoFunction") == before
+
+
+def test_a_foreign_host_is_refused_by_the_control_surface(runtime, stranger):
+    # DNS rebinding: a name the attacker controls, resolved to 127.0.0.1; a tunnel forwards its own Host.
+    for host in ("evil.example", f"evil.example:{runtime.port}", "127.0.0.1.evil.example", "10.0.0.5:3000"):
+        response = stranger.get("/_local/schedules", headers={"Host": host, local_auth.HEADER: runtime.secret})
+        assert response.status_code == 403, host
+
+
+def test_a_request_without_the_secret_is_refused(runtime, stranger):
+    before = _invocations(runtime, "EchoFunction")
+    assert stranger.get("/_local/schedules").status_code == 401
+    assert stranger.get("/_local/stack").status_code == 401
+    assert stranger.post("/_local/ttl/sweep").status_code == 401
+    assert stranger.post("/_local/functions/EchoFunction/invoke", json={}).status_code == 401
+    wrong = {local_auth.HEADER: runtime.secret[:-1] + ("x" if runtime.secret[-1] != "x" else "y")}
+    assert stranger.post("/_local/functions/EchoFunction/invoke", json={}, headers=wrong).status_code == 401
+    assert stranger.put("/_local/cfn-response/forged", json={"Status": "SUCCESS"}).status_code == 401
+    assert "forged" not in runtime.cfn_responses
+    assert _invocations(runtime, "EchoFunction") == before
+
+
+def test_loopback_names_and_the_same_origin_are_accepted_with_the_secret(runtime, stranger):
+    for host in (f"127.0.0.1:{runtime.port}", f"localhost:{runtime.port}", f"[::1]:{runtime.port}", "localhost"):
+        response = stranger.get("/_local/schedules", headers={"Host": host, local_auth.HEADER: runtime.secret})
+        assert response.status_code == 200, host
+    same_origin = {"Origin": f"http://127.0.0.1:{runtime.port}", local_auth.HEADER: runtime.secret}
+    assert stranger.get("/_local/functions", headers=same_origin).status_code == 200
+
+
+def test_the_cli_client_with_the_secret_works(runtime, tmp_path, monkeypatch):
+    monkeypatch.delenv(local_auth.ENVIRONMENT_VARIABLE, raising=False)
+    path = local_auth.write_secret(tmp_path, runtime.secret)
+    assert path.stat().st_mode & 0o777 == 0o600
+    listed = local_auth.ControlClient(runtime.port, tmp_path).request("functions")["functions"]
+    names = {function["logical_id"] for function in listed}
+    assert "EchoFunction" in names
+    with pytest.raises(local_auth.ControlError, match="no valid secret"):
+        local_auth.ControlClient(runtime.port, tmp_path / "elsewhere").request("functions")
+
+
+def test_public_routes_answer_any_host_so_a_tunnel_works(stranger):
+    response = stranger.get("/items/7", headers={"Host": "abc123.ngrok-free.app"})
+    assert response.status_code == 200
+    assert response.json()["event"]["requestContext"]["domainName"] == "abc123.ngrok-free.app"
+
+
+def test_nothing_answers_as_ready_before_every_part_is_up(tmp_path, monkeypatch):
+    """/health (any public route) and the control surface say "starting" until seeding and the
+    pollers, scheduler and sweeper are up; a CLI client waits for that rather than failing."""
+    monkeypatch.delenv(local_auth.ENVIRONMENT_VARIABLE, raising=False)
+    logs: list[str] = []
+    seeding = threading.Event()
+    rt = LocalRuntime(template_path=FIXTURE, port=free_port(), emulator_port=free_port(),
+                      stack_name="starting", ttl_interval=3600, log=logs.append)
+    local_auth.write_secret(tmp_path, rt.secret)
+    run_custom_resources = rt.run_custom_resources
+
+    def slow_seeding(stack):
+        seeding.wait(60)  # the bootstrap custom resource still seeding
+        run_custom_resources(stack)
+
+    rt.run_custom_resources = slow_seeding
+    starter = threading.Thread(target=rt.start, daemon=True)
+    starter.start()
+    try:
+        wait_for(lambda: port_open(rt.port), timeout=60, what="the gateway listening")
+        with httpx.Client(base_url=f"http://127.0.0.1:{rt.port}", timeout=10,
+                          headers={local_auth.HEADER: rt.secret}) as client:
+            early = client.get("/items/1")
+            assert early.status_code == 503 and early.headers["Retry-After"] == "1"
+            assert client.get("/_local/schedules").json() == {"message": "the runtime is starting"}
+            with pytest.raises(local_auth.ControlError, match="still starting"):
+                local_auth.ControlClient(rt.port, tmp_path, wait=0.5).request("schedules")
+            waited: list[dict] = []
+            patient = threading.Thread(
+                target=lambda: waited.append(local_auth.ControlClient(rt.port, tmp_path, wait=60).request("schedules")))
+            patient.start()
+            time.sleep(1)  # let the patient client meet the starting runtime first
+            seeding.set()
+            patient.join(timeout=60)
+            assert waited and "schedules" in waited[0]
+            assert client.get("/items/1").status_code == 200
+    finally:
+        seeding.set()
+        starter.join(timeout=60)
+        rt.stop()

@@ -258,6 +258,17 @@ def test_errors_come_back_in_qdrants_envelope(bridge):
 
 # -- insightmesh dev's wiring --------------------------------------------------------------------------
 
+def test_a_foreign_host_or_origin_is_refused(bridge):
+    # DNS rebinding: a page on a name that resolves to 127.0.0.1 must not read or wipe the knowledge base.
+    ensure_collection(connect(bridge))
+    rebinding = httpx.delete(f"{bridge.url}/collections/{COLLECTION}", headers={"Host": "evil.example"}, timeout=5)
+    assert rebinding.status_code == 403 and "error" in rebinding.json()["status"]
+    page = httpx.get(f"{bridge.url}/collections", headers={"Origin": "https://evil.example"}, timeout=5)
+    assert page.status_code == 403
+    assert connect(bridge).collection_exists(COLLECTION)  # the functions' own client (loopback Host) still works
+    assert httpx.get(f"{bridge.url}/readyz", headers={"Host": "localhost"}, timeout=5).status_code == 200
+
+
 def _template() -> SimpleNamespace:
     return SimpleNamespace(parameters={"QdrantUrl": {"Type": "String", "Default": ""}})
 

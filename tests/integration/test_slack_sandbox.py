@@ -22,7 +22,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
-from insightmesh_local import slack_signing
+from insightmesh_local import local_auth, slack_signing
 from insightmesh_local.slack_sandbox import SANDBOX_WARNING, SlackSandbox
 from tests.helpers import wait_for
 
@@ -48,6 +48,13 @@ def client(sandbox):
 
 @pytest.fixture
 def control(sandbox):
+    """The sandbox's control endpoints, with the run's secret (as `insightmesh chat` sends it)."""
+    with httpx.Client(base_url=sandbox.root, timeout=5, headers={local_auth.HEADER: sandbox.secret}) as http:
+        yield http
+
+
+@pytest.fixture
+def stranger(sandbox):
     with httpx.Client(base_url=sandbox.root, timeout=5) as http:
         yield http
 
@@ -462,3 +469,47 @@ def test_builders_are_understood_by_the_ingress_classifier():
         response_url="http://127.0.0.1:1/r").decode()))["payload"])
     [request] = events.action_requests(action, correlation_id="c")
     assert request.action_id == "feedback_up" and request.ts == "1700000000.000500"
+
+
+# -- the sandbox is not an open door ---------------------------------------------------------------------
+CONTROL_CALLS = [("GET", "_sandbox/messages", None), ("POST", "_sandbox/messages", {"channel": "C1", "user": "U1",
+                                                                                   "text": "posing as U1"}),
+                 ("GET", "_sandbox/calls", None), ("POST", "_sandbox/reset", None),
+                 ("POST", "_sandbox/fail", {"method": "*", "mode": "error"}), ("POST", "_sandbox/users", {"id": "U9"}),
+                 ("POST", "_sandbox/response_urls", {"channel": "C1"}), ("POST", "_sandbox/ts", None)]
+
+
+@pytest.mark.parametrize(("verb", "path", "body"), CONTROL_CALLS)
+def test_control_endpoints_refuse_a_request_without_the_secret(sandbox, stranger, verb, path, body):
+    sandbox.add_user_message(channel="C1", user="U1", text="before")
+    response = stranger.request(verb, path, json=body)
+    assert response.status_code == 401
+    assert response.json()["ok"] is False and response.json()["warning"] == SANDBOX_WARNING
+    wrong = stranger.request(verb, path, json=body, headers={local_auth.HEADER: "not-the-secret"})
+    assert wrong.status_code == 401
+    assert [m["text"] for m in sandbox.messages("C1")] == ["before"]  # nothing posted, nothing reset
+    assert sandbox.state.failures() == []
+
+
+def test_a_cross_origin_text_plain_post_cannot_post_as_a_person(sandbox, stranger):
+    page = {"Content-Type": "text/plain", "Origin": "https://evil.example", local_auth.HEADER: sandbox.secret}
+    body = json.dumps({"channel": "C1", "user": "U1", "text": "hi"})
+    assert stranger.post("_sandbox/messages", content=body, headers=page).status_code == 403
+    assert sandbox.messages("C1") == []
+
+
+def test_a_foreign_host_is_refused_everywhere(sandbox, stranger, client):
+    rebinding = {"Host": "evil.example", local_auth.HEADER: sandbox.secret}
+    assert stranger.get("_sandbox/messages", headers=rebinding).status_code == 403
+    assert stranger.get("_sandbox/health", headers=rebinding).status_code == 403
+    assert stranger.post("api/chat.postMessage", headers={"Host": "evil.example", "Authorization": "Bearer xoxb-1"},
+                         data={"channel": "C1", "text": "x"}).status_code == 403
+    assert sandbox.messages("C1") == []
+    assert client.auth_test()["ok"] is True  # the bot's own Web API calls (loopback Host) still work
+
+
+def test_the_web_api_needs_no_secret_and_the_helpers_know_it(sandbox, client, control):
+    client.chat_postMessage(channel="C2", text="from the bot")  # slack_sdk with a bot token only
+    assert [m["text"] for m in sandbox.messages("C2")] == ["from the bot"]
+    assert [m["text"] for m in control.get("_sandbox/messages", params={"channel": "C2"}).json()] == ["from the bot"]
+    assert SlackSandbox(port=0, secret="given").secret == "given"

@@ -22,6 +22,7 @@ from slack_sdk import WebClient
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
+from insightmesh_local import local_auth
 from insightmesh_local.chat import add_parser, in_progress, run_chat, sandbox_url_for
 from insightmesh_local.slack_sandbox import SlackSandbox
 from tests.helpers import free_port
@@ -130,8 +131,10 @@ class FakeBot:
 
 
 @pytest.fixture
-def sandbox() -> Iterator[SlackSandbox]:
+def sandbox(monkeypatch) -> Iterator[SlackSandbox]:
     server = SlackSandbox(port=0).start()
+    # The chat finds the run's secret as it does for `insightmesh dev`: $INSIGHTMESH_LOCAL_TOKEN.
+    monkeypatch.setenv(local_auth.ENVIRONMENT_VARIABLE, server.secret)
     yield server
     server.stop()
 
@@ -270,3 +273,21 @@ def test_defaults_follow_the_environment_and_the_dev_server_port(monkeypatch):
     parser = argparse.ArgumentParser(prog="insightmesh")
     add_parser(parser.add_subparsers(dest="command"))
     assert parser.parse_args(["chat"]).sandbox_url == "http://127.0.0.1:4001/api/"
+
+
+def test_without_the_runs_secret_the_chat_says_where_it_looked(bot, sandbox, tmp_path, monkeypatch):
+    monkeypatch.delenv(local_auth.ENVIRONMENT_VARIABLE)
+    args = chat_args("--data-dir", str(tmp_path), port=bot.port, sandbox_url=sandbox.url)
+    status, output = converse(args, ["hello?"])
+    assert status == 1
+    assert "no valid secret" in output and local_auth.TOKEN_FILE in output
+    assert sandbox.messages() == []  # nothing was posted in your name
+
+
+def test_the_chat_reads_the_secret_from_the_data_dir(bot, sandbox, tmp_path, monkeypatch):
+    monkeypatch.delenv(local_auth.ENVIRONMENT_VARIABLE)
+    local_auth.write_secret(tmp_path, sandbox.secret)
+    args = chat_args("--data-dir", str(tmp_path), port=bot.port, sandbox_url=sandbox.url)
+    status, _output = converse(args, ["what is our refund policy?"])
+    assert status == 0
+    assert any(m["text"] == "what is our refund policy?" for m in sandbox.messages())

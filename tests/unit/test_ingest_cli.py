@@ -172,7 +172,8 @@ class ControlStandIn:
 
             def do_POST(self):
                 event = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stand_in.events.append({"path": self.path, "event": event})
+                stand_in.events.append({"path": self.path, "event": event,
+                                        "secret": self.headers.get("X-InsightMesh-Local-Token")})
                 count = len(event["documents"])
                 default = {"seen": count, "new": count, "changed": 0, "unchanged": 0, "failed": 0,
                            "removed": 1 if event["sweep"] else 0, "chunks_written": count, "errors": {}}
@@ -299,3 +300,13 @@ def test_an_unreadable_folder_is_reported(tree, monkeypatch):
     monkeypatch.setattr(ingest_cli.os, "walk", walk)
     root = collect(tree)
     assert root.unlisted == [tree / "locked"] and root.failed[tree / "locked"] == "cannot list: Permission denied"
+
+
+def test_ingest_presents_the_dev_servers_secret_from_its_data_dir(tree, control, tmp_path, monkeypatch):
+    monkeypatch.delenv("INSIGHTMESH_LOCAL_TOKEN", raising=False)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "local-token").write_text("the-runs-secret")
+    dev = control()
+    assert main(["ingest", str(tree / "travel.txt"), "--port", str(dev.port), "--data-dir",
+                 str(tmp_path / "data")]) == 0
+    assert [call["secret"] for call in dev.events] == ["the-runs-secret"]
