@@ -18,6 +18,7 @@ from insightmesh.slack.events import (
     action_requests,
     classify_event,
     command_request,
+    workspace_event,
 )
 from insightmesh_local.slack_signing import (
     DEFAULT_APP_ID,
@@ -403,3 +404,100 @@ def test_block_actions_without_team_or_user_is_malformed(missing: str) -> None:
 
     with pytest.raises(MalformedPayload):
         action_requests(payload, correlation_id="c")
+
+
+# -- Slackbot, apps, workspace events (issue 10 §4) ------------------------------------------------------------
+def test_slackbots_removed_from_channel_dm_is_ignored() -> None:
+    """Captured shape: Slackbot's DM has user USLACKBOT and no bot_id, bot_profile or subtype."""
+    import json
+    from pathlib import Path
+
+    sample = json.loads(Path(__file__).parents[2].joinpath("events/slack_ingress/slackbot_removed_dm.json")
+                        .read_text())
+    payload = json.loads(sample["body"])
+    event = payload["event"]
+    assert event["user"] == "USLACKBOT" and event["channel_type"] == "im"
+    assert not {"bot_id", "bot_profile", "subtype", "app_id"} & set(event)
+
+    result = classify_event(payload, correlation_id="c")
+
+    assert result.decision is Decision.IGNORE and result.request is None
+    assert "Slackbot" in result.reason
+
+
+def test_a_message_with_an_app_id_is_ignored() -> None:
+    event = message_event("U0APPUSER1", DM, "automated hello", TS)
+    event["app_id"] = "A0OTHERAPP"  # a workflow or app user's message: no bot_id, no bot_profile
+    assert "bot_id" not in event and "bot_profile" not in event
+
+    assert classify(event).decision is Decision.IGNORE
+
+
+def test_a_bot_message_subtype_is_ignored() -> None:
+    event = message_event(USER, DM, "posted by an integration", TS, subtype="bot_message")
+
+    assert classify(event).decision is Decision.IGNORE
+
+
+def test_app_uninstalled_is_a_workspace_event() -> None:
+    payload = {"team_id": "T0GONE", "api_app_id": "A1", "type": "event_callback", "event_id": "Ev9",
+               "event": {"type": "app_uninstalled"}}
+
+    changed = workspace_event(payload)
+
+    assert changed is not None
+    assert (changed.team_id, changed.kind, changed.event_id) == ("T0GONE", "app_uninstalled", "Ev9")
+
+
+def test_tokens_revoked_is_a_workspace_event_only_when_bot_tokens_are_revoked() -> None:
+    def payload(tokens: dict[str, list[str]]) -> dict[str, Any]:
+        return {"team_id": "T0GONE", "type": "event_callback", "event_id": "Ev10",
+                "event": {"type": "tokens_revoked", "tokens": tokens}}
+
+    assert workspace_event(payload({"oauth": ["U1"], "bot": ["UBOT"]})) is not None
+    assert workspace_event(payload({"oauth": ["U1"]})) is None  # a user token: the bot still works
+    assert workspace_event(payload({"oauth": ["U1"], "bot": []})) is None
+
+
+def test_messages_are_not_workspace_events_and_a_teamless_uninstall_is_malformed() -> None:
+    assert workspace_event(wrap(message_event(USER, DM, "hi", TS))) is None
+    with pytest.raises(MalformedPayload):
+        workspace_event({"type": "event_callback", "event": {"type": "app_uninstalled"}})
+
+
+# -- response_url: Slack's only (issue 10 §4) -------------------------------------------------------------------
+@pytest.mark.parametrize("url", [
+    "http://hooks.slack.com/commands/T1/1/abc",  # not https
+    "https://hooks.slack.com.evil.example/commands/T1/1/abc",
+    "https://evil.example/commands?x=https://hooks.slack.com/",
+    "https://user@hooks.slack.com:8443/commands/T1/1/abc",
+    "https://slack.com/api/chat.postMessage",
+    "https://169.254.169.254/latest/meta-data/",
+    "not a url",
+])
+def test_a_slash_command_keeps_no_response_url_that_is_not_slacks(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLACK_API_URL", raising=False)
+    fields = form(slash_command_body(user_id=USER, channel_id=CHANNEL, text="help", response_url=url))
+
+    assert command_request(fields, correlation_id="c").response_url is None
+
+
+def test_a_button_keeps_no_response_url_that_is_not_slacks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SLACK_API_URL", raising=False)
+    payload = block_actions_payload(user_id=USER, channel_id=CHANNEL, message_ts=TS, action_id="exit_agent",
+                                    response_url="https://attacker.example/collect")
+
+    [request] = action_requests(payload, correlation_id="c")
+
+    assert request.response_url is None
+
+
+def test_the_configured_slack_stand_in_serves_response_urls_in_development(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLACK_API_URL", "http://127.0.0.1:3999/api/")
+    local = "http://127.0.0.1:3999/response/abc"
+    fields = form(slash_command_body(user_id=USER, channel_id=CHANNEL, text="help", response_url=local))
+
+    assert command_request(fields, correlation_id="c").response_url == local
+    other_port = form(slash_command_body(user_id=USER, channel_id=CHANNEL, text="help",
+                                         response_url="http://127.0.0.1:4000/response/abc"))
+    assert command_request(other_port, correlation_id="c").response_url is None

@@ -130,3 +130,28 @@ def test_truncate_respects_a_custom_limit() -> None:
     assert len(result) <= 100
     assert result.endswith("_(truncated)_")
     assert truncate("short", limit=100) == "short"
+
+
+# -- disguised links (issue 10 §4) ---------------------------------------------------------------------
+@pytest.mark.parametrize(("markdown", "expected"), [
+    ("[https://bank.example/login](https://evil.example/phish)", "<https://evil.example/phish|evil.example>"),
+    ("[bank.example](https://evil.example)", "<https://evil.example|evil.example>"),
+    ("[www.bank.example/account](http://10.0.0.5/steal)", "<http://10.0.0.5/steal|10.0.0.5>"),
+    ("[**paypal.com**](https://paypa1.com/x)", "<https://paypa1.com/x|paypa1.com>"),
+    ("[support@corp.example](mailto:attacker@evil.example)",
+     "<mailto:attacker@evil.example|attacker@evil.example>"),
+])
+def test_link_text_that_reads_as_another_host_shows_the_real_host(markdown: str, expected: str) -> None:
+    assert to_mrkdwn(markdown) == expected
+
+
+@pytest.mark.parametrize(("markdown", "expected"), [
+    ("[example.com/handbook](https://www.example.com/handbook)",
+     "<https://www.example.com/handbook|example.com/handbook>"),
+    ("[https://Example.com](https://example.com/a)", "<https://example.com/a|https://Example.com>"),
+    ("[the handbook](https://example.com/handbook)", "<https://example.com/handbook|the handbook>"),
+    ("[version 2.5 notes](https://example.com/v2)", "<https://example.com/v2|version 2.5 notes>"),
+    ("[alice@corp.example](mailto:alice@corp.example)", "<mailto:alice@corp.example|alice@corp.example>"),
+])
+def test_honest_links_keep_their_text(markdown: str, expected: str) -> None:
+    assert to_mrkdwn(markdown) == expected

@@ -8,7 +8,8 @@ PutItem of the thread item plus, when files came or went, one BatchWriteItem.
 posted used to fail the whole request (five redeliveries, then the DLQ). So:
 
 * file text lives in items of its own (``thread#file#<id>``), at most :data:`MAX_FILE_BYTES` a
-  file and :data:`MAX_THREAD_FILE_BYTES` a thread (the oldest files leave first);
+  file and :data:`MAX_THREAD_FILE_BYTES` a thread (the oldest files leave first); written once,
+  and again only when older than :data:`FILE_REFRESH_AFTER`, so they expire with the thread;
 * JSON is stored as UTF-8 (``CompactJSONAttribute``), not ``\\u`` escapes;
 * the thread item is measured as DynamoDB measures it (``models.item_size``) and kept under
   :data:`MAX_THREAD_ITEM_BYTES`: history within :data:`HISTORY_BUDGET_BYTES` (oldest turns
@@ -38,6 +39,7 @@ AGENT_STATE_BUDGET_BYTES: Final = 120_000
 MAX_SUMMARY_CHARS: Final = 4_000
 MAX_FILE_BYTES: Final = 200_000  # one file item, UTF-8
 MAX_THREAD_FILE_BYTES: Final = 600_000  # every file of a thread together (one Query page < 1 MB)
+FILE_REFRESH_AFTER: Final = timedelta(days=7)  # a file item older than this is rewritten with the thread
 
 
 @dataclass
@@ -52,6 +54,8 @@ class ThreadState:
     agent_state: dict[str, Any] = field(default_factory=dict)
     files: list[dict[str, str]] = field(default_factory=list)  # shared in the thread: {"id", "name", "text"}
     stored_files: frozenset[str] = field(default_factory=frozenset, repr=False)  # file ids with an item
+    # Stored files whose item expires before the thread would: rewritten (same added_at) on save.
+    stale_files: dict[str, datetime] = field(default_factory=dict, repr=False)
 
     def active_sticky_agent(self) -> str | None:
         return self.sticky_agent
@@ -101,6 +105,8 @@ def load_thread(thread_key: str) -> ThreadState:
     file_records.sort(key=lambda f: (f.added_at, f.file_id))
     files = [{"id": f.file_id, "name": f.name, "text": f.text} for f in file_records]
     stored = frozenset(f.file_id for f in file_records)
+    refresh_before = datetime.now(UTC) + THREAD_TTL - FILE_REFRESH_AFTER
+    stale = {f.file_id: f.added_at for f in file_records if f.expires_at is None or f.expires_at < refresh_before}
     files += [dict(f) for f in (record.files or []) if f.get("id") not in stored]  # kept inline before
     sticky: str | None = record.sticky_agent
     if sticky and record.sticky_until is not None and record.sticky_until < time.time():
@@ -116,6 +122,7 @@ def load_thread(thread_key: str) -> ThreadState:
         agent_state=dict(record.agent_state or {}),
         files=files,
         stored_files=stored,
+        stale_files=stale,
     )
 
 
@@ -216,20 +223,22 @@ def _save_files(state: ThreadState, now: datetime) -> None:
 
     bound_files(state.files)
     current = {item["id"]: item for item in state.files if item.get("id")}
-    added = [item for file_id, item in current.items() if file_id not in state.stored_files]
+    written = [item for file_id, item in current.items()
+               if file_id not in state.stored_files or file_id in state.stale_files]
     dropped = state.stored_files - set(current)
-    if not added and not dropped:
+    if not written and not dropped:
         return
     pk = thread_pk(state.key)
     with ThreadFileRecord.batch_write() as batch:
-        for offset, item in enumerate(added):
+        for offset, item in enumerate(written):
+            added_at = state.stale_files.get(item["id"]) or now + timedelta(microseconds=offset)
             batch.save(ThreadFileRecord(pk, thread_file_sk(item["id"]), file_id=item["id"],
                                         name=item.get("name") or item["id"], text=item.get("text", ""),
-                                        added_at=now + timedelta(microseconds=offset),
-                                        expires_at=now + THREAD_TTL))
+                                        added_at=added_at, expires_at=now + THREAD_TTL))
         for file_id in dropped:
             batch.delete(ThreadFileRecord(pk, thread_file_sk(file_id)))
     state.stored_files = frozenset(current)
+    state.stale_files = {}
 
 
 def save_thread(state: ThreadState) -> None:

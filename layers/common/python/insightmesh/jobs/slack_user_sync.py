@@ -9,7 +9,9 @@ filtered, then written by :func:`insightmesh.directory.sync.sync_users` as ident
 ``slack#<team_id>:<user_id>``:
 
 * skipped (and counted): bots (``is_bot``, and Slackbot ``USLACKBOT``, which Slack does not flag as
-  a bot), deleted users, users without an e-mail address, and — when ``email_domains`` is given —
+  a bot), deleted users, Slack guests (``is_restricted``, ``is_ultra_restricted``), people of other
+  workspaces (``is_stranger``, or a ``team_id`` other than the workspace's: Slack Connect), so none
+  of these is put in ``all_users``; users without an e-mail address, and — when ``email_domains`` is given —
   users whose address is in none of those domains (case-insensitive);
 * the others become :class:`~insightmesh.directory.sync.ProviderUser` records (display name,
   real name and e-mail from the profile). Matching a person to an existing user of another
@@ -76,6 +78,8 @@ class _Counts:
     skipped_deleted: int = 0
     skipped_no_email: int = 0
     skipped_other_domain: int = 0
+    skipped_guests: int = 0
+    skipped_external: int = 0
     rate_limited_retries: int = 0
 
     def add(self, other: _Counts) -> None:
@@ -175,6 +179,13 @@ class _Listing:
         if member.get("deleted"):
             counts.skipped_deleted += 1
             return None
+        if member.get("is_restricted") or member.get("is_ultra_restricted"):
+            counts.skipped_guests += 1
+            return None
+        home = str(member.get("team_id") or "")
+        if member.get("is_stranger") or (home and home != self.team_id):
+            counts.skipped_external += 1
+            return None
         email = normalize_email(str(profile.get("email") or ""))
         if email is None or "@" not in email:
             counts.skipped_no_email += 1
@@ -195,7 +206,8 @@ class SlackUserSync:
     description: ClassVar[str] = (
         "Reads the workspace's users.list and mirrors its people into the directory: new people become "
         "users (or are linked by e-mail to an existing user), changed profiles are updated, and people who "
-        "left are deactivated. Bots, deleted users and users without an e-mail are skipped.")
+        "left are deactivated. Bots, deleted users, guests, people of other workspaces and users without an "
+        "e-mail are skipped.")
     Parameters: ClassVar[type[JobParameters]] = SlackUserSyncParameters
 
     def run(self, context: JobContext) -> JobResult:

@@ -35,6 +35,7 @@ TIMEOUT_SECONDS: Final = 10
 _lock = threading.Lock()
 _client: WebClient | None = None
 _identity: BotIdentity | None = None
+_stale = False  # set by reset(): the next client reads the token past the secret cache
 _retries = threading.local()  # .count: 429s this thread's calls retried
 
 
@@ -78,11 +79,24 @@ def api_url() -> str:
     return url if url.endswith("/") else url + "/"
 
 
+def bot_token(*, fresh: bool = False) -> str:
+    """The bot token; ``fresh``: read past the secret cache (a reinstall puts a new token in the
+    secret, and an uninstalled workspace's cached token is dead)."""
+    secret_id = os.environ.get("SLACK_BOT_TOKEN_SECRET_ID")
+    if fresh and secret_id and not os.environ.get("SLACK_BOT_TOKEN"):
+        from aws_lambda_powertools.utilities import parameters
+
+        value = parameters.get_secret(secret_id, force_fetch=True)
+        return value if isinstance(value, str) else value.decode()
+    return get_secret("SLACK_BOT_TOKEN", default="")
+
+
 def get_slack_client() -> WebClient:
-    global _client
+    global _client, _stale
     with _lock:
         if _client is None:
-            token = get_secret("SLACK_BOT_TOKEN", default="")
+            token = bot_token(fresh=_stale)
+            _stale = False
             if not token or token == "not-configured":  # noqa: S105 - the template's placeholder
                 raise SlackNotConfiguredError("SLACK_BOT_TOKEN is not configured")
             _client = WebClient(
@@ -138,6 +152,16 @@ def bot_identity() -> BotIdentity:
             team_id=str(response.get("team_id", "")),
         )
     return _identity
+
+
+def reset() -> None:
+    """Drop the cached client (with its token) and the bot identity: the workspace was uninstalled
+    or its token revoked. The next client reads the token from the secret again."""
+    global _client, _identity, _stale
+    with _lock:
+        _client = None
+        _identity = None
+        _stale = True
 
 
 def reset_for_tests() -> None:

@@ -2,7 +2,9 @@
 
 Answered: DMs, always; @mentions; follow-ups without a mention in threads where the bot has
 already replied (the caller checks its own records for those: ``Decision.CHECK_THREAD``).
-Ignored: the bot's own and other bots' messages, edits, deletions and other subtypes, and the
+Ignored: the bot's own and other bots' and apps' messages (``bot_id``, ``app_id``, ``bot_profile``,
+subtype ``bot_message``), Slackbot's (``USLACKBOT``, which carries no ``bot_id``), edits, deletions and
+other subtypes, and the
 ``message`` copy of a mention (Slack sends a mention twice: as ``app_mention`` and as
 ``message``; the ``app_mention`` one is answered).
 """
@@ -22,8 +24,11 @@ from insightmesh.conversation.requests import (
     SlackFileRef,
     message_request_id,
 )
+from insightmesh.slack.urls import slack_response_url
 
-ANSWERED_SUBTYPES: Final = frozenset({None, "file_share", "thread_broadcast"})
+ANSWERED_SUBTYPES: Final = frozenset({None, "file_share", "thread_broadcast"})  # never "bot_message"
+SLACKBOT_USER_ID: Final = "USLACKBOT"
+WORKSPACE_EVENTS: Final = frozenset({"app_uninstalled", "tokens_revoked"})
 ACTION_IDS: Final = frozenset({"exit_agent", "feedback_up", "feedback_down"})
 
 
@@ -45,10 +50,15 @@ class MalformedPayload(ValueError):
 
 
 def _bot_user_id(payload: Mapping[str, Any]) -> str | None:
-    for authorization in payload.get("authorizations") or []:
+    authorizations = payload.get("authorizations")
+    for authorization in authorizations if isinstance(authorizations, list) else []:
         if isinstance(authorization, Mapping) and authorization.get("is_bot"):
             return str(authorization.get("user_id") or "") or None
     return None
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _str(value: Any) -> str | None:
@@ -64,12 +74,15 @@ def classify_event(payload: Mapping[str, Any], *, correlation_id: str) -> Classi
     if kind not in ("message", "app_mention"):
         return Classified(Decision.IGNORE, f"event type {kind!r} is not a message")
     subtype = event.get("subtype")
-    if subtype not in ANSWERED_SUBTYPES:
+    if not isinstance(subtype, str | None) or subtype not in ANSWERED_SUBTYPES:  # a list is unhashable
         return Classified(Decision.IGNORE, f"message subtype {subtype!r}")
     bot_user = _bot_user_id(payload)
     user = _str(event.get("user"))
-    if event.get("bot_id") or event.get("bot_profile") or not user or (bot_user and user == bot_user):
-        return Classified(Decision.IGNORE, "a bot's message")
+    if user == SLACKBOT_USER_ID:  # Slackbot has no bot_id: "You have been removed from #…" and the like
+        return Classified(Decision.IGNORE, "a Slackbot message")
+    if event.get("bot_id") or event.get("app_id") or event.get("bot_profile") or not user \
+            or (bot_user and user == bot_user):
+        return Classified(Decision.IGNORE, "a bot's or an app's message")
     team = _str(payload.get("team_id")) or _str(event.get("team"))
     channel = _str(event.get("channel"))
     ts = _str(event.get("ts"))
@@ -106,6 +119,34 @@ def classify_event(payload: Mapping[str, Any], *, correlation_id: str) -> Classi
     return Classified(decision, kind, request)
 
 
+@dataclass(frozen=True)
+class WorkspaceEvent:
+    """``app_uninstalled``, or ``tokens_revoked`` naming bot tokens: the workspace goes inactive."""
+
+    team_id: str
+    kind: str
+    event_id: str | None
+
+
+def workspace_event(payload: Mapping[str, Any]) -> WorkspaceEvent | None:
+    """The workspace change an ``event_callback`` announces, if any. ``tokens_revoked`` that revokes
+    only user (``oauth``) tokens leaves the bot's token, and so the workspace, working."""
+    event = payload.get("event")
+    kind = event.get("type") if isinstance(event, Mapping) else None
+    if not isinstance(kind, str) or kind not in WORKSPACE_EVENTS:
+        return None
+    kind = str(event["type"])
+    if kind == "tokens_revoked":
+        tokens = event.get("tokens")
+        bots = tokens.get("bot") if isinstance(tokens, Mapping) else None
+        if not isinstance(bots, list) or not bots:
+            return None
+    team = _str(payload.get("team_id"))
+    if not team:
+        raise MalformedPayload(f"{kind} without a team_id")
+    return WorkspaceEvent(team_id=team, kind=kind, event_id=_str(payload.get("event_id")))
+
+
 def _files(value: Any) -> tuple[SlackFileRef, ...]:
     """The message's files, as references for the worker to download (at most ``MAX_FILES``)."""
     if not isinstance(value, list):
@@ -134,7 +175,7 @@ def command_request(form: Mapping[str, str], *, correlation_id: str) -> Conversa
             channel_type="im" if form["channel_id"].startswith("D") else "channel",
             user_id=form["user_id"],
             text=form.get("text", "").strip()[:MAX_TEXT_CHARS],
-            response_url=form.get("response_url"),
+            response_url=slack_response_url(form.get("response_url")),
             correlation_id=correlation_id,
         )
     except KeyError as missing:
@@ -152,14 +193,14 @@ def action_requests(payload: Mapping[str, Any], *, correlation_id: str) -> list[
                       or (payload.get("container") or {})["channel_id"])
     except (KeyError, TypeError, AttributeError) as missing:
         raise MalformedPayload(f"block_actions without {missing}") from missing
-    message = payload.get("message") or {}
-    container = payload.get("container") or {}
+    message, container = _mapping(payload.get("message")), _mapping(payload.get("container"))
     message_ts = _str(message.get("ts")) or _str(container.get("message_ts"))
     thread_ts = _str(message.get("thread_ts")) or _str(container.get("thread_ts")) or message_ts
     requests = []
-    for action in payload.get("actions") or []:
+    actions = payload.get("actions")
+    for action in actions if isinstance(actions, list) else []:
         action_id = action.get("action_id") if isinstance(action, Mapping) else None
-        if action_id not in ACTION_IDS:
+        if not isinstance(action_id, str) or action_id not in ACTION_IDS:
             continue
         action_ts = _str(action.get("action_ts")) or _str(payload.get("trigger_id")) or ""
         requests.append(ConversationRequest(
@@ -170,7 +211,7 @@ def action_requests(payload: Mapping[str, Any], *, correlation_id: str) -> list[
             user_id=user,
             ts=message_ts,
             thread_ts=thread_ts,
-            response_url=_str(payload.get("response_url")),
+            response_url=slack_response_url(_str(payload.get("response_url"))),
             action_id=str(action_id),
             action_value=_str(action.get("value")),
             correlation_id=correlation_id,

@@ -4,7 +4,9 @@ The ack path makes as few AWS calls as exactly-once allows: a DM or a mention co
 send (its deduplication id drops retries); a follow-up without a mention costs one GetItem on
 the thread first. Nothing is queued or stored for a request that fails verification (401) or
 is malformed (400). If the queue cannot be reached the answer is 503, so Slack retries it later
-and nothing is lost.
+and nothing is lost. ``app_uninstalled`` and ``tokens_revoked`` (bot tokens) cost one
+TransactWriteItems: the workspace is recorded inactive, with its audit entry
+(:mod:`insightmesh.conversation.workspaces`).
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from insightmesh.observability import get_logger
 from insightmesh.slack.events import (
     Decision,
     MalformedPayload,
+    WorkspaceEvent,
     action_requests,
     classify_event,
     command_request,
+    workspace_event,
 )
 from insightmesh.slack.verification import verification_failure
 
@@ -103,6 +107,12 @@ def handle_events(app: InsightMeshResolver) -> Response[Any]:
         return _ok()
     retry = app.current_event.headers.get("x-slack-retry-num")
     try:
+        changed = workspace_event(payload)
+    except (MalformedPayload, ValueError) as error:
+        raise BadRequestError(f"malformed event: {error}") from error
+    if changed is not None:
+        return _workspace_changed(changed, request_id=app.correlation_id)
+    try:
         classified = classify_event(payload, correlation_id=app.correlation_id)
     except (MalformedPayload, ValueError) as error:
         raise BadRequestError(f"malformed event: {error}") from error
@@ -116,6 +126,24 @@ def handle_events(app: InsightMeshResolver) -> Response[Any]:
             logger.info("ignored", extra={"reason": "a thread the bot has not replied in"})
             return _ok()
     _queue(request)
+    return _ok()
+
+
+def _workspace_changed(changed: WorkspaceEvent, *, request_id: str) -> Response[Any]:
+    """Uninstall or bot-token revocation: record the workspace inactive (one transaction, audited),
+    then 200. If DynamoDB cannot be reached the answer is 503, so Slack retries it."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from pynamodb.exceptions import PynamoDBException
+
+    from insightmesh.conversation import workspaces
+
+    try:
+        workspaces.deactivate(changed.team_id, reason=changed.kind, event_id=changed.event_id,
+                              request_id=request_id)
+    except (PynamoDBException, BotoCoreError, ClientError) as error:
+        logger.error("could not record the workspace change; Slack will retry",
+                     extra={"error": type(error).__name__, "team_id": changed.team_id})
+        raise ServiceUnavailableError("the event could not be recorded; retry later") from error
     return _ok()
 
 
