@@ -242,6 +242,27 @@ def test_a_crashing_child_is_reported_not_raised_through():
         isolation.run_isolated("tests.isolation_targets:crash", b"", {}, timeout=60, memory_bytes=512 * MB)
 
 
+def test_the_fork_server_outlives_a_killed_child_and_is_replaced_when_it_dies():
+    with pytest.raises(isolation.IsolationTimeout):
+        isolation.run_isolated("tests.isolation_targets:hang", b"", {}, timeout=1, memory_bytes=512 * MB)
+    server = isolation._server
+    assert server is not None and server.poll() is None  # only the child was killed
+    assert isolation.run_isolated("tests.isolation_targets:echo", b"ab", {}, timeout=60,
+                                  memory_bytes=512 * MB)["length"] == 2
+    assert isolation._server is server
+    server.kill()
+    server.wait()
+    assert isolation.run_isolated("tests.isolation_targets:echo", b"abc", {}, timeout=60,
+                                  memory_bytes=512 * MB)["length"] == 3
+    assert isolation._server is not server
+
+
+def test_a_file_is_read_in_a_child_not_in_this_process():
+    isolation.stop_server()
+    extract_text(docx_bytes([("p", "hello")]), DOCX, limits=SMALL)
+    assert isolation._server is not None and isolation._server.poll() is None
+
+
 def test_the_child_gets_no_secrets_from_the_environment(monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "very-secret")
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-secret")

@@ -226,7 +226,8 @@ def extract_text(content: bytes, mime_type: str, *, filename: str | None = None,
         result = isolation.run_isolated(
             _CHILD_TARGET, content,
             {"kind": kind, "name": filename, "limits": limits.as_dict()},
-            timeout=limits.EXTRACT_TIMEOUT_SECONDS, memory_bytes=limits.EXTRACT_MEMORY_MB * MB)
+            timeout=limits.EXTRACT_TIMEOUT_SECONDS, memory_bytes=limits.EXTRACT_MEMORY_MB * MB,
+            preload=_PARSERS[kind])
     except isolation.IsolationTimeout as error:
         raise LimitExceeded(f"took longer than {limits.EXTRACT_TIMEOUT_SECONDS:g} s to read", filename) from error
     except isolation.IsolationOutOfMemory as error:
@@ -704,3 +705,6 @@ _LABELS: Final[dict[str, str]] = {PDF: "PDF", DOCX: "DOCX", XLSX: "XLSX", PPTX: 
 _OOXML: Final = frozenset({DOCX, XLSX, PPTX})
 # Parsed by third-party libraries over untrusted structure: in a child process, under limits.
 _ISOLATED: Final = frozenset({PDF, *_OOXML})
+# Imported once by the fork server, so that each file's child starts with its parser loaded.
+_PARSERS: Final[dict[str, tuple[str, ...]]] = {PDF: ("pypdf",), DOCX: ("docx",), XLSX: ("openpyxl",),
+                                               PPTX: ("pptx",)}
