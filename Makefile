@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PORT   ?= 3000
 EMULATOR_PORT ?= 4566
 
-.PHONY: install dev test test-unit test-integration test-e2e lint typecheck bench validate build deploy clean
+.PHONY: install dev test test-unit test-integration test-e2e lint typecheck bench chaos validate build deploy clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -51,6 +51,11 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/directory_sync.py
 	$(BIN)/python benchmarks/user_sync.py
 	$(BIN)/python benchmarks/retrieval.py
+	$(BIN)/python benchmarks/extraction.py
+
+## Load and faults against `insightmesh dev` (benchmarks/chaos.py): prints figures, ≤ 10 min; not in `make test`.
+chaos: $(STAMP)
+	$(BIN)/python benchmarks/chaos.py
 
 ## SAM: needs the AWS SAM CLI installed separately (pipx install aws-sam-cli); not in the venv.
 validate:
