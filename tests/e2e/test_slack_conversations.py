@@ -185,8 +185,12 @@ def test_bots_edits_and_deletions_are_ignored(sandbox, http):
                                          bot_id="B0OTHER"))
     post_event(http, slack.message_event("U0ALICE", "C0E2E", "chatter not for the bot", new_ts(),
                                          channel_type="channel"))
+    # Slackbot's "You have been removed from #…" DM: user USLACKBOT, no bot_id (issue 10 §4).
+    post_event(http, slack.message_event("USLACKBOT", "D0ALICE", "You have been removed from #deals by <@U0BOB>",
+                                         new_ts(), channel_type="im"))
     time.sleep(2.5)
     assert not [m for m in sandbox.messages(channel="D0ALICE") if m.get("is_bot")]
+    assert all(call["args"].get("user") != "USLACKBOT" for call in sandbox.calls("users.info"))
 
 
 def test_a_dm_is_always_answered(sandbox, http):
