@@ -132,8 +132,8 @@ def workspace_event(payload: Mapping[str, Any]) -> WorkspaceEvent | None:
     """The workspace change an ``event_callback`` announces, if any. ``tokens_revoked`` that revokes
     only user (``oauth``) tokens leaves the bot's token, and so the workspace, working."""
     event = payload.get("event")
-    kind = event.get("type") if isinstance(event, Mapping) else None
-    if not isinstance(kind, str) or kind not in WORKSPACE_EVENTS:
+    if not isinstance(event, Mapping) or not isinstance(event.get("type"), str) \
+            or event["type"] not in WORKSPACE_EVENTS:  # a list type is unhashable
         return None
     kind = str(event["type"])
     if kind == "tokens_revoked":
