@@ -3,6 +3,7 @@ reply (conversation.worker): moto tables from the template, the Slack sandbox on
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -141,3 +142,21 @@ def test_a_save_that_fails_after_the_reply_still_gives_one_reply_and_no_redelive
     worker.process_message(request)  # a redelivery all the same would post nothing
     assert len([m for m in world.messages(channel=CHANNEL, thread_ts=ts) if m.get("is_bot")]) == 1
     assert '"ThreadSaveFailed"' in capsys.readouterr().out
+
+
+def test_file_items_are_refreshed_so_they_expire_with_an_active_thread(tables):
+    threads.save_thread(threads.ThreadState(key=KEY, files=[{"id": "F1", "name": "a", "text": "first"},
+                                                            {"id": "F2", "name": "b", "text": "second"}]))
+    table = tables["CONVERSATIONS_TABLE"]
+    client = boto3.client("dynamodb")
+    old = int(time.time()) + 20 * 24 * 3600  # written ten days ago: 20 days left
+    client.update_item(TableName=table, Key={"pk": {"S": f"thread#{KEY}"}, "sk": {"S": "thread#file#F1"}},
+                       UpdateExpression="SET expires_at = :old", ExpressionAttributeValues={":old": {"N": str(old)}})
+
+    state = threads.load_thread(KEY)
+    state.history.append({"role": "user", "content": "a month later"})
+    threads.save_thread(state)
+
+    expiries = {i["sk"]["S"]: int(i["expires_at"]["N"]) for i in raw_items(table) if "file" in i["sk"]["S"]}
+    assert expiries["thread#file#F1"] > old + 9 * 24 * 3600
+    assert [f["id"] for f in threads.load_thread(KEY).files] == ["F1", "F2"]  # the order is kept
