@@ -26,3 +26,8 @@ def crash(content: bytes, **_arguments: Any) -> None:
 
 def fail(content: bytes, **_arguments: Any) -> None:
     raise ValueError("bad input")
+
+
+def chatty(content: bytes, **_arguments: Any) -> str:
+    print("a parser that prints to stdout", flush=True)  # must not corrupt the reply
+    return "quiet result"

@@ -227,6 +227,11 @@ def test_the_child_returns_the_targets_result_and_reports_its_exception():
     assert (failed.value.type_name, failed.value.message) == ("ValueError", "bad input")
 
 
+def test_a_target_that_prints_does_not_corrupt_the_reply():
+    assert isolation.run_isolated("tests.isolation_targets:chatty", b"", {}, timeout=60,
+                                  memory_bytes=512 * MB) == "quiet result"
+
+
 def test_a_hanging_child_is_killed_at_the_wall_clock_limit():
     with pytest.raises(isolation.IsolationTimeout):
         isolation.run_isolated("tests.isolation_targets:hang", b"", {}, timeout=2, memory_bytes=512 * MB)

@@ -35,6 +35,7 @@ threads take turns (one lock).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib
 import json
 import os
@@ -223,7 +224,10 @@ def _serve() -> int:
         request = json.loads(line)
         content = _read_input(stdin, int(request["length"]))
         for module in request.get("preload", []):
-            importlib.import_module(module)
+            # A module that cannot be imported is not the server's failure: the child imports it
+            # again and reports the error as the call's result.
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
         status, body = _fork_and_wait(request, content)
         stdout.write(json.dumps({"status": status, "length": len(body)}).encode() + b"\n" + body)
         stdout.flush()
@@ -246,6 +250,12 @@ def _fork_and_wait(request: dict[str, Any], content: bytes) -> tuple[str, bytes]
         os.close(read_end)
         code = 1
         try:
+            # stdin and stdout are the server's protocol with its caller: a parser that prints
+            # must not write into it.
+            devnull = os.open(os.devnull, os.O_RDWR)
+            os.dup2(devnull, 0)
+            os.dup2(devnull, 1)
+            os.close(devnull)
             code = _child(request, content, write_end)
         finally:
             os._exit(code)
