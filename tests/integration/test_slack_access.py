@@ -25,7 +25,7 @@ from insightmesh.directory.users import ALL_USERS, slack_identity_key
 from insightmesh.llm import offline
 from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.integration.admin_fixtures import template_tables
+from tests.integration.admin_fixtures import DYNAMO_CALLS, template_tables
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -307,10 +307,12 @@ def test_the_ingress_acknowledges_an_uninstall_and_records_the_workspace_inactiv
     handler = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(handler)
 
-    first = handler.lambda_handler(signed_sample(name), None)
+    responses: list[dict[str, Any]] = []
+    calls = DYNAMO_CALLS.during(lambda: responses.append(handler.lambda_handler(signed_sample(name), None)))
     retry = handler.lambda_handler(signed_sample(name), None)
 
-    assert (first["statusCode"], retry["statusCode"]) == (200, 200)
+    assert (responses[0]["statusCode"], retry["statusCode"]) == (200, 200)
+    assert calls == ["TransactWriteItems:-"]  # the one write on the ack path: state and audit together
     assert [(s.team_id, s.active, s.reason) for s in workspaces.list_states()] == [(TEAM, False, name)]
     actions = [item["action"]["S"] for item in boto3.client("dynamodb").scan(TableName=_table("AUDIT_TABLE"))["Items"]]
     assert actions == ["workspace.deactivate"]  # the retry wrote nothing twice
@@ -366,3 +368,19 @@ def test_slack_user_sync_puts_no_guest_or_outsider_in_all_users(env: SlackSandbo
     synced = [identity.identity_key for identity in Identity.scan() if identity.provider_type == "slack"]
     assert synced == [slack_identity_key(TEAM, "U0ADA0001")]
     assert len(list(Membership.query(ALL_USERS))) == 1
+
+
+def test_the_checks_cost_one_write_per_message_and_cached_reads(env: SlackSandbox) -> None:
+    env.add_users({"id": "U0ALICE01", "name": "alice"})
+    conversations, limits = _table("CONVERSATIONS_TABLE"), _table("RATE_LIMIT_TABLE")
+
+    def check() -> None:
+        assert workspaces.is_active(TEAM)
+        assert gate.admit(message("U0ALICE01", "hi")).verdict is gate.Verdict.ADMIT
+
+    first = DYNAMO_CALLS.during(check)
+    second = DYNAMO_CALLS.during(check)
+
+    assert first == [f"GetItem:{conversations}", f"UpdateItem:{limits}"]
+    assert second == [f"UpdateItem:{limits}"]  # workspace state cached for 30 s
+    assert len(env.calls("users.info")) == 1  # the profile too, for 5 minutes
