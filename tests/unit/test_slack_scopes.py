@@ -139,6 +139,7 @@ def test_shared_files_can_be_downloaded():
 def test_every_subscribed_event_has_its_scope_and_group_dms_are_subscribed():
     granted, events = manifest()
     assert {"app_mention", "message.im", "message.channels", "message.groups", "message.mpim"} <= events
+    assert {"app_uninstalled", "tokens_revoked"} <= events  # the workspace is marked inactive on uninstall
     for event in events:
         assert event in scopes.EVENT_SCOPES, f"{event} has no entry in slack/scopes.py"
         assert scopes.EVENT_SCOPES[event] <= granted, event

@@ -53,6 +53,10 @@ EVENT_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     "message.groups": frozenset({"groups:history"}),
     "message.im": frozenset({"im:history"}),
     "message.mpim": frozenset({"mpim:history"}),
+    # Sent to a subscribed app with no scope (docs.slack.dev/reference/events/tokens_revoked,
+    # /app_uninstalled): the workspace goes inactive.
+    "app_uninstalled": frozenset(),
+    "tokens_revoked": frozenset(),
 }
 
 
