@@ -164,7 +164,7 @@ class AudienceRetriever:
         self.questions.append(question)
         self.shown.update(passage.document_id for passage in passages)
         logger.info("knowledge searched", extra={"audience": audience.scope, "readers": len(audience.viewers),
-                                                 "passages": len(passages)})
+                                                 "found": len(passages)})
         return passages
 
     def private_extras(self) -> list[Passage]:
