@@ -151,6 +151,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", f"/api/users/{MEMBER_ID}", None),
     ("POST", f"/api/users/{MEMBER_ID}/admin", {"is_admin": True}),
     ("GET", "/api/audit", None),
+    ("GET", "/api/workspaces", None),
 ]
 ADMIN_ONLY = [route for route in ROUTES if route[:2] not in {("GET", "/api/me"), ("GET", "/api/agents")}]
 
