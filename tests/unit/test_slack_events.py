@@ -501,3 +501,16 @@ def test_the_configured_slack_stand_in_serves_response_urls_in_development(monke
     other_port = form(slash_command_body(user_id=USER, channel_id=CHANNEL, text="help",
                                          response_url="http://127.0.0.1:4000/response/abc"))
     assert command_request(other_port, correlation_id="c").response_url is None
+
+
+def test_a_queued_request_never_carries_a_foreign_response_url(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever builds or reads a request (the worker, the dead-letter consumer) sees Slack's URL or none."""
+    from insightmesh.conversation.requests import ConversationRequest
+
+    monkeypatch.delenv("SLACK_API_URL", raising=False)
+    common = {"kind": "command", "request_id": "cmd:1", "team_id": "T1", "channel_id": "C1", "user_id": "U1"}
+
+    assert ConversationRequest(**common, response_url="https://evil.example/x").response_url is None
+    assert ConversationRequest(**common, response_url=RESPONSE_URL).response_url == RESPONSE_URL
+    queued = ConversationRequest(**common).model_dump() | {"response_url": "https://evil.example/x"}
+    assert ConversationRequest.model_validate(queued).response_url is None

@@ -12,7 +12,9 @@ import time
 from enum import StrEnum
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from insightmesh.slack.urls import slack_response_url
 
 MAX_TEXT_CHARS: Final = 12_000
 
@@ -58,6 +60,13 @@ class ConversationRequest(BaseModel):
     correlation_id: str = ""
     received_at: float = Field(default_factory=time.time)
     files: tuple[SlackFileRef, ...] = Field(default=(), max_length=MAX_FILES)
+
+    @field_validator("response_url")
+    @classmethod
+    def _slack_response_url(cls, value: str | None) -> str | None:
+        """Only Slack's (``https://hooks.slack.com``): whoever posts an answer there never posts
+        to an address a request body chose."""
+        return slack_response_url(value)
 
     @property
     def thread_key(self) -> str | None:
