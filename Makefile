@@ -47,6 +47,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cold_start.py
 	$(BIN)/python benchmarks/local_runtime.py
 	$(BIN)/python benchmarks/slack_ingress.py
+	$(BIN)/python benchmarks/request_path.py
 	$(BIN)/python benchmarks/admin_api.py
 	$(BIN)/python benchmarks/directory_sync.py
 	$(BIN)/python benchmarks/user_sync.py
