@@ -1,12 +1,14 @@
 """conversation_worker: one queued request → exactly one final reply in its Slack thread.
 
-For a message or a command: claim the request (dedupe), resolve the user (created on first
+Nothing at all for a workspace that uninstalled the app (conversation.workspaces). For a message
+or a command: claim the request (dedupe), admit the asker (conversation.gate: never bots or apps;
+guests and outsiders by policy; a per-person rate limit), resolve the user (created on first
 contact), route to an agent (sticky → first word → default), check permission (fail closed),
 post a "thinking" placeholder, run the agent (progress updates the placeholder), replace the
 placeholder with the answer (chat.update), then save the thread (memory, sticky agent, agent
 state) and mark the request answered. A redelivery of an answered request posts nothing; one
-that crashed after posting reuses its placeholder. For a button: leave agent mode, or store
-feedback.
+that crashed after posting reuses its placeholder. For a button: leave agent mode (only whoever
+started it: conversation.agent_mode), or store feedback.
 """
 
 from __future__ import annotations
