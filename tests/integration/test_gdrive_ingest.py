@@ -34,7 +34,7 @@ from insightmesh.jobs.gdrive_ingest import (
 from insightmesh.jobs.google_api import GoogleApiError, GoogleAuthError
 from insightmesh.jobs.registry import job_type, job_type_names
 from insightmesh.knowledge import store as store_module
-from insightmesh.knowledge.base import Viewer
+from insightmesh.knowledge.base import ANYONE, Viewer
 from insightmesh.knowledge.models import INDEXED, KnowledgeDocument
 from insightmesh.knowledge.retrieval import retrieve
 from insightmesh.resilience import CircuitBreaker
@@ -261,13 +261,27 @@ def test_drive_permissions_map_to_principals():
         {"type": "user", "role": "reader", "emailAddress": "gone@corp.example", "deleted": True},
         {"type": "group", "role": "writer", "emailAddress": "Eng@Corp.Example"},
         {"type": "domain", "role": "reader", "domain": "Corp.Example"},
-        {"type": "anyone", "role": "reader"},
+        {"type": "anyone", "role": "reader", "allowFileDiscovery": True},  # public on the web
         {"type": "user", "role": "reader"},  # no address: nothing to match
         {"type": "robot", "role": "reader", "emailAddress": "x@y.example"},
     ]
     assert acl_principals(permissions, [{"emailAddress": "Boss@Corp.Example"}]) == (
         "anyone", "domain:corp.example", "group:eng@corp.example", "user:ada@corp.example", "user:boss@corp.example")
     assert acl_principals([{"type": "user", "emailAddress": "a@b.example", "deleted": True}]) == ()
+
+
+def test_anyone_with_the_link_is_not_anyone():
+    """A link-shared file (allowFileDiscovery false, as Drive sends it, or absent) is for the
+    organisation it was shared in and its explicit readers — never for everyone."""
+    link = {"type": "anyone", "role": "reader", "allowFileDiscovery": False}
+    owners = [{"emailAddress": "Ada@Corp.Example"}]
+    assert acl_principals([link, {"type": "user", "emailAddress": "pat@agency.example"}], owners) == (
+        "domain:corp.example", "user:ada@corp.example", "user:pat@agency.example")
+    assert acl_principals([{"type": "anyone", "role": "reader"}], owners) == ("domain:corp.example",
+                                                                             "user:ada@corp.example")
+    assert acl_principals([link]) == ()  # no owner known: no one to infer, so skipped_no_readers
+    assert ANYONE not in acl_principals([link, {"type": "domain", "domain": "corp.example",
+                                                "allowFileDiscovery": False}], owners)
 
 
 # -- a folder tree, then a Shared Drive folder --------------------------------------------------------
@@ -645,8 +659,9 @@ def test_a_stored_credential_is_used_and_refreshed(knowledge, drive, oauth, monk
             started = service.start_google_authorization("u-admin", f"Drive {len(scopes)}", scopes)
             consent = httpx.get(started.authorization_url, follow_redirects=False, timeout=5)
             query = {key: values[0] for key, values in parse_qs(urlsplit(consent.headers["location"]).query).items()}
-            return service.complete_google_authorization(query["state"], query["code"], None,
-                                                         session_user_id=None).id
+            return service.complete_google_authorization(
+                query["state"], query["code"], None, session_user_id=None,
+                cookie_header=started.binding_cookie.split(";", 1)[0]).id
 
         credential_id = connect(["drive.readonly"])
         tree = build_tree(drive)

@@ -12,7 +12,7 @@ API v3 (:class:`DriveApi`, base URL ``GOOGLE_DRIVE_API_URL``, default https://ww
   sub-folders (``application/vnd.google-apps.folder``) are descended into when ``recursive``;
 * a file's permissions when the listing has none (Google leaves them out of Shared Drive items):
   ``GET /drive/v3/files/{id}/permissions?fields=nextPageToken,permissions(type,role,emailAddress,
-  domain,deleted)&supportsAllDrives=true``, paged;
+  domain,deleted,allowFileDiscovery)&supportsAllDrives=true``, paged;
 * its content: ``GET /drive/v3/files/{id}?alt=media`` for a file whose MIME type the extractors read
   (``insightmesh.knowledge.extract.SUPPORTED_MIME_TYPES``; a file Drive calls
   ``application/octet-stream`` is typed by its extension), ``GET /drive/v3/files/{id}/export
@@ -33,8 +33,12 @@ the exported or actual MIME type, ``webViewLink``, ``modifiedTime``) handed to
 decides new / changed / unchanged by content hash and records a document it cannot read as failed.
 Its **ACL** is the file's Drive permissions (inherited ones included, as Drive lists them) and its
 owners: ``user`` → ``user:<email>``, ``group`` → ``group:<email>``, ``domain`` → ``domain:<domain>``,
-``anyone`` (also "anyone with the link") → ``anyone``, lower-case, ``deleted`` permissions skipped
-(:func:`acl_principals`). A file with no principal left is skipped (``skipped_no_readers``).
+lower-case, ``deleted`` permissions skipped (:func:`acl_principals`). ``anyone`` becomes ``anyone``
+only when the file is public on the web (``allowFileDiscovery: true``). A file shared with
+"anyone with the link" (``allowFileDiscovery`` false or absent) is not for everyone — only for
+whoever holds the link — so it is stored with its owners' domains (the organisation it was
+shared in) and its explicit principals, never ``anyone``. A file with no principal left is
+skipped (``skipped_no_readers``).
 
 **Not ingested, counted as skipped** (never failed): folders' other Google types (Forms, Drawings,
 shortcuts, ...: ``skipped_google_type``), MIME types the extractors do not read
@@ -147,7 +151,7 @@ EXPORTS: Final[Mapping[str, tuple[str, ...]]] = {  # in order of preference
     GOOGLE_SHEET: ("text/csv",),
     GOOGLE_SLIDES: ("text/plain",),
 }
-PERMISSION_FIELDS: Final = "permissions(type,role,emailAddress,domain,deleted)"
+PERMISSION_FIELDS: Final = "permissions(type,role,emailAddress,domain,deleted,allowFileDiscovery)"
 FILE_FIELDS: Final = ("id,name,mimeType,modifiedTime,size,webViewLink,md5Checksum,version,trashed,"
                       f"{PERMISSION_FIELDS},owners(emailAddress),driveId,parents")
 LIST_FIELDS: Final = f"nextPageToken,files({FILE_FIELDS})"
@@ -271,6 +275,7 @@ def acl_principals(permissions: Iterable[Mapping[str, Any]],
                    owners: Iterable[Mapping[str, Any]] = ()) -> tuple[str, ...]:
     """Drive permissions (and owners) as knowledge-base principals, sorted (see the module doc)."""
     found: set[str] = set()
+    link_only = False  # shared with "anyone with the link": not discoverable, so not everyone
     for item in permissions:
         if item.get("deleted") is True:
             continue
@@ -284,11 +289,16 @@ def acl_principals(permissions: Iterable[Mapping[str, Any]],
             if isinstance(domain, str) and domain.strip():
                 found.add(f"domain:{domain.strip().lower()}")
         elif kind == "anyone":
-            found.add(ANYONE)
+            if item.get("allowFileDiscovery") is True:  # public on the web: anyone may find and read it
+                found.add(ANYONE)
+            else:
+                link_only = True
     for owner in owners:
         email = owner.get("emailAddress")
         if isinstance(email, str) and "@" in email.strip():
             found.add(f"user:{email.strip().lower()}")
+            if link_only:  # the link circulates in the owner's organisation
+                found.add(f"domain:{email.strip().rsplit('@', 1)[1].lower()}")
     return tuple(sorted(found))
 
 
