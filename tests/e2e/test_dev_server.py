@@ -13,7 +13,7 @@ import pytest
 from insightmesh_local import local_auth
 from insightmesh_local.template import load_template
 from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
-from tests.helpers import free_port, port_open
+from tests.helpers import free_port, port_open, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
@@ -44,8 +44,23 @@ def test_liveness(http):
     assert response.headers["x-frame-options"] == "DENY"
 
 
-def test_readiness_checks_every_table_and_queue_of_the_template(http):
+@pytest.fixture(scope="module")
+def ops(server):
+    """The headers of an admin's API token (admin:read): the readiness detail needs one."""
+    made = subprocess.run([*CLI, "token", "create", "--email", "ops@example.com", "--admin", "--port",
+                           str(server.port)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    return {"Authorization": f"Bearer {made.stdout.strip()}"}
+
+
+def test_anonymous_readiness_is_the_overall_status_only(http):
     response = http.get("/health/ready")
+    assert response.status_code == 200, response.text
+    assert response.json() == {"status": "ok"}
+
+
+def test_readiness_checks_every_table_and_queue_of_the_template(http, ops):
+    response = http.get("/health/ready", headers=ops)
     assert response.status_code == 200, response.text
     report = response.json()
     assert report["status"] == "ok"
@@ -58,7 +73,7 @@ def test_readiness_checks_every_table_and_queue_of_the_template(http):
     assert all(check["status"] == "ok" for check in report["checks"])
 
 
-def test_readiness_degrades_when_the_dead_letter_queue_holds_messages(server, http):
+def test_readiness_degrades_when_the_dead_letter_queue_holds_messages(server, http, ops):
     import boto3
 
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{server.emulator_port}",
@@ -66,8 +81,10 @@ def test_readiness_degrades_when_the_dead_letter_queue_holds_messages(server, ht
     url = sqs.get_queue_url(QueueName="insightmesh-dev-ConversationDeadLetterQueue.fifo")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="{}", MessageGroupId="g", MessageDeduplicationId="d1")
     try:
-        report = http.get("/health/ready").json()
-        assert report["status"] == "degraded"
+        # A report is reused for a few seconds: wait for one made after the message arrived.
+        report = wait_for(lambda: (lambda r: r if r["status"] == "degraded" else None)(
+            http.get("/health/ready", headers=ops).json()), timeout=30, interval=1.0,
+            what="a degraded readiness report")
         dlq = next(check for check in report["checks"] if check["name"] == "CONVERSATION_DLQ_URL")
         assert dlq["status"] == "degraded" and "1 message" in dlq["detail"]
     finally:

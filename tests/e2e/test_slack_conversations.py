@@ -4,6 +4,7 @@ OpenAI-compatible stand-in on loopback, driven by signed webhooks as Slack sends
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import count
@@ -14,7 +15,7 @@ import pytest
 
 from insightmesh_local import slack_signing as slack
 from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.e2e.dev_server import DevServer
+from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
 from tests.helpers import wait_for
 from tests.standins.openai_server import start as start_openai
 
@@ -340,8 +341,11 @@ def test_feedback_and_exit_buttons(sandbox, http):
              what="the assistant again")
 
 
-def test_readiness_covers_the_new_tables_and_queue(http):
-    report = http.get("/health/ready").json()
+def test_readiness_covers_the_new_tables_and_queue(dev, http):
+    made = subprocess.run([*CLI, "token", "create", "--email", "ops@example.com", "--admin", "--port", str(dev.port)],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr  # the detail needs an admin's token
+    report = http.get("/health/ready", headers={"Authorization": f"Bearer {made.stdout.strip()}"}).json()
     names = {check["name"] for check in report["checks"]}
     assert {"USERS_TABLE", "AGENTS_TABLE", "CONVERSATIONS_TABLE", "CONVERSATION_QUEUE_URL"} <= names
     assert json.dumps(report).count('"down"') == 0

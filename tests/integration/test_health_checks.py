@@ -6,6 +6,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import boto3
@@ -261,3 +262,117 @@ def test_a_refused_connection_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
     assert readiness["status"] == "down"
     assert readiness["checks"][0]["status"] == CheckStatus.DOWN.value
     assert readiness["checks"][0]["detail"] == "EndpointConnectionError"
+
+
+# -- the cache ---------------------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_report_is_reused_within_the_cache_period_without_any_aws_call(stack: dict[str, str]) -> None:
+    from insightmesh.health import checks
+
+    checks.clear_cache()
+    clock = Clock()
+    resources = declared_resources(stack)
+    first = checks.cached_readiness(resources, timeout=2.0, max_age=5.0, clock=clock)
+    assert first["status"] == "ok"
+    boto3.client("dynamodb").delete_table(TableName=TABLE)  # a change the cached report cannot see
+
+    clock.now += 4.9
+    assert checks.cached_readiness(resources, timeout=2.0, max_age=5.0, clock=clock) is first  # no new calls
+
+    clock.now += 0.2
+    fresh = checks.cached_readiness(resources, timeout=2.0, max_age=5.0, clock=clock)
+    assert fresh["status"] == "down" and by_name(fresh)["AGENTS_TABLE"]["detail"] == "ResourceNotFoundException"
+    checks.clear_cache()
+
+
+def test_other_resources_are_not_answered_from_the_cache(stack: dict[str, str]) -> None:
+    from insightmesh.health import checks
+
+    checks.clear_cache()
+    clock = Clock()
+    checks.cached_readiness(declared_resources(stack), timeout=2.0, clock=clock)
+    other = checks.cached_readiness(declared_resources({"AGENTS_TABLE": TABLE}), timeout=2.0, clock=clock)
+    assert [check["name"] for check in other["checks"]] == ["AGENTS_TABLE"]
+    checks.clear_cache()
+
+
+# -- GET /health/ready: the overall status for everyone, the detail for an admin's token ---------------
+
+
+@pytest.fixture
+def health(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """functions/health/handler.py with the auth tables (in the same moto) and the stack above."""
+    from insightmesh.config import get_settings
+    from insightmesh.health import checks
+    from tests.integration.admin_fixtures import ROOT, load_handler
+    from tests.integration.test_auth_tokens import AUTH_TABLES, create_auth_tables, reload_auth_modules
+
+    for variable, (name, _, _, _) in AUTH_TABLES.items():
+        monkeypatch.setenv(variable, name)
+    monkeypatch.setenv("HEALTH_CHECK_TIMEOUT_SECONDS", "10")  # a loaded machine is not a down stack
+    get_settings.cache_clear()
+    create_auth_tables()
+    modules = reload_auth_modules()
+    checks.clear_cache()
+    handler = load_handler(ROOT / "functions" / "health" / "handler.py")
+    monkeypatch.setattr(handler, "declared_resources", lambda: declared_resources(stack))
+    yield SimpleNamespace(handler=handler, models=modules.models, tokens=modules.tokens)
+    checks.clear_cache()
+    monkeypatch.undo()
+    get_settings.cache_clear()
+    reload_auth_modules()
+
+
+def ready(health: Any, token: str | None = None) -> tuple[int, Any]:
+    import json
+    from pathlib import Path
+
+    event = json.loads((Path(__file__).parents[2] / "events" / "health" / "ready.json").read_text())
+    if token is not None:
+        event["headers"]["authorization"] = f"Bearer {token}"
+    response = health.handler.lambda_handler(event, None)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def user_with_token(health: Any, user_id: str, *, is_admin: bool, scopes: list[str]) -> str:
+    health.models.User(user_id, email=f"{user_id}@example.com", display_name=user_id, is_admin=is_admin).save()
+    return str(health.tokens.create_token(user_id, name="monitoring", scopes=scopes)[0])
+
+
+def test_anonymous_readiness_shows_only_the_overall_status(health: Any) -> None:
+    assert ready(health) == (200, {"status": "ok"})
+
+
+def test_an_admin_token_with_admin_read_sees_every_check(health: Any) -> None:
+    token = user_with_token(health, "u-admin", is_admin=True, scopes=["admin:read"])
+    status, body = ready(health, token)
+    assert status == 200 and body["status"] == "ok"
+    assert set(by_name(body)) == {"AGENTS_TABLE", "JOBS_QUEUE_URL", "JOBS_DLQ_URL"}
+
+
+def test_a_down_stack_is_503_with_the_status_only(health: Any) -> None:
+    boto3.client("dynamodb").delete_table(TableName=TABLE)
+    assert ready(health) == (503, {"status": "down"})
+
+
+@pytest.mark.parametrize(("is_admin", "scopes"), [(False, ["admin:read", "admin:write"]), (True, ["admin:write"]),
+                                                  (True, [])])
+def test_the_detail_needs_an_admin_token_with_admin_read(health: Any, is_admin: bool, scopes: list[str]) -> None:
+    token = user_with_token(health, "u-1", is_admin=is_admin, scopes=scopes)
+    status, body = ready(health, token)
+    assert status == 403 and "checks" not in body and body["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize("authorization", ["imt_0123456789abcdef_" + "a" * 43, "garbage"])
+def test_an_invalid_token_is_401(health: Any, authorization: str) -> None:
+    status, body = ready(health, authorization)
+    assert status == 401 and "checks" not in body

@@ -192,6 +192,23 @@ def authenticate_admin(app: InsightMeshResolver, *, action: str, target: str) ->
     return principal
 
 
+def admin_bearer(app: InsightMeshResolver, *, scope: str = READ_SCOPE) -> Principal | None:
+    """For a route outside /api that shows more to an admin (the readiness detail): ``None`` when
+    the request has no Authorization header; the principal of a valid API token of an active admin
+    that carries ``scope``, verified as the admin API verifies one; else 401 (not a valid token)
+    or 403 (not an admin, or the scope is missing). Refusals are logged, not audited: such routes
+    answer anonymous callers too and do not write the audit log."""
+    authorization = header(app.current_event.raw_event, "authorization")
+    if authorization is None:
+        return None
+    principal = _from_bearer(app, authorization)
+    if not principal.is_admin or scope not in principal.scopes:
+        app.logger.info("request refused: not an admin api token with the scope",
+                        extra={"user_id": principal.user_id, "scope": scope, "path": app.current_event.path})
+        raise ForbiddenError(f"this requires the API token of an admin, with the {scope} scope")
+    return principal
+
+
 def require_scope(app: InsightMeshResolver, principal: Principal, scope: str, *, action: str, target: str) -> None:
     """For an API-token principal, require ``scope`` (e.g. ``admin:write``) among the token's
     scopes; a browser session carries its user's full rights. Refusals are audited, then 403."""

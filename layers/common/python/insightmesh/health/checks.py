@@ -9,11 +9,17 @@ boto3 is imported by the first readiness check, not at cold start (liveness neve
 
 Per check: ``ok``; ``degraded`` (table not ACTIVE yet, or a DLQ holding messages: work failed);
 ``down`` (unreachable, missing, or no answer within the timeout). Overall: the worst of them.
+
+``/health/ready`` is open, so :func:`cached_readiness` keeps the last report in process for
+``READINESS_CACHE_SECONDS``: however often it is called, the AWS calls (one per resource) are made
+at most once per period, and concurrent callers share one run. Only the overall status is shown
+to anonymous callers (:func:`summary`); names and DLQ depths need an admin token.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +31,7 @@ from typing import Literal, TypedDict
 from insightmesh.resilience import Timeouts
 
 ResourceKind = Literal["dynamodb_table", "sqs_queue", "sqs_dlq"]
+READINESS_CACHE_SECONDS = 5.0
 
 
 class CheckStatus(StrEnum):
@@ -140,3 +147,37 @@ def check_readiness(resources: list[Resource], *, timeout: float) -> Readiness:
         pool.shutdown(wait=False, cancel_futures=True)
     worst = max((CheckStatus(r["status"]) for r in results), key=_SEVERITY.__getitem__, default=CheckStatus.OK)
     return {"status": worst.value, "checks": results}
+
+
+class ReadinessSummary(TypedDict):
+    status: str
+
+
+def summary(report: Readiness) -> ReadinessSummary:
+    """What an anonymous caller may see of a report: the overall status only."""
+    return {"status": report["status"]}
+
+
+_cache_lock = threading.Lock()
+_cache: dict[tuple[tuple[Resource, ...], float], tuple[float, Readiness]] = {}
+
+
+def cached_readiness(resources: list[Resource], *, timeout: float, max_age: float = READINESS_CACHE_SECONDS,
+                     clock: Callable[[], float] = time.monotonic) -> Readiness:
+    """:func:`check_readiness`, reusing a report at most ``max_age`` seconds old for the same
+    resources. The lock makes concurrent callers wait for one run rather than start their own."""
+    key = (tuple(resources), timeout)
+    with _cache_lock:
+        cached = _cache.get(key)
+        if cached is not None and clock() - cached[0] < max_age:
+            return cached[1]
+        report = check_readiness(resources, timeout=timeout)
+        _cache.clear()  # one entry: the resources of a process do not change
+        _cache[key] = (clock(), report)
+        return report
+
+
+def clear_cache() -> None:
+    """Forget the cached report (tests)."""
+    with _cache_lock:
+        _cache.clear()
