@@ -306,7 +306,10 @@ def connect_google(admin, name=XSS, scopes=DIRECTORY_SCOPES):
     consent = httpx.get(started.json()["authorization_url"], follow_redirects=False, timeout=10)
     assert consent.status_code == 302, consent.text
     callback = consent.headers["location"]
-    page = httpx.get(callback, timeout=30)
+    # The browser that asked for the consent URL holds the im_connect cookie that binds the flow.
+    binding = started.cookies.get("im_connect")
+    assert binding, started.headers.get("set-cookie")
+    page = httpx.get(callback, headers={"Cookie": f"im_connect={binding}"}, timeout=30)
     return started, callback, page
 
 
@@ -323,7 +326,9 @@ def test_connecting_a_google_credential_escapes_its_name_and_never_shows_a_token
     assert "&lt;script&gt;" in page.text and "<script>" not in page.text
     assert "default-src 'none'" in page.headers.get("content-security-policy", "")
 
-    replayed = httpx.get(callback, timeout=30)
+    replayed = httpx.get(callback, headers={"Cookie": f"im_connect={started.cookies.get('im_connect')}"}, timeout=30)
+    elsewhere = httpx.get(callback, timeout=30)  # another browser: no im_connect cookie
+    assert elsewhere.status_code == 400 and "not started in this browser" in elsewhere.text
     forged = httpx.get(f"http://127.0.0.1:{dev.port}/api/credentials/google/callback",
                        params={"state": "forged-state-value-000000000000", "code": "whatever"}, timeout=30)
     seen += [replayed.text, forged.text]

@@ -50,6 +50,7 @@ class Result:
     status: int
     headers: dict[str, str]
     text: str
+    cookies: list[str] = field(default_factory=list)  # Set-Cookie values
 
     @property
     def json(self) -> Any:
@@ -65,6 +66,7 @@ class Env:
     tables: dict[str, str]
     bodies: list[str] = field(default_factory=list)  # every response body, for the leak checks
     requests: int = 0
+    browser: dict[str, str] = field(default_factory=dict)  # the admin's browser's cookies (name -> value)
 
     def call(self, method: str, path: str, *, as_: str | None = "admin", body: Any = None,
              query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Result:
@@ -74,7 +76,18 @@ class Env:
         response = self.app.resolve(event, None)
         text = response.get("body") or ""
         self.bodies.append(text)
-        return Result(response["statusCode"], response.get("headers") or {}, text)
+        for set_cookie in response.get("cookies") or []:  # the browser keeps what it is given
+            name, _, rest = set_cookie.partition("=")
+            value = rest.split(";", 1)[0]
+            if value and "Max-Age=0" not in set_cookie:
+                self.browser[name] = value
+            else:
+                self.browser.pop(name, None)
+        return Result(response["statusCode"], response.get("headers") or {}, text,
+                      list(response.get("cookies") or []))
+
+    def browser_cookies(self) -> str:
+        return "; ".join(f"{name}={value}" for name, value in self.browser.items())
 
     def ok(self, method: str, path: str, **kwargs: Any) -> Any:
         result = self.call(method, path, **kwargs)
@@ -221,8 +234,16 @@ def consent(url: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(location).query))
 
 
-def callback(env: Env, query: dict[str, str], *, cookie: str | None = None) -> Result:
-    return env.call("GET", CALLBACK, as_=None, query=query, headers={"cookie": cookie} if cookie else None)
+def callback(env: Env, query: dict[str, str], *, cookie: str | None = None, same_browser: bool = True) -> Result:
+    """Google's redirect, in the browser that started the flow (its cookies, plus ``cookie``), or
+    with ``same_browser=False`` in another one (only ``cookie``)."""
+    cookies = "; ".join(part for part in (env.browser_cookies() if same_browser else "", cookie or "") if part)
+    return env.call("GET", CALLBACK, as_=None, query=query, headers={"cookie": cookies} if cookies else None)
+
+
+def binding(started: Any) -> str:
+    """The im_connect cookie (``name=value``) of a flow started through the service functions."""
+    return str(started.binding_cookie).split(";", 1)[0]
 
 
 def connect(env: Env, name: str = "Drive sync", scopes: tuple[str, ...] = ("drive.readonly",)) -> dict[str, Any]:
@@ -309,7 +330,7 @@ def test_connect_flow_through_the_service_functions(env: Env, log_records: LogRe
                                                                             GROUPS, "admin.directory.group.readonly"])
     query = consent(started.authorization_url)
     connected = service.complete_google_authorization(query["state"], query["code"], None,
-                                                      session_user_id=ADMIN_ID)
+                                                      session_user_id=ADMIN_ID, cookie_header=binding(started))
 
     assert connected.id == started.credential_id
     assert (connected.name, connected.scopes, connected.status) == ("Directory", [GROUPS, USERS], "active")
@@ -379,9 +400,10 @@ def test_a_forged_state_is_refused_and_nothing_is_stored(env: Env) -> None:
 
 def test_a_replayed_state_is_refused(env: Env) -> None:
     query = consent(authorize(env)["authorization_url"])
+    kept = env.browser_cookies()  # a replay with the browser's cookie too
     assert callback(env, query).status == 200
 
-    replay = callback(env, query)
+    replay = callback(env, query, cookie=kept, same_browser=False)
 
     assert replay.status == 400
     assert "already completed" in replay.text
@@ -391,6 +413,7 @@ def test_a_replayed_state_is_refused(env: Env) -> None:
 
 def test_concurrent_callbacks_store_one_credential(env: Env) -> None:
     query = consent(authorize(env)["authorization_url"])
+    cookies = env.browser_cookies()
     statuses: list[int] = []
     barrier = threading.Barrier(2)
 
@@ -400,7 +423,8 @@ def test_concurrent_callbacks_store_one_credential(env: Env) -> None:
 
         barrier.wait()
         try:
-            service.complete_google_authorization(query["state"], query["code"], None, session_user_id=None)
+            service.complete_google_authorization(query["state"], query["code"], None, session_user_id=None,
+                                                  cookie_header=cookies)
             statuses.append(200)
         except AuthorizationStateError:
             statuses.append(400)
@@ -456,6 +480,39 @@ def test_a_callback_in_the_browser_of_another_user_is_refused(env: Env) -> None:
     assert page.status == 400 and "another user" in page.text
     assert raw_items(env, "CREDENTIALS_TABLE") == []
     assert callback(env, query, cookie=session_cookie(ADMIN_ID)).status == 400  # the state was spent
+
+
+def test_the_connect_cookie_is_short_lived_http_only_and_scoped_to_the_callback(env: Env) -> None:
+    answer = env.call("POST", AUTHORIZE, body={"name": "Drive sync", "scopes": ["drive.readonly"]})
+    assert answer.status == 200
+    [set_cookie] = [cookie for cookie in answer.cookies if cookie.startswith("im_connect=")]
+    attributes = {part.strip() for part in set_cookie.split(";")[1:]}
+    assert {"HttpOnly", "SameSite=Lax", f"Path={CALLBACK}", "Max-Age=600"} <= attributes
+
+
+def test_a_callback_in_another_browser_is_refused_before_the_state_is_touched(env: Env) -> None:
+    """A consent link (or a code) lured into a browser that did not start the flow — even the
+    browser of a signed-in admin — connects nothing."""
+    query = consent(authorize(env)["authorization_url"])
+
+    page = callback(env, query, same_browser=False)
+    assert page.status == 400 and "not started in this browser" in page.text
+    with_session = callback(env, query, cookie=session_cookie(ADMIN_ID), same_browser=False)
+    assert with_session.status == 400
+
+    assert raw_items(env, "CREDENTIALS_TABLE") == []
+    assert len(raw_items(env, "CREDENTIAL_STATES_TABLE")) == 1  # untouched: the real browser may still finish
+    assert env.google.token_requests == []
+    assert callback(env, query).status == 200
+    assert "im_connect" not in env.browser  # the callback clears it
+
+
+def test_the_connect_cookie_of_another_flow_does_not_bind(env: Env) -> None:
+    first = consent(authorize(env, "First")["authorization_url"])
+    authorize(env, "Second")  # the browser's cookie now names the second flow
+    page = callback(env, first)
+    assert page.status == 400 and "not started in this browser" in page.text
+    assert raw_items(env, "CREDENTIALS_TABLE") == []
 
 
 def test_a_callback_in_the_browser_of_the_same_admin_is_accepted(env: Env) -> None:

@@ -8,10 +8,13 @@ Admins only (a non-admin gets 403 and the refused attempt is audited; no credent
 * ``DELETE /api/credentials/<id>`` — revoke at Google, then delete (``revoked`` says whether
   Google confirmed); audited ``credential.delete``;
 * ``POST /api/credentials/google/authorize`` ``{"name", "scopes"}`` — start connecting a Google
-  credential: ``{"authorization_url", "state_expires_at"}``; audited ``credential.authorize``.
+  credential: ``{"authorization_url", "state_expires_at"}`` and the ``im_connect`` cookie (open the
+  URL in the same browser); audited ``credential.authorize``.
 
-And for the browser, without bearer token (the single-use ``state`` bound to the admin is the
-binding; a session cookie of another user is refused):
+And for the browser, without bearer token (the single-use ``state``, bound to the admin and —
+by the short-lived signed ``im_connect`` cookie the authorize answer sets — to the browser that
+asked for it; a callback without that cookie, or with a session cookie of another user, is
+refused):
 
 * ``GET /api/credentials/google/callback?code=&state=`` — Google's redirect: an HTML page saying
   the credential was connected (its name escaped), or why it was not (400/503, nothing stored).
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 from typing import Annotated, Final
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.models import Tag
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
@@ -48,7 +51,7 @@ from insightmesh.api.pagination import DEFAULT_LIMIT
 from insightmesh.api.ratelimit import RateLimiter, source_ip
 from insightmesh.auth.guard import IP_SCOPE, authenticate_admin, cookie_header
 from insightmesh.auth.principal import Principal
-from insightmesh.auth.sessions import read_session
+from insightmesh.auth.sessions import RawCookie, read_session
 from insightmesh.auth.settings import get_auth_settings
 from insightmesh.credentials import google, pages, service
 from insightmesh.credentials.schemas import (
@@ -111,12 +114,13 @@ def register_credential_routes(app: InsightMeshResolver) -> None:
                           "scope URLs or their aliases (drive.readonly, admin.directory.user.readonly, "
                           "admin.directory.group.readonly, admin.directory.group.member.readonly).",
               responses={**responses(200, "The consent URL", 403), 503: UNAVAILABLE})
-    def authorize_google(request: Annotated[GoogleAuthorizeIn, Body()]) -> AuthorizationOut:
+    def authorize_google(request: Annotated[GoogleAuthorizeIn, Body()]) -> Response[AuthorizationOut]:
         principal = admin("credential.authorize", "credential:*")
         started = service.start_google_authorization(principal.user_id, request.name, request.scopes,
                                                      actor=principal, request_id=app.correlation_id)
-        return AuthorizationOut(authorization_url=started.authorization_url,
-                                state_expires_at=started.state_expires_at)
+        body = AuthorizationOut(authorization_url=started.authorization_url, state_expires_at=started.state_expires_at)
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body,
+                        cookies=[RawCookie(started.binding_cookie)])
 
     @app.get(google.CALLBACK_PATH, summary="Google's redirect after consent (browser)", tags=[TAG.name],
              description="Not called by API clients: Google redirects the admin's browser here. Answers an HTML "
@@ -138,12 +142,16 @@ def register_credential_routes(app: InsightMeshResolver) -> None:
             session = read_session(cookie_header(event.raw_event))
             connected = service.complete_google_authorization(
                 query.get("state"), query.get("code"), query.get("error"),
-                session_user_id=session.user_id if session is not None else None, request_id=app.correlation_id)
+                session_user_id=session.user_id if session is not None else None,
+                cookie_header=cookie_header(event.raw_event), request_id=app.correlation_id)
         except ApiError as error:
             app.logger.info("credential connection refused", extra={"code": error.code, "status": error.status,
                                                                       "source_ip": source_ip(event.raw_event)})
+            # The im_connect cookie is kept: a forged callback must not end the admin's real flow.
             return _html(error.status, pages.error_page(error.message, request_id=app.correlation_id), error.headers)
-        return _html(200, pages.connected_page(connected, request_id=app.correlation_id))
+        page = _html(200, pages.connected_page(connected, request_id=app.correlation_id))
+        page.cookies.append(RawCookie(service.clear_binding_cookie()))
+        return page
 
     @app.get(f"{PREFIX}/<credential_id>", summary="Show a credential", tags=[TAG.name], security=SECURITY,
              responses=responses(200, "The credential (never any token)", 403, 404))

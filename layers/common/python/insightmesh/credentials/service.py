@@ -5,8 +5,12 @@ Connect (two steps, the browser in between):
 1. :func:`start_google_authorization` — an active admin asks for a credential ``name`` and
    ``scopes``: a ``state`` (32 random bytes) and a PKCE verifier are stored for ten minutes,
    bound to the admin, with the id the credential will get (one transaction with the audit entry
-   ``credential.authorize``); the answer is Google's consent URL.
-2. :func:`complete_google_authorization` — Google's redirect: the state is consumed first (one
+   ``credential.authorize``); the answer is Google's consent URL and a short-lived signed cookie
+   (``im_connect``, HttpOnly, path the callback's, ten minutes) naming the state, which binds the
+   flow to the browser that started it — as sign-in's ``im_login`` cookie does.
+2. :func:`complete_google_authorization` — Google's redirect: a callback whose browser holds no
+   ``im_connect`` cookie for its state is refused before any table is touched (so a consent link
+   or a code lured into another browser cannot connect anything); then the state is consumed (one
    conditional ``DeleteItem``: a replay, or a race of two callbacks, finds nothing), then refused
    if it expired, if the browser's session belongs to another user, or if its admin is no longer
    an active admin; then Google's answer (``error`` = consent denied) is checked, the code
@@ -25,6 +29,7 @@ No function here returns, logs or audits token material: summaries are :class:`C
 
 from __future__ import annotations
 
+import hmac
 import re
 import secrets
 import uuid
@@ -41,6 +46,7 @@ from insightmesh.api.errors import ConflictError, ForbiddenError, ValidationFail
 from insightmesh.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
 from insightmesh.auth.principal import Principal
+from insightmesh.auth.sessions import cookie_values, set_cookie, sign, unsign
 from insightmesh.credentials import google
 from insightmesh.credentials.crypto import SealBrokenError, Sealed, seal, unseal
 from insightmesh.credentials.errors import (
@@ -73,6 +79,8 @@ from insightmesh.directory.models import User, utc_now
 from insightmesh.observability import get_logger
 
 STATE_TTL: Final = timedelta(minutes=10)
+CONNECT_COOKIE: Final = "im_connect"
+CONNECT_PURPOSE: Final = "insightmesh/credential-connect/v1"
 REFRESH_MARGIN: Final = timedelta(minutes=5)
 LAST_USED_RESOLUTION: Final = timedelta(minutes=1)  # last_used_at is written at most once a minute
 MAX_STATE_LENGTH: Final = 512
@@ -90,6 +98,7 @@ class AuthorizationStart:
     credential_id: str  # the id the credential will have once connected
     authorization_url: str
     state_expires_at: datetime
+    binding_cookie: str  # Set-Cookie of the im_connect cookie that binds the flow to this browser
 
 
 def target(credential_id: str) -> str:
@@ -175,7 +184,28 @@ def start_google_authorization(user_id: str, name: str, scopes: Iterable[str], *
                                  request_id=request_id))
     tx.commit()
     get_logger().info("credential connection started", extra={"target": target(credential_id), "user_id": user_id})
-    return AuthorizationStart(credential_id=credential_id, authorization_url=url, state_expires_at=expires_at)
+    return AuthorizationStart(credential_id=credential_id, authorization_url=url, state_expires_at=expires_at,
+                              binding_cookie=_binding_cookie(state, expires_at))
+
+
+def _binding_cookie(state: str, expires_at: datetime) -> str:
+    value = sign({"state": state, "exp": int(expires_at.timestamp())}, purpose=CONNECT_PURPOSE)
+    return set_cookie(CONNECT_COOKIE, value, max_age=int(STATE_TTL.total_seconds()), path=google.CALLBACK_PATH)
+
+
+def clear_binding_cookie() -> str:
+    """A Set-Cookie value that deletes the im_connect cookie (the callback answers it either way)."""
+    return set_cookie(CONNECT_COOKIE, "", max_age=0, path=google.CALLBACK_PATH)
+
+
+def _bound_to_this_browser(state: str, cookie_header: str | None) -> bool:
+    """Whether the browser holds a valid im_connect cookie naming ``state``."""
+    for value in cookie_values(cookie_header, CONNECT_COOKIE):
+        claims = unsign(value, purpose=CONNECT_PURPOSE)
+        bound = claims.get("state") if claims is not None else None
+        if isinstance(bound, str) and hmac.compare_digest(bound.encode(), state.encode()):
+            return True
+    return False
 
 
 def _consume_state(state: str) -> CredentialState:
@@ -196,17 +226,24 @@ def _oauth_error_code(value: str) -> str:
 
 
 def complete_google_authorization(state: str | None, code: str | None, error: str | None, *,
-                                  session_user_id: str | None, request_id: str = "-") -> CredentialSummary:
+                                  session_user_id: str | None, cookie_header: str | None,
+                                  request_id: str = "-") -> CredentialSummary:
     """Finish a connect flow from Google's redirect (see the module doc) and store the credential.
 
-    ``session_user_id``: the user of the browser's session cookie, if it carries a valid one.
-    Raises AuthorizationStateError (400) for a missing, unknown, replayed or expired state, or one
-    started by another user than the session's or by a user who is no longer an active admin;
+    ``session_user_id``: the user of the browser's session cookie, if it carries a valid one;
+    ``cookie_header``: the browser's cookies, which must hold the flow's ``im_connect`` cookie.
+    Raises AuthorizationStateError (400) for a missing, unknown, replayed or expired state, one
+    this browser did not start, or one started by another user than the session's or by a user
+    who is no longer an active admin;
     AuthorizationRefusedError (400) when Google denied consent or refused the code;
     GoogleNotConfiguredError / CredentialUnavailableError (503). Nothing is stored then.
     """
     if not state or len(state) > MAX_STATE_LENGTH:
         raise AuthorizationStateError("the callback carries no valid state; start the connection again")
+    if not _bound_to_this_browser(state, cookie_header):
+        get_logger().warning("credential connection refused: not started in this browser")
+        raise AuthorizationStateError("this connection was not started in this browser, or it expired; start it "
+                                      "again from the browser you will consent in")
     stored = _consume_state(state)
     log = get_logger()
     where = {"target": target(stored.credential_id), "user_id": stored.user_id}
