@@ -96,7 +96,8 @@ def profile_from_user(user: Any) -> SlackProfile:
 def slack_profile(team_id: str, slack_user_id: str) -> SlackProfile | None:
     """What ``users.info`` says about the user (cached). ``None`` when Slack refuses to describe
     them (``user_not_found``, ...): :func:`admit` treats that as an outsider. Slack outages (5xx,
-    an open breaker) propagate, so the message is retried rather than refused."""
+    429 after slack_sdk's own retries, an open breaker) propagate, so the message is retried
+    rather than refused."""
     key = f"{team_id}:{slack_user_id}"
     now = time.monotonic()
     with _lock:
@@ -107,7 +108,8 @@ def slack_profile(team_id: str, slack_user_id: str) -> SlackProfile | None:
         response = call_slack(lambda client: client.users_info(user=slack_user_id))
         found: SlackProfile | None = profile_from_user(response.get("user"))
     except SlackApiError as error:
-        if getattr(error.response, "status_code", 200) >= 500:
+        status = getattr(error.response, "status_code", 200)
+        if status >= 500 or status == 429:  # Slack unwell or busy: retry the message, refuse no one
             raise
         logger.warning("users.info refused; the user is treated as an outsider",
                        extra={"error": error.response.get("error")})
