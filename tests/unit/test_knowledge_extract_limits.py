@@ -307,3 +307,24 @@ def test_limits_come_from_the_environment_and_a_bad_value_names_its_variable():
     assert (limits.EXTRACT_MAX_EXPANDED_MB, limits.EXTRACT_TIMEOUT_SECONDS, limits.EXTRACT_MAX_ROWS) == (10, 20, 7)
     with pytest.raises(ConfigurationError, match="EXTRACT_MEMORY_MB"):
         ExtractionLimits.from_environment({"EXTRACT_MEMORY_MB": "lots"})
+
+
+# -- text formats -----------------------------------------------------------------------------------
+
+def test_a_markdown_line_built_to_backtrack_is_read_at_once():
+    """'# a' + 5,000 spaces + 'x' made the former heading pattern backtrack for minutes."""
+    line = "# a" + " " * 5_000 + "x"
+    document = extract_text(f"{line}\n\nbody text\n".encode(), "text/markdown", limits=SMALL)
+    assert document.title == line[2:] and "body text" in document.text
+
+
+def test_markdown_closing_hashes_follow_commonmark():
+    document = extract_text(b"## Setup ##\nsteps\n\n## C#\nlanguage\n", "text/markdown", limits=SMALL)
+    assert [section.heading for section in document.sections] == ["Setup", "C#"]
+
+
+def test_text_formats_are_read_in_the_child_too(monkeypatch):
+    monkeypatch.setattr(extract, "_CHILD_TARGET", "tests.isolation_targets:hang")
+    with pytest.raises(LimitExceeded, match=r"^notes\.md took longer than 1 s to read$"):
+        extract_text(b"# Notes\n", "text/markdown", filename="notes.md",
+                     limits=ExtractionLimits(EXTRACT_TIMEOUT_SECONDS=1))

@@ -27,9 +27,9 @@ without a text layer). Parsers of binary formats can raise nearly anything on a 
 their failures are converted to ``ExtractionError`` at this boundary (and chained, never lost).
 
 **Limits** (:class:`ExtractionLimits`, from the environment; a file is untrusted input, and a tiny
-one can otherwise run for hours or take gigabytes). PDF, DOCX, XLSX and PPTX are parsed in a child
-process (:mod:`insightmesh.knowledge.isolation`) with a wall-clock and a memory limit; the text
-formats are read here, by our own linear code over bytes already bounded by the download's size.
+one can otherwise run for hours or take gigabytes). Every file is read in a child process
+(:mod:`insightmesh.knowledge.isolation`, ~50 ms per file) with a wall-clock and a memory limit —
+the text formats too: a regular expression or a library can go quadratic on one crafted line.
 
 * Refused, with :class:`LimitExceeded` (an ``ExtractionError`` whose ``reason`` reads well after
   "it"): an OOXML zip whose members expand past ``EXTRACT_MAX_EXPANDED_MB`` (declared sizes first,
@@ -218,8 +218,6 @@ def extract_text(content: bytes, mime_type: str, *, filename: str | None = None,
     """
     kind = _kind_of(mime_type, filename)
     limits = limits or extraction_limits()
-    if kind not in _ISOLATED:
-        return extract_in_process(content, kind, limits=limits, name=filename)
     from insightmesh.knowledge import isolation
 
     try:
@@ -227,7 +225,7 @@ def extract_text(content: bytes, mime_type: str, *, filename: str | None = None,
             _CHILD_TARGET, content,
             {"kind": kind, "name": filename, "limits": limits.as_dict()},
             timeout=limits.EXTRACT_TIMEOUT_SECONDS, memory_bytes=limits.EXTRACT_MEMORY_MB * MB,
-            preload=_PARSERS[kind])
+            preload=_PARSERS.get(kind, ()))
     except isolation.IsolationTimeout as error:
         raise LimitExceeded(f"took longer than {limits.EXTRACT_TIMEOUT_SECONDS:g} s to read", filename) from error
     except isolation.IsolationOutOfMemory as error:
@@ -246,7 +244,7 @@ def extract_text(content: bytes, mime_type: str, *, filename: str | None = None,
 def extract_in_process(content: bytes, kind: str, *, limits: ExtractionLimits,
                        name: str | None = None) -> ExtractedDocument:
     """:func:`extract_text` in this process, without its time and memory limits: the child
-    process's half, and the reader of the text formats."""
+    process's half (and a benchmark's baseline). Never call it on a file from outside."""
     kind = _kind_of(kind, name)
     reader = _READERS[kind]
     budget = _Budget(limits.EXTRACT_MAX_CHARS, limits)
@@ -614,8 +612,20 @@ def _read_pptx(content: bytes, budget: _Budget) -> ExtractedDocument:
     return ExtractedDocument(title=title, sections=sections)
 
 
-_MD_HEADING: Final = re.compile(r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$")
+# Linear on any line: the closing "##" is stripped in Python (_heading_text). The former
+# r"^(#{1,6})[ \t]+(.+?)[ \t]*#*[ \t]*$" backtracked cubically: "# a" + 5,000 spaces + "x" ran for minutes.
+_MD_HEADING: Final = re.compile(r"^(#{1,6})[ \t]+(\S.*)$")
 _MD_FENCE: Final = re.compile(r"^\s{0,3}(```|~~~)")
+
+
+def _heading_text(raw: str) -> str:
+    """A heading's text without its optional closing sequence (``## Title ##`` → ``Title``; as in
+    CommonMark, the hashes close it only after a space: ``# C#`` stays ``C#``)."""
+    text = raw.rstrip(" \t")
+    without = text.rstrip("#")
+    if without != text and (not without or without[-1] in " \t"):
+        text = without
+    return text.strip()
 
 
 def _read_markdown(content: bytes, budget: _Budget) -> ExtractedDocument:
@@ -632,7 +642,7 @@ def _read_markdown(content: bytes, budget: _Budget) -> ExtractedDocument:
         if fence is None and match:
             outside.append((index, match))
     top = [match for _, match in outside if len(match.group(1)) == 1]
-    title = top[0].group(2).strip() if len(top) == 1 else None
+    title = _heading_text(top[0].group(2)) if len(top) == 1 else None
     heading_lines = {index: match for index, match in outside}
     collected = _Sections(budget)
     for index, line in enumerate(lines):
@@ -640,7 +650,7 @@ def _read_markdown(content: bytes, budget: _Budget) -> ExtractedDocument:
         if match is None:
             collected.add(line)
             continue
-        level, text = len(match.group(1)), match.group(2).strip()
+        level, text = len(match.group(1)), _heading_text(match.group(2))
         if title is not None and level == 1:
             collected.flush()
             collected.path = []
@@ -703,8 +713,6 @@ _READERS: Final[dict[str, Callable[[bytes, _Budget], ExtractedDocument]]] = {
 }
 _LABELS: Final[dict[str, str]] = {PDF: "PDF", DOCX: "DOCX", XLSX: "XLSX", PPTX: "PPTX"}
 _OOXML: Final = frozenset({DOCX, XLSX, PPTX})
-# Parsed by third-party libraries over untrusted structure: in a child process, under limits.
-_ISOLATED: Final = frozenset({PDF, *_OOXML})
 # Imported once by the fork server, so that each file's child starts with its parser loaded.
 _PARSERS: Final[dict[str, tuple[str, ...]]] = {PDF: ("pypdf",), DOCX: ("docx",), XLSX: ("openpyxl",),
-                                               PPTX: ("pptx",)}
+                                               PPTX: ("pptx",), VTT: ("webvtt",), SRT: ("webvtt",)}
