@@ -80,11 +80,16 @@ def profile_from_user(user: Any) -> SlackProfile:
     """users.info's ``user`` object → :class:`SlackProfile`."""
     given = user if isinstance(user, dict) else {}
     profile = given.get("profile") or {}
+    enterprise: Any = given.get("enterprise_user")
+    teams: Any = enterprise.get("teams") if isinstance(enterprise, dict) else None
+    if not isinstance(teams, list):
+        teams = []
     return SlackProfile(
         display_name=profile.get("display_name") or given.get("name"),
         real_name=profile.get("real_name") or given.get("real_name"),
         email=profile.get("email"),
-        is_bot=bool(given.get("is_bot")) or given.get("id") == SLACKBOT_USER_ID,
+        is_bot=bool(given.get("is_bot") or given.get("is_workflow_bot")) or given.get("id") == SLACKBOT_USER_ID,
+        org_team_ids=tuple(str(team) for team in teams),
         is_app_user=bool(given.get("is_app_user")),
         is_restricted=bool(given.get("is_restricted")),
         is_ultra_restricted=bool(given.get("is_ultra_restricted")),

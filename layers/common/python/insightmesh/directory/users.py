@@ -57,11 +57,13 @@ class SlackProfile:
     is_ultra_restricted: bool = False  # a single-channel guest
     is_stranger: bool = False  # from another workspace, met in a Slack Connect channel
     team_id: str | None = None  # the user's own workspace
+    org_team_ids: tuple[str, ...] = ()  # Enterprise Grid: every workspace of the org the user belongs to
 
     def is_outsider(self, workspace_team_id: str) -> bool:
         """A guest, or someone whose home is not ``workspace_team_id`` (Slack Connect, external)."""
-        return (self.is_restricted or self.is_ultra_restricted or self.is_stranger
-                or (self.team_id is not None and self.team_id != workspace_team_id))
+        elsewhere = (self.team_id is not None and self.team_id != workspace_team_id
+                     and workspace_team_id not in self.org_team_ids)
+        return self.is_restricted or self.is_ultra_restricted or self.is_stranger or elsewhere
 
 
 ProfileFetcher = Callable[[], SlackProfile | None]

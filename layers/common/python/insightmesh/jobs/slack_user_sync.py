@@ -183,7 +183,10 @@ class _Listing:
             counts.skipped_guests += 1
             return None
         home = str(member.get("team_id") or "")
-        if member.get("is_stranger") or (home and home != self.team_id):
+        enterprise = member.get("enterprise_user")
+        org_teams = enterprise.get("teams") if isinstance(enterprise, Mapping) else None
+        in_org = isinstance(org_teams, list) and self.team_id in org_teams  # Enterprise Grid: a sibling workspace
+        if member.get("is_stranger") or (home and home != self.team_id and not in_org):
             counts.skipped_external += 1
             return None
         email = normalize_email(str(profile.get("email") or ""))
