@@ -514,3 +514,9 @@ def test_a_queued_request_never_carries_a_foreign_response_url(monkeypatch: pyte
     assert ConversationRequest(**common, response_url=RESPONSE_URL).response_url == RESPONSE_URL
     queued = ConversationRequest(**common).model_dump() | {"response_url": "https://evil.example/x"}
     assert ConversationRequest.model_validate(queued).response_url is None
+
+
+@pytest.mark.parametrize("kind", [[], {}, None, 5, "app_uninstalled_team"])
+def test_odd_event_types_are_not_workspace_events(kind: Any) -> None:
+    assert workspace_event({"type": "event_callback", "team_id": "T1", "event": {"type": kind}}) is None
+    assert workspace_event({"type": "event_callback", "team_id": "T1", "event": kind}) is None
