@@ -328,3 +328,17 @@ def test_text_formats_are_read_in_the_child_too(monkeypatch):
     with pytest.raises(LimitExceeded, match=r"^notes\.md took longer than 1 s to read$"):
         extract_text(b"# Notes\n", "text/markdown", filename="notes.md",
                      limits=ExtractionLimits(EXTRACT_TIMEOUT_SECONDS=1))
+
+
+@pytest.mark.parametrize(("kind", "part"), [(XLSX, "xl/worksheets/sheet1.xml"), (DOCX, "word/document.xml")])
+def test_a_billion_laughs_entity_bomb_is_refused(kind, part):
+    base = xlsx_bytes({"S": [["x"]]}) if kind == XLSX else docx_bytes([("p", "x")])
+    laughs = b'<!DOCTYPE lolz [<!ENTITY lol0 "lollollollollollollollollollol">' + b"".join(
+        b'<!ENTITY lol%d "%s">' % (n, b"&lol%d;" % (n - 1) * 10) for n in range(1, 10)) + b"]>"
+    xml = _member(base, part)
+    declaration_end = xml.index(b"?>") + 2 if xml.startswith(b"<?xml") else 0
+    xml = xml[:declaration_end] + laughs + xml[declaration_end:]
+    xml = xml.replace(b"<t>x</t>", b"<t>&lol9;</t>").replace(b"<w:t>x</w:t>", b"<w:t>&lol9;</w:t>")
+    assert b"&lol9;" in xml
+    with pytest.raises(ExtractionError):
+        extract_text(_rezip(base, replace={part: xml}), kind, filename="laughs", limits=SMALL)
