@@ -17,7 +17,7 @@ Why this shape:
   there; pipes and ``fork`` work everywhere.
 * **A daemonic multiprocessing process may not start children.** ``insightmesh dev`` runs each
   function in its own interpreter started with ``subprocess.Popen`` (see
-  ``insightmesh_local/functions.py``) and Lambda runs the handler in its runtime's main process;
+  ``functions.py`` of the local runtime, under ``local/``) and Lambda runs the handler in its runtime's main process;
   a ``subprocess`` child works under both, and under any host that *is* daemonic.
 * **No fork of the caller.** The caller has threads (boto3, OpenTelemetry, the SQS batch); forking
   it could copy a held lock into the child, and ``preexec_fn`` is unsafe for the same reason. The
