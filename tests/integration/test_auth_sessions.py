@@ -1,17 +1,26 @@
-"""Signed session cookies — insightmesh.auth.sessions (no AWS: the cookie is stateless)."""
+"""Signed session cookies naming a revocable session record — insightmesh.auth.sessions, with
+the auth tables in moto."""
 
 from __future__ import annotations
 
 import base64
 import json
 import time
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
 from insightmesh.auth import sessions
 from insightmesh.directory.models import User
+from tests.integration.test_auth_tokens import auth_environment, items
 
 PRODUCTION_KEY = "a-production-secret-key-that-is-long-enough-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def auth_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+    yield from auth_environment(monkeypatch)
 
 
 def user(user_id: str = "u-1", email: str | None = "alice@example.com") -> User:
@@ -136,3 +145,51 @@ def test_raw_cookie_keeps_the_exact_set_cookie_value() -> None:
     raw = sessions.RawCookie(set_cookie)
     assert str(raw) == set_cookie
     assert raw.name == "im_session"
+
+
+# -- server-side revocation -----------------------------------------------------------------------
+
+
+def test_a_session_is_stored_with_its_expiry() -> None:
+    issued = time.time()
+    set_cookie, _ = sessions.issue_session(user(), now=issued)
+    claims = sessions.read_session(cookie_header(set_cookie))
+    assert claims is not None and claims.sid
+    [record] = items("AUTH_STATES_TABLE")
+    assert record["state"] == {"S": f"session#{claims.sid}"}
+    assert record["user_id"] == {"S": "u-1"}
+    assert int(record["expires_at"]["N"]) == int(issued) + sessions.SESSION_MAX_AGE  # the table's TTL
+
+
+def test_logout_revokes_the_session_and_every_copy_of_its_cookie() -> None:
+    set_cookie, _ = sessions.issue_session(user())
+    copy = cookie_header(set_cookie)  # what someone who copied the cookie would send
+    other, _ = sessions.issue_session(user())  # the same user's session in another browser
+    assert sessions.read_session(copy) is not None
+
+    assert sessions.revoke_session(copy) is True
+
+    assert sessions.read_session(copy) is None
+    assert sessions.read_session(cookie_header(other)) is not None  # only that session ended
+    assert sessions.revoke_session(copy) is True  # idempotent
+    assert sessions.revoke_session("im_session=garbage") is False
+
+
+def test_a_signed_cookie_without_a_session_record_is_refused() -> None:
+    """A cookie signed before sessions were recorded (no sid), or naming an unknown sid."""
+    issued = int(time.time())
+    legacy = sessions.sign({"user_id": "u-1", "email": None, "csrf": "c", "iat": issued, "exp": issued + 60},
+                           purpose=sessions.SESSION_PURPOSE)
+    unknown = sessions.sign({"user_id": "u-1", "email": None, "csrf": "c", "sid": "nope", "iat": issued,
+                             "exp": issued + 60}, purpose=sessions.SESSION_PURPOSE)
+    assert sessions.read_session(f"im_session={legacy}") is None
+    assert sessions.read_session(f"im_session={unknown}") is None
+
+
+def test_a_session_record_of_another_user_is_refused() -> None:
+    set_cookie, _ = sessions.issue_session(user())
+    claims = sessions.read_session(cookie_header(set_cookie))
+    assert claims is not None
+    forged = sessions.sign({"user_id": "u-2", "email": None, "csrf": "c", "sid": claims.sid,
+                            "iat": claims.iat, "exp": claims.exp}, purpose=sessions.SESSION_PURPOSE)
+    assert sessions.read_session(f"im_session={forged}") is None

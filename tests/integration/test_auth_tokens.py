@@ -31,7 +31,7 @@ AUTH_TABLES: dict[str, tuple[str, list[tuple[str, str]], dict[str, list[tuple[st
     "RATE_LIMIT_TABLE": ("test-rate-limit", [("key", "HASH")], {}, "expires_at"),
 }
 AUTH_MODULES = ("insightmesh.directory.models", "insightmesh.directory.users", "insightmesh.api.ratelimit_table",
-                "insightmesh.auth.tokens", "insightmesh.auth.oidc")
+                "insightmesh.auth.tokens", "insightmesh.auth.oidc", "insightmesh.auth.sessions")
 
 
 def create_auth_tables() -> None:
@@ -47,7 +47,7 @@ def reload_auth_modules() -> SimpleNamespace:
 
     get_auth_settings.cache_clear()
     loaded[4].reset_caches()
-    return SimpleNamespace(models=loaded[0], users=loaded[1], tokens=loaded[3], oidc=loaded[4])
+    return SimpleNamespace(models=loaded[0], users=loaded[1], tokens=loaded[3], oidc=loaded[4], sessions=loaded[5])
 
 
 def auth_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:

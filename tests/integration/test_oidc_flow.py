@@ -36,6 +36,11 @@ PUBLIC_BASE_URL = "https://api.example.com"
 REDIRECT_URI = PUBLIC_BASE_URL + "/auth/callback"
 
 
+def login_states() -> list[dict[str, Any]]:
+    """The login states stored (the table holds the sessions, ``session#<sid>``, too)."""
+    return [item for item in items("AUTH_STATES_TABLE") if not item["state"]["S"].startswith("session#")]
+
+
 @pytest.fixture
 def idp() -> Iterator[OidcStandin]:
     server = oidc_server.start(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
@@ -174,7 +179,7 @@ def test_a_successful_sign_in_creates_the_user_and_a_session(env: SimpleNamespac
     assert authorize["code_challenge_method"] == "S256"
     assert authorize["scope"] == "openid email profile"
     assert authorize["state"] and authorize["nonce"] and authorize["state"] != authorize["nonce"]
-    assert len(items("AUTH_STATES_TABLE")) == 1
+    assert len(login_states()) == 1
 
     answer = finish(env, login)
 
@@ -183,7 +188,7 @@ def test_a_successful_sign_in_creates_the_user_and_a_session(env: SimpleNamespac
     session = answer.set_cookie("im_session")
     assert session is not None and "HttpOnly" in session and "SameSite=Lax" in session
     assert "Max-Age=0" in (answer.set_cookie("im_login") or "")
-    assert items("AUTH_STATES_TABLE") == []  # consumed
+    assert login_states() == []  # consumed
 
     [user] = users()
     assert user["email"] == {"S": "alice@example.com"}
@@ -284,7 +289,7 @@ def test_a_forged_state_is_refused_and_nothing_is_stored(env: SimpleNamespace) -
     answer = finish(env, login, query={**login.callback, "state": "forged-state"})
     assert_refused(answer, 400, "invalid_login_state")
     assert users() == []
-    assert len(items("AUTH_STATES_TABLE")) == 1  # the real login is untouched
+    assert len(login_states()) == 1  # the real login is untouched
     assert env.idp.token_requests == []  # the code was never exchanged
 
 
@@ -300,7 +305,7 @@ def test_a_callback_without_the_pre_auth_cookie_is_refused(env: SimpleNamespace)
     answer = finish(env, login, cookies=[])
     assert_refused(answer, 400, "invalid_login_state")
     assert users() == [] and env.idp.token_requests == []
-    assert len(items("AUTH_STATES_TABLE")) == 1
+    assert len(login_states()) == 1
 
 
 def test_another_browsers_callback_is_refused(env: SimpleNamespace) -> None:
@@ -310,7 +315,7 @@ def test_another_browsers_callback_is_refused(env: SimpleNamespace) -> None:
     answer = finish(env, victim, query=attacker.callback)
     assert_refused(answer, 400, "invalid_login_state")
     assert users() == [] and env.idp.token_requests == []
-    assert len(items("AUTH_STATES_TABLE")) == 2
+    assert len(login_states()) == 2
 
 
 def test_a_forged_pre_auth_cookie_is_refused(env: SimpleNamespace) -> None:
@@ -337,14 +342,14 @@ def test_a_replayed_code_is_refused(env: SimpleNamespace) -> None:
     answer = finish(env, second, query={**second.callback, "code": first.callback["code"]})
     assert_refused(answer, 401, "login_refused")
     assert len(users()) == 1
-    assert items("AUTH_STATES_TABLE") == []  # the second state was spent too
+    assert login_states() == []  # the second state was spent too
 
 
 def test_an_idp_error_is_refused_and_spends_the_state(env: SimpleNamespace) -> None:
     login = start_login(env)
     answer = finish(env, login, query={"state": login.callback["state"], "error": "access_denied"})
     assert_refused(answer, 401, "login_refused")
-    assert items("AUTH_STATES_TABLE") == [] and users() == []
+    assert login_states() == [] and users() == []
 
 
 # -- the ID token --------------------------------------------------------------------------------
@@ -407,6 +412,30 @@ def test_an_empty_domain_list_refuses_everyone(env: SimpleNamespace, monkeypatch
     assert users() == []
 
 
+GOOGLE_CLAIMS: dict[str, Any] = {"email": "alice@example.com", "email_verified": True}
+
+
+@pytest.mark.parametrize("hd", [None, "gmail.com", "evil.example", "", 42])
+def test_google_requires_an_allowed_hosted_domain(env: SimpleNamespace, hd: Any) -> None:
+    """A consumer Google account may carry a verified address of the company's domain: with
+    Google as issuer, the Workspace hosted domain (``hd``) must be allowed too."""
+    google = env.oidc.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
+                                   OIDC_ALLOWED_DOMAINS=["example.com"], PUBLIC_BASE_URL=PUBLIC_BASE_URL)
+    claims = {**GOOGLE_CLAIMS, **({} if hd is None else {"hd": hd})}
+    with pytest.raises(env.oidc.LoginRefusedError, match="Google Workspace"):
+        env.oidc._admitted_email(claims, google)
+
+
+def test_google_admits_an_allowed_hosted_domain_and_other_issuers_need_none(env: SimpleNamespace) -> None:
+    google = env.oidc.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
+                                   OIDC_ALLOWED_DOMAINS=["example.com"], PUBLIC_BASE_URL=PUBLIC_BASE_URL)
+    assert google.is_google
+    assert env.oidc._admitted_email({**GOOGLE_CLAIMS, "hd": "Example.com"}, google) == "alice@example.com"
+    other = env.oidc.get_oidc_settings()
+    assert not other.is_google
+    assert env.oidc._admitted_email(GOOGLE_CLAIMS, other) == "alice@example.com"
+
+
 def test_a_deactivated_user_cannot_sign_in(env: SimpleNamespace) -> None:
     make_user(env.models, "u-off", email="alice@example.com", is_active=False)
     assert_refused(finish(env, start_login(env)), 401, "login_refused")
@@ -447,6 +476,19 @@ def test_logout_clears_the_session_cookie(env: SimpleNamespace) -> None:
     assert cleared.startswith("im_session=;") and "Max-Age=0" in cleared and "Path=/" in cleared
 
 
+def test_logout_revokes_the_session_so_a_copied_cookie_stops_working(env: SimpleNamespace) -> None:
+    signed_in = finish(env, start_login(env))
+    cookie = signed_in.cookie("im_session") or ""
+    copied = cookie  # e.g. lifted from the browser before the user signed out
+    assert request(env.app, "GET", "/auth/session", cookies=[copied]).status == 200
+    other = finish(env, start_login(env)).cookie("im_session") or ""  # the same person, another browser
+
+    assert request(env.app, "POST", "/auth/logout", cookies=[cookie]).status == 204
+
+    assert request(env.app, "GET", "/auth/session", cookies=[copied]).status == 401
+    assert request(env.app, "GET", "/auth/session", cookies=[other]).status == 200
+
+
 def test_login_and_callback_are_rate_limited_per_ip(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOGIN_RATE_LIMIT_PER_MINUTE", "3")
     monkeypatch.setattr(routes, "_now", lambda: 1_900_000_020 + 15.0)  # one window, 45 s left
@@ -478,7 +520,7 @@ def test_an_unreachable_idp_is_503(env: SimpleNamespace) -> None:
     answer = request(env.app, "GET", "/auth/login")
     assert answer.status == 503
     assert answer.body["error"]["code"] == "identity_provider_unavailable"
-    assert items("AUTH_STATES_TABLE") == []
+    assert login_states() == []
 
 
 def test_http_issuer_is_refused_without_insecure_transport(env: SimpleNamespace,

@@ -8,7 +8,8 @@ any table, a callback whose ``state`` is missing or differs from the cookie's; t
 stored state with one conditional DeleteItem (so a replayed callback finds nothing), exchanges
 the code with the verifier, validates the ID token (signature against the IdP's JWKS, ``iss``,
 ``aud``, ``azp``, ``exp``/``iat``/``nbf`` with a minute of leeway, ``nonce``), requires a verified
-e-mail in ``OIDC_ALLOWED_DOMAINS`` (an empty list refuses everyone), and finds the user by
+e-mail in ``OIDC_ALLOWED_DOMAINS`` (an empty list refuses everyone) — and, when the issuer is
+Google, an ``hd`` (Workspace hosted domain) claim in that list too —, and finds the user by
 e-mail or creates one (never an admin). Codes, tokens and the ID token are never logged.
 
 ``AUTH_STATES_TABLE`` — :class:`AuthState`, hash ``state``; TTL ``expires_at``
@@ -71,6 +72,7 @@ MAX_PARAMETER_LENGTH: Final = 2048
 EMAIL_PROVIDER: Final = "email"  # identity "email#<address>" claims a user per address (as admin_tools does)
 OIDC_PROVIDER: Final = "oidc"
 SUPPORTED_ID_TOKEN_ALGORITHMS: Final = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384")
+GOOGLE_ISSUER_HOST: Final = "accounts.google.com"
 HTTP_TIMEOUT: Final = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=2.0)
 
 
@@ -152,6 +154,12 @@ class OidcSettings(BaseSettings):
     @property
     def configured(self) -> bool:
         return bool(self.OIDC_ISSUER and self.OIDC_CLIENT_ID and self.PUBLIC_BASE_URL)
+
+    @property
+    def is_google(self) -> bool:
+        """Whether the issuer is Google's (``accounts.google.com``): sign-in then requires the ID
+        token's hosted-domain claim ``hd`` to be one of OIDC_ALLOWED_DOMAINS."""
+        return urlsplit(self.OIDC_ISSUER).hostname == GOOGLE_ISSUER_HOST
 
     @property
     def redirect_uri(self) -> str:
@@ -505,6 +513,14 @@ def _admitted_email(claims: Mapping[str, Any], settings: OidcSettings) -> str:
     if domain not in settings.OIDC_ALLOWED_DOMAINS:
         get_logger().info("sign-in refused: domain not allowed", extra={"domain": domain})
         raise LoginRefusedError("accounts of this domain may not sign in")
+    if settings.is_google:
+        # Google: the address alone does not prove membership of the organisation (a consumer
+        # account may carry any verified address); the Workspace's hosted domain (hd) does.
+        hosted = claims.get("hd")
+        if not isinstance(hosted, str) or hosted.strip().lower() not in settings.OIDC_ALLOWED_DOMAINS:
+            get_logger().info("sign-in refused: google hosted domain not allowed",
+                              extra={"hd": hosted if isinstance(hosted, str) else None})
+            raise LoginRefusedError("only accounts of an allowed Google Workspace domain may sign in")
     return email
 
 

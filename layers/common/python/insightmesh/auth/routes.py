@@ -3,7 +3,8 @@
 * ``GET /auth/login?next=/path`` → 302 to the identity provider, sets the ``im_login`` cookie;
 * ``GET /auth/callback`` → 302 to the ``next`` path given at login, sets the ``im_session``
   cookie and clears ``im_login``; a refused callback → 400/401/503 error envelope;
-* ``POST /auth/logout`` → 204, clears the session cookie;
+* ``POST /auth/logout`` → 204, revokes the session server-side (its record is deleted, so a copy
+  of the cookie stops working too) and clears the cookie;
 * ``GET /auth/session`` → ``{user_id, email, is_admin, csrf_token}`` or 401.
 
 Login and callback share a per source IP rate limit (``auth-login`` scope,
@@ -76,15 +77,18 @@ def register_auth_routes(app: InsightMeshResolver) -> None:
 
     @app.post("/auth/logout", include_in_schema=False)
     def _logout() -> Response[Any]:
-        from insightmesh.auth.sessions import RawCookie, clear_session_cookie
+        from insightmesh.auth.guard import cookie_header
+        from insightmesh.auth.sessions import RawCookie, clear_session_cookie, revoke_session
 
+        if revoke_session(cookie_header(app.current_event.raw_event)):
+            app.logger.info("signed out: session revoked")
         return Response(status_code=204, cookies=[RawCookie(clear_session_cookie())])
 
     @app.get("/auth/session", include_in_schema=False)
     def _session() -> Response[Any]:
-        from insightmesh.auth.guard import authenticate
+        from insightmesh.auth.guard import authenticate_scoped
 
-        principal = authenticate(app)
+        principal = authenticate_scoped(app, action="session.read", target="session")  # a token needs admin:read
         body = {"user_id": principal.user_id, "email": principal.email, "is_admin": principal.is_admin,
                 "csrf_token": principal.csrf_token}
         return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body)

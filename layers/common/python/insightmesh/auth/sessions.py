@@ -1,6 +1,6 @@
-"""Browser sessions: a signed, stateless cookie (``im_session``).
+"""Browser sessions: a signed cookie (``im_session``) naming a session that the server can revoke.
 
-The cookie holds an HS256 JWS (joserfc) of ``{user_id, email, csrf, iat, exp}`` signed with a key
+The cookie holds an HS256 JWS (joserfc) of ``{user_id, email, csrf, sid, iat, exp}`` signed with a key
 derived from ``SECRET_KEY`` for this purpose only (so a token signed for another purpose — the
 pre-auth login cookie, say — never verifies as a session). It is ``HttpOnly; SameSite=Lax;
 Path=/``, ``Secure`` in production, and lives 8 hours. ``csrf`` is the value a state-changing
@@ -8,6 +8,15 @@ cookie-authenticated request must echo in ``X-CSRF-Token`` (``GET /auth/session`
 
 The cookie proves who signed in; it does not freeze what they may do: the guard reads the user
 on every request, so deactivation and admin changes take effect at once.
+
+``sid`` names a :class:`SessionRecord` in ``AUTH_STATES_TABLE`` (beside the OIDC login states,
+keys ``session#<sid>``; DynamoDB TTL ``expires_at``). A cookie is a session only while its record
+exists: logout deletes it, so a copied cookie stops working at once. Access patterns:
+
+* ``PutItem`` with ``attribute_not_exists(state)``: sign-in;
+* ``GetItem(session#<sid>)``, consistent: every cookie-authenticated request, once (only the first
+  validly signed ``im_session`` cookie is looked up). ``expires_at`` is checked in code too;
+* ``DeleteItem(session#<sid>)``: logout.
 """
 
 from __future__ import annotations
@@ -18,21 +27,27 @@ import secrets
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import OctKey
+from pynamodb.attributes import TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.models import Model
 
+from insightmesh.aws import model_meta
 from insightmesh.config import get_settings
-from insightmesh.directory.models import User
+from insightmesh.directory.models import User, utc_now
 
 SESSION_COOKIE: Final = "im_session"
 SESSION_MAX_AGE: Final = 8 * 3600
 SESSION_PURPOSE: Final = "insightmesh/session/v1"
 _ALGORITHMS: Final = ["HS256"]
 _MAX_COOKIE_LENGTH: Final = 4096
+SESSION_KEY_PREFIX: Final = "session#"
+_SID_BYTES: Final = 24
 
 
 @dataclass(frozen=True)
@@ -42,6 +57,22 @@ class SessionClaims:
     csrf: str
     iat: int
     exp: int
+    sid: str = ""
+
+
+class SessionRecord(Model):
+    """A live browser session: exists from sign-in until logout or expiry."""
+
+    Meta = model_meta("AUTH_STATES_TABLE", connect_timeout=1, read_timeout=2)
+
+    state = UnicodeAttribute(hash_key=True)  # "session#<sid>": the login states' key attribute
+    user_id = UnicodeAttribute()
+    created_at = UTCDateTimeAttribute(default=utc_now)
+    expires_at = TTLAttribute()
+
+
+def session_key(sid: str) -> str:
+    return SESSION_KEY_PREFIX + sid
 
 
 class RawCookie(Cookie):
@@ -112,27 +143,58 @@ def set_cookie(name: str, value: str, *, max_age: int, path: str = "/") -> str:
 
 
 def issue_session(user: User, *, now: float | None = None) -> tuple[str, str]:
-    """A new session for ``user``: ``(Set-Cookie header value, csrf token)``."""
+    """A new session for ``user`` (its record stored): ``(Set-Cookie header value, csrf token)``."""
     issued = int(time.time() if now is None else now)
-    csrf = secrets.token_urlsafe(32)
+    expires = issued + SESSION_MAX_AGE
+    csrf, sid = secrets.token_urlsafe(32), secrets.token_urlsafe(_SID_BYTES)
+    record = SessionRecord(session_key(sid), user_id=user.user_id, created_at=utc_now(),
+                           expires_at=datetime.fromtimestamp(expires, UTC))
+    record.save(condition=SessionRecord.state.does_not_exist())
     value = sign(
-        {"user_id": user.user_id, "email": user.email, "csrf": csrf, "iat": issued, "exp": issued + SESSION_MAX_AGE},
+        {"user_id": user.user_id, "email": user.email, "csrf": csrf, "sid": sid, "iat": issued, "exp": expires},
         purpose=SESSION_PURPOSE,
     )
     return set_cookie(SESSION_COOKIE, value, max_age=SESSION_MAX_AGE), csrf
 
 
-def read_session(cookie_header: str | None, *, now: float | None = None) -> SessionClaims | None:
-    """The session in a ``Cookie`` header, or ``None`` when absent, tampered with or expired."""
+def _signed_claims(cookie_header: str | None, now: float | None) -> SessionClaims | None:
+    """The first validly signed, unexpired, well-formed session cookie's claims (no lookup)."""
     for value in cookie_values(cookie_header, SESSION_COOKIE):
         claims = unsign(value, purpose=SESSION_PURPOSE, now=now)
         if claims is None:
             continue
         user_id, email, csrf, iat = claims.get("user_id"), claims.get("email"), claims.get("csrf"), claims.get("iat")
-        if (isinstance(user_id, str) and user_id and isinstance(csrf, str) and csrf
+        sid = claims.get("sid")
+        if (isinstance(user_id, str) and user_id and isinstance(csrf, str) and csrf and isinstance(sid, str) and sid
                 and (email is None or isinstance(email, str)) and isinstance(iat, int)):
-            return SessionClaims(user_id=user_id, email=email, csrf=csrf, iat=iat, exp=int(claims["exp"]))
+            return SessionClaims(user_id=user_id, email=email, csrf=csrf, iat=iat, exp=int(claims["exp"]), sid=sid)
     return None
+
+
+def read_session(cookie_header: str | None, *, now: float | None = None) -> SessionClaims | None:
+    """The session in a ``Cookie`` header, or ``None`` when absent, tampered with, expired or
+    revoked (logged out). At most one GetItem, and none for a cookie that is not validly signed."""
+    claims = _signed_claims(cookie_header, now)
+    if claims is None:
+        return None
+    try:
+        record = SessionRecord.get(session_key(claims.sid), consistent_read=True)
+    except SessionRecord.DoesNotExist:
+        return None
+    moment = datetime.fromtimestamp(time.time() if now is None else now, UTC)
+    if record.user_id != claims.user_id or record.expires_at <= moment:
+        return None
+    return claims
+
+
+def revoke_session(cookie_header: str | None) -> bool:
+    """Logout: delete the record of the session in a ``Cookie`` header, so that its cookie (and
+    every copy of it) stops working at once. ``True`` when there was a session to revoke."""
+    claims = _signed_claims(cookie_header, None)
+    if claims is None:
+        return False
+    SessionRecord(session_key(claims.sid)).delete()
+    return True
 
 
 def clear_session_cookie() -> str:
