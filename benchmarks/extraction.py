@@ -1,6 +1,6 @@
 """What the child process costs per file, and how fast hostile files are refused.
 
-Part 1 — overhead. For each isolated format (PDF, DOCX, XLSX, PPTX), N small files (default 30,
+Part 1 — overhead. For PDF, DOCX, XLSX, PPTX and Markdown, N small files (default 30,
 each different) are read twice: ``extract_text`` (a child process with the time and memory limits)
 and ``extract_in_process`` (the same readers in this process, parser already imported). The
 overhead per file is the difference, printed as p50 and p90 with both timings.
@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT / "layers" / "common" / "python"))
 
 from insightmesh.knowledge.extract import (  # noqa: E402
     DOCX,
+    MARKDOWN,
     PDF,
     PPTX,
     XLSX,
@@ -45,6 +46,8 @@ def small_file(kind: str, n: int) -> bytes:
         return minimal_pdf([[text, "Second line."]])
     if kind == DOCX:
         return docx_bytes([("h1", f"Plan {n}"), ("p", text)])
+    if kind == MARKDOWN:
+        return f"# Plan {n}\n\n{text}\n\n## Goals\n\n- one\n- two\n".encode()
     if kind == XLSX:
         return xlsx_bytes({"Plan": [["team", n], ["goals", n % 7 + 2], ["note", text]]})
     return pptx_bytes([(f"Plan {n}", [text], None)])
@@ -67,7 +70,7 @@ def overhead(files: int) -> None:
     print(f"{'format':<6} {'first file':>11} {'isolated p50':>13} {'in-process p50':>15} {'overhead p50':>13} "
           f"{'overhead p90':>13}")
     everything: list[float] = []
-    for label, kind in (("PDF", PDF), ("DOCX", DOCX), ("XLSX", XLSX), ("PPTX", PPTX)):
+    for label, kind in (("PDF", PDF), ("DOCX", DOCX), ("XLSX", XLSX), ("PPTX", PPTX), ("MD", MARKDOWN)):
         contents = [small_file(kind, n) for n in range(files + 1)]
         # The first file starts the fork server (or makes it import this parser): a cold start's cost.
         first = timed(lambda: extract_text(contents[0], kind, limits=limits))  # noqa: B023 - called at once
