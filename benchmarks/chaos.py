@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
             stop.set()
             injector.join(timeout=30)
         elapsed = time.monotonic() - started
-        report(requests, sandbox, faults, elapsed, timed_out=time.monotonic() >= hard_stop,
+        report(requests, sandbox, llm, faults, elapsed, timed_out=time.monotonic() >= hard_stop,
                depths=queue_depths(dev), log=dev.output())
     finally:
         stop.set()
@@ -534,9 +534,23 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def report(requests: list[Request], sandbox: SlackSandbox, faults: FaultLog, elapsed: float, *, timed_out: bool,
-           depths: dict[str, int], log: str) -> None:
+def completions_per_question(llm: OpenAIStandin) -> Counter[str]:
+    """Successful chat completions whose last user message is one of the workload's questions."""
+    counts: Counter[str] = Counter()
+    for request in llm.chat_requests():
+        body = request.body if isinstance(request.body, dict) else {}
+        users = [m.get("content") for m in body.get("messages") or []
+                 if isinstance(m, dict) and m.get("role") == "user"]
+        found = re.search(r"question \d+ in thread \d+ round \d+", str(users[-1])) if users else None
+        if found and request.mode == "ok":
+            counts[found.group(0)] += 1
+    return counts
+
+
+def report(requests: list[Request], sandbox: SlackSandbox, llm: OpenAIStandin, faults: FaultLog, elapsed: float, *,
+           timed_out: bool, depths: dict[str, int], log: str) -> None:
     seen = classify(sandbox, requests)
+    recomputed = sum(1 for count in completions_per_question(llm).values() if count > 1)
     outcomes = seen["outcomes"]
     acks = [seconds for request in requests for seconds, _status in request.acks]
     statuses = Counter(status for request in requests for _seconds, status in request.acks)
@@ -547,7 +561,8 @@ def report(requests: list[Request], sandbox: SlackSandbox, faults: FaultLog, ela
     print(f"== chaos figures ({len(requests)} messages, {elapsed:.0f} s{', DEADLINE REACHED' if timed_out else ''})")
     print(f"answered exactly once      {len(outcomes['once'])}")
     print(f"duplicates                 {len(outcomes['duplicate'])}")
-    print(f"lost (no final reply)      {len(outcomes['lost'])}")
+    print(f"lost (no final reply)      {len(outcomes['lost'])}"
+          + (" by the deadline (see the queues below: still being retried)" if timed_out else ""))
     print(f"dead-lettered with apology {len(outcomes['apology'])}")
     print(f"placeholders left up       {len(outcomes['stale'])} (beside a final reply)")
     print(f"ack p50 / p99              {percentile(acks, 0.5) * 1000:.0f} ms / {percentile(acks, 0.99) * 1000:.0f} ms "
@@ -562,9 +577,11 @@ def report(requests: list[Request], sandbox: SlackSandbox, faults: FaultLog, ela
     print(f"worker kills               {len(faults.kills)}: {'; '.join(faults.kills)}")
     print(f"Slack faults injected      {dict(faults.slack)}; non-200 answers seen {dict(slack_calls)}")
     print(f"LLM faults injected        {dict(faults.llm)}")
-    timeouts = log.count("Sandbox.Timedout")
-    exits = log.count("Runtime.ExitError")
-    print(f"worker timeouts / exits    {timeouts} / {exits} (from the dev log)")
+    print(f"conversation_worker        {log.count('outcome=Runtime.ExitError')} batch(es) lost to a killed process, "
+          f"{log.count('outcome=Sandbox.Timedout')} timed out, {log.count('reported failed')} with failed "
+          f"item(s); {log.count('already answered; nothing posted')} redelivered request(s) found answered")
+    print(f"answers computed twice     {recomputed} (more than one successful LLM completion for one message: "
+          f"a crash after the model call)")
     for note in faults.notes:
         print(f"note: {note}")
     for name in ("duplicate", "lost"):
