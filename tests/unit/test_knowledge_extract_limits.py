@@ -9,6 +9,7 @@ crash) is proven with test-only targets in ``tests/isolation_targets.py``.
 from __future__ import annotations
 
 import io
+import os
 import re
 import struct
 import zipfile
@@ -260,6 +261,23 @@ def test_the_fork_server_outlives_a_killed_child_and_is_replaced_when_it_dies():
     assert isolation.run_isolated("tests.isolation_targets:echo", b"abc", {}, timeout=60,
                                   memory_bytes=512 * MB)["length"] == 3
     assert isolation._server is not server
+
+
+def test_a_forked_copy_of_the_caller_starts_its_own_server():
+    assert extract_text(b"hello", "text/plain", limits=SMALL).text == "hello"
+    parent_server = isolation._server
+    pid = os.fork()
+    if pid == 0:  # the copy: its own server, never the parent's pipes
+        code = 1
+        try:
+            read = extract_text(b"child text", "text/plain", limits=SMALL).text == "child text"
+            code = 0 if read and isolation._server is not parent_server else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert isolation._server is parent_server and parent_server is not None and parent_server.poll() is None
+    assert extract_text(b"again", "text/plain", limits=SMALL).text == "again"
 
 
 def test_a_file_is_read_in_a_child_not_in_this_process():

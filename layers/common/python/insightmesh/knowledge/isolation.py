@@ -127,6 +127,7 @@ def run_isolated(target: str, content: bytes, arguments: dict[str, Any], *, time
 
 _lock = threading.Lock()
 _server: subprocess.Popen[bytes] | None = None
+_server_owner = 0  # the pid that started it: a forked copy of this process must start its own
 
 
 def _start_server() -> subprocess.Popen[bytes]:
@@ -140,7 +141,7 @@ def stop_server() -> None:
     """Stop the fork server (it is started again by the next call)."""
     global _server
     server, _server = _server, None
-    if server is None:
+    if server is None or _server_owner != os.getpid():
         return
     try:
         os.killpg(server.pid, signal.SIGKILL)  # the server leads its own group: its children go with it
@@ -157,11 +158,13 @@ atexit.register(stop_server)
 
 def _call(request: dict[str, Any], content: bytes, timeout: float) -> tuple[str, bytes]:
     """One request to the fork server (started or restarted as needed): its status and body."""
-    global _server
+    global _server, _server_owner
+    if _server is not None and _server_owner != os.getpid():
+        _server = None  # inherited through a fork: its pipes belong to the parent
     for attempt in (1, 2):
         if _server is None or _server.poll() is not None:
             stop_server()
-            _server = _start_server()
+            _server, _server_owner = _start_server(), os.getpid()
         server = _server
         assert server.stdin is not None and server.stdout is not None
         try:
