@@ -360,3 +360,10 @@ def test_a_billion_laughs_entity_bomb_is_refused(kind, part):
     assert b"&lol9;" in xml
     with pytest.raises(ExtractionError):
         extract_text(_rezip(base, replace={part: xml}), kind, filename="laughs", limits=SMALL)
+
+
+def test_a_large_file_and_a_large_text_cross_the_pipes_whole():
+    content = ("0123456789 abcdefghij\n" * 400_000).encode()  # 8.8 MB in, 5,000,000 characters back
+    document = extract_text(content, "text/plain", limits=SMALL)
+    assert len(document.text) == 5_000_000 and document.truncated
+    assert document.text.startswith("0123456789 abcdefghij\n0123456789")

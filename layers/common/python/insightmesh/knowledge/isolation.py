@@ -168,9 +168,8 @@ def _call(request: dict[str, Any], content: bytes, timeout: float) -> tuple[str,
         server = _server
         assert server.stdin is not None and server.stdout is not None
         try:
-            server.stdin.write(json.dumps(request).encode() + b"\n")
-            server.stdin.write(content)
-            server.stdin.flush()
+            _write_all(server.stdin.fileno(), json.dumps(request).encode() + b"\n")
+            _write_all(server.stdin.fileno(), content)
         except (BrokenPipeError, ConnectionResetError):
             stop_server()  # a server that died between calls: start a new one, once
             if attempt == 2:
@@ -188,6 +187,13 @@ def _call(request: dict[str, Any], content: bytes, timeout: float) -> tuple[str,
             return "crashed", b"the fork server died"
         return str(header["status"]), body
     raise AssertionError("unreachable")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is in the pipe (one call may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _read_line(stream: IO[bytes], deadline: float) -> bytes:
