@@ -78,15 +78,17 @@ def test_readiness_degrades_when_the_dead_letter_queue_holds_messages(server, ht
 
     sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{server.emulator_port}",
                        aws_access_key_id="testing", aws_secret_access_key="testing")
-    url = sqs.get_queue_url(QueueName="insightmesh-dev-ConversationDeadLetterQueue.fifo")["QueueUrl"]
-    sqs.send_message(QueueUrl=url, MessageBody="{}", MessageGroupId="g", MessageDeduplicationId="d1")
+    # The job DLQ: nothing consumes it (conversation_dlq drains the conversation DLQ at once).
+    url = sqs.get_queue_url(QueueName="insightmesh-dev-JobDeadLetterQueue")["QueueUrl"]
+    sqs.send_message(QueueUrl=url, MessageBody="{}")
     try:
         # A report is reused for a few seconds: wait for one made after the message arrived.
         report = wait_for(lambda: (lambda r: r if r["status"] == "degraded" else None)(
             http.get("/health/ready", headers=ops).json()), timeout=30, interval=1.0,
             what="a degraded readiness report")
-        dlq = next(check for check in report["checks"] if check["name"] == "CONVERSATION_DLQ_URL")
+        dlq = next(check for check in report["checks"] if check["name"] == "JOB_DLQ_URL")
         assert dlq["status"] == "degraded" and "1 message" in dlq["detail"]
+        assert http.get("/health/ready").json() == {"status": "degraded"}  # anonymous: no names, no depths
     finally:
         sqs.purge_queue(QueueUrl=url)
 
