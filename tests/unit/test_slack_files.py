@@ -91,3 +91,20 @@ def test_a_sign_in_page_is_not_taken_for_the_file(sandbox, monkeypatch: pytest.M
     monkeypatch.setenv("SLACK_BOT_TOKEN", "not-a-slack-token")  # read at each download
     with pytest.raises(FileRefused, match="HTTP 403"):
         download(ref(shared))
+
+
+def test_the_files_of_one_message_share_a_time_budget(sandbox, monkeypatch: pytest.MonkeyPatch):
+    """Each file is bounded by its own limit, and all of a message's files by the message's budget:
+    a file that hangs is killed when the budget runs out, and the files after it are not read."""
+    from insightmesh.conversation.attachments import read_shared_files
+    from insightmesh.knowledge import extract
+
+    monkeypatch.setattr(extract, "_CHILD_TARGET", "tests.isolation_targets:hang")
+    monkeypatch.setenv("SHARED_FILES_BUDGET_SECONDS", "2")
+    refs = [ref(sandbox.add_file(f"notes-{n}.txt", b"hello", "text/plain")) for n in range(3)]
+    files: list[dict[str, str]] = []
+    problems = read_shared_files(refs, files, lambda _text: None)
+    assert files == []
+    assert problems[0].startswith("I couldn't read notes-0.txt") and "2 s" in problems[0]
+    assert all("took all the time I have for one message" in problem for problem in problems[1:])
+    assert len(problems) == 3

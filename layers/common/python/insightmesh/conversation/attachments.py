@@ -20,6 +20,8 @@ base pays neither the vector store's client import (~1 s on a cold worker) nor i
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +33,9 @@ from insightmesh.conversation.threads import bound_files
 from insightmesh.observability import get_logger
 
 MAX_THREAD_FILES: Final = 5
+# All the files of one message share this many seconds (each file is also bounded by its own
+# EXTRACT_TIMEOUT_SECONDS), so ten slow files cannot hold the worker past its timeout.
+DEFAULT_FILES_BUDGET_SECONDS: Final = 30.0
 MAX_FILE_CHARS: Final = 30_000
 EMPTY_RECHECK_SECONDS: Final = 30.0
 
@@ -45,18 +50,34 @@ def read_shared_files(refs: Sequence[SlackFileRef], files: list[dict[str, str]],
                       progress: Callable[[str], None]) -> list[str]:
     """Download and extract ``refs`` into ``files`` (the thread's list, updated in place); returns
     the problems to tell the user about."""
-    from insightmesh.knowledge.extract import ExtractionError, UnsupportedDocumentError, extract_text, failure_reason
+    from insightmesh.knowledge.extract import (
+        ExtractionError,
+        UnsupportedDocumentError,
+        extract_text,
+        extraction_limits,
+        failure_reason,
+    )
     from insightmesh.slack.files import FileRefused, download
 
     problems: list[str] = []
     known = {item.get("id") for item in files}
+    limits = extraction_limits()
+    deadline = time.monotonic() + files_budget_seconds()
     for ref in refs:
         if ref.id in known:
             continue  # a redelivery of the same message
+        left = deadline - time.monotonic()
+        if left < 1.0:
+            problems.append(f"I didn't read {ref.name or ref.id}: the files shared with this message took all the "
+                            "time I have for one message — share it again on its own")
+            continue
         progress(f"Reading {ref.name or 'the file'}…")
         try:
             downloaded = download(ref)
-            text = extract_text(downloaded.content, downloaded.mime_type, filename=downloaded.name).text.strip()
+            seconds = min(limits.EXTRACT_TIMEOUT_SECONDS, round(left, 1))
+            within = dataclasses.replace(limits, EXTRACT_TIMEOUT_SECONDS=seconds)
+            text = extract_text(downloaded.content, downloaded.mime_type, filename=downloaded.name,
+                                limits=within).text.strip()
         except FileRefused as refused:
             problems.append(str(refused))
             continue
@@ -73,6 +94,18 @@ def read_shared_files(refs: Sequence[SlackFileRef], files: list[dict[str, str]],
     del files[:-MAX_THREAD_FILES]
     bound_files(files)  # the thread's byte budget (conversation.threads), before the agent reads them
     return problems
+
+
+def files_budget_seconds() -> float:
+    """``SHARED_FILES_BUDGET_SECONDS``: the seconds all the files of one message may take."""
+    value = os.environ.get("SHARED_FILES_BUDGET_SECONDS", "").strip()
+    try:
+        budget = float(value) if value else DEFAULT_FILES_BUDGET_SECONDS
+    except ValueError as error:
+        raise ValueError(f"SHARED_FILES_BUDGET_SECONDS must be a number of seconds, not {value!r}") from error
+    if budget <= 0:
+        raise ValueError("SHARED_FILES_BUDGET_SECONDS must be more than 0")
+    return budget
 
 
 def shared_documents(files: Sequence[dict[str, str]]) -> tuple[SharedDocument, ...]:
