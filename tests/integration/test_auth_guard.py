@@ -241,6 +241,20 @@ def test_a_session_cookie_authenticates_a_read(auth_env: SimpleNamespace) -> Non
     assert body["via"] == "session" and body["is_admin"] is True
 
 
+def test_a_cookie_request_reads_its_session_once_and_a_revoked_one_is_401(auth_env: SimpleNamespace) -> None:
+    from tests.integration.admin_fixtures import DYNAMO_CALLS
+
+    user = make_user(auth_env.models, "u-1", is_admin=True)
+    cookie, _ = session_cookie(user)
+    app = build_app()
+    calls = DYNAMO_CALLS.during(lambda: call(app, "GET", "/api/me", cookies=[cookie, cookie]))
+    assert calls.count("GetItem:test-auth-states") == 1  # one session lookup, however many cookies
+    assert calls.count("GetItem:test-users") == 1
+
+    sessions.revoke_session(cookie)  # logout, elsewhere
+    assert call(app, "GET", "/api/me", cookies=[cookie])[0] == 401
+
+
 def test_a_cookie_header_works_too(auth_env: SimpleNamespace) -> None:
     user = make_user(auth_env.models, "u-1")
     cookie, _ = session_cookie(user)
