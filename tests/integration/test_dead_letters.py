@@ -246,3 +246,19 @@ def test_the_handler_takes_the_sample_event(sandbox):
     assert (stored.reason, stored.reference, stored.receive_count) == ("never_claimed", "sample-correlation-1", 1)
     [shown] = [m for m in sandbox.messages(channel=body.channel_id) if m.get("is_bot")]
     assert "sample-correlation-1" in shown["text"]
+
+
+def test_an_uninstalled_workspace_gets_no_slack_call(sandbox):
+    from insightmesh.conversation import workspaces
+
+    request = message(sandbox)
+    placeholder(sandbox, request)
+    calls_before = len(sandbox.calls())
+    workspaces.deactivate(TEAM, reason="app_uninstalled", event_id="Ev-uninstall", request_id="r-1")
+    try:
+        outcome = handle(letter(request))
+    finally:
+        workspaces.clear_cache()
+    assert outcome.reason == "workspace_inactive" and outcome.apology == "none"
+    assert [c["method"] for c in sandbox.calls()[calls_before:]] == []
+    assert failure_item(request).reason == "workspace_inactive"

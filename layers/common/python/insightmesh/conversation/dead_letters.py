@@ -23,7 +23,9 @@ person who asked would otherwise look at "Thinking…" for ever. For each dead m
 
 A redelivery that finds the request ``apologising`` (this consumer crashed mid-way) looks for the
 apology already posted (by its metadata) before posting; an ephemeral one cannot be found and is
-not repeated. Reasons: ``unreadable`` (not a ConversationRequest), ``never_claimed`` (no request
+not repeated. A workspace that uninstalled the app (or revoked its token) is shown nothing: no
+Slack call is made for it (conversation.workspaces). Reasons: ``workspace_inactive``,
+``unreadable`` (not a ConversationRequest), ``never_claimed`` (no request
 item: the worker failed before its first write), ``failed_<status>`` (the request's reply state
 when the worker last failed: received, posting, placeholder), ``already_answered``.
 """
@@ -38,6 +40,7 @@ from pydantic import ValidationError
 from pynamodb.exceptions import PutError, UpdateError
 from slack_sdk.errors import SlackApiError
 
+from insightmesh.conversation import workspaces
 from insightmesh.conversation.models import DeadLetterRecord, RequestRecord, dead_letter_sk, request_sk
 from insightmesh.conversation.replies import REQUEST_TTL, Status, request_pk
 from insightmesh.conversation.requests import ConversationRequest, RequestKind
@@ -110,6 +113,8 @@ def handle(letter: DeadLetter) -> Outcome:
     reference = reference_for(request)
     if before is not None and before.status == Status.ANSWERED:
         outcome = Outcome("already_answered", "none", reference)
+    elif not workspaces.is_active(request.team_id, request_id=request.request_id):
+        outcome = Outcome("workspace_inactive", "none", reference)  # uninstalled: no Slack call for it
     else:
         claimed = _claim(pk, sk, request)
         if claimed is None:  # answered meanwhile
