@@ -541,9 +541,10 @@ def completions_per_question(llm: OpenAIStandin) -> Counter[str]:
         body = request.body if isinstance(request.body, dict) else {}
         users = [m.get("content") for m in body.get("messages") or []
                  if isinstance(m, dict) and m.get("role") == "user"]
-        found = re.search(r"question \d+ in thread \d+ round \d+", str(users[-1])) if users else None
-        if found and request.mode == "ok":
-            counts[found.group(0)] += 1
+        # The answer's prompt ends with the question alone; a memory summary's transcript holds several.
+        found = re.findall(r"question \d+ in thread \d+ round \d+", str(users[-1])) if users else []
+        if len(found) == 1 and len(str(users[-1])) < 200 and request.mode == "ok":
+            counts[found[0]] += 1
     return counts
 
 
@@ -571,6 +572,12 @@ def report(requests: list[Request], sandbox: SlackSandbox, llm: OpenAIStandin, f
     print(f"ack statuses               {dict(sorted(statuses.items()))}")
     print(f"time to answer p50 / p99   {percentile(answered, 0.5):.1f} s / {percentile(answered, 0.99):.1f} s "
           f"(max {max(answered, default=0):.1f} s)")
+    firsts = [r.first_sent for r in requests if r.first_sent is not None]
+    if answered and firsts:
+        span = max(t + r.first_sent for r in requests if r.first_sent is not None and (t := times.get(r.request_id))
+                   is not None) - min(firsts)
+        print(f"throughput                 {len(answered) / span:.1f} answers/s over {span:.0f} s "
+              f"(first delivery to last answer)")
     print(f"final replies by kind      {dict(seen['kinds'].most_common())}")
     print(f"bot messages w/o request   {len(seen['unattributed'])}")
     print(f"queues at the end          {depths}")
