@@ -14,7 +14,10 @@ with at the same time:
 * the Slack sandbox answering 429 with ``Retry-After`` and 5xx, in bursts (its ``fail`` rules);
 * the LLM stand-in answering 500 and hanging past the worker's LLM read timeout, in bursts
   (its ``fail_next`` script);
-* one poisoned file: a zip-bomb XLSX built here, shared in one of the DM threads.
+* one poisoned file: a zip-bomb XLSX built here, shared in one of the DM threads;
+* one dead letter (``--no-dead-letter`` to skip): the sandbox fails every placeholder post of one
+  DM thread's first message (its channel only) until the queue dead-letters it, so that the
+  conversation_dlq function's apology is seen (this takes the queue's 5 receives x 60 s).
 
 It is bounded: a global deadline (``--deadline``, 600 s by default) after which it reports what
 it has and stops the server. It prints, per user message (a request):
@@ -71,6 +74,7 @@ REPLY_EVENT_TYPE = "insightmesh_reply"
 ACK_TARGET = 3.0
 WORKER_TIMEOUT = 30  # seconds; the LLM's read timeout is 15 s (template), hangs last 20 s
 VISIBILITY_TIMEOUT = 60  # a killed or failed batch comes back after this
+MAX_RECEIVES = 5  # the conversation queue's maxReceiveCount (template)
 
 
 # -- the workload -----------------------------------------------------------------------------------
@@ -87,6 +91,7 @@ class Request:
     text: str
     payload: dict[str, Any]
     poisoned: bool = False
+    doomed: bool = False  # its every delivery fails: it must end in the DLQ's apology
     retries: list[int] = field(default_factory=list)  # X-Slack-Retry-Num values to send later
     first_sent: float | None = None
     acks: list[tuple[float, int]] = field(default_factory=list)  # (seconds, status), every delivery
@@ -456,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep-log", action="store_true", help="keep the dev server's log file")
     parser.add_argument("--template", help="SAM template for insightmesh dev (default: the project's)")
+    parser.add_argument("--dead-letter", action=argparse.BooleanOptionalAction, default=True,
+                        help="fail every placeholder post of one DM thread's first message until it is "
+                             "dead-lettered (maxReceiveCount deliveries), to see the apology (~5 min)")
     args = parser.parse_args(argv)
     started = time.monotonic()
     hard_stop = started + args.deadline
@@ -487,6 +495,10 @@ def main(argv: list[str] | None = None) -> int:
         requests = build_workload(sandbox, messages=args.messages, threads=args.threads, users=args.users,
                                   retry_share=args.retry_share, rng=rng)
         retries = sum(len(r.retries) for r in requests)
+        if args.dead_letter:
+            doomed = next(r for r in requests if r.channel.startswith("D") and r.ts == r.thread_ts)
+            doomed.doomed = True
+            sandbox.fail("chat.postMessage", "error", MAX_RECEIVES, status=500, channel=doomed.channel)
         send_seconds = len(requests) / args.rate
         print(f"chaos: {len(requests)} messages in {args.threads} threads from {args.users} users over "
               f"~{send_seconds:.0f} s; {sum(1 for r in requests if r.retries)} of them retried by 'Slack' "
@@ -597,6 +609,9 @@ def report(requests: list[Request], sandbox: SlackSandbox, llm: OpenAIStandin, f
             print(f"  {name}: {request.request_id} thread {request.thread}"
                   f"{' (poisoned file)' if request.poisoned else ''} acks {request.acks} -> "
                   + json.dumps([{"ts": m["ts"], "text": m["text"][:60], "edits": len(m["edits"])} for m in messages]))
+    for request in (r for r in requests if r.doomed):
+        messages = seen["by_request"].get(request.request_id, [])
+        print(f"dead-letter probe ({request.request_id}): {[m['text'][:160] for m in messages] or 'no reply'}")
     poisoned = [r for r in requests if r.poisoned]
     for request in poisoned:
         messages = seen["by_request"].get(request.request_id, [])

@@ -50,7 +50,8 @@ Inspection and control (not Slack; for tests and ``insightmesh chat``)
                                    "delay", "error", "status"}: for the next ``count`` calls of
                                    ``method`` ("*" for any) answer 429, an ok:false error, or do
                                    the call (recording its message) and only then wait ``delay``
-                                   seconds before answering (a worker that posts then times out)
+                                   seconds before answering (a worker that posts then times out);
+                                   with "channel", only calls naming that channel count
     ``GET  /_sandbox/fail``       pending failure rules
     ``POST /_sandbox/users``      register users for users.info and users.list (a user object, a
                                    list, or {"users": [...]}; fields id, name, real_name,
@@ -189,10 +190,12 @@ class FailRule:
     delay: float = 0.0
     error: str = "internal_error"
     status: int = 200
+    channel: str | None = None  # only calls naming this channel (None: any)
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.method, "mode": self.mode, "remaining": self.remaining,
-                "retry_after": self.retry_after, "delay": self.delay, "error": self.error, "status": self.status}
+                "retry_after": self.retry_after, "delay": self.delay, "error": self.error, "status": self.status,
+                "channel": self.channel}
 
 
 @dataclass
@@ -400,7 +403,7 @@ class SandboxState:
             return [dict(call) for call in self._calls if method is None or call["method"] == method]
 
     def fail(self, method: str, mode: str, count: int = 1, *, retry_after: int = 1, delay: float = 0.0,
-             error: str | None = None, status: int | None = None) -> FailRule:
+             error: str | None = None, status: int | None = None, channel: str | None = None) -> FailRule:
         if mode not in FAIL_MODES:
             raise SandboxError(f"mode must be one of {', '.join(FAIL_MODES)}, got {mode!r}")
         if not method:
@@ -409,7 +412,8 @@ class SandboxState:
             raise SandboxError("count must be >= 1, retry_after and delay >= 0")
         rule = FailRule(method=method, mode=mode, remaining=int(count), retry_after=int(retry_after),
                         delay=float(delay), error=error or ("ratelimited" if mode == "ratelimit" else "internal_error"),
-                        status=int(status) if status is not None else (429 if mode == "ratelimit" else 200))
+                        status=int(status) if status is not None else (429 if mode == "ratelimit" else 200),
+                        channel=str(channel) if channel else None)
         with self._lock:
             self._failures.append(rule)
         log.info("slack sandbox (development stand-in): next %d %s call(s) -> %s", rule.remaining, method, mode)
@@ -419,10 +423,10 @@ class SandboxState:
         with self._lock:
             return [rule.describe() for rule in self._failures]
 
-    def _take_failure(self, method: str) -> FailRule | None:
+    def _take_failure(self, method: str, channel: str | None = None) -> FailRule | None:
         with self._lock:
             for rule in self._failures:
-                if rule.method in (method, "*") and rule.remaining > 0:
+                if rule.method in (method, "*") and rule.remaining > 0 and rule.channel in (None, channel):
                     rule.remaining -= 1
                     if rule.remaining == 0:
                         self._failures.remove(rule)
@@ -529,7 +533,7 @@ class SandboxState:
         return reply
 
     def _dispatch(self, method: str, args: dict[str, Any]) -> Reply:
-        rule = self._take_failure(method)
+        rule = self._take_failure(method, _text(args, "channel"))
         if rule is not None and rule.mode == "ratelimit":
             return _api(rule.status, {"ok": False, "error": rule.error}, {"Retry-After": str(rule.retry_after)})
         if rule is not None and rule.mode == "error":
@@ -980,7 +984,7 @@ class _Handler(BaseHTTPRequestHandler):
                 rule = state.fail(str(body.get("method") or ""), str(body.get("mode") or ""),
                                   int(body.get("count", 1)), retry_after=int(body.get("retry_after", 1)),
                                   delay=float(body.get("delay", 0.0)), error=body.get("error"),
-                                  status=body.get("status"))
+                                  status=body.get("status"), channel=body.get("channel"))
             except (TypeError, ValueError) as error:
                 raise SandboxError(str(error)) from error
             return Reply(200, {"ok": True, "rule": rule.describe(), "pending": state.failures()})
