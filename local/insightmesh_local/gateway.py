@@ -28,7 +28,7 @@ from werkzeug.wrappers import Response as WsgiResponse
 
 from insightmesh_local import local_auth
 from insightmesh_local.functions import Functions, FunctionSpec, Invocation
-from insightmesh_local.template import ACCOUNT_ID
+from insightmesh_local.template import ACCOUNT_ID, TemplateError
 
 # Content types API Gateway passes as text; every other body is base64-encoded in the event.
 _TEXT_TYPES = re.compile(r"^(text/.*|application/(json|.*\+json|xml|.*\+xml|javascript|graphql))(;.*)?$", re.I)
@@ -81,6 +81,8 @@ def routes_from(specs: list[FunctionSpec]) -> list[Route]:
             method = str(properties.get("Method", "ANY")).upper()
             if kind == "HttpApi" and path is None:
                 path, method = "$default", "ANY"
+            if not isinstance(path, str):
+                raise TemplateError(f"{spec.logical_id}: an {kind} event needs a Path")
             version = str(properties.get("PayloadFormatVersion", "2.0")) if kind == "HttpApi" else "1.0"
             routes.append(Route(spec.logical_id, "ANY" if method == "X-AMAZON-APIGATEWAY-ANY-METHOD" else method,
                                 path, "http" if kind == "HttpApi" else "rest", version,
