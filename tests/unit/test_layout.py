@@ -312,8 +312,17 @@ def _real_tree_violations() -> list[str]:
     return [re.sub(r"^([^ :]+\.py):\d+:", r"\1:", violation) for violation in found]
 
 
+def _is_known(violation: str) -> bool:
+    cycle = "cycle between contexts: "
+    if violation.startswith(cycle):  # a smaller cycle within a known one is no new violation
+        members = set(violation.removeprefix(cycle).split(", "))
+        known_cycles = [set(k.removeprefix(cycle).split(", ")) for k in KNOWN_VIOLATIONS if k.startswith(cycle)]
+        return any(members <= known for known in known_cycles)
+    return violation in KNOWN_VIOLATIONS
+
+
 def test_the_layer_adds_no_violation_to_the_known_ones() -> None:
-    assert [v for v in _real_tree_violations() if v not in KNOWN_VIOLATIONS] == []
+    assert [violation for violation in _real_tree_violations() if not _is_known(violation)] == []
 
 
 @pytest.mark.xfail(strict=True, reason="the real tree still breaks the layers: " + "; ".join(KNOWN_VIOLATIONS))
