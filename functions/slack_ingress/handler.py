@@ -6,24 +6,24 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from insightmesh.api import create_app
-from insightmesh.slack import ingress
+from insightmesh.conversation import intake
 
 app = create_app("slack_ingress", title="InsightMesh Slack ingress", payload_too_large_status=400)
 
 
 @app.post("/slack/events", summary="Slack Events API")
 def events() -> Response[Any]:
-    return ingress.handle_events(app)
+    return intake.handle_events(app)
 
 
 @app.post("/slack/commands", summary="The /insightmesh slash command")
 def commands() -> Response[Any]:
-    return ingress.handle_command(app)
+    return intake.handle_command(app)
 
 
 @app.post("/slack/interactions", summary="Block actions: exit agent mode, feedback")
 def interactions() -> Response[Any]:
-    return ingress.handle_interaction(app)
+    return intake.handle_interaction(app)
 
 
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:

@@ -448,27 +448,27 @@ def test_builders_are_understood_by_the_ingress_classifier():
     events = pytest.importorskip("insightmesh.slack.events")
     classify = events.classify_event
     dm = slack_signing.event_callback("T1", "A1", slack_signing.message_event("U1", "D1", "hi", "1700000000.000100"))
-    assert classify(dm, correlation_id="c").decision == events.Decision.ANSWER
+    assert classify(dm).decision == events.Decision.ANSWER
     mention = slack_signing.event_callback("T1", "A1", slack_signing.app_mention_event("U1", "C1", "hi",
                                                                                        "1700000000.000200"))
-    assert classify(mention, correlation_id="c").decision == events.Decision.ANSWER
+    assert classify(mention).decision == events.Decision.ANSWER
     copy = slack_signing.event_callback("T1", "A1", slack_signing.message_event("U1", "C1", "<@UBOTLOCAL> hi",
                                                                                 "1700000000.000200"))
-    assert classify(copy, correlation_id="c").decision == events.Decision.IGNORE
+    assert classify(copy).decision == events.Decision.IGNORE
     edit = slack_signing.event_callback("T1", "A1", slack_signing.message_event(
         "U1", "D1", "new", "1700000000.000100", subtype="message_changed", previous_text="old"))
-    assert classify(edit, correlation_id="c").decision == events.Decision.IGNORE
+    assert classify(edit).decision == events.Decision.IGNORE
     bot = slack_signing.event_callback("T1", "A1", slack_signing.message_event(
         "UBOTLOCAL", "D1", "hi", "1700000000.000300", bot_id="BBOTLOCAL"))
-    assert classify(bot, correlation_id="c").decision == events.Decision.IGNORE
+    assert classify(bot).decision == events.Decision.IGNORE
     form = dict(parse_qsl(slack_signing.slash_command_body(user_id="U1", channel_id="C1", text="help",
                                                            response_url="http://127.0.0.1:1/r").decode()))
-    assert events.command_request(form, correlation_id="c").text == "help"
+    assert events.parse_command(form).text == "help"
     action = json.loads(dict(parse_qsl(slack_signing.block_actions_body(
         user_id="U1", channel_id="C1", message_ts="1700000000.000500", action_id="feedback_up", value="v",
         response_url="http://127.0.0.1:1/r").decode()))["payload"])
-    [request] = events.action_requests(action, correlation_id="c")
-    assert request.action_id == "feedback_up" and request.ts == "1700000000.000500"
+    [pressed] = events.parse_actions(action)
+    assert pressed.action_id == "feedback_up" and pressed.message_ts == "1700000000.000500"
 
 
 # -- the sandbox is not an open door ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Which Slack inputs become conversation requests — insightmesh.slack.events.
+"""Which Slack inputs become conversation requests — insightmesh.slack.events parses them,
+insightmesh.conversation.intake turns them into requests.
 
 Payloads are built with the real-shaped builders of insightmesh_local.slack_signing.
 """
@@ -10,16 +11,9 @@ from urllib.parse import parse_qsl
 
 import pytest
 
+from insightmesh.conversation.intake import Classified, action_requests, classify_event, command_request
 from insightmesh.conversation.requests import RequestKind
-from insightmesh.slack.events import (
-    Classified,
-    Decision,
-    MalformedPayload,
-    action_requests,
-    classify_event,
-    command_request,
-    workspace_event,
-)
+from insightmesh.slack.events import Decision, MalformedPayload, workspace_event
 from insightmesh_local.slack_signing import (
     DEFAULT_APP_ID,
     DEFAULT_BOT_ID,

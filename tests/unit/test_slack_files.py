@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from insightmesh.conversation.requests import SlackFileRef
+from insightmesh.conversation.intake import classify_event
 from insightmesh.slack import client as slack_client
-from insightmesh.slack.events import Decision, classify_event
+from insightmesh.slack.events import Decision
+from insightmesh.slack.files import SlackFileRef
 from insightmesh_local.slack_sandbox import SlackSandbox
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"

@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 from typing import Final
 
 from insightmesh.agents.base import SharedDocument
-from insightmesh.conversation.requests import SlackFileRef
 from insightmesh.conversation.threads import bound_files
 from insightmesh.observability import get_logger
+from insightmesh.slack.files import SlackFileRef
 
 MAX_THREAD_FILES: Final = 5
 # All the files of one message share this many seconds (each file is also bounded by its own

@@ -1,6 +1,7 @@
 """The compact request that slack_ingress queues and conversation_worker processes.
 
-One shape for the three kinds of Slack input (a message, a slash command, a block action). It
+One shape for the three kinds of Slack input (a message, a slash command, a block action), built
+by :mod:`insightmesh.conversation.intake` from what :mod:`insightmesh.slack.events` parsed. It
 carries only what the worker needs — never the raw webhook — and the correlation id travels
 with it (and as an SQS message attribute).
 """
@@ -14,6 +15,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from insightmesh.slack.files import MAX_FILES, SlackFileRef
 from insightmesh.slack.urls import slack_response_url
 
 MAX_TEXT_CHARS: Final = 12_000
@@ -23,22 +25,6 @@ class RequestKind(StrEnum):
     MESSAGE = "message"
     COMMAND = "command"
     ACTION = "action"
-
-
-MAX_FILES: Final = 10
-
-
-class SlackFileRef(BaseModel):
-    """A file attached to a Slack message: what the worker needs to download it (never its content:
-    the ingress path does no download)."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    id: str = Field(min_length=1, max_length=64)
-    name: str = Field(default="", max_length=255)
-    mimetype: str = Field(default="", max_length=255)
-    size: int = Field(default=0, ge=0)
-    url: str = Field(default="", max_length=2048)  # url_private_download (or url_private)
 
 
 class ConversationRequest(BaseModel):

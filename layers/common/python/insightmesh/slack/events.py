@@ -1,4 +1,7 @@
-"""Which Slack inputs InsightMesh answers, and the compact request each becomes.
+"""Slack's webhooks parsed into Slack-level inputs: a message, a slash command, a block action.
+
+Which messages are for the bot is decided here, from the payload alone;
+:mod:`insightmesh.conversation.intake` turns what is answered into a ``ConversationRequest``.
 
 Answered: DMs, always; @mentions; follow-ups without a mention in threads where the bot has
 already replied (the caller checks its own records for those: ``Decision.CHECK_THREAD``).
@@ -16,14 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Final
 
-from insightmesh.conversation.requests import (
-    MAX_FILES,
-    MAX_TEXT_CHARS,
-    ConversationRequest,
-    RequestKind,
-    SlackFileRef,
-    message_request_id,
-)
+from insightmesh.slack.files import MAX_FILES, SlackFileRef
 from insightmesh.slack.urls import slack_response_url
 
 ANSWERED_SUBTYPES: Final = frozenset({None, "file_share", "thread_broadcast"})  # never "bot_message"
@@ -39,10 +35,53 @@ class Decision(StrEnum):
 
 
 @dataclass(frozen=True)
+class SlackMessage:
+    """A message (or a mention) someone posted, as the Events API delivered it."""
+
+    event_id: str | None
+    team_id: str
+    channel_id: str
+    channel_type: str | None  # im, channel, group, mpim; a mention without one: "channel"
+    user_id: str
+    text: str
+    ts: str
+    thread_ts: str  # the thread to answer in: the event's thread_ts, or its own ts
+    files: tuple[SlackFileRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class SlackCommand:
+    """A slash command, as Slack posts its form."""
+
+    trigger: str  # trigger_id, or channel:user:text when Slack sent none
+    team_id: str
+    channel_id: str
+    channel_type: str  # im for a DM, else channel
+    user_id: str
+    text: str
+    response_url: str | None
+
+
+@dataclass(frozen=True)
+class SlackAction:
+    """One InsightMesh button pressed (``block_actions``)."""
+
+    team_id: str
+    channel_id: str
+    user_id: str
+    message_ts: str | None
+    thread_ts: str | None
+    response_url: str | None
+    action_id: str
+    action_value: str | None
+    action_ts: str
+
+
+@dataclass(frozen=True)
 class Classified:
     decision: Decision
     reason: str
-    request: ConversationRequest | None = None
+    message: SlackMessage | None = None
 
 
 class MalformedPayload(ValueError):
@@ -65,7 +104,7 @@ def _str(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int | float) and str(value) else None
 
 
-def classify_event(payload: Mapping[str, Any], *, correlation_id: str) -> Classified:
+def classify_event(payload: Mapping[str, Any]) -> Classified:
     """An ``event_callback`` payload → answer, check the thread, or ignore (with the reason)."""
     event = payload.get("event")
     if not isinstance(event, Mapping):
@@ -102,21 +141,18 @@ def classify_event(payload: Mapping[str, Any], *, correlation_id: str) -> Classi
             return Classified(Decision.IGNORE, "a channel message that is not for the bot")
     else:
         decision = Decision.ANSWER
-    request = ConversationRequest(
-        kind=RequestKind.MESSAGE,
-        request_id=message_request_id(team, channel, ts),
+    message = SlackMessage(
         event_id=_str(payload.get("event_id")),
         team_id=team,
         channel_id=channel,
         channel_type=channel_type or ("channel" if kind == "app_mention" else None),
         user_id=user,
-        text=text[:MAX_TEXT_CHARS],
+        text=text,
         ts=ts,
         thread_ts=thread_ts or ts,
-        correlation_id=correlation_id,
         files=_files(event.get("files")),
     )
-    return Classified(decision, kind, request)
+    return Classified(decision, kind, message)
 
 
 @dataclass(frozen=True)
@@ -163,27 +199,25 @@ def _files(value: Any) -> tuple[SlackFileRef, ...]:
     return tuple(found)
 
 
-def command_request(form: Mapping[str, str], *, correlation_id: str) -> ConversationRequest:
-    """A slash command (form fields as Slack posts them) → a request answered in its channel."""
+def parse_command(form: Mapping[str, str]) -> SlackCommand:
+    """A slash command (form fields as Slack posts them)."""
     try:
         trigger = form.get("trigger_id") or f"{form['channel_id']}:{form['user_id']}:{form.get('text', '')}"
-        return ConversationRequest(
-            kind=RequestKind.COMMAND,
-            request_id=f"cmd:{trigger}",
+        return SlackCommand(
+            trigger=trigger,
             team_id=form["team_id"],
             channel_id=form["channel_id"],
             channel_type="im" if form["channel_id"].startswith("D") else "channel",
             user_id=form["user_id"],
-            text=form.get("text", "").strip()[:MAX_TEXT_CHARS],
+            text=form.get("text", "").strip(),
             response_url=slack_response_url(form.get("response_url")),
-            correlation_id=correlation_id,
         )
     except KeyError as missing:
         raise MalformedPayload(f"slash command without {missing}") from missing
 
 
-def action_requests(payload: Mapping[str, Any], *, correlation_id: str) -> list[ConversationRequest]:
-    """``block_actions`` → one request per InsightMesh button pressed (other actions ignored)."""
+def parse_actions(payload: Mapping[str, Any]) -> list[SlackAction]:
+    """``block_actions`` → one action per InsightMesh button pressed (other actions ignored)."""
     if payload.get("type") != "block_actions":
         return []
     try:
@@ -196,24 +230,22 @@ def action_requests(payload: Mapping[str, Any], *, correlation_id: str) -> list[
     message, container = _mapping(payload.get("message")), _mapping(payload.get("container"))
     message_ts = _str(message.get("ts")) or _str(container.get("message_ts"))
     thread_ts = _str(message.get("thread_ts")) or _str(container.get("thread_ts")) or message_ts
-    requests = []
+    pressed = []
     actions = payload.get("actions")
     for action in actions if isinstance(actions, list) else []:
         action_id = action.get("action_id") if isinstance(action, Mapping) else None
         if not isinstance(action_id, str) or action_id not in ACTION_IDS:
             continue
         action_ts = _str(action.get("action_ts")) or _str(payload.get("trigger_id")) or ""
-        requests.append(ConversationRequest(
-            kind=RequestKind.ACTION,
-            request_id=f"act:{team}:{channel}:{message_ts}:{user}:{action_id}:{action_ts}",
+        pressed.append(SlackAction(
             team_id=team,
             channel_id=channel,
             user_id=user,
-            ts=message_ts,
+            message_ts=message_ts,
             thread_ts=thread_ts,
             response_url=slack_response_url(_str(payload.get("response_url"))),
             action_id=str(action_id),
             action_value=_str(action.get("value")),
-            correlation_id=correlation_id,
+            action_ts=action_ts,
         ))
-    return requests
+    return pressed

@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 from urllib.parse import urlsplit
 
-import httpx
+from pydantic import BaseModel, ConfigDict, Field
 
 from insightmesh.config import get_secret
-from insightmesh.conversation.requests import SlackFileRef
 from insightmesh.slack.client import api_url
 
+if TYPE_CHECKING:
+    import httpx
+
+MAX_FILES: Final = 10  # the files of one message that are read
 DEFAULT_MAX_BYTES: Final = 10 * 1024 * 1024
 SLACK_FILE_HOSTS: Final = frozenset({"files.slack.com"})
-TIMEOUT: Final = httpx.Timeout(20.0, connect=5.0)
+TIMEOUT_SECONDS: Final = 20.0
+CONNECT_TIMEOUT_SECONDS: Final = 5.0
 ALLOWED_MIME_TYPES: Final = frozenset({
     "application/pdf",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
@@ -35,6 +39,19 @@ ALLOWED_MIME_TYPES: Final = frozenset({
     "application/vnd.openxmlformats-officedocument.presentationml.presentation",
     "text/plain", "text/markdown", "text/csv", "text/vtt", "application/x-subrip",
 })
+
+
+class SlackFileRef(BaseModel):
+    """A file attached to a Slack message: what the worker needs to download it (never its content:
+    the ingress path does no download)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    id: str = Field(min_length=1, max_length=64)
+    name: str = Field(default="", max_length=255)
+    mimetype: str = Field(default="", max_length=255)
+    size: int = Field(default=0, ge=0)
+    url: str = Field(default="", max_length=2048)  # url_private_download (or url_private)
 
 
 class FileRefused(ValueError):
@@ -81,6 +98,8 @@ def _trusted_hosts() -> set[str]:
 
 def download(ref: SlackFileRef, *, client: httpx.Client | None = None) -> DownloadedFile:
     """Download one file with the bot token, enforcing the allow-list and the size limit."""
+    import httpx  # on the worker's path only: the ingress imports this module for SlackFileRef
+
     mime_type = mime_type_of(ref)
     limit = max_bytes()
     if ref.size and ref.size > limit:
@@ -92,7 +111,8 @@ def download(ref: SlackFileRef, *, client: httpx.Client | None = None) -> Downlo
         raise FileRefused(f"{ref.name or ref.id}: not a Slack file URL")
     token = get_secret("SLACK_BOT_TOKEN", default="")
     owned = client is None
-    http = client or httpx.Client(timeout=TIMEOUT, follow_redirects=False)
+    http = client or httpx.Client(timeout=httpx.Timeout(TIMEOUT_SECONDS, connect=CONNECT_TIMEOUT_SECONDS),
+                                      follow_redirects=False)
     try:
         with http.stream("GET", ref.url, headers={"Authorization": f"Bearer {token}"}) as response:
             if response.status_code != 200:

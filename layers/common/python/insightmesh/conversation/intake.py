@@ -1,5 +1,9 @@
 """slack_ingress: verify, filter, enqueue, acknowledge — in well under Slack's 3 seconds.
 
+What is accepted, checked and queued is decided here; Slack's side (the body, its signature, the
+payloads' shapes) is :mod:`insightmesh.slack.webhook` and :mod:`insightmesh.slack.events`, and
+each accepted input becomes a :class:`~insightmesh.conversation.requests.ConversationRequest`.
+
 The ack path makes as few AWS calls as exactly-once allows: a DM or a mention costs one SQS
 send (its deduplication id drops retries); a follow-up without a mention costs one GetItem on
 the thread first. Nothing is queued or stored for a request that fails verification (401) or
@@ -11,31 +15,26 @@ TransactWriteItems: the workspace is recorded inactive, with its audit entry
 
 from __future__ import annotations
 
-import base64
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Final
-from urllib.parse import parse_qsl
 
-from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler import Response
 
 from insightmesh.api import InsightMeshResolver
-from insightmesh.api.errors import BadRequestError, ServiceUnavailableError, UnauthorizedError
-from insightmesh.config import get_secret
+from insightmesh.api.errors import BadRequestError, ServiceUnavailableError
 from insightmesh.conversation.queue import enqueue
-from insightmesh.conversation.requests import ConversationRequest
+from insightmesh.conversation.requests import (
+    MAX_TEXT_CHARS,
+    ConversationRequest,
+    RequestKind,
+    message_request_id,
+)
 from insightmesh.conversation.threads import bot_replied_in
 from insightmesh.observability import get_logger
-from insightmesh.slack.events import (
-    Decision,
-    MalformedPayload,
-    WorkspaceEvent,
-    action_requests,
-    classify_event,
-    command_request,
-    workspace_event,
-)
-from insightmesh.slack.verification import verification_failure
+from insightmesh.slack import events, webhook
+from insightmesh.slack.events import Decision, MalformedPayload, WorkspaceEvent, workspace_event
 
 USAGE: Final = (
     "*Usage:* `/insightmesh <question>` asks the assistant; `/insightmesh <agent> <text>` asks an agent "
@@ -45,32 +44,70 @@ USAGE: Final = (
 logger = get_logger("slack_ingress")
 
 
-def raw_body(event: Mapping[str, Any]) -> bytes:
-    body = event.get("body") or ""
-    if event.get("isBase64Encoded"):
-        try:
-            return base64.b64decode(body, validate=True)
-        except ValueError as error:
-            raise BadRequestError("the body is not valid base64") from error
-    return str(body).encode()
+@dataclass(frozen=True)
+class Classified:
+    """An ``event_callback``'s message: answer, check the thread, or ignore (with the reason)."""
+
+    decision: Decision
+    reason: str
+    request: ConversationRequest | None = None
 
 
-def verified_body(app: InsightMeshResolver) -> bytes:
-    event = app.current_event.raw_event
-    body = raw_body(event)
-    failure = verification_failure(event.get("headers") or {}, body,
-                                   get_secret("SLACK_SIGNING_SECRET", default=""))
-    if failure:
-        logger.warning("slack request refused", extra={"reason": failure})
-        raise UnauthorizedError("the request is not signed by Slack")
-    return body
+def classify_event(payload: Mapping[str, Any], *, correlation_id: str) -> Classified:
+    """An ``event_callback`` payload → the request to answer or check, or why it is ignored."""
+    classified = events.classify_event(payload)
+    message = classified.message
+    if message is None:
+        return Classified(classified.decision, classified.reason)
+    request = ConversationRequest(
+        kind=RequestKind.MESSAGE,
+        request_id=message_request_id(message.team_id, message.channel_id, message.ts),
+        event_id=message.event_id,
+        team_id=message.team_id,
+        channel_id=message.channel_id,
+        channel_type=message.channel_type,
+        user_id=message.user_id,
+        text=message.text[:MAX_TEXT_CHARS],
+        ts=message.ts,
+        thread_ts=message.thread_ts,
+        correlation_id=correlation_id,
+        files=message.files,
+    )
+    return Classified(classified.decision, classified.reason, request)
 
 
-def _form(body: bytes) -> dict[str, str]:
-    try:
-        return dict(parse_qsl(body.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(body)))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise BadRequestError("the body is not a form") from error
+def command_request(form: Mapping[str, str], *, correlation_id: str) -> ConversationRequest:
+    """A slash command (form fields as Slack posts them) → a request answered in its channel."""
+    command = events.parse_command(form)
+    return ConversationRequest(
+        kind=RequestKind.COMMAND,
+        request_id=f"cmd:{command.trigger}",
+        team_id=command.team_id,
+        channel_id=command.channel_id,
+        channel_type=command.channel_type,
+        user_id=command.user_id,
+        text=command.text[:MAX_TEXT_CHARS],
+        response_url=command.response_url,
+        correlation_id=correlation_id,
+    )
+
+
+def action_requests(payload: Mapping[str, Any], *, correlation_id: str) -> list[ConversationRequest]:
+    """``block_actions`` → one request per InsightMesh button pressed (other actions ignored)."""
+    return [ConversationRequest(
+        kind=RequestKind.ACTION,
+        request_id=f"act:{action.team_id}:{action.channel_id}:{action.message_ts}:{action.user_id}:"
+                   f"{action.action_id}:{action.action_ts}",
+        team_id=action.team_id,
+        channel_id=action.channel_id,
+        user_id=action.user_id,
+        ts=action.message_ts,
+        thread_ts=action.thread_ts,
+        response_url=action.response_url,
+        action_id=action.action_id,
+        action_value=action.action_value,
+        correlation_id=correlation_id,
+    ) for action in events.parse_actions(payload)]
 
 
 def _queue(request: ConversationRequest) -> None:
@@ -85,14 +122,8 @@ def _queue(request: ConversationRequest) -> None:
                                  "message_id": message_id})
 
 
-def _ok(body: Any = "") -> Response[Any]:
-    if isinstance(body, str):
-        return Response(status_code=200, content_type=content_types.TEXT_PLAIN, body=body)
-    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body)
-
-
 def handle_events(app: InsightMeshResolver) -> Response[Any]:
-    body = verified_body(app)
+    body = webhook.verified_body(app)
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -101,10 +132,10 @@ def handle_events(app: InsightMeshResolver) -> Response[Any]:
         raise BadRequestError("the body is not a JSON object")
     kind = payload.get("type")
     if kind == "url_verification":
-        return _ok({"challenge": str(payload.get("challenge", ""))})
+        return webhook.ok({"challenge": str(payload.get("challenge", ""))})
     if kind != "event_callback":
         logger.info("ignored", extra={"reason": f"payload type {kind!r}"})
-        return _ok()
+        return webhook.ok()
     retry = app.current_event.headers.get("x-slack-retry-num")
     try:
         changed = workspace_event(payload)
@@ -118,15 +149,15 @@ def handle_events(app: InsightMeshResolver) -> Response[Any]:
         raise BadRequestError(f"malformed event: {error}") from error
     if classified.decision is Decision.IGNORE or classified.request is None:
         logger.info("ignored", extra={"reason": classified.reason, "retry": retry})
-        return _ok()
+        return webhook.ok()
     request = classified.request
     if classified.decision is Decision.CHECK_THREAD:
         thread = request.thread_key
         if thread is None or not bot_replied_in(thread):
             logger.info("ignored", extra={"reason": "a thread the bot has not replied in"})
-            return _ok()
+            return webhook.ok()
     _queue(request)
-    return _ok()
+    return webhook.ok()
 
 
 def _workspace_changed(changed: WorkspaceEvent, *, request_id: str) -> Response[Any]:
@@ -144,25 +175,25 @@ def _workspace_changed(changed: WorkspaceEvent, *, request_id: str) -> Response[
         logger.error("could not record the workspace change; Slack will retry",
                      extra={"error": type(error).__name__, "team_id": changed.team_id})
         raise ServiceUnavailableError("the event could not be recorded; retry later") from error
-    return _ok()
+    return webhook.ok()
 
 
 def handle_command(app: InsightMeshResolver) -> Response[Any]:
-    form = _form(verified_body(app))
+    form = webhook.form(webhook.verified_body(app))
     if form.get("ssl_check") == "1":
-        return _ok()
+        return webhook.ok()
     try:
         request = command_request(form, correlation_id=app.correlation_id)
     except (MalformedPayload, ValueError) as error:
         raise BadRequestError(f"malformed slash command: {error}") from error
     if not request.text:
-        return _ok({"response_type": "ephemeral", "text": USAGE})
+        return webhook.ok({"response_type": "ephemeral", "text": USAGE})
     _queue(request)
-    return _ok({"response_type": "ephemeral", "text": "On it…"})
+    return webhook.ok({"response_type": "ephemeral", "text": "On it…"})
 
 
 def handle_interaction(app: InsightMeshResolver) -> Response[Any]:
-    form = _form(verified_body(app))
+    form = webhook.form(webhook.verified_body(app))
     try:
         payload = json.loads(form.get("payload", ""))
     except json.JSONDecodeError as error:
@@ -175,4 +206,4 @@ def handle_interaction(app: InsightMeshResolver) -> Response[Any]:
         raise BadRequestError(f"malformed interaction: {error}") from error
     for request in requests:
         _queue(request)
-    return _ok()
+    return webhook.ok()
