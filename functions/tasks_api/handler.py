@@ -4,8 +4,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from insightmesh.admin.routes import authenticate_before_validation, configure_openapi
 from insightmesh.api import create_app
+from insightmesh.api.control_plane import configure_openapi
+from insightmesh.auth.validation import authenticate_before_validation
 from insightmesh.credentials.routes import register_credential_routes
 from insightmesh.jobs.routes import TAGS, register_job_routes
 

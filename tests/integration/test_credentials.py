@@ -171,8 +171,9 @@ def env(monkeypatch: pytest.MonkeyPatch, google_server: GoogleOAuthServer, log_r
 def build_app(*, like_handler: bool = True) -> Any:
     """As functions/tasks_api/handler.py builds it (the credential part); or with nothing but the
     credential routes."""
-    from insightmesh.admin.routes import authenticate_before_validation, configure_openapi
     from insightmesh.api import create_app
+    from insightmesh.api.control_plane import configure_openapi
+    from insightmesh.auth.validation import authenticate_before_validation
     from insightmesh.credentials.routes import register_credential_routes
 
     app = create_app("tasks_api", title="InsightMesh tasks API", openapi_path="/api/tasks/openapi.json",
@@ -847,17 +848,17 @@ def test_anonymous_with_an_invalid_body_is_401_not_422(env: Env, body: Any) -> N
 @pytest.mark.parametrize("like_handler", [True, False])
 def test_an_invalid_request_is_authenticated_once(env: Env, monkeypatch: pytest.MonkeyPatch,
                                                   like_handler: bool) -> None:
-    from insightmesh.admin import routes as admin_routes
+    from insightmesh.auth import validation
 
     env.app = build_app(like_handler=like_handler)
     calls: list[str] = []
-    original = admin_routes.authenticate
+    original = validation.authenticate
 
     def counting(app: Any) -> Any:
         calls.append(app.current_event.path)
         return original(app)
 
-    monkeypatch.setattr(admin_routes, "authenticate", counting)
+    monkeypatch.setattr(validation, "authenticate", counting)
     assert env.call("POST", AUTHORIZE, as_=None, body={"name": "", "scopes": [DRIVE]}).status == 401
     assert env.call("POST", AUTHORIZE, body={"name": "", "scopes": [DRIVE]}).status == 422
     assert env.call("GET", "/api/credentials", query={"limit": "0"}).status == 422

@@ -14,7 +14,7 @@ import pytest
 
 from insightmesh.api.errors import ConflictError, ServiceUnavailableError
 from insightmesh.auth.principal import Principal
-from insightmesh.jobs.base import JobContext, JobParameters, JobResult
+from insightmesh.job_contract import JobContext, JobParameters, JobResult
 from tests.integration.admin_fixtures import DYNAMO_CALLS, template_tables
 
 ADMIN = Principal(user_id="u-admin", email="admin@example.com", is_admin=True, via="token")
@@ -137,7 +137,7 @@ def test_a_job_is_created_with_its_schedule_and_the_input_names_the_job(jobs: An
 
 
 def test_a_failed_job_write_removes_the_schedule_it_created(jobs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from insightmesh.admin.tx import Tx
+    from insightmesh.audit.tx import Tx
 
     def refuse(self: Any) -> None:
         raise ConflictError("simulated")
@@ -149,7 +149,7 @@ def test_a_failed_job_write_removes_the_schedule_it_created(jobs: Any, monkeypat
 
 
 def test_a_failed_update_or_delete_puts_the_schedule_back(jobs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from insightmesh.admin.tx import Tx
+    from insightmesh.audit.tx import Tx
     from insightmesh.jobs.schemas import JobPatch
 
     job = create(jobs)

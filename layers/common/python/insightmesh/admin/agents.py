@@ -29,11 +29,11 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from insightmesh.admin.schemas import AgentOut, AgentPatch
-from insightmesh.admin.tx import MAX_ITEMS, Tx
 from insightmesh.agents.catalog import AGENT_KIND, AgentRecord, get_agent
 from insightmesh.api.errors import ConflictError, NotFoundError, ValidationFailedError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
+from insightmesh.audit.tx import MAX_ITEMS, Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.directory.models import User, utc_now
 from insightmesh.directory.permissions import agents_usable_by

@@ -29,11 +29,11 @@ from pynamodb.expressions.condition import Condition
 
 from insightmesh.admin.agents import require_agent, target
 from insightmesh.admin.schemas import GrantIn, GrantOut
-from insightmesh.admin.tx import Tx
 from insightmesh.agents.catalog import AgentRecord
 from insightmesh.api.errors import ConflictError, NotFoundError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
+from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.directory.models import (
     GROUP_PRINCIPAL_PREFIX,

@@ -27,10 +27,10 @@ from __future__ import annotations
 
 from insightmesh.admin.grants import grants_of
 from insightmesh.admin.schemas import GroupCreate, GroupDetail, GroupOut, GroupPatch, MemberIn, MemberOut
-from insightmesh.admin.tx import Tx
 from insightmesh.api.errors import ConflictError, NotFoundError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
+from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.directory.models import GROUP_KIND, Grant, Group, Membership, User, group_principal, utc_now
 from insightmesh.directory.users import SYSTEM_GROUPS

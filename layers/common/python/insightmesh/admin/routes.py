@@ -11,22 +11,19 @@ credentials), checks the caller's rights, and delegates to the services of
 * admins only, for everything else — reads included. A non-admin gets 403, and the refused
   attempt is audited (``outcome = "denied"``) by ``require_admin``.
 
-Powertools validates a request's parameters and body before any route or middleware runs. So
-that a caller without valid credentials learns nothing but 401, a validation failure under
-``/api/`` authenticates first: anonymous → 401, authenticated → 422 (with the details).
+A validation failure under ``/api/`` authenticates first, so that a caller without valid
+credentials learns nothing but 401 (:mod:`insightmesh.auth.validation`). The plumbing the control
+plane's APIs share (security, page parameters, documented errors) is :mod:`insightmesh.api.control_plane`.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 from aws_lambda_powertools.event_handler import Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer, Tag
+from aws_lambda_powertools.event_handler.openapi.models import Tag
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
-from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
 from insightmesh.admin import agents, grants, groups, users
 from insightmesh.admin import audit as audit_view
@@ -41,7 +38,6 @@ from insightmesh.admin.schemas import (
     AgentPage,
     AgentPatch,
     AuditPage,
-    ErrorResponse,
     GrantIn,
     GrantOut,
     GrantPage,
@@ -59,27 +55,12 @@ from insightmesh.admin.schemas import (
     UserPage,
 )
 from insightmesh.api.app import InsightMeshResolver
-from insightmesh.api.errors import ApiError
-from insightmesh.api.pagination import (
-    CURSOR_DESCRIPTION,
-    DEFAULT_LIMIT,
-    LIMIT_DESCRIPTION,
-    MAX_CURSOR_LENGTH,
-    MAX_LIMIT,
-)
-from insightmesh.auth.guard import authenticate, authenticate_admin, authenticate_scoped
+from insightmesh.api.control_plane import SECURITY, Cursor, Limit, configure_openapi, responses
+from insightmesh.api.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from insightmesh.auth.guard import authenticate_admin, authenticate_scoped
 from insightmesh.auth.principal import Principal
+from insightmesh.auth.validation import authenticate_before_validation
 
-ERROR_DESCRIPTIONS: Final[dict[int, str]] = {
-    401: "Not authenticated: no, or no valid, bearer token or session cookie.",
-    403: "Authenticated but not allowed (an admin is required; audited), or a failed CSRF check.",
-    404: "No such resource.",
-    409: "Conflict: the resource changed since it was read (version), already exists, is in use, or is "
-         "protected (system agents and groups).",
-    422: "The request is not valid (parameters, body, page size above 100, or an altered cursor).",
-    429: "Too many requests: retry after the Retry-After header's seconds.",
-    503: "A dependency (the scheduler, the queue, an identity provider) is unavailable; nothing was changed.",
-}
 API_DESCRIPTION: Final = f"""The InsightMesh control plane: agents, grants, groups and members, users, the audit log.
 
 **Authentication.** `Authorization: Bearer <API token>`, or the `im_session` cookie of a browser
@@ -110,64 +91,16 @@ TAGS: Final = [
     Tag(name="audit", description="The audit log of admin actions, allowed and denied."),
     Tag(name="me", description="The caller."),
 ]
-SECURITY: Final[list[dict[str, list[str]]]] = [{"bearerAuth": []}, {"sessionCookie": []}]
 
-Limit = Annotated[int, Query(ge=1, le=MAX_LIMIT, description=LIMIT_DESCRIPTION)]
-Cursor = Annotated[str | None, Query(min_length=1, max_length=MAX_CURSOR_LENGTH, description=CURSOR_DESCRIPTION)]
 AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN, description="The agent's name.")]
 GroupNamePath = Annotated[str, Path(pattern=NAME_PATTERN, description="The group's name (a lower-case slug).")]
 UserIdPath = Annotated[str, Path(pattern=USER_ID_PATTERN, description="The directory user id.")]
 PrincipalPath = Annotated[str, Path(pattern=PRINCIPAL_PATTERN, description="group:<name> or user:<user_id>.")]
 
 
-def responses(success: int, description: str, *errors: int) -> dict[int, OpenAPIResponse]:
-    """The route's success response (schema from its return type) and its error responses."""
-    documented: dict[int, OpenAPIResponse] = {success: {"description": description}}
-    if success == 204:
-        documented[success]["content"] = {}
-    for status in (401, *errors, 422, 429):
-        documented[status] = {"description": ERROR_DESCRIPTIONS[status],
-                              "content": {content_types.APPLICATION_JSON: {"model": ErrorResponse}}}
-    return documented
-
-
-def configure_openapi(app: InsightMeshResolver, *, description: str = API_DESCRIPTION,
-                      tags: list[Tag] | None = None) -> None:
-    """The security schemes every /api route uses, the API's description and its tags."""
-    config = app.openapi_config
-    schemes = dict(config.security_schemes or {})
-    schemes.setdefault("bearerAuth", HTTPBearer(description="An API token: imt_<id>_<secret>."))
-    schemes.setdefault("sessionCookie", APIKey.model_validate({"in": APIKeyIn.cookie, "name": "im_session",
-                                                               "description": "A browser session."}))
-    existing = {tag.name if isinstance(tag, Tag) else tag for tag in config.tags or []}
-    merged = [*(config.tags or []), *(tag for tag in (TAGS if tags is None else tags) if tag.name not in existing)]
-    app.openapi_config = replace(config, description=config.description or description,
-                                 security_schemes=schemes, tags=merged)
-
-
-def authenticate_before_validation(app: InsightMeshResolver) -> None:
-    """A request under /api/ that fails validation is authenticated first (see the module doc)."""
-    handlers = app.exception_handler_manager
-    invalid = handlers.lookup_exception_handler(RequestValidationError)
-    refused = handlers.lookup_exception_handler(ApiError)
-    if invalid is None or refused is None:
-        raise RuntimeError("create the app with insightmesh.api.create_app(): its error handlers are missing")
-
-    @app.exception_handler(RequestValidationError)  # type: ignore[untyped-decorator]  # powertools: untyped
-    def _authenticate_then_refuse(error: RequestValidationError) -> Response[Any]:
-        if app.current_event.path.startswith("/api/"):
-            try:
-                authenticate(app)
-            except ApiError as not_authenticated:
-                response: Response[Any] = refused(not_authenticated)
-                return response
-        invalid_response: Response[Any] = invalid(error)
-        return invalid_response
-
-
 def register_admin_routes(app: InsightMeshResolver) -> None:
     """Add the admin API's routes to ``app`` (see the module docstring)."""
-    configure_openapi(app)
+    configure_openapi(app, description=API_DESCRIPTION, tags=TAGS)
     authenticate_before_validation(app)
 
     def request_id() -> str:
@@ -373,4 +306,4 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
                                     cursor=cursor)
 
 
-__all__ = ["register_admin_routes", "responses"]
+__all__ = ["register_admin_routes"]

@@ -40,29 +40,6 @@ class _Response(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-# -- errors ---------------------------------------------------------------------------------------
-
-
-class ErrorDetail(_Response):
-    loc: list[str] = Field(default_factory=list, description="Where the problem is, e.g. [\"body\", \"name\"].")
-    msg: str
-    type: str
-
-
-class ErrorBody(_Response):
-    code: str = Field(description="Machine-readable: unauthorized, forbidden, not_found, conflict, "
-                                  "validation_error, rate_limited, ...")
-    message: str
-    request_id: str = Field(description="The correlation id, also in the X-Request-Id header.")
-    details: list[ErrorDetail] | None = None
-
-
-class ErrorResponse(_Response):
-    """The one error envelope of every InsightMesh HTTP function."""
-
-    error: ErrorBody
-
-
 # -- agents and grants ----------------------------------------------------------------------------
 
 

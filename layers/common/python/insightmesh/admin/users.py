@@ -21,11 +21,11 @@ bootstrapped outside the API.
 from __future__ import annotations
 
 from insightmesh.admin.schemas import MeOut, UsableAgent, UserDetail, UserOut
-from insightmesh.admin.tx import Tx
 from insightmesh.agents.catalog import list_agents
 from insightmesh.api.errors import ConflictError, NotFoundError, ValidationFailedError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
+from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.directory.models import Membership, User, email_initial, normalize_email
 from insightmesh.directory.permissions import agents_usable_by

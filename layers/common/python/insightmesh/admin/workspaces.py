@@ -11,8 +11,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from insightmesh.admin.routes import SECURITY, responses
 from insightmesh.api.app import InsightMeshResolver
+from insightmesh.api.control_plane import SECURITY, responses
 from insightmesh.auth.guard import authenticate_admin
 
 

@@ -22,7 +22,7 @@ refused):
   the admin who started the flow.
 
 A request that fails validation (a body or parameter) is authenticated first, so an anonymous
-caller learns nothing but 401 (``insightmesh.admin.routes.authenticate_before_validation``,
+caller learns nothing but 401 (``insightmesh.auth.validation.authenticate_before_validation``,
 installed here unless the handler already did).
 """
 
@@ -36,16 +36,15 @@ from aws_lambda_powertools.event_handler.openapi.models import Tag
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 
-from insightmesh.admin.routes import (
+from insightmesh.api.app import InsightMeshResolver
+from insightmesh.api.control_plane import (
     SECURITY,
     Cursor,
+    ErrorResponse,
     Limit,
-    authenticate_before_validation,
     configure_openapi,
     responses,
 )
-from insightmesh.admin.schemas import ErrorResponse
-from insightmesh.api.app import InsightMeshResolver
 from insightmesh.api.errors import ApiError
 from insightmesh.api.pagination import DEFAULT_LIMIT
 from insightmesh.api.ratelimit import RateLimiter, source_ip
@@ -53,6 +52,7 @@ from insightmesh.auth.guard import IP_SCOPE, authenticate_admin, cookie_header
 from insightmesh.auth.principal import Principal
 from insightmesh.auth.sessions import RawCookie, read_session
 from insightmesh.auth.settings import get_auth_settings
+from insightmesh.auth.validation import authenticate_before_validation
 from insightmesh.credentials import google, pages, service
 from insightmesh.credentials.schemas import (
     AuthorizationOut,

@@ -41,10 +41,10 @@ from typing import Any, Final
 from pydantic import ValidationError
 from pynamodb.exceptions import DeleteError, UpdateError
 
-from insightmesh.admin.tx import Tx
 from insightmesh.api.errors import ConflictError, ForbiddenError, ValidationFailedError
 from insightmesh.api.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
+from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.auth.sessions import cookie_values, set_cookie, sign, unsign
 from insightmesh.credentials import google

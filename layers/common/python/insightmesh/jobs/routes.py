@@ -16,8 +16,8 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.models import Tag
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path, Query
 
-from insightmesh.admin.routes import SECURITY, Cursor, Limit, responses
 from insightmesh.api.app import InsightMeshResolver
+from insightmesh.api.control_plane import SECURITY, Cursor, Limit, responses
 from insightmesh.api.pagination import DEFAULT_LIMIT
 from insightmesh.auth.guard import authenticate_admin, authenticate_scoped
 from insightmesh.auth.principal import Principal

@@ -37,14 +37,14 @@ from typing import Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from insightmesh.admin.tx import Tx
 from insightmesh.api.errors import ConflictError, NotFoundError, ServiceUnavailableError, ValidationFailedError
 from insightmesh.api.pagination import key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
+from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.aws import client
+from insightmesh.job_contract import JobParameters
 from insightmesh.jobs import schedules
-from insightmesh.jobs.base import JobParameters
 from insightmesh.jobs.models import (
     JOB_KIND,
     RUN_KIND,

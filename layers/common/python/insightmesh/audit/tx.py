@@ -1,4 +1,4 @@
-"""One ``TransactWriteItems`` per admin mutation, its audit entry included.
+"""One ``TransactWriteItems`` per control-plane mutation, its audit entry included.
 
 A mutation and its audit entry are written together or not at all, so the log can neither miss
 a change nor record one that did not happen. Each operation carries the :class:`ApiError` its
