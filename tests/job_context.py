@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from insightmesh.jobs.base import JobResult
+from insightmesh.job_contract import JobResult
 
 
 class RecordingContext:

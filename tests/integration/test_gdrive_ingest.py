@@ -24,19 +24,15 @@ import pytest
 from pydantic import ValidationError
 
 from insightmesh import resilience
-from insightmesh.jobs.gdrive_ingest import (
-    DRIVE_SCOPE,
-    DriveIngestError,
-    GdriveIngest,
-    acl_principals,
-    parents_query,
-)
-from insightmesh.jobs.google_api import GoogleApiError, GoogleAuthError
+from insightmesh.google_api import GoogleApiError, GoogleAuthError
 from insightmesh.jobs.registry import job_type, job_type_names
 from insightmesh.knowledge import store as store_module
 from insightmesh.knowledge.base import ANYONE, Viewer
 from insightmesh.knowledge.models import INDEXED, KnowledgeDocument
 from insightmesh.knowledge.retrieval import retrieve
+from insightmesh.knowledge.sources.gdrive.acl import acl_principals
+from insightmesh.knowledge.sources.gdrive.drive_api import DRIVE_SCOPE, parents_query
+from insightmesh.knowledge.sources.gdrive.job import DriveIngestError, GdriveIngest
 from insightmesh.resilience import CircuitBreaker
 from tests.integration.admin_fixtures import template_tables
 from tests.job_context import RecordingContext, run

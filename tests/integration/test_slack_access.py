@@ -346,7 +346,7 @@ def test_get_api_workspaces_shows_the_state_to_admins_only(env: SlackSandbox) ->
 # -- the Slack user sync skips guests and outsiders ---------------------------------------------------------------
 def test_slack_user_sync_puts_no_guest_or_outsider_in_all_users(env: SlackSandbox,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from insightmesh.jobs.slack_user_sync import SlackUserSync
+    from insightmesh.directory.providers.slack_user_sync import SlackUserSync
     from tests.job_context import RecordingContext, run
 
     env.add_users({"id": "U0ADA0001", "name": "ada", "email": "ada@corp.example"},

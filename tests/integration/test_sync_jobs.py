@@ -18,9 +18,7 @@ from pydantic import ValidationError
 from slack_sdk.errors import SlackApiError
 
 from insightmesh.directory.models import Grant, Group, Identity, Membership, User, group_principal
-from insightmesh.directory.sync import ProviderUser, sync_users
-from insightmesh.directory.users import ALL_USERS, ensure_system_groups
-from insightmesh.jobs.google_workspace_sync import (
+from insightmesh.directory.providers.google_workspace_sync import (
     GROUP_NAME_PATTERN,
     GROUP_SCOPE,
     USER_SCOPE,
@@ -28,7 +26,9 @@ from insightmesh.jobs.google_workspace_sync import (
     GoogleWorkspaceSync,
     group_name_candidates,
 )
-from insightmesh.jobs.slack_user_sync import SlackUserSync
+from insightmesh.directory.providers.slack_user_sync import SlackUserSync
+from insightmesh.directory.sync import ProviderUser, sync_users
+from insightmesh.directory.users import ALL_USERS, ensure_system_groups
 from insightmesh.resilience import CircuitBreaker
 from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox

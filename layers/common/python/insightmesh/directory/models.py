@@ -36,7 +36,7 @@ GSI ``by-email-prefix`` (hash ``email_initial``, range ``email``, ALL)
   has ``kind = "group"`` (the attribute's default); the index exists so that listing never scans.
 * ``PutItem`` with ``attribute_not_exists(name)``: create a group, system groups included
   (never overwritten).
-* Groups mirrored from a provider (Google Workspace, ``insightmesh.jobs.google_workspace_sync``)
+* Groups mirrored from a provider (Google Workspace, ``insightmesh.directory.providers.google_workspace_sync``)
   carry ``source``, ``external_id``, ``email``, ``sync_scope`` and ``last_seen_run`` (non-key
   attributes, unset on every other group); the sync writes a group only when it is new or its
   ``source`` and ``external_id`` are its own (a conditional ``PutItem``).
@@ -177,7 +177,7 @@ class User(Model):
     primary_provider = UnicodeAttribute(default="slack")
     slack_ids = StringMapAttribute(default=dict)  # Slack team id -> Slack user id
     last_synced_at = UTCDateTimeAttribute(null=True)
-    last_login_at = UTCDateTimeAttribute(null=True)  # set by OIDC sign-in (insightmesh.auth.oidc)
+    last_login_at = UTCDateTimeAttribute(null=True)  # set by OIDC sign-in (insightmesh.auth.login)
     created_at = UTCDateTimeAttribute(default=utc_now)
     version = VersionAttribute()
 

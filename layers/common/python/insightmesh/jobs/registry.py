@@ -7,13 +7,13 @@ import importlib
 from functools import cache
 from typing import Final
 
-from insightmesh.jobs.base import JobType
+from insightmesh.job_contract import JobType
 
 # name -> "module:Class"
 _TYPES: Final[dict[str, str]] = {
-    "slack_user_sync": "insightmesh.jobs.slack_user_sync:SlackUserSync",
-    "google_workspace_sync": "insightmesh.jobs.google_workspace_sync:GoogleWorkspaceSync",
-    "gdrive_ingest": "insightmesh.jobs.gdrive_ingest:GdriveIngest",
+    "slack_user_sync": "insightmesh.directory.providers.slack_user_sync:SlackUserSync",
+    "google_workspace_sync": "insightmesh.directory.providers.google_workspace_sync:GoogleWorkspaceSync",
+    "gdrive_ingest": "insightmesh.knowledge.sources.gdrive.job:GdriveIngest",
 }
 
 

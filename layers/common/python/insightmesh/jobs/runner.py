@@ -35,14 +35,15 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
+from insightmesh.aws import LambdaContextLike, put_if_absent
+from insightmesh.job_contract import JobParameters, JobResult
 from insightmesh.jobs import schedules
-from insightmesh.jobs.base import JobParameters, JobResult
 from insightmesh.jobs.models import FINISHED, RUN_KIND, Job, JobState, TaskRun, created_sort, retention, utc_now
 from insightmesh.jobs.registry import job_type
 from insightmesh.observability import bind_correlation_id, get_logger, redact, redact_text
@@ -55,10 +56,6 @@ PROGRESS_INTERVAL_SECONDS: Final = 2.0
 TRACEBACK_LINES: Final = 24
 MAX_MESSAGE: Final = 2000
 MAX_TRACEBACK: Final = 6000
-
-
-class LambdaContextLike(Protocol):
-    def get_remaining_time_in_millis(self) -> int: ...
 
 
 def _conditional_failed(error: Exception) -> bool:
@@ -76,7 +73,7 @@ def scheduled_run_id(job_id: str, scheduled_time: str | None) -> str:
 
 @dataclass
 class RunContext:
-    """:class:`insightmesh.jobs.base.JobContext` for one run."""
+    """:class:`insightmesh.job_contract.JobContext` for one run."""
 
     run: TaskRun
     parameters: JobParameters
@@ -190,11 +187,7 @@ def run_scheduled(job_id: str, scheduled_time: str | None, context: LambdaContex
     run = TaskRun(run_id, job_id=job_id, job_type=job.job_type, kind=RUN_KIND, created_sort=created_sort(now, run_id),
                   status="queued", trigger="scheduler", triggered_by=schedule_arn, scheduled_time=scheduled_time,
                   created_at=now, correlation_id=correlation_id or run_id, expires_at=retention(now), summary={})
-    try:
-        run.save(condition=TaskRun.run_id.does_not_exist())
-    except PutError as error:
-        if not _conditional_failed(error):
-            raise
+    if not put_if_absent(run, TaskRun.run_id.does_not_exist()):
         logger.info("scheduled run already recorded; duplicate delivery ignored", extra={"run_id": run_id})
         return run_id
     if not job.enabled:

@@ -25,13 +25,13 @@ are deleted once its last member page is read. With ``deactivate_missing``, grou
 scope that Google no longer lists lose their memberships and are deleted — unless an agent is
 granted to them, in which case the (now empty) group is kept for an admin to decide.
 
-**Calls.** Plain REST over httpx through :mod:`insightmesh.jobs.google_api` (shared with
+**Calls.** Plain REST over httpx through :mod:`insightmesh.google_api` (shared with
 ``gdrive_ingest``): one process-wide client with explicit timeouts, the ``google_directory`` circuit
 breaker and a bounded retry policy (HTTP 429, 5xx, Google's ``rateLimitExceeded``/
 ``userRateLimitExceeded`` 403s and transport errors are retried with backoff honouring
 ``Retry-After``, each retry logged and counted as ``http_retries``). A 401 fetches the access token
 again once (it may have been refreshed since) and repeats the call; a second 401 fails the run with
-:class:`~insightmesh.jobs.google_api.GoogleAuthError`. Base URL: ``GOOGLE_DIRECTORY_API_URL``
+:class:`~insightmesh.google_api.GoogleAuthError`. Base URL: ``GOOGLE_DIRECTORY_API_URL``
 (default https://admin.googleapis.com). The token comes from the credential ``credential_id``
 through ``insightmesh.credentials.service.google_access_token`` (injectable:
 ``GoogleWorkspaceSync(token_provider=...)``).
@@ -67,6 +67,7 @@ import httpx
 from pydantic import Field, field_validator
 from pynamodb.exceptions import PutError
 
+from insightmesh.directory.email_users import claim_key
 from insightmesh.directory.models import (
     GROUP_KIND,
     Grant,
@@ -79,10 +80,9 @@ from insightmesh.directory.models import (
     normalize_email,
     utc_now,
 )
-from insightmesh.directory.sync import ProviderUser, SyncProgress, claim_key, sync_users
+from insightmesh.directory.sync import ProviderUser, SyncProgress, sync_users
 from insightmesh.directory.users import SYSTEM_ACTOR
-from insightmesh.jobs.base import JobContext, JobParameters, JobResult
-from insightmesh.jobs.google_api import (
+from insightmesh.google_api import (
     ATTEMPTS,
     AccessTokenProvider,
     ApiPage,
@@ -92,7 +92,8 @@ from insightmesh.jobs.google_api import (
     google_access_token,
     http_client,
 )
-from insightmesh.jobs.google_api import GoogleAuthError as GoogleAuthError  # re-exported: a refused token's error
+from insightmesh.google_api import GoogleAuthError as GoogleAuthError  # re-exported: a refused token's error
+from insightmesh.job_contract import JobContext, JobParameters, JobResult
 from insightmesh.observability import get_logger
 from insightmesh.resilience import CircuitBreaker, Timeouts
 

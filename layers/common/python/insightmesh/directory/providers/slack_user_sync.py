@@ -46,7 +46,7 @@ from slack_sdk.errors import SlackApiError
 
 from insightmesh.directory.models import normalize_domain, normalize_email
 from insightmesh.directory.sync import ProviderUser, SyncProgress, SyncReport, sync_users
-from insightmesh.jobs.base import JobContext, JobParameters, JobResult
+from insightmesh.job_contract import JobContext, JobParameters, JobResult
 from insightmesh.observability import get_logger
 from insightmesh.slack.client import call_slack, rate_limit_retries
 

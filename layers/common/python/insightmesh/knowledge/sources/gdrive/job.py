@@ -19,7 +19,7 @@ API v3 (:class:`DriveApi`, base URL ``GOOGLE_DRIVE_API_URL``, default https://ww
   ?mimeType=`` for Google Docs (``text/markdown``, or ``text/plain`` when Drive refuses Markdown),
   Sheets (``text/csv``: the first sheet) and Slides (``text/plain``).
 
-Every call goes through :mod:`insightmesh.jobs.google_api` (shared with ``google_workspace_sync``):
+Every call goes through :mod:`insightmesh.google_api` (shared with ``google_workspace_sync``):
 one process-wide httpx client, the ``google_drive`` circuit breaker, bounded retries of 429, 5xx and
 the ``userRateLimitExceeded``/``rateLimitExceeded`` 403s with backoff honouring ``Retry-After``
 (``http_retries`` in the summary), and one token refetch on a 401 (a second 401 fails the run with
@@ -89,72 +89,59 @@ unchanged + failed), ``succeeded`` = ``seen - failed``, ``failed``. The summary 
 ``reauthentications``, ``source``, ``resumed``, ``complete``, ``swept``, ``sweep_skipped`` and ``errors``.
 """
 
+
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
-import os
-import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime
+from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, ClassVar, Final
-from urllib.parse import quote
 
 import httpx
 from pydantic import Field, model_validator
 
-from insightmesh.jobs.base import JobContext, JobParameters, JobResult
-from insightmesh.jobs.google_api import (
+from insightmesh.google_api import (
     AccessTokenProvider,
-    ApiPage,
     ContentTooLarge,
-    GoogleApi,
     GoogleApiError,
     Reply,
     api_breaker,
     google_access_token,
     http_client,
 )
-from insightmesh.knowledge.base import ANYONE, IngestReport, SourceDocument
+from insightmesh.job_contract import JobContext, JobParameters, JobResult
+from insightmesh.knowledge.base import IngestReport, SourceDocument
+from insightmesh.knowledge.sources.gdrive.acl import acl_principals
+from insightmesh.knowledge.sources.gdrive.drive_api import (
+    BREAKER,
+    DRIVE_ID_PATTERN,
+    DRIVE_ID_RE,
+    DRIVE_SCOPE,
+    EXPORTS,
+    FOLDER,
+    GOOGLE_PREFIX,
+    MAX_PAGE_SIZE,
+    DriveApi,
+    api_url,
+    parse_time,
+)
+from insightmesh.knowledge.sources.gdrive.state import (
+    CHECKPOINT_VERSION,
+    MAX_SWEEP_DOCUMENTS,
+    State,
+    digest,
+    fingerprint,
+)
 from insightmesh.observability import get_logger
 from insightmesh.resilience import CircuitBreaker
 
 if TYPE_CHECKING:
     from insightmesh.knowledge.models import KnowledgeDocument
 
-DRIVE_SCOPE: Final = "https://www.googleapis.com/auth/drive.readonly"
-DEFAULT_API_URL: Final = "https://www.googleapis.com"
-API_URL_VARIABLE: Final = "GOOGLE_DRIVE_API_URL"
-BREAKER: Final = "google_drive"
 SOURCE_PREFIX: Final = "gdrive:"
-CHECKPOINT_VERSION: Final = 1
-MAX_PAGE_SIZE: Final = 1000  # files.list pageSize limit
-MAX_PERMISSIONS_PAGE: Final = 100  # permissions.list pageSize limit
 DEFAULT_MAX_FILE_BYTES: Final = 20 * 1024 * 1024
 MAX_FILE_BYTES_LIMIT: Final = 200 * 1024 * 1024
 MAX_ERRORS: Final = 20  # file errors kept in the summary
-MAX_SWEEP_DOCUMENTS: Final = 25_000  # 6-byte digests: ~200 KB of checkpoint
-DIGEST_BYTES: Final = 6
-DRIVE_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,200}$"
-_DRIVE_ID: Final = re.compile(DRIVE_ID_PATTERN)
-
-FOLDER: Final = "application/vnd.google-apps.folder"
-GOOGLE_PREFIX: Final = "application/vnd.google-apps."
-GOOGLE_DOC: Final = "application/vnd.google-apps.document"
-GOOGLE_SHEET: Final = "application/vnd.google-apps.spreadsheet"
-GOOGLE_SLIDES: Final = "application/vnd.google-apps.presentation"
-EXPORTS: Final[Mapping[str, tuple[str, ...]]] = {  # in order of preference
-    GOOGLE_DOC: ("text/markdown", "text/plain"),
-    GOOGLE_SHEET: ("text/csv",),
-    GOOGLE_SLIDES: ("text/plain",),
-}
-PERMISSION_FIELDS: Final = "permissions(type,role,emailAddress,domain,deleted,allowFileDiscovery)"
-FILE_FIELDS: Final = ("id,name,mimeType,modifiedTime,size,webViewLink,md5Checksum,version,trashed,"
-                      f"{PERMISSION_FIELDS},owners(emailAddress),driveId,parents")
-LIST_FIELDS: Final = f"nextPageToken,files({FILE_FIELDS})"
 UTF8_BOM: Final = b"\xef\xbb\xbf"
 # 403s about the credential, not the file: every other file would fail the same way, so the run fails.
 CREDENTIAL_REASONS: Final = frozenset({"insufficientPermissions", "authError", "forbidden", "domainPolicy"})
@@ -215,206 +202,8 @@ class _Vanished(Exception):
     """The file was deleted between the listing and its download."""
 
 
-# -- the Drive API ---------------------------------------------------------------------------------
-
-
-def api_url() -> str:
-    return (os.environ.get(API_URL_VARIABLE) or DEFAULT_API_URL).rstrip("/")
-
-
-def parents_query(folder_id: str) -> str:
-    """The ``q`` of a folder's children (the id is validated: nothing can be injected)."""
-    if not _DRIVE_ID.match(folder_id):
-        raise ValueError(f"not a Drive id: {folder_id!r}")
-    return f"'{folder_id}' in parents and trashed = false"
-
-
-class DriveApi(GoogleApi):
-    """The Drive API v3 calls of the job (retries, breaker and token refresh: GoogleApi's)."""
-
-    def __init__(self, *, base_url: str, token: Callable[[], str], http: httpx.Client, breaker: CircuitBreaker,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        super().__init__(service="Google Drive API", base_url=base_url, token=token, http=http, breaker=breaker,
-                         sleep=sleep)
-
-    def file(self, file_id: str) -> dict[str, Any]:
-        return self.get(f"/drive/v3/files/{quote(file_id, safe='')}",
-                        {"fields": FILE_FIELDS, "supportsAllDrives": "true"})
-
-    def children(self, folder_id: str, *, page_size: int, page_token: str | None, all_drives: bool) -> ApiPage:
-        return self.page("/drive/v3/files", "files", {
-            "q": parents_query(folder_id), "fields": LIST_FIELDS, "pageSize": min(page_size, MAX_PAGE_SIZE),
-            "pageToken": page_token, "supportsAllDrives": "true", "includeItemsFromAllDrives": "true",
-            "corpora": "allDrives" if all_drives else None})
-
-    def permissions(self, file_id: str) -> list[Mapping[str, Any]]:
-        found: list[Mapping[str, Any]] = []
-        token: str | None = None
-        while True:
-            page = self.page(f"/drive/v3/files/{quote(file_id, safe='')}/permissions", "permissions", {
-                "fields": f"nextPageToken,{PERMISSION_FIELDS}", "pageSize": MAX_PERMISSIONS_PAGE,
-                "pageToken": token, "supportsAllDrives": "true"})
-            found.extend(page.items)
-            token = page.next_token or None
-            if token is None:
-                return found
-
-    def media(self, file_id: str, *, max_bytes: int) -> Reply:
-        return self.fetch(f"/drive/v3/files/{quote(file_id, safe='')}",
-                          {"alt": "media", "supportsAllDrives": "true"}, max_bytes=max_bytes)
-
-    def export(self, file_id: str, mime_type: str, *, max_bytes: int) -> Reply:
-        return self.fetch(f"/drive/v3/files/{quote(file_id, safe='')}/export", {"mimeType": mime_type},
-                          max_bytes=max_bytes)
-
-
-# -- Drive's vocabulary ----------------------------------------------------------------------------
-
-
-def acl_principals(permissions: Iterable[Mapping[str, Any]],
-                   owners: Iterable[Mapping[str, Any]] = ()) -> tuple[str, ...]:
-    """Drive permissions (and owners) as knowledge-base principals, sorted (see the module doc)."""
-    found: set[str] = set()
-    link_only = False  # shared with "anyone with the link": not discoverable, so not everyone
-    for item in permissions:
-        if item.get("deleted") is True:
-            continue
-        kind = item.get("type")
-        if kind in ("user", "group"):
-            email = item.get("emailAddress")
-            if isinstance(email, str) and "@" in email.strip():
-                found.add(f"{kind}:{email.strip().lower()}")
-        elif kind == "domain":
-            domain = item.get("domain")
-            if isinstance(domain, str) and domain.strip():
-                found.add(f"domain:{domain.strip().lower()}")
-        elif kind == "anyone":
-            if item.get("allowFileDiscovery") is True:  # public on the web: anyone may find and read it
-                found.add(ANYONE)
-            else:
-                link_only = True
-    for owner in owners:
-        email = owner.get("emailAddress")
-        if isinstance(email, str) and "@" in email.strip():
-            found.add(f"user:{email.strip().lower()}")
-            if link_only:  # the link circulates in the owner's organisation
-                found.add(f"domain:{email.strip().rsplit('@', 1)[1].lower()}")
-    return tuple(sorted(found))
-
-
-def parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def document_id(file_id: str) -> str:
     return SOURCE_PREFIX + file_id
-
-
-def _digest(value: str) -> bytes:
-    return hashlib.sha256(value.encode("utf-8")).digest()[:DIGEST_BYTES]
-
-
-def _pack(digests: Iterable[bytes]) -> str:
-    return base64.b64encode(b"".join(sorted(digests))).decode("ascii")
-
-
-def _unpack(text: str) -> set[bytes]:
-    raw = base64.b64decode(text.encode("ascii"), validate=True)
-    return {raw[start:start + DIGEST_BYTES] for start in range(0, len(raw), DIGEST_BYTES)}
-
-
-# -- counters and checkpoints ----------------------------------------------------------------------
-
-
-@dataclass
-class _Counts:
-    seen: int = 0
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    failed: int = 0
-    removed: int = 0
-    skipped: int = 0
-    skipped_unsupported: int = 0
-    skipped_google_type: int = 0
-    skipped_too_large: int = 0
-    skipped_shared_drive: int = 0
-    skipped_no_readers: int = 0
-    vanished: int = 0
-    listed: int = 0
-    folders: int = 0
-    pages: int = 0
-    downloads: int = 0
-    exports: int = 0
-    bytes_downloaded: int = 0
-    not_downloaded: int = 0
-    permission_lookups: int = 0
-    chunks_written: int = 0
-    http_retries: int = 0
-    reauthentications: int = 0
-
-    def add_report(self, report: IngestReport) -> None:
-        for name in ("seen", "new", "changed", "unchanged", "failed", "chunks_written"):
-            setattr(self, name, getattr(self, name) + int(getattr(report, name)))
-
-    @classmethod
-    def load(cls, data: Any) -> _Counts:
-        given = data if isinstance(data, Mapping) else {}
-        return cls(**{item.name: int(given.get(item.name) or 0) for item in fields(cls)})
-
-
-def _fingerprint(parameters: JobParameters) -> str:
-    canonical = json.dumps(parameters.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
-@dataclass
-class _State:
-    """Everything a checkpoint holds (see the module docstring)."""
-
-    fingerprint: str
-    source: str
-    run_id: str
-    root_done: bool = False  # the root was read (and, for a file, ingested)
-    stack: list[str] = field(default_factory=list)  # folders still to list (the last first)
-    folder: str | None = None  # the folder being listed
-    page_token: str | None = None  # the token of the page being worked (None: its first page)
-    page: int = 1
-    done: list[str] = field(default_factory=list)  # ids of that page already handled
-    counts: _Counts = field(default_factory=_Counts)
-    errors: dict[str, str] = field(default_factory=dict)
-    candidates: set[bytes] | None = None  # sweep: digests of the source's documents not yet seen
-    sweep_skipped: str | None = None
-    finished: bool = False  # the run ended (an error after the listing): the next one starts over
-
-    def checkpoint(self) -> dict[str, Any]:
-        return {"version": CHECKPOINT_VERSION, "parameters": self.fingerprint, "source": self.source,
-                "run_id": self.run_id, "root_done": self.root_done, "stack": list(self.stack),
-                "folder": self.folder, "page_token": self.page_token, "page": self.page, "done": list(self.done),
-                "counts": asdict(self.counts), "errors": dict(self.errors),
-                "candidates": None if self.candidates is None else _pack(self.candidates),
-                "sweep_skipped": self.sweep_skipped, "finished": self.finished}
-
-    @classmethod
-    def restore(cls, saved: Mapping[str, Any]) -> _State:
-        stack, done, errors = saved.get("stack"), saved.get("done"), saved.get("errors")
-        candidates = saved.get("candidates")
-        return cls(fingerprint=str(saved["parameters"]), source=str(saved["source"]), run_id=str(saved["run_id"]),
-                   root_done=bool(saved.get("root_done")),
-                   stack=[str(item) for item in stack] if isinstance(stack, list) else [],
-                   folder=str(saved["folder"]) if saved.get("folder") else None,
-                   page_token=str(saved["page_token"]) if saved.get("page_token") else None,
-                   page=int(saved.get("page") or 1),
-                   done=[str(item) for item in done] if isinstance(done, list) else [],
-                   counts=_Counts.load(saved.get("counts")),
-                   errors={str(k): str(v) for k, v in errors.items()} if isinstance(errors, Mapping) else {},
-                   candidates=_unpack(candidates) if isinstance(candidates, str) else None,
-                   sweep_skipped=str(saved["sweep_skipped"]) if saved.get("sweep_skipped") else None)
 
 
 # -- the knowledge base (imported on use: only the function that runs the job loads it) -------------
@@ -504,7 +293,7 @@ class _Run:
             token=lambda: job.token_provider(credential_id, required_scopes=(DRIVE_SCOPE,)),
             http=job.http or http_client(), breaker=job.breaker or api_breaker(BREAKER), sleep=job.sleep)
         self.source = SOURCE_PREFIX + self.parameters.root_id
-        self.state = _State(fingerprint=_fingerprint(self.parameters), source=self.source, run_id=context.run_id)
+        self.state = State(fingerprint=fingerprint(self.parameters), source=self.source, run_id=context.run_id)
         self.resumed = False
         self.complete = False
         self.swept = False
@@ -554,7 +343,7 @@ class _Run:
                              "finished run); starting over", extra={"source": self.source})
             return
         try:
-            self.state = _State.restore(saved)
+            self.state = State.restore(saved)
         except (KeyError, TypeError, ValueError) as error:
             self.log.warning("google drive ingestion checkpoint unreadable; starting over",
                              extra={"source": self.source, "error": str(error)[:200]})
@@ -599,7 +388,7 @@ class _Run:
         self.context.step(f"read documents of {self.source}")
         candidates: set[bytes] = set()
         for identifier in self.knowledge.source_documents(self.source):
-            candidates.add(_digest(identifier))
+            candidates.add(digest(identifier))
             if len(candidates) > MAX_SWEEP_DOCUMENTS:
                 self.state.candidates = None
                 self.state.sweep_skipped = (f"the source has more than {MAX_SWEEP_DOCUMENTS} documents; "
@@ -647,7 +436,7 @@ class _Run:
         subfolders: list[str] = []
         for item in page.items:
             identifier = item.get("id")
-            if not isinstance(identifier, str) or not _DRIVE_ID.match(identifier) or identifier in done:
+            if not isinstance(identifier, str) or not DRIVE_ID_RE.match(identifier) or identifier in done:
                 continue
             if item.get("mimeType") == FOLDER:
                 state.done.append(identifier)
@@ -848,7 +637,7 @@ class _Run:
 
     def _strike(self, key: str) -> None:
         if self.state.candidates is not None:
-            self.state.candidates.discard(_digest(key))
+            self.state.candidates.discard(digest(key))
 
     def _error(self, key: str, message: str) -> None:
         if len(self.state.errors) < MAX_ERRORS or key in self.state.errors:
@@ -866,7 +655,7 @@ class _Run:
             return
         self.context.step(f"sweep {self.source}")
         doomed = [identifier for identifier in self.knowledge.source_documents(self.source)
-                  if _digest(identifier) in state.candidates]
+                  if digest(identifier) in state.candidates]
         if doomed:
             state.counts.removed += self.knowledge.remove(doomed)
         state.candidates = set()
