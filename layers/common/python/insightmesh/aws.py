@@ -3,21 +3,34 @@
 Clients are created once per process (a Lambda container) with explicit timeouts and bounded
 retries. The endpoint comes from ``AWS_ENDPOINT_URL`` (boto3 honours it natively), which is how
 the same code talks to AWS, to the embedded emulator of ``insightmesh dev`` or to LocalStack.
+
+Also the small shapes every context shares with the runtime: :class:`LambdaContextLike` (what a
+handler uses of its Lambda context) and :func:`put_if_absent` (a conditional PutItem that accepts
+the item already there).
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 from botocore.config import Config
+from pynamodb.exceptions import PutError, PynamoDBException
+from pynamodb.expressions.condition import Condition
+from pynamodb.models import Model
 
 from insightmesh.resilience import Timeouts
 
 _clients: dict[tuple[str, float, float, int], Any] = {}
 _lock = threading.Lock()
+
+
+class LambdaContextLike(Protocol):
+    """What InsightMesh uses of a Lambda context (powertools' ``LambdaContext`` is one)."""
+
+    def get_remaining_time_in_millis(self) -> int: ...
 
 
 def aws_region() -> str:
@@ -62,3 +75,20 @@ def model_meta(table_env: str, *, connect_timeout: int = 2, read_timeout: int = 
     Meta.table_env = table_env  # type: ignore[attr-defined]
     # Any: pynamodb types Model.Meta as a private protocol that a plain class cannot name.
     return Meta
+
+
+def condition_failed(error: PynamoDBException) -> bool:
+    """Whether a pynamodb write failed on its condition (``ConditionalCheckFailedException``)."""
+    return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
+
+
+def put_if_absent(item: Model, condition: Condition) -> bool:
+    """PutItem ``item`` if ``condition`` (an ``attribute_not_exists``) holds: ``True`` if written,
+    ``False`` if the item is already there (the existing item is kept). Any other error is raised."""
+    try:
+        item.save(condition=condition)
+    except PutError as error:
+        if condition_failed(error):
+            return False
+        raise
+    return True

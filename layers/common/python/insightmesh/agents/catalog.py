@@ -37,7 +37,7 @@ from pynamodb.exceptions import PynamoDBException
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from insightmesh.aws import model_meta
+from insightmesh.aws import model_meta, put_if_absent
 from insightmesh.observability import get_logger
 
 AGENT_KIND: Final = "agent"
@@ -159,17 +159,12 @@ def seed_agents(definitions: Sequence[AgentDefinition]) -> SeedReport:
         record = existing.get(definition.name)
         if record is None:
             now = _utc_now()
-            try:
-                definition.to_record(now).save(condition=AgentRecord.name.does_not_exist())
-            except PynamoDBException as error:
-                if not _condition_failed(error):
-                    raise
-                # Another seeder created it between our read and our write: treat as existing.
-                record = AgentRecord.get(definition.name, consistent_read=True)
-            else:
+            if put_if_absent(definition.to_record(now), AgentRecord.name.does_not_exist()):
                 report.created.append(definition.name)
                 logger.info("agent seeded", extra={"agent": definition.name})
                 continue
+            # Another seeder created it between our read and our write: treat as existing.
+            record = AgentRecord.get(definition.name, consistent_read=True)
         if definition.is_system and not record.is_system:
             # Last write wins on this one flag only: it does not conflict with an admin's edit of
             # other fields, so no version condition (the version is still incremented).

@@ -29,11 +29,11 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from pynamodb.attributes import ListAttribute, UnicodeAttribute, UTCDateTimeAttribute
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import UpdateError
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from insightmesh.aws import model_meta
+from insightmesh.aws import model_meta, put_if_absent
 from insightmesh.directory.models import utc_now
 from insightmesh.observability import get_logger
 
@@ -153,12 +153,8 @@ def create_token(
             created_by=created_by,
             expires_at=expires_at,
         )
-        try:
-            token.save(condition=ApiToken.token_hash.does_not_exist())
-        except PutError as error:
-            if error.cause_response_code == "ConditionalCheckFailedException":  # 2^-256: but never overwrite
-                continue
-            raise
+        if not put_if_absent(token, ApiToken.token_hash.does_not_exist()):  # 2^-256: but never overwrite
+            continue
         get_logger().info("api token created", extra={"public_id": token_id, "user_id": user_id})
         return plaintext, token
     raise RuntimeError("could not allocate a unique API token")

@@ -37,19 +37,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from pydantic import ValidationError
-from pynamodb.exceptions import PutError, UpdateError
+from pynamodb.exceptions import UpdateError
 from slack_sdk.errors import SlackApiError
 
+from insightmesh.aws import put_if_absent
 from insightmesh.conversation import workspaces
 from insightmesh.conversation.models import DeadLetterRecord, RequestRecord, dead_letter_sk, request_sk
 from insightmesh.conversation.replies import REQUEST_TTL, Status, request_pk
 from insightmesh.conversation.requests import ConversationRequest, RequestKind
 from insightmesh.observability import get_logger
 from insightmesh.slack.client import call_slack
+from insightmesh.slack.thread_reply import posted_replies, reply_metadata
 
 APOLOGISING: Final = "apologising"
 DEAD_LETTER_TTL: Final = timedelta(days=90)
-REPLY_EVENT_TYPE: Final = "insightmesh_reply"  # the worker's message metadata (conversation.worker)
 APOLOGY: Final = ("Sorry, something went wrong and I couldn't answer this. Please try again; "
                   "if it keeps happening, give an InsightMesh admin this reference: `{reference}`.")
 BUTTON_APOLOGY: Final = ("Sorry, that didn't work and nothing was changed. Please try again; "
@@ -169,29 +170,14 @@ def _answered(record: RequestRecord, reply_ts: str | None) -> None:
     record.update(actions=actions)
 
 
-def _metadata(request: ConversationRequest, status: str) -> dict[str, Any]:
-    return {"event_type": REPLY_EVENT_TYPE, "event_payload": {"request_id": request.request_id, "status": status}}
-
-
 def _posted_in_thread(request: ConversationRequest) -> dict[str, str]:
     """This request's bot messages in its thread, metadata status → ts (placeholder, answered,
-    apology): conversations.replies with metadata, as the worker marks its messages."""
-    thread_ts = request.thread_ts
-    if not thread_ts:
-        return {}
+    apology), as the worker marks its messages (slack.thread_reply)."""
     try:
-        response = call_slack(lambda c: c.conversations_replies(channel=request.channel_id, ts=thread_ts,
-                                                                include_all_metadata=True, limit=200))
+        return dict(posted_replies(request.channel_id, request.thread_ts, request.request_id))
     except SlackApiError as error:  # thread_not_found, say: nothing to find
         logger.info("thread not readable", extra={"error": error.response.get("error")})
         return {}
-    found: dict[str, str] = {}
-    for message in response.get("messages") or []:
-        metadata = message.get("metadata") or {}
-        payload = metadata.get("event_payload") or {}
-        if metadata.get("event_type") == REPLY_EVENT_TYPE and payload.get("request_id") == request.request_id:
-            found[str(payload.get("status"))] = str(message["ts"])
-    return found
 
 
 def _apologise(request: ConversationRequest, record: RequestRecord, reference: str,
@@ -214,7 +200,7 @@ def _apologise(request: ConversationRequest, record: RequestRecord, reference: s
     if placeholder:
         try:
             call_slack(lambda c: c.chat_update(channel=channel, ts=str(placeholder), text=text,
-                                               metadata=_metadata(request, "apology")))
+                                               metadata=reply_metadata(request.request_id, "apology")))
             return "edited", str(placeholder)
         except SlackApiError as error:
             logger.warning("placeholder edit refused; posting the apology instead",
@@ -222,7 +208,7 @@ def _apologise(request: ConversationRequest, record: RequestRecord, reference: s
     if request.kind is RequestKind.COMMAND and not request.thread_ts and request.response_url:
         return _respond(request.response_url, text)
     response = call_slack(lambda c: c.chat_postMessage(channel=channel, thread_ts=request.thread_ts, text=text,
-                                                       metadata=_metadata(request, "apology")))
+                                                       metadata=reply_metadata(request.request_id, "apology")))
     return "posted", str(response["ts"])
 
 
@@ -251,10 +237,4 @@ def _record(pk: str, sk: str, outcome: Outcome, letter: DeadLetter, request: Con
         created_at=now,
         expires_at=now + DEAD_LETTER_TTL,
     )
-    try:
-        record.save(condition=DeadLetterRecord.pk.does_not_exist())
-    except PutError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
-        return False
-    return True
+    return put_if_absent(record, DeadLetterRecord.pk.does_not_exist())

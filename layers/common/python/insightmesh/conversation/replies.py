@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
-from pynamodb.exceptions import PutError
 from pynamodb.expressions.update import Action
 
+from insightmesh.aws import put_if_absent
 from insightmesh.conversation.models import RequestRecord, request_sk, thread_pk
 from insightmesh.conversation.requests import ConversationRequest
 
@@ -50,12 +50,8 @@ def claim(request: ConversationRequest) -> Claim:
         created_at=now,
         expires_at=now + REQUEST_TTL,
     )
-    try:
-        record.save(condition=RequestRecord.pk.does_not_exist())
+    if put_if_absent(record, RequestRecord.pk.does_not_exist()):
         return Claim(record, first=True)
-    except PutError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
     existing = RequestRecord.get(request_pk(request), request_sk(request.request_id), consistent_read=True)
     existing.update(actions=[RequestRecord.attempts.add(1)])
     return Claim(existing, first=False)

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import Final
 
 from pynamodb.exceptions import PynamoDBException
-from pynamodb.expressions.condition import Condition
-from pynamodb.models import Model
 
+from insightmesh.aws import put_if_absent
 from insightmesh.directory.models import (
     GROUP_KIND,
     Group,
@@ -126,7 +125,7 @@ def ensure_system_groups() -> list[str]:
     created = []
     for name, description in SYSTEM_GROUPS.items():
         group = Group(name, kind=GROUP_KIND, description=description, is_system=True, created_at=utc_now())
-        if _put_if_absent(group, Group.name.does_not_exist()):
+        if put_if_absent(group, Group.name.does_not_exist()):
             created.append(name)
             get_logger().info("system group created", extra={"group": name})
         else:
@@ -135,17 +134,6 @@ def ensure_system_groups() -> list[str]:
 
 
 # -- steps --------------------------------------------------------------------------------------
-
-
-def _put_if_absent(item: Model, condition: Condition) -> bool:
-    """PutItem ``item`` if ``condition`` (an ``attribute_not_exists``) holds; ``False`` if it did not."""
-    try:
-        item.save(condition=condition)
-    except PynamoDBException as error:
-        if _condition_failed(error):
-            return False
-        raise
-    return True
 
 
 def _ensure_kind(group_name: str) -> None:
@@ -186,7 +174,7 @@ def _claim_identity(key: str, team_id: str, slack_user_id: str, info: SlackProfi
         is_active=True,
         created_at=utc_now(),
     )
-    if _put_if_absent(identity, Identity.identity_key.does_not_exist()):
+    if put_if_absent(identity, Identity.identity_key.does_not_exist()):
         return identity
     winner = _get_identity(key, consistent=True)
     if winner is None:  # claimed, then deleted before we could read it: give up on this message
@@ -203,7 +191,7 @@ def _create_user(user_id: str, team_id: str, slack_user_id: str, fetched: SlackP
     # of other workspaces, who are never put there automatically (an admin may add them).
     if not info.is_outsider(team_id):
         membership = Membership(ALL_USERS, user_id, added_at=now, added_by=SYSTEM_ACTOR)
-        _put_if_absent(membership, Membership.user_id.does_not_exist())
+        put_if_absent(membership, Membership.user_id.does_not_exist())
     user = User(
         user_id,
         email=normalize_email(info.email),
@@ -217,7 +205,7 @@ def _create_user(user_id: str, team_id: str, slack_user_id: str, fetched: SlackP
         last_synced_at=now if fetched is not None else None,  # names and e-mail as of now
         created_at=now,
     )
-    if _put_if_absent(user, User.user_id.does_not_exist()):
+    if put_if_absent(user, User.user_id.does_not_exist()):
         get_logger().info("user created on first contact", extra={"user_id": user_id, "team_id": team_id})
         return user
     existing = _get_user(user_id, consistent=True)

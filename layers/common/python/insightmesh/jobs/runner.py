@@ -32,11 +32,14 @@ import os
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, cast
 
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
@@ -94,6 +97,13 @@ class RunContext:
     def run_id(self) -> str:
         return self.run.run_id
 
+    def credential_token(self, credential_id: str, *, required_scopes: Sequence[str]) -> str:
+        """The stored credential's access token (``insightmesh.credentials``, imported on use: only the
+        function that runs a job that asks for one loads the credentials code)."""
+        from insightmesh.credentials.service import google_access_token
+
+        return google_access_token(credential_id, required_scopes=tuple(required_scopes))
+
     def step(self, name: str) -> None:
         self.current_step = name[:200]
 
@@ -130,20 +140,31 @@ class RunContext:
 # -- entry points ------------------------------------------------------------------------------------
 
 
+# Run-now messages: a record whose run's outcome is not recorded is reported failed (a partial batch
+# response), so SQS delivers it again; when every record failed, they are all reported the same way.
+run_now_batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+def run_now_record(record: SQSRecord, lambda_context: LambdaContextLike) -> None:
+    """One run-now message (``{"run_id", "job_id"}``): run it; raise when its outcome is not recorded."""
+    try:
+        body = json.loads(record.body)
+        attributes = record.raw_event.get("messageAttributes") or {}
+        correlation = (attributes.get("correlation_id") or {}).get("stringValue")
+        run_manual(str(body["run_id"]), str(body["job_id"]), lambda_context, correlation_id=correlation)
+    except Exception:  # logged with its message id, then reported failed: SQS delivers it again
+        logger.exception("run-now message not processed; it will be retried",
+                         extra={"message_id": record.message_id})
+        raise
+
+
 def handle(event: Mapping[str, Any], context: LambdaContextLike) -> dict[str, Any]:
-    """The Lambda handler's body: an SQS batch (run now) or a scheduler invocation."""
+    """The Lambda handler's body: an SQS batch (run now, through powertools' batch processor) or a
+    scheduler invocation."""
     if "Records" in event:
-        failures = []
-        for record in event["Records"]:
-            try:
-                body = json.loads(record["body"])
-                correlation = ((record.get("messageAttributes") or {}).get("correlation_id") or {}).get("stringValue")
-                run_manual(str(body["run_id"]), str(body["job_id"]), context, correlation_id=correlation)
-            except Exception:  # the run's outcome is not recorded: let SQS deliver it again
-                logger.exception("run-now message not processed; it will be retried",
-                                 extra={"message_id": record.get("messageId")})
-                failures.append({"itemIdentifier": record["messageId"]})
-        return {"batchItemFailures": failures}
+        response = process_partial_response(event=dict(event), record_handler=run_now_record,
+                                            processor=run_now_batch, context=cast(LambdaContext, context))
+        return dict(response)
     if "job_id" in event:
         run_id = run_scheduled(str(event["job_id"]), event.get("scheduled_time"), context,
                                schedule_arn=event.get("schedule_arn"), correlation_id=event.get("execution_id"))

@@ -51,10 +51,11 @@ import binascii
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol, TypedDict
+from typing import Any, Final, TypedDict
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from insightmesh.aws import LambdaContextLike
 from insightmesh.knowledge import extract, pipeline
 from insightmesh.knowledge.base import ANYONE, IngestReport, SourceDocument
 from insightmesh.knowledge.models import KnowledgeDocument
@@ -68,10 +69,6 @@ UPLOAD_PREFIX: Final = "local:"
 _PRINCIPAL: Final = re.compile(
     r"^(anyone|domain:[a-z0-9-]+(\.[a-z0-9-]+)+|(user|group):[^@\s]+@[a-z0-9-]+(\.[a-z0-9-]+)+)$")
 _URL_SCHEMES: Final = ("file://", "https://", "http://")
-
-
-class LambdaContextLike(Protocol):
-    def get_remaining_time_in_millis(self) -> int: ...
 
 
 class UploadResult(TypedDict):
