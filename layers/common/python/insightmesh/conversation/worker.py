@@ -14,11 +14,10 @@ started it: conversation.agent_mode), or store feedback.
 from __future__ import annotations
 
 import re
-import threading
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any
 
 import httpx
 from slack_sdk.errors import SlackApiError
@@ -32,24 +31,20 @@ from insightmesh.conversation.audience import AudienceRetriever, private_follow_
 from insightmesh.conversation.memory import as_messages, remember
 from insightmesh.conversation.models import FeedbackRecord
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, thread_key
-from insightmesh.conversation.routing import route_message
+from insightmesh.conversation.routing import Route, route_message
 from insightmesh.directory.models import User
 from insightmesh.directory.permissions import agents_usable_by, evaluate
-from insightmesh.directory.users import SlackProfile, resolve_slack_user
+from insightmesh.directory.users import resolve_slack_user
 from insightmesh.llm import get_llm_client
 from insightmesh.llm.base import Completion, LlmClient, LlmError
 from insightmesh.llm.usage import record_usage
 from insightmesh.observability import get_logger
+from insightmesh.slack import thread_reply
 from insightmesh.slack.client import bot_identity, call_slack
-from insightmesh.slack.formatting import escape, to_mrkdwn
+from insightmesh.slack.formatting import to_mrkdwn
 from insightmesh.slack.urls import is_slack_response_url
 
 logger = get_logger("conversation_worker")
-
-THINKING: Final = "_Thinking…_"
-REPLY_EVENT_TYPE: Final = "insightmesh_reply"
-PROGRESS_INTERVAL: Final = 1.0
-SECTION_LIMIT: Final = 2900
 
 
 class RecordingLlm:
@@ -74,11 +69,6 @@ def strip_mention(text: str, bot_user_id: str) -> str:
     return " ".join(text.split()) if "\n" not in text else text.strip()
 
 
-def fetch_profile(team_id: str, slack_user_id: str) -> SlackProfile | None:
-    """users.info as a SlackProfile (guest, external, bot and app flags included; cached by the gate)."""
-    return gate.slack_profile(team_id, slack_user_id)
-
-
 def user_name(user: User) -> str:
     return str(user.display_name or user.real_name or "there")
 
@@ -93,41 +83,6 @@ def agent_record(name: str, agents: Sequence[AgentRecord]) -> AgentRecord | None
     return None
 
 
-def reply_blocks(text: str, request_id: str, *, agent_mode: str | None) -> list[dict[str, Any]]:
-    chunks = [text[i:i + SECTION_LIMIT] for i in range(0, len(text), SECTION_LIMIT)] or [" "]
-    blocks: list[dict[str, Any]] = [{"type": "section", "text": {"type": "mrkdwn", "text": chunk}}
-                                    for chunk in chunks[:20]]
-    elements: list[dict[str, Any]] = [
-        {"type": "button", "action_id": "feedback_up", "text": {"type": "plain_text", "text": "👍"},
-         "value": request_id[:2000]},
-        {"type": "button", "action_id": "feedback_down", "text": {"type": "plain_text", "text": "👎"},
-         "value": request_id[:2000]},
-    ]
-    if agent_mode:
-        elements.append({"type": "button", "action_id": "exit_agent", "style": "danger",
-                         "text": {"type": "plain_text", "text": "Exit agent mode"}, "value": agent_mode})
-    blocks.append({"type": "actions", "block_id": "insightmesh_reply_actions", "elements": elements})
-    return blocks
-
-
-class Progress:
-    """Updates the placeholder while an agent works, at most once a second."""
-
-    def __init__(self, channel: str, ts: str) -> None:
-        self.channel, self.ts, self.last = channel, ts, 0.0
-        self.lock = threading.Lock()
-
-    def __call__(self, text: str) -> None:
-        with self.lock:
-            if time.monotonic() - self.last < PROGRESS_INTERVAL:
-                return
-            self.last = time.monotonic()
-        try:
-            call_slack(lambda c: c.chat_update(channel=self.channel, ts=self.ts, text=f"_{escape(text)}_"))
-        except SlackApiError as error:
-            logger.warning("progress update failed", extra={"error": error.response.get("error")})
-
-
 def process(request: ConversationRequest) -> None:
     if not workspaces.is_active(request.team_id, request_id=request.request_id):
         logger.info("workspace inactive (uninstalled or token revoked); nothing done",
@@ -139,20 +94,6 @@ def process(request: ConversationRequest) -> None:
         process_message(request)
 
 
-def _find_posted_placeholder(channel: str, thread_ts: str | None, request_id: str) -> str | None:
-    """After a crash between posting and recording: find our placeholder by its metadata."""
-    if not thread_ts:
-        return None
-    response = call_slack(lambda c: c.conversations_replies(channel=channel, ts=thread_ts,
-                                                            include_all_metadata=True, limit=200))
-    for message in response.get("messages") or []:
-        metadata = message.get("metadata") or {}
-        if metadata.get("event_type") == REPLY_EVENT_TYPE and \
-                (metadata.get("event_payload") or {}).get("request_id") == request_id:
-            return str(message["ts"])
-    return None
-
-
 def _placeholder(request: ConversationRequest, claim: replies.Claim) -> tuple[str, str | None]:
     """(channel, ts) of this request's placeholder: recorded, recovered, or posted now.
     ts is None when a command cannot post in its channel (the answer goes to response_url)."""
@@ -161,99 +102,181 @@ def _placeholder(request: ConversationRequest, claim: replies.Claim) -> tuple[st
     if record.placeholder_ts:
         return channel, str(record.placeholder_ts)
     if record.status == replies.Status.POSTING:
-        found = _find_posted_placeholder(channel, request.thread_ts, request.request_id)
+        found = thread_reply.find_placeholder(channel, request.thread_ts, request.request_id)
         if found:
             replies.set_placeholder(record, found)
             return channel, found
     replies.set_posting(record)
-    metadata = {"event_type": REPLY_EVENT_TYPE,
-                "event_payload": {"request_id": request.request_id, "status": "placeholder"}}
     try:
-        response = call_slack(lambda c: c.chat_postMessage(channel=channel, thread_ts=request.thread_ts,
-                                                           text=THINKING, metadata=metadata))
+        channel, ts = thread_reply.post_placeholder(channel, request.thread_ts, request.request_id)
     except SlackApiError as error:
         if request.kind is RequestKind.COMMAND and is_slack_response_url(request.response_url) and \
                 error.response.get("error") in ("not_in_channel", "channel_not_found"):
             return channel, None
         raise
-    ts = str(response["ts"])
     replies.set_placeholder(record, ts)
-    return str(response.get("channel") or channel), ts
+    return channel, ts
+
+
+@dataclass
+class Turn:
+    """One message's way through the worker: what each step found, for the steps after it."""
+
+    request: ConversationRequest
+    claim: replies.Claim
+    text: str = ""
+    user: User | None = None
+    channel: str = ""
+    placeholder_ts: str | None = None
+    thread_ts: str | None = None
+    key: str | None = None
+    thread: threads.ThreadState = field(default_factory=lambda: threads.ThreadState(key=""))
+    file_problems: list[str] = field(default_factory=list)
+    agents: list[AgentRecord] = field(default_factory=list)
+    route: Route | None = None
+    llm: LlmClient | None = None
+    agent_used: str | None = None
+    retriever: AudienceRetriever | None = None
+    answer: str = ""
+
+    def progress(self) -> Callable[[str], None]:
+        return thread_reply.Progress(self.channel, self.placeholder_ts) if self.placeholder_ts \
+            else (lambda _text: None)
 
 
 def process_message(request: ConversationRequest) -> None:
+    turn = _claim(request)
+    if turn is None or not _gate(turn):
+        return
+    _resolve_user(turn)
+    _post_placeholder(turn)
+    _open_thread(turn)
+    _read_files(turn)
+    _route(turn)
+    if not _may_route(turn):
+        return
+    _answer(turn)  # permission, then the agent
+    _reply(turn)
+    _remember(turn)
+    _answered(turn)
+
+
+def _claim(request: ConversationRequest) -> Turn | None:
+    """The request claimed (dedupe); None when a previous delivery already answered it."""
     claim = replies.claim(request)
     if claim.record.status == replies.Status.ANSWERED:
         logger.info("already answered; nothing posted", extra={"request_id": request.request_id})
-        return
-    if gate.admit(request).verdict is not gate.Verdict.ADMIT:  # bots: nothing; guests, over the limit: a note
-        replies.set_answered(claim.record, None, None)
-        return
-    identity = bot_identity()
-    text = strip_mention(request.text, identity.user_id)
-    user = resolve_slack_user(request.team_id, request.user_id,
-                              profile=lambda: fetch_profile(request.team_id, request.user_id))
-    channel, placeholder_ts = _placeholder(request, claim)
-    # A command's answer starts a thread: its placeholder's ts is the thread from now on.
-    thread_ts = request.thread_ts or placeholder_ts
-    key = thread_key(request.team_id, request.channel_id, thread_ts) if thread_ts else None
-    thread = threads.load_thread(key) if key else threads.ThreadState(key="")
-    if key and not thread.bot_replied:
-        threads.mark_bot_replied(key)
-    thread.bot_replied = True
-    file_problems: list[str] = []
-    if request.files:
-        progress = Progress(channel, placeholder_ts) if placeholder_ts else (lambda _text: None)
-        file_problems = read_shared_files(request.files, thread.files, progress)
-    agents = list_agents()
-    route = route_message(text, thread.sticky_agent, agents)
-    llm = get_llm_client()
-    agent_used: str | None = None
-    retriever: AudienceRetriever | None = None
-    if route.exit and not agent_mode.may_end(thread, request.user_id):  # only its starter ends agent mode
-        agent_mode.refuse_exit(request, thread, channel=channel, placeholder_ts=placeholder_ts)
-        replies.set_answered(claim.record, None, None)
-        return
+        return None
+    return Turn(request, claim)
+
+
+def _gate(turn: Turn) -> bool:
+    """Bots: nothing; guests, over the limit: a note (conversation.gate). Refused is answered."""
+    if gate.admit(turn.request).verdict is not gate.Verdict.ADMIT:
+        replies.set_answered(turn.claim.record, None, None)
+        return False
+    return True
+
+
+def _resolve_user(turn: Turn) -> None:
+    request = turn.request
+    turn.text = strip_mention(request.text, bot_identity().user_id)
+    turn.user = resolve_slack_user(request.team_id, request.user_id,
+                                   profile=lambda: gate.slack_profile(request.team_id, request.user_id))
+
+
+def _post_placeholder(turn: Turn) -> None:
+    turn.channel, turn.placeholder_ts = _placeholder(turn.request, turn.claim)
+
+
+def _open_thread(turn: Turn) -> None:
+    """Load the thread (a command's answer starts one: its placeholder's ts is the thread from now on)."""
+    request = turn.request
+    turn.thread_ts = request.thread_ts or turn.placeholder_ts
+    turn.key = thread_key(request.team_id, request.channel_id, turn.thread_ts) if turn.thread_ts else None
+    turn.thread = threads.load_thread(turn.key) if turn.key else threads.ThreadState(key="")
+    if turn.key and not turn.thread.bot_replied:
+        threads.mark_bot_replied(turn.key)
+    turn.thread.bot_replied = True
+
+
+def _read_files(turn: Turn) -> None:
+    if turn.request.files:
+        turn.file_problems = read_shared_files(turn.request.files, turn.thread.files, turn.progress())
+
+
+def _route(turn: Turn) -> None:
+    turn.agents = list_agents()
+    turn.route = route_message(turn.text, turn.thread.sticky_agent, turn.agents)
+    turn.llm = get_llm_client()
+
+
+def _may_route(turn: Turn) -> bool:
+    """Only whoever started agent mode ends it: anyone else is told so, and the request is answered."""
+    assert turn.route is not None
+    if turn.route.exit and not agent_mode.may_end(turn.thread, turn.request.user_id):
+        agent_mode.refuse_exit(turn.request, turn.thread, channel=turn.channel, placeholder_ts=turn.placeholder_ts)
+        replies.set_answered(turn.claim.record, None, None)
+        return False
+    return True
+
+
+def _answer(turn: Turn) -> None:
+    """Leave agent mode, or check permission (fail closed) and run the agent."""
+    route, user, llm = turn.route, turn.user, turn.llm
+    assert route is not None and user is not None and llm is not None
     if route.exit:
-        left = thread.sticky_agent
-        thread.sticky_agent = None
-        answer = f"Left **{left}** mode — back to the assistant." if left else "You are talking to the assistant."
+        left = turn.thread.sticky_agent
+        turn.thread.sticky_agent = None
+        turn.answer = f"Left **{left}** mode — back to the assistant." if left else "You are talking to the assistant."
     else:
-        record = agent_record(route.agent_name, agents)
+        record = agent_record(route.agent_name, turn.agents)
         decision = evaluate(record, user)
         if record is None or not decision.allowed:
             display = record.display_name if record is not None else route.agent_name
-            answer = (f"Sorry {user_name(user)}, you don't have access to **{display}** ({decision.reason}). "
-                      "Ask an InsightMesh admin to grant you access, or say `help` to see the agents you may use.")
+            turn.answer = (f"Sorry {user_name(user)}, you don't have access to **{display}** ({decision.reason}). "
+                           "Ask an InsightMesh admin to grant you access, or say `help` to see the agents you may use.")
             logger.info("denied", extra={"agent": route.agent_name, "reason": decision.reason})
         else:
-            agent_used = record.name
+            turn.agent_used = record.name
             # Who reads the reply decides what it may use: only the asker when it is answered
             # ephemerally (no placeholder), else everyone in the conversation (conversation.audience).
-            retriever = AudienceRetriever(request, str(user.user_id), private=placeholder_ts is None)
-            answer = _run_agent(request, route, record, user, thread, llm, channel, placeholder_ts, agents,
-                                retriever)
-    if file_problems:
-        answer += "\n\n" + "\n".join(f"_{problem}_" for problem in file_problems)
-    final = to_mrkdwn(answer)
-    if placeholder_ts is None:
-        _respond(request.response_url, final)
+            turn.retriever = AudienceRetriever(turn.request, str(user.user_id), private=turn.placeholder_ts is None)
+            turn.answer = _run_agent(turn.request, route, record, user, turn.thread, llm, turn.progress(),
+                                     turn.agents, turn.retriever)
+    if turn.file_problems:
+        turn.answer += "\n\n" + "\n".join(f"_{problem}_" for problem in turn.file_problems)
+
+
+def _reply(turn: Turn) -> None:
+    """The answer in place of the placeholder, or through the command's response_url."""
+    final = to_mrkdwn(turn.answer)
+    if turn.placeholder_ts is None:
+        _respond(turn.request.response_url, final)
     else:
-        answered = {"event_type": REPLY_EVENT_TYPE,
-                    "event_payload": {"request_id": request.request_id, "status": "answered"}}
-        call_slack(lambda c: c.chat_update(channel=channel, ts=placeholder_ts, text=final, metadata=answered,
-                                           blocks=reply_blocks(final, request.request_id,
-                                                               agent_mode=thread.sticky_agent)))
-    if key:
+        thread_reply.show_answer(turn.channel, turn.placeholder_ts, final, turn.request.request_id,
+                                 agent_mode=turn.thread.sticky_agent)
+
+
+def _remember(turn: Turn) -> None:
+    """Thread memory, sticky agent and agent state; the reply is posted, so a failed save is logged."""
+    route, llm = turn.route, turn.llm
+    assert route is not None and llm is not None
+    if turn.key:
+        thread = turn.thread
         if not route.exit:
-            thread.history, thread.summary = remember(thread.history, thread.summary, route.text or text,
-                                                      answer, llm)
-        thread.key = key
-        threads.save_thread_after_reply(thread)  # the reply is posted: a failed save is logged, not raised
-    replies.set_answered(claim.record, placeholder_ts, agent_used)
-    logger.info("answered", extra={"agent": agent_used, "route": route.by, "request_id": request.request_id})
-    if retriever is not None:
-        _offer_privately(request, channel, thread_ts, retriever)
+            thread.history, thread.summary = remember(thread.history, thread.summary, route.text or turn.text,
+                                                      turn.answer, llm)
+        thread.key = turn.key
+        threads.save_thread_after_reply(thread)
+
+
+def _answered(turn: Turn) -> None:
+    replies.set_answered(turn.claim.record, turn.placeholder_ts, turn.agent_used)
+    logger.info("answered", extra={"agent": turn.agent_used, "route": turn.route.by if turn.route else None,
+                                   "request_id": turn.request.request_id})
+    if turn.retriever is not None:
+        _offer_privately(turn.request, turn.channel, turn.thread_ts, turn.retriever)
 
 
 def _offer_privately(request: ConversationRequest, channel: str, thread_ts: str | None,
@@ -270,8 +293,8 @@ def _offer_privately(request: ConversationRequest, channel: str, thread_ts: str 
         logger.warning("private follow-up not posted", extra={"error": error.response.get("error")})
 
 
-def _run_agent(request: ConversationRequest, route: Any, record: AgentRecord, user: User,
-               thread: threads.ThreadState, llm: LlmClient, channel: str, placeholder_ts: str | None,
+def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, user: User,
+               thread: threads.ThreadState, llm: LlmClient, progress: Callable[[str], None],
                agents: Sequence[AgentRecord], retriever: AudienceRetriever) -> str:
     agent = implementation(record.name)
     if agent is None:
@@ -290,7 +313,7 @@ def _run_agent(request: ConversationRequest, route: Any, record: AgentRecord, us
         summary=thread.summary,
         state=dict(thread.agent_state.get(record.name) or {}),
         llm=RecordingLlm(llm, record.name, str(user.user_id)),
-        progress=Progress(channel, placeholder_ts) if placeholder_ts else (lambda _text: None),
+        progress=progress,
         usable_agents=usable,
         documents=shared_documents(thread.files),
         retrieve=retriever,
