@@ -48,7 +48,8 @@ def test_a_message_the_worker_never_manages_to_answer_gets_one_apology_with_its_
     # Every worker attempt posts (or reuses) its placeholder, then Slack answers its final
     # chat.update with HTTP 500: the worker fails, SQS redelivers, and after MAX_RECEIVES receives
     # moves the message to the DLQ. Only the worker's updates fail; the apology's edit goes through.
-    sandbox.fail("chat.update", "error", count=MAX_RECEIVES, status=500, error="internal_error")
+    # The client retries a 5xx on chat.update twice in-process, so each receive makes three calls.
+    sandbox.fail("chat.update", "error", count=MAX_RECEIVES * 3, status=500, error="internal_error")
     text = f"<@{slack.DEFAULT_BOT_USER_ID}> will you ever answer?"
     ts = sandbox.add_user_message(channel="C0DLQE2E", user="U0ALICE", text=text)["ts"]  # Slack has it
     body = slack.json_body(slack.event_callback(TEAM, slack.DEFAULT_APP_ID, slack.app_mention_event(
@@ -70,7 +71,7 @@ def test_a_message_the_worker_never_manages_to_answer_gets_one_apology_with_its_
     assert messages[0]["ts"] == apology[0]["ts"] and "Thinking" not in messages[0]["text"]
     assert "Sorry" in messages[0]["text"] and f"`{reference}`" in messages[0]["text"]
     failed_updates = [c for c in sandbox.calls("chat.update") if c["status"] == 500]
-    assert len(failed_updates) == MAX_RECEIVES
+    assert len(failed_updates) == MAX_RECEIVES * 3
 
     dynamodb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{dev.emulator_port}",
                             aws_access_key_id="testing", aws_secret_access_key="testing")

@@ -4,7 +4,8 @@
   fetched lazily: ``SLACK_BOT_TOKEN_SECRET_ID`` in AWS);
 * explicit timeout; HTTP 429 retried by slack_sdk's ``RateLimitErrorRetryHandler`` (which sleeps
   for ``Retry-After``) — each retry logged and counted per thread (``rate_limit_retries()``, so a
-  job can report how often it was throttled) — connection errors by its ``ConnectionErrorRetryHandler``;
+  job can report how often it was throttled) — connection errors by its ``ConnectionErrorRetryHandler``,
+  and 5xx twice with backoff for the idempotent methods only (:class:`IdempotentServerErrorRetryHandler`);
 * ``call_slack`` puts every call behind the ``slack`` circuit breaker, so a Slack outage fails
   fast instead of holding every worker for its full timeout.
 """
@@ -19,7 +20,11 @@ from typing import Final, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_handlers import ConnectionErrorRetryHandler, RateLimitErrorRetryHandler
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
@@ -39,6 +44,35 @@ _stale = False  # set by reset(): the next client reads the token past the secre
 _retries = threading.local()  # .count: 429s this thread's calls retried
 
 
+# Methods that change nothing, or set a message to a given state: sending one twice shows nothing
+# twice. chat.postMessage and chat.postEphemeral are not here — a 5xx may hide a message Slack did
+# post, and the worker recovers those by their metadata instead (conversation.replies).
+IDEMPOTENT_METHODS: Final = frozenset({
+    "auth.test", "chat.update", "chat.delete", "conversations.info", "conversations.members",
+    "conversations.replies", "users.info", "users.list",
+})
+SERVER_ERRORS: Final = frozenset({500, 502, 503, 504})
+
+
+def _method(request: HttpRequest) -> str:
+    return request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+class IdempotentServerErrorRetryHandler(ServerErrorRetryHandler):
+    """Slack's 5xx retried with backoff, for :data:`IDEMPOTENT_METHODS` only: one failed
+    chat.update would otherwise fail the request and hold its whole thread on the queue until the
+    visibility timeout."""
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest, response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        if response is None or response.status_code not in SERVER_ERRORS or _method(request) not in IDEMPOTENT_METHODS:
+            return False
+        get_logger().warning("slack server error; retrying", extra={"slack_method": _method(request),
+                                                                     "status": response.status_code,
+                                                                     "attempt": state.current_attempt + 1})
+        return True
+
+
 class ObservedRateLimitRetryHandler(RateLimitErrorRetryHandler):
     """slack_sdk's 429 handler (it sleeps for ``Retry-After``), plus a log line and a per-thread
     count of every retry it makes."""
@@ -49,7 +83,7 @@ class ObservedRateLimitRetryHandler(RateLimitErrorRetryHandler):
             values = next((value for name, value in response.headers.items() if name.lower() == "retry-after"), [])
             retry_after = values[0] if values else None  # slack_sdk keeps every header as a list
             _retries.count = rate_limit_retries() + 1
-            method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+            method = _method(request)
             get_logger().warning("slack rate limited; retrying after Retry-After",
                                  extra={"slack_method": method, "retry_after": retry_after,
                                         "attempt": state.current_attempt + 1})
@@ -106,6 +140,7 @@ def get_slack_client() -> WebClient:
                 retry_handlers=[
                     ConnectionErrorRetryHandler(max_retry_count=2),
                     ObservedRateLimitRetryHandler(max_retry_count=3),
+                    IdempotentServerErrorRetryHandler(max_retry_count=2),
                 ],
             )
         return _client
