@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from insightmesh.job_contract import JobResult
@@ -46,6 +46,12 @@ class RecordingContext:
         value = json.loads(json.dumps(dict(data)))  # JSON-serialisable, as the runner requires
         self.checkpoints.append(value)
         self.saved = value
+
+    def credential_token(self, credential_id: str, *, required_scopes: Sequence[str]) -> str:
+        """As the runner does: the stored credential's token, through insightmesh.credentials."""
+        from insightmesh.credentials.service import google_access_token
+
+        return google_access_token(credential_id, required_scopes=tuple(required_scopes))
 
 
 def run(job: Any, context: RecordingContext) -> JobResult:

@@ -265,6 +265,21 @@ def test_a_queued_run_of_a_deleted_job_is_cancelled(jobs: Any) -> None:
     assert run.status == "cancelled" and run.job.exists is False and run.job.name is None
 
 
+def test_a_run_now_batch_reports_only_the_records_not_processed(jobs: Any) -> None:
+    """Powertools' partial batch response: the good record runs, the unreadable ones are failed (so SQS
+    delivers them again), and a batch where every record fails is still answered, not raised."""
+    job = create(jobs)
+    queued = jobs.service.run_now(job.job_id, actor=ADMIN, request_id="r")
+    message = boto3.client("sqs").receive_message(QueueUrl=jobs.queue_url)["Messages"][0]
+    records = [{"messageId": message["MessageId"], "body": message["Body"]},
+               {"messageId": "not-json", "body": "{"}, {"messageId": "no-run-id", "body": "{}"}]
+    result = jobs.runner.handle({"Records": records}, FakeLambdaContext(600_000))
+    assert result == {"batchItemFailures": [{"itemIdentifier": "not-json"}, {"itemIdentifier": "no-run-id"}]}
+    assert jobs.service.get_run(queued.run_id).status == "succeeded"
+    every = jobs.runner.handle({"Records": records[1:]}, FakeLambdaContext(600_000))
+    assert every == {"batchItemFailures": [{"itemIdentifier": "not-json"}, {"itemIdentifier": "no-run-id"}]}
+
+
 def test_a_run_that_cannot_be_queued_is_recorded_failed(jobs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     job = create(jobs)
     monkeypatch.setenv("JOB_QUEUE_URL", jobs.queue_url + "-missing")

@@ -301,7 +301,6 @@ KNOWN_VIOLATIONS: Final = (
     "audit/log.py: audit (platform) imports insightmesh.auth.principal (domain): upward",
     "directory/admin_tools.py: directory imports insightmesh.auth.principal: sideways, and the pair is not in SIDEWAYS",
     "directory/permissions.py: directory imports insightmesh.agents.catalog: sideways, and the pair is not in SIDEWAYS",
-    "google_api.py: google_api (platform) imports insightmesh.credentials.service (domain): upward",
     "slack/files.py: slack imports insightmesh.knowledge.extract: sideways, and the pair is not in SIDEWAYS",
     "cycle between contexts: agents, audit, auth, credentials, directory, google_api, knowledge, slack",
 )

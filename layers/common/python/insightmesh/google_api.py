@@ -18,14 +18,14 @@ transport bypasses the layer's resilience.
 * **Bodies are read with a cap**: a download larger than ``max_bytes`` is abandoned after
   ``max_bytes + 1`` bytes (or at once from ``Content-Length``) and raises :class:`ContentTooLarge`.
 
-The access token comes from a stored credential through
-:func:`insightmesh.credentials.service.google_access_token` (:func:`google_access_token`), or from
-any :class:`AccessTokenProvider` a test injects.
+The access token comes from the caller (an :class:`AccessTokenProvider`): a job type's is its
+context's ``credential_token`` (the runner resolves the stored credential), or one a test injects.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -82,13 +82,10 @@ class AccessTokenProvider(Protocol):
     def __call__(self, credential_id: str, *, required_scopes: Sequence[str]) -> str: ...
 
 
-def google_access_token(credential_id: str, *, required_scopes: Sequence[str]) -> str:
-    """The stored credential's access token (``insightmesh.credentials.service``, imported on use:
-    only the function that runs a Google job loads the credentials code). Its errors
-    (``CredentialError``: not found, scope missing, expired or revoked) fail the run."""
-    from insightmesh.credentials.service import google_access_token as stored_credential_token
 
-    return stored_credential_token(credential_id, required_scopes=tuple(required_scopes))
+def api_url(variable: str, default: str) -> str:
+    """An API's base URL: the environment variable ``variable`` (a stand-in locally), else ``default``."""
+    return (os.environ.get(variable) or default).rstrip("/")
 
 
 # -- the client and the breakers -------------------------------------------------------------------

@@ -45,9 +45,10 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from insightmesh.aws import LambdaContextLike, put_if_absent
+from insightmesh.clock import utc_now
 from insightmesh.job_contract import JobParameters, JobResult
 from insightmesh.jobs import schedules
-from insightmesh.jobs.models import FINISHED, RUN_KIND, Job, JobState, TaskRun, created_sort, retention, utc_now
+from insightmesh.jobs.models import FINISHED, RUN_KIND, Job, JobState, TaskRun, created_sort, retention
 from insightmesh.jobs.registry import job_type
 from insightmesh.observability import bind_correlation_id, get_logger, redact, redact_text
 

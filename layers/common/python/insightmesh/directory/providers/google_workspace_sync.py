@@ -33,7 +33,7 @@ breaker and a bounded retry policy (HTTP 429, 5xx, Google's ``rateLimitExceeded`
 again once (it may have been refreshed since) and repeats the call; a second 401 fails the run with
 :class:`~insightmesh.google_api.GoogleAuthError`. Base URL: ``GOOGLE_DIRECTORY_API_URL``
 (default https://admin.googleapis.com). The token comes from the credential ``credential_id``
-through ``insightmesh.credentials.service.google_access_token`` (injectable:
+through the job context's ``credential_token`` (the runner's stored credential; injectable:
 ``GoogleWorkspaceSync(token_provider=...)``).
 
 **Checkpoints** (after each users page, each group, each groups page and each removed group):
@@ -53,20 +53,19 @@ that could not be named or written.
 from __future__ import annotations
 
 import hashlib
-import json
-import os
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar, Final, cast
+from typing import Any, ClassVar, Final
 from urllib.parse import quote
 
 import httpx
 from pydantic import Field, field_validator
 from pynamodb.exceptions import PutError
 
+from insightmesh.clock import utc_now
 from insightmesh.directory.email_users import claim_key
 from insightmesh.directory.models import (
     GROUP_KIND,
@@ -78,7 +77,6 @@ from insightmesh.directory.models import (
     identity_key,
     normalize_domain,
     normalize_email,
-    utc_now,
 )
 from insightmesh.directory.sync import ProviderUser, SyncProgress, sync_users
 from insightmesh.directory.users import SYSTEM_ACTOR
@@ -89,11 +87,18 @@ from insightmesh.google_api import (
     GoogleApi,
     GoogleApiError,
     api_breaker,
-    google_access_token,
+    api_url,
     http_client,
 )
 from insightmesh.google_api import GoogleAuthError as GoogleAuthError  # re-exported: a refused token's error
-from insightmesh.job_contract import JobContext, JobParameters, JobResult
+from insightmesh.job_contract import (
+    JobContext,
+    JobParameters,
+    JobResult,
+    checkpoint_matches,
+    load_counts,
+    parameters_fingerprint,
+)
 from insightmesh.observability import get_logger
 from insightmesh.resilience import CircuitBreaker, Timeouts
 
@@ -144,10 +149,6 @@ def required_scopes(parameters: GoogleWorkspaceSyncParameters) -> tuple[str, ...
 
 
 # -- the Directory API ------------------------------------------------------------------------------
-
-
-def api_url() -> str:
-    return (os.environ.get(API_URL_VARIABLE) or DEFAULT_API_URL).rstrip("/")
 
 
 class DirectoryApi(GoogleApi):
@@ -235,16 +236,6 @@ class _GroupCounts:
     members_skipped: int = 0  # GROUP / CUSTOMER members (nested members come derived)
 
 
-def _load(cls: type[Any], data: Any) -> Any:
-    given = data if isinstance(data, Mapping) else {}
-    return cls(**{name: int(given.get(name, 0)) for name in asdict(cls())})
-
-
-def _fingerprint(parameters: JobParameters) -> str:
-    canonical = json.dumps(parameters.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
-
 class _Stopped(Exception):
     """should_stop() said so in the groups phase (unwinds to run(), which saves and returns)."""
 
@@ -284,13 +275,13 @@ class _State:
                    fingerprint=str(saved["parameters"]), phase=str(saved.get("phase") or "users"),
                    cursor=str(saved.get("cursor") or "") or None, listing_done=bool(saved.get("listing_done")),
                    pages_done=int(saved.get("pages_done") or 0),
-                   progress=cast(SyncProgress, _load(SyncProgress, saved.get("progress"))),
-                   users=cast(_UserCounts, _load(_UserCounts, saved.get("counts"))),
+                   progress=load_counts(SyncProgress, saved.get("progress")),
+                   users=load_counts(_UserCounts, saved.get("counts")),
                    users_swept=bool(saved.get("users_swept")),
                    groups_cursor=str(saved.get("groups_cursor") or "") or None,
                    groups_done=[str(item) for item in done] if isinstance(done, list) else [],
                    groups_pages_done=int(saved.get("groups_pages_done") or 0),
-                   groups=cast(_GroupCounts, _load(_GroupCounts, saved.get("group_counts"))))
+                   groups=load_counts(_GroupCounts, saved.get("group_counts")))
 
 
 # -- the job ----------------------------------------------------------------------------------------
@@ -310,7 +301,7 @@ class GoogleWorkspaceSync:
     def __init__(self, token_provider: AccessTokenProvider | None = None, *, http: httpx.Client | None = None,
                  base_url: str | None = None, breaker: CircuitBreaker | None = None,
                  sleep: Callable[[float], None] = time.sleep) -> None:
-        self.token_provider: AccessTokenProvider = token_provider or google_access_token
+        self.token_provider: AccessTokenProvider | None = token_provider  # None: the context's
         self.http = http
         self.base_url = base_url
         self.breaker = breaker
@@ -329,16 +320,17 @@ class _Run:
             else GoogleWorkspaceSyncParameters.model_validate(given.model_dump())
         self.context = context
         parameters = self.parameters
+        tokens: AccessTokenProvider = job.token_provider or context.credential_token
         self.api = DirectoryApi(
-            base_url=job.base_url or api_url(),
-            token=lambda: job.token_provider(parameters.credential_id, required_scopes=required_scopes(parameters)),
+            base_url=job.base_url or api_url(API_URL_VARIABLE, DEFAULT_API_URL),
+            token=lambda: tokens(parameters.credential_id, required_scopes=required_scopes(parameters)),
             http=job.http or http_client(),
             breaker=job.breaker or api_breaker(BREAKER),
             sleep=job.sleep)
         self.now: datetime = utc_now()
         self.scope = parameters.domain or parameters.customer
         self.state = _State(sync_run_id=context.run_id.replace("#", "-") or "run", scope=self.scope,
-                            fingerprint=_fingerprint(parameters))
+                            fingerprint=parameters_fingerprint(parameters))
         self.resumed = False
         self.complete = False
         self._retries_base = (0, 0)
@@ -367,8 +359,8 @@ class _Run:
     def _restore(self, saved: Mapping[str, Any] | None) -> None:
         if not saved:
             return
-        if (saved.get("version") != CHECKPOINT_VERSION or not saved.get("sync_run_id")
-                or saved.get("scope") != self.scope or saved.get("parameters") != self.state.fingerprint):
+        if not checkpoint_matches(saved, version=CHECKPOINT_VERSION, fingerprint=self.state.fingerprint,
+                                  present=("sync_run_id",), scope=self.scope):
             get_logger().warning("google workspace sync checkpoint not resumable (other parameters or format); "
                                  "starting over", extra={"scope": self.scope})
             return

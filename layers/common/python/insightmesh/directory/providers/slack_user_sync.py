@@ -35,8 +35,6 @@ accepts (``invalid_cursor``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Final
@@ -46,7 +44,14 @@ from slack_sdk.errors import SlackApiError
 
 from insightmesh.directory.models import normalize_domain, normalize_email
 from insightmesh.directory.sync import ProviderUser, SyncProgress, SyncReport, sync_users
-from insightmesh.job_contract import JobContext, JobParameters, JobResult
+from insightmesh.job_contract import (
+    JobContext,
+    JobParameters,
+    JobResult,
+    checkpoint_matches,
+    load_counts,
+    parameters_fingerprint,
+)
 from insightmesh.observability import get_logger
 from insightmesh.slack.client import call_slack, rate_limit_retries
 
@@ -86,25 +91,8 @@ class _Counts:
         for name, value in asdict(other).items():
             setattr(self, name, getattr(self, name) + value)
 
-    @classmethod
-    def load(cls, data: Any) -> _Counts:
-        given = data if isinstance(data, Mapping) else {}
-        return cls(**{name: int(given.get(name, 0)) for name in asdict(cls())})
-
-
 def progress_dict(progress: SyncProgress) -> dict[str, int]:
     return asdict(progress)
-
-
-def load_progress(data: Any) -> SyncProgress:
-    given = data if isinstance(data, Mapping) else {}
-    return SyncProgress(**{name: int(given.get(name, 0)) for name in asdict(SyncProgress())})
-
-
-def parameters_fingerprint(parameters: JobParameters) -> str:
-    """A short digest of the parameters: a checkpoint of other parameters is not resumed."""
-    canonical = json.dumps(parameters.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 def sync_run_id_for(run_id: str) -> str:
@@ -226,10 +214,10 @@ class SlackUserSync:
                            domains=frozenset(parameters.email_domains))
         sync_run_id, start = sync_run_id_for(context.run_id), SyncProgress()
         if saved is not None:
-            sync_run_id, start = str(saved["sync_run_id"]), load_progress(saved.get("progress"))
+            sync_run_id, start = str(saved["sync_run_id"]), load_counts(SyncProgress, saved.get("progress"))
             listing.cursor = str(saved.get("cursor") or "") or None
             listing.pages_done = int(saved.get("pages_done") or 0)
-            listing.committed = _Counts.load(saved.get("counts"))
+            listing.committed = load_counts(_Counts, saved.get("counts"))
             listing.listing_done = bool(saved.get("listing_done"))
             if not listing.listing_done:
                 try:
@@ -291,8 +279,8 @@ def _usable_checkpoint(saved: Mapping[str, Any] | None, *, team_id: str, fingerp
     """The checkpoint to resume from, if it is this job's kind, workspace and parameters."""
     if not saved:
         return None
-    if (saved.get("version") != CHECKPOINT_VERSION or not saved.get("sync_run_id")
-            or saved.get("team_id") != team_id or saved.get("parameters") != fingerprint):
+    if not checkpoint_matches(saved, version=CHECKPOINT_VERSION, fingerprint=fingerprint, present=("sync_run_id",),
+                              team_id=team_id):
         get_logger().warning("slack user sync checkpoint not resumable (other workspace, parameters or format); "
                              "starting over", extra={"team_id": team_id})
         return None

@@ -6,7 +6,6 @@ Base URL: ``GOOGLE_DRIVE_API_URL`` (default https://www.googleapis.com).
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -42,10 +41,6 @@ PERMISSION_FIELDS: Final = "permissions(type,role,emailAddress,domain,deleted,al
 FILE_FIELDS: Final = ("id,name,mimeType,modifiedTime,size,webViewLink,md5Checksum,version,trashed,"
                       f"{PERMISSION_FIELDS},owners(emailAddress),driveId,parents")
 LIST_FIELDS: Final = f"nextPageToken,files({FILE_FIELDS})"
-
-
-def api_url() -> str:
-    return (os.environ.get(API_URL_VARIABLE) or DEFAULT_API_URL).rstrip("/")
 
 
 def parents_query(folder_id: str) -> str:

@@ -23,8 +23,8 @@ Every call goes through :mod:`insightmesh.google_api` (shared with ``google_work
 one process-wide httpx client, the ``google_drive`` circuit breaker, bounded retries of 429, 5xx and
 the ``userRateLimitExceeded``/``rateLimitExceeded`` 403s with backoff honouring ``Retry-After``
 (``http_retries`` in the summary), and one token refetch on a 401 (a second 401 fails the run with
-``GoogleAuthError``). The token comes from ``insightmesh.credentials.service.google_access_token``
-(injectable: ``GdriveIngest(token_provider=...)``).
+``GoogleAuthError``). The token comes from the job context's ``credential_token`` (the runner's stored credential;
+injectable: ``GdriveIngest(token_provider=...)``).
 
 **What it writes.** Each file becomes a :class:`~insightmesh.knowledge.base.SourceDocument`
 (``document_id = "gdrive:<file id>"``, ``source = "gdrive:<folder_id or file_id>"``, the file's name,
@@ -106,14 +106,22 @@ from insightmesh.google_api import (
     GoogleApiError,
     Reply,
     api_breaker,
-    google_access_token,
+    api_url,
     http_client,
 )
-from insightmesh.job_contract import JobContext, JobParameters, JobResult
+from insightmesh.job_contract import (
+    JobContext,
+    JobParameters,
+    JobResult,
+    checkpoint_matches,
+    parameters_fingerprint,
+)
 from insightmesh.knowledge.base import IngestReport, SourceDocument
 from insightmesh.knowledge.sources.gdrive.acl import acl_principals
 from insightmesh.knowledge.sources.gdrive.drive_api import (
+    API_URL_VARIABLE,
     BREAKER,
+    DEFAULT_API_URL,
     DRIVE_ID_PATTERN,
     DRIVE_ID_RE,
     DRIVE_SCOPE,
@@ -122,7 +130,6 @@ from insightmesh.knowledge.sources.gdrive.drive_api import (
     GOOGLE_PREFIX,
     MAX_PAGE_SIZE,
     DriveApi,
-    api_url,
     parse_time,
 )
 from insightmesh.knowledge.sources.gdrive.state import (
@@ -130,7 +137,6 @@ from insightmesh.knowledge.sources.gdrive.state import (
     MAX_SWEEP_DOCUMENTS,
     State,
     digest,
-    fingerprint,
 )
 from insightmesh.observability import get_logger
 from insightmesh.resilience import CircuitBreaker
@@ -267,7 +273,7 @@ class GdriveIngest:
     def __init__(self, token_provider: AccessTokenProvider | None = None, *, http: httpx.Client | None = None,
                  base_url: str | None = None, breaker: CircuitBreaker | None = None,
                  sleep: Callable[[float], None] = time.sleep, knowledge: Knowledge | None = None) -> None:
-        self.token_provider: AccessTokenProvider = token_provider or google_access_token
+        self.token_provider: AccessTokenProvider | None = token_provider  # None: the context's
         self.http = http
         self.base_url = base_url
         self.breaker = breaker
@@ -288,12 +294,14 @@ class _Run:
         self.context = context
         self.knowledge = job.knowledge
         credential_id = self.parameters.credential_id
+        tokens: AccessTokenProvider = job.token_provider or context.credential_token
         self.api = DriveApi(
-            base_url=job.base_url or api_url(),
-            token=lambda: job.token_provider(credential_id, required_scopes=(DRIVE_SCOPE,)),
+            base_url=job.base_url or api_url(API_URL_VARIABLE, DEFAULT_API_URL),
+            token=lambda: tokens(credential_id, required_scopes=(DRIVE_SCOPE,)),
             http=job.http or http_client(), breaker=job.breaker or api_breaker(BREAKER), sleep=job.sleep)
         self.source = SOURCE_PREFIX + self.parameters.root_id
-        self.state = State(fingerprint=fingerprint(self.parameters), source=self.source, run_id=context.run_id)
+        self.state = State(fingerprint=parameters_fingerprint(self.parameters), source=self.source,
+                           run_id=context.run_id)
         self.resumed = False
         self.complete = False
         self.swept = False
@@ -337,8 +345,8 @@ class _Run:
     def _restore(self, saved: Mapping[str, Any] | None) -> None:
         if not saved:
             return
-        if (saved.get("version") != CHECKPOINT_VERSION or saved.get("parameters") != self.state.fingerprint
-                or saved.get("source") != self.source or saved.get("finished")):
+        if (not checkpoint_matches(saved, version=CHECKPOINT_VERSION, fingerprint=self.state.fingerprint,
+                                   source=self.source) or saved.get("finished")):
             self.log.warning("google drive ingestion checkpoint not resumable (other parameters, format, or a "
                              "finished run); starting over", extra={"source": self.source})
             return

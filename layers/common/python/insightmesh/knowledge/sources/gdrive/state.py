@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
-from insightmesh.job_contract import JobParameters
+from insightmesh.job_contract import load_counts
 from insightmesh.knowledge.base import IngestReport
 
 CHECKPOINT_VERSION: Final = 1
@@ -64,16 +63,6 @@ class Counts:
         for name in ("seen", "new", "changed", "unchanged", "failed", "chunks_written"):
             setattr(self, name, getattr(self, name) + int(getattr(report, name)))
 
-    @classmethod
-    def load(cls, data: Any) -> Counts:
-        given = data if isinstance(data, Mapping) else {}
-        return cls(**{item.name: int(given.get(item.name) or 0) for item in fields(cls)})
-
-
-def fingerprint(parameters: JobParameters) -> str:
-    canonical = json.dumps(parameters.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
-
 
 @dataclass
 class State:
@@ -113,7 +102,7 @@ class State:
                    page_token=str(saved["page_token"]) if saved.get("page_token") else None,
                    page=int(saved.get("page") or 1),
                    done=[str(item) for item in done] if isinstance(done, list) else [],
-                   counts=Counts.load(saved.get("counts")),
+                   counts=load_counts(Counts, saved.get("counts")),
                    errors={str(k): str(v) for k, v in errors.items()} if isinstance(errors, Mapping) else {},
                    candidates=unpack(candidates) if isinstance(candidates, str) else None,
                    sweep_skipped=str(saved["sweep_skipped"]) if saved.get("sweep_skipped") else None)
