@@ -693,15 +693,16 @@ def test_email_prefix_search_is_one_query_on_the_index_whatever_the_number_of_us
 
 
 def test_every_writer_of_a_user_sets_its_email_initial(api: Api) -> None:
-    from insightmesh.auth import oidc
-    from insightmesh.directory import admin_tools
+    from insightmesh.auth.login import user_for_claims
+    from insightmesh.directory.email_users import find_or_create_user_by_email
     from insightmesh.directory.models import User
     from insightmesh.directory.sync import ProviderUser, sync_users
-    from insightmesh.directory.users import SlackProfile, resolve_slack_user
+    from insightmesh.directory.users import resolve_slack_user
+    from insightmesh.slack.profiles import SlackProfile
 
     slack = resolve_slack_user("T1", "U1", profile=lambda: SlackProfile(display_name="S", email="Slack@X.example"))
-    cli = admin_tools.find_or_create_user_by_email("Cli@X.example", create=True)
-    signed_in = oidc._find_or_create_user("sso@x.example", {"name": "Sso"})
+    cli = find_or_create_user_by_email("Cli@X.example", added_by="cli")
+    signed_in = user_for_claims("sso@x.example", {"name": "Sso"})
     sync_users("google", [[ProviderUser(provider_user_id="g-1", email="Google@X.example", display_name="G")]],
                run_id="run-1")
     synced = next(User.by_email.query("google@x.example"))

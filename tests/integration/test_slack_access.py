@@ -24,6 +24,7 @@ from insightmesh.directory.models import Identity, Membership, User
 from insightmesh.directory.users import ALL_USERS, slack_identity_key
 from insightmesh.llm import offline
 from insightmesh.slack import client as slack_client
+from insightmesh.slack import profiles
 from insightmesh_local.slack_sandbox import SlackSandbox
 from tests.integration.admin_fixtures import DYNAMO_CALLS, template_tables
 
@@ -50,14 +51,14 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSandbox]:
         monkeypatch.delenv("SLACK_GUEST_POLICY", raising=False)
         monkeypatch.delenv("SLACK_USER_RATE_LIMIT_PER_MINUTE", raising=False)
         slack_client.reset_for_tests()
-        gate.clear_cache()
+        profiles.clear_cache()
         workspaces.clear_cache()
         try:
             yield sandbox
         finally:
             sandbox.stop()
             slack_client.reset_for_tests()
-            gate.clear_cache()
+            profiles.clear_cache()
             workspaces.clear_cache()
 
 
@@ -105,7 +106,7 @@ def test_a_bot_or_app_user_is_never_answered(env: SlackSandbox, monkeypatch: pyt
                                             flags: dict[str, bool]) -> None:
     env.add_users({"id": "U0HELPER1", "name": "helper", **flags})
     if flags.get("is_app_user"):
-        monkeypatch.setattr(gate, "profile_from_user", _with_app_user(gate.profile_from_user))
+        monkeypatch.setattr(profiles, "profile_from_user", _with_app_user(profiles.profile_from_user))
     calls = llm_calls(monkeypatch)
 
     worker.process(message("U0HELPER1", "hello"))

@@ -1,5 +1,5 @@
 """users.info user objects (the shapes of Slack's reference) → who is a bot, a guest, an outsider —
-insightmesh.conversation.gate.profile_from_user and SlackProfile.is_outsider."""
+insightmesh.slack.profiles.profile_from_user and SlackProfile.is_outsider."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from insightmesh.conversation.gate import profile_from_user
+from insightmesh.slack.profiles import profile_from_user
 
 TEAM = "T123ABC456"
 

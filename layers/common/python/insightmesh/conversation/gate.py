@@ -2,8 +2,8 @@
 
 For a message or a slash command, in this order:
 
-1. **Bots and apps are never answered.** ``users.info`` (cached per process for
-   :data:`PROFILE_CACHE_SECONDS`) saying ``is_bot`` or ``is_app_user`` — or the user being Slackbot
+1. **Bots and apps are never answered.** ``users.info`` (:func:`insightmesh.slack.profiles.slack_profile`,
+   cached per process) saying ``is_bot`` or ``is_app_user`` — or the user being Slackbot
    — means nothing is posted at all (fail closed: the ingress already ignores bot messages; this
    catches the ones that slip through).
 2. **Guests and outsiders.** Slack guests (``is_restricted``, ``is_ultra_restricted``) and people of
@@ -21,11 +21,9 @@ Refusals are ephemeral (``chat.postEphemeral``, or the command's Slack ``respons
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import httpx
 from pydantic import Field
@@ -36,22 +34,18 @@ from insightmesh.api.errors import RateLimitedError
 from insightmesh.api.ratelimit import RateLimiter
 from insightmesh.config import load_settings
 from insightmesh.conversation.requests import ConversationRequest, RequestKind
-from insightmesh.directory.users import SlackProfile
 from insightmesh.observability import get_logger
 from insightmesh.slack.client import call_slack
 from insightmesh.slack.events import SLACKBOT_USER_ID
+from insightmesh.slack.profiles import SlackProfile, slack_profile
 from insightmesh.slack.urls import slack_response_url
 
-PROFILE_CACHE_SECONDS: Final = 300.0
-PROFILE_CACHE_SIZE: Final = 5000
 GUEST_REFUSAL: Final = ("Sorry, InsightMesh isn't available to guests or people outside this workspace. "
                         "Ask a workspace admin if you think you should have access.")
 RATE_REFUSAL: Final = ("You're sending me requests faster than I can keep up with (at most {limit} a minute). "
                        "Please wait a minute and ask again.")
 
 logger = get_logger("conversation_worker")
-_profiles: dict[str, tuple[float, SlackProfile | None]] = {}
-_lock = threading.Lock()
 
 
 class GateSettings(BaseSettings):
@@ -74,56 +68,6 @@ class Gate:
     verdict: Verdict
     reason: str
     profile: SlackProfile | None = None
-
-
-def profile_from_user(user: Any) -> SlackProfile:
-    """users.info's ``user`` object → :class:`SlackProfile`."""
-    given = user if isinstance(user, dict) else {}
-    profile = given.get("profile") or {}
-    enterprise: Any = given.get("enterprise_user")
-    teams: Any = enterprise.get("teams") if isinstance(enterprise, dict) else None
-    if not isinstance(teams, list):
-        teams = []
-    return SlackProfile(
-        display_name=profile.get("display_name") or given.get("name"),
-        real_name=profile.get("real_name") or given.get("real_name"),
-        email=profile.get("email"),
-        is_bot=bool(given.get("is_bot") or given.get("is_workflow_bot")) or given.get("id") == SLACKBOT_USER_ID,
-        org_team_ids=tuple(str(team) for team in teams),
-        is_app_user=bool(given.get("is_app_user")),
-        is_restricted=bool(given.get("is_restricted")),
-        is_ultra_restricted=bool(given.get("is_ultra_restricted")),
-        is_stranger=bool(given.get("is_stranger")),
-        team_id=str(given.get("team_id") or "") or None,
-    )
-
-
-def slack_profile(team_id: str, slack_user_id: str) -> SlackProfile | None:
-    """What ``users.info`` says about the user (cached). ``None`` when Slack refuses to describe
-    them (``user_not_found``, ...): :func:`admit` treats that as an outsider. Slack outages (5xx,
-    429 after slack_sdk's own retries, an open breaker) propagate, so the message is retried
-    rather than refused."""
-    key = f"{team_id}:{slack_user_id}"
-    now = time.monotonic()
-    with _lock:
-        cached = _profiles.get(key)
-    if cached is not None and now - cached[0] < PROFILE_CACHE_SECONDS:
-        return cached[1]
-    try:
-        response = call_slack(lambda client: client.users_info(user=slack_user_id))
-        found: SlackProfile | None = profile_from_user(response.get("user"))
-    except SlackApiError as error:
-        status = getattr(error.response, "status_code", 200)
-        if status >= 500 or status == 429:  # Slack unwell or busy: retry the message, refuse no one
-            raise
-        logger.warning("users.info refused; the user is treated as an outsider",
-                       extra={"error": error.response.get("error")})
-        found = None
-    with _lock:
-        if len(_profiles) >= PROFILE_CACHE_SIZE:
-            _profiles.clear()
-        _profiles[key] = (time.monotonic(), found)
-    return found
 
 
 def admit(request: ConversationRequest) -> Gate:
@@ -167,8 +111,3 @@ def tell(request: ConversationRequest, text: str) -> None:
         logger.info("ephemeral refused; answering through response_url",
                     extra={"error": error.response.get("error")})
         httpx.post(response_url, json={"response_type": "ephemeral", "text": text}, timeout=10).raise_for_status()
-
-
-def clear_cache() -> None:
-    with _lock:
-        _profiles.clear()

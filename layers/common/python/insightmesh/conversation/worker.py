@@ -42,6 +42,7 @@ from insightmesh.observability import get_logger
 from insightmesh.slack import thread_reply
 from insightmesh.slack.client import bot_identity, call_slack
 from insightmesh.slack.formatting import to_mrkdwn
+from insightmesh.slack.profiles import slack_profile
 from insightmesh.slack.urls import is_slack_response_url
 
 logger = get_logger("conversation_worker")
@@ -182,7 +183,7 @@ def _resolve_user(turn: Turn) -> None:
     request = turn.request
     turn.text = strip_mention(request.text, bot_identity().user_id)
     turn.user = resolve_slack_user(request.team_id, request.user_id,
-                                   profile=lambda: gate.slack_profile(request.team_id, request.user_id))
+                                   profile=lambda: slack_profile(request.team_id, request.user_id))
 
 
 def _post_placeholder(turn: Turn) -> None:

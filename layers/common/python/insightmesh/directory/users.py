@@ -15,23 +15,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Final
 
 from pynamodb.exceptions import PynamoDBException
 
 from insightmesh.aws import put_if_absent
-from insightmesh.directory.models import (
-    GROUP_KIND,
-    Group,
-    Identity,
-    Membership,
-    User,
-    identity_key,
-    normalize_email,
-    utc_now,
-)
+from insightmesh.clock import utc_now
+from insightmesh.directory.models import GROUP_KIND, Group, Identity, Membership, User, identity_key, normalize_email
 from insightmesh.observability import get_logger
+from insightmesh.slack.profiles import SlackProfile
 
 ALL_USERS: Final = "all_users"
 SLACK_PROVIDER: Final = "slack"
@@ -41,28 +33,6 @@ SYSTEM_ACTOR: Final = "system"  # ``added_by`` of memberships the assistant adds
 SYSTEM_GROUPS: Final[dict[str, str]] = {
     ALL_USERS: "Everyone who has talked to the assistant.",
 }
-
-
-@dataclass(frozen=True)
-class SlackProfile:
-    """What Slack's ``users.info`` says about a user; every field may be unknown."""
-
-    display_name: str | None = None
-    real_name: str | None = None
-    email: str | None = None
-    is_bot: bool = False
-    is_app_user: bool = False
-    is_restricted: bool = False  # a multi-channel guest
-    is_ultra_restricted: bool = False  # a single-channel guest
-    is_stranger: bool = False  # from another workspace, met in a Slack Connect channel
-    team_id: str | None = None  # the user's own workspace
-    org_team_ids: tuple[str, ...] = ()  # Enterprise Grid: every workspace of the org the user belongs to
-
-    def is_outsider(self, workspace_team_id: str) -> bool:
-        """A guest, or someone whose home is not ``workspace_team_id`` (Slack Connect, external)."""
-        elsewhere = (self.team_id is not None and self.team_id != workspace_team_id
-                     and workspace_team_id not in self.org_team_ids)
-        return self.is_restricted or self.is_ultra_restricted or self.is_stranger or elsewhere
 
 
 ProfileFetcher = Callable[[], SlackProfile | None]
