@@ -113,9 +113,9 @@ def _actor() -> str:
 
 
 def _user_for(email: str, *, create: bool) -> Any:
-    from insightmesh.directory import admin_tools
+    from insightmesh.directory.email_users import find_or_create_user_by_email
 
-    return admin_tools.find_or_create_user_by_email(email, create=create)
+    return find_or_create_user_by_email(email, create=create, added_by="cli")
 
 
 @_targeted("admin bootstrap")
@@ -134,8 +134,8 @@ def cmd_token_create(args: argparse.Namespace, target: Target) -> int:
     # The layer logs (JSON) to stdout, as Lambda expects; here stdout carries the token alone.
     with contextlib.redirect_stdout(sys.stderr):
         from insightmesh.auth.tokens import create_token, parse_expires_in
+        from insightmesh.clock import utc_now
         from insightmesh.directory import admin_tools
-        from insightmesh.directory.models import utc_now
 
         try:
             lifetime = parse_expires_in(args.expires_in)
@@ -145,7 +145,7 @@ def cmd_token_create(args: argparse.Namespace, target: Target) -> int:
         if args.admin:
             user, _changed = admin_tools.make_admin(args.email, actor=_actor())
         else:
-            user = admin_tools.find_or_create_user_by_email(args.email, create=True)
+            user = _user_for(args.email, create=True)
         # The scopes are the token's for good: promoting its user later adds none.
         scopes = args.scope or (["admin:read", "admin:write"] if args.admin else ["admin:read"])
         expires_at = None if lifetime is None else utc_now() + lifetime
@@ -170,10 +170,9 @@ def cmd_token_create(args: argparse.Namespace, target: Target) -> int:
 def cmd_token_list(args: argparse.Namespace, target: Target) -> int:
     with contextlib.redirect_stdout(sys.stderr):
         from insightmesh.auth.tokens import list_tokens, token_state
-        from insightmesh.directory import admin_tools
-        from insightmesh.directory.models import utc_now
+        from insightmesh.clock import utc_now
 
-        user = admin_tools.find_or_create_user_by_email(args.email, create=False)
+        user = _user_for(args.email, create=False)
         tokens = list_tokens(str(user.user_id))
     now = utc_now()
     for token in tokens:
@@ -190,7 +189,7 @@ def cmd_token_revoke(args: argparse.Namespace, target: Target) -> int:
         from insightmesh.auth.tokens import revoke_token
         from insightmesh.directory import admin_tools
 
-        user = admin_tools.find_or_create_user_by_email(args.email, create=False)
+        user = _user_for(args.email, create=False)
         revoked = revoke_token(args.token_id, user_id=str(user.user_id))
         if revoked:
             admin_tools.audit_cli(action="token.revoke", target=f"user:{user.user_id}",

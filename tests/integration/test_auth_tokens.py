@@ -31,7 +31,8 @@ AUTH_TABLES: dict[str, tuple[str, list[tuple[str, str]], dict[str, list[tuple[st
     "RATE_LIMIT_TABLE": ("test-rate-limit", [("key", "HASH")], {}, "expires_at"),
 }
 AUTH_MODULES = ("insightmesh.directory.models", "insightmesh.directory.users", "insightmesh.api.ratelimit_table",
-                "insightmesh.auth.tokens", "insightmesh.auth.oidc", "insightmesh.auth.sessions")
+                "insightmesh.auth.tokens", "insightmesh.auth.oidc_provider", "insightmesh.auth.sessions",
+                "insightmesh.directory.email_users", "insightmesh.auth.login")
 
 
 def create_auth_tables() -> None:
@@ -47,7 +48,8 @@ def reload_auth_modules() -> SimpleNamespace:
 
     get_auth_settings.cache_clear()
     loaded[4].reset_caches()
-    return SimpleNamespace(models=loaded[0], users=loaded[1], tokens=loaded[3], oidc=loaded[4], sessions=loaded[5])
+    return SimpleNamespace(models=loaded[0], users=loaded[1], tokens=loaded[3], oidc_provider=loaded[4],
+                           sessions=loaded[5], login=loaded[7])
 
 
 def auth_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:

@@ -20,6 +20,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
+from insightmesh.directory.email_users import new_user_id
 from insightmesh_local.template import load_template
 
 TEMPLATE = Path(__file__).parents[2] / "infra" / "template.yaml"
@@ -176,7 +177,7 @@ def test_the_first_sync_creates_users_identities_claims_and_memberships(env: Sim
     assert identity.last_seen_at == NOW
     assert (identity.sync_scope, identity.sync_mark) == ("slack", "run-1#slack#T1:U1")
     user = env.models.User.get(identity.user_id)
-    assert user.user_id == env.sync.new_user_id("slack#T1:U1")
+    assert user.user_id == new_user_id("slack#T1:U1")
     assert (user.email, user.display_name, user.real_name) == ("alice@example.com", "alice", "Alice Liddell")
     assert user.is_active and not user.is_admin
     assert user.primary_provider == "slack"
@@ -413,7 +414,7 @@ def test_duplicate_emails_in_one_page_resolve_the_same_way_whatever_the_order(
     report = sync(env, records, "run-1")
 
     assert counters(report) == {"pages": 1, "seen": 3, "created": 1, "linked": 2}
-    owner = env.sync.new_user_id("slack#T1:U5")  # the lowest identity key creates the user
+    owner = new_user_id("slack#T1:U5")  # the lowest identity key creates the user
     assert {env.models.Identity.get(k).user_id for k in ("slack#T1:U5", "slack#T2:U1", "slack#T3:U7")} == {owner}
     user = env.models.User.get(owner)
     assert user.display_name == "sam"

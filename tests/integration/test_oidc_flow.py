@@ -261,7 +261,7 @@ def test_client_secret_post_is_used_when_basic_is_not_offered(env: SimpleNamespa
 
 
 def test_a_rotated_signing_key_is_fetched(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(env.oidc, "JWKS_MIN_REFRESH_SECONDS", 0)  # as if the last fetch were old enough
+    monkeypatch.setattr(env.oidc_provider, "JWKS_MIN_REFRESH_SECONDS", 0)  # as if the last fetch were old enough
     assert finish(env, start_login(env)).status == 302
     jwks_fetches = env.idp.jwks_requests
     assert finish(env, start_login(env)).status == 302
@@ -407,7 +407,7 @@ def test_a_domain_not_allowed_is_refused(env: SimpleNamespace, email: str) -> No
 
 def test_an_empty_domain_list_refuses_everyone(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OIDC_ALLOWED_DOMAINS", "")
-    env.oidc.reset_caches()
+    env.oidc_provider.reset_caches()
     assert_refused(finish(env, start_login(env)), 401, "login_refused")
     assert users() == []
 
@@ -419,21 +419,21 @@ GOOGLE_CLAIMS: dict[str, Any] = {"email": "alice@example.com", "email_verified":
 def test_google_requires_an_allowed_hosted_domain(env: SimpleNamespace, hd: Any) -> None:
     """A consumer Google account may carry a verified address of the company's domain: with
     Google as issuer, the Workspace hosted domain (``hd``) must be allowed too."""
-    google = env.oidc.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
+    google = env.oidc_provider.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
                                    OIDC_ALLOWED_DOMAINS=["example.com"], PUBLIC_BASE_URL=PUBLIC_BASE_URL)
     claims = {**GOOGLE_CLAIMS, **({} if hd is None else {"hd": hd})}
-    with pytest.raises(env.oidc.LoginRefusedError, match="Google Workspace"):
-        env.oidc._admitted_email(claims, google)
+    with pytest.raises(env.oidc_provider.LoginRefusedError, match="Google Workspace"):
+        env.login._admitted_email(claims, google)
 
 
 def test_google_admits_an_allowed_hosted_domain_and_other_issuers_need_none(env: SimpleNamespace) -> None:
-    google = env.oidc.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
+    google = env.oidc_provider.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
                                    OIDC_ALLOWED_DOMAINS=["example.com"], PUBLIC_BASE_URL=PUBLIC_BASE_URL)
     assert google.is_google
-    assert env.oidc._admitted_email({**GOOGLE_CLAIMS, "hd": "Example.com"}, google) == "alice@example.com"
-    other = env.oidc.get_oidc_settings()
+    assert env.login._admitted_email({**GOOGLE_CLAIMS, "hd": "Example.com"}, google) == "alice@example.com"
+    other = env.oidc_provider.get_oidc_settings()
     assert not other.is_google
-    assert env.oidc._admitted_email(GOOGLE_CLAIMS, other) == "alice@example.com"
+    assert env.login._admitted_email(GOOGLE_CLAIMS, other) == "alice@example.com"
 
 
 def test_a_deactivated_user_cannot_sign_in(env: SimpleNamespace) -> None:
@@ -509,7 +509,7 @@ def test_login_and_callback_are_rate_limited_per_ip(env: SimpleNamespace, monkey
 
 def test_sign_in_not_configured_is_503(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OIDC_CLIENT_ID", "")
-    env.oidc.reset_caches()
+    env.oidc_provider.reset_caches()
     answer = request(env.app, "GET", "/auth/login")
     assert answer.status == 503
     assert answer.body["error"]["code"] == "identity_provider_unavailable"
@@ -530,7 +530,7 @@ def test_http_issuer_is_refused_without_insecure_transport(env: SimpleNamespace,
     from insightmesh.config import get_settings
 
     get_settings.cache_clear()
-    env.oidc.reset_caches()
+    env.oidc_provider.reset_caches()
     assert request(env.app, "GET", "/auth/login").status == 503
 
 

@@ -34,7 +34,7 @@ def _now() -> float:
 def register_auth_routes(app: InsightMeshResolver) -> None:
     """Add the ``/auth/*`` routes to ``app``. Called at cold start, it also validates the auth and
     OIDC settings then, so a bad variable fails the cold start with a message naming it."""
-    from insightmesh.auth.oidc import get_oidc_settings
+    from insightmesh.auth.oidc_provider import get_oidc_settings
 
     get_auth_settings()
     get_oidc_settings()
@@ -45,7 +45,7 @@ def register_auth_routes(app: InsightMeshResolver) -> None:
 
     @app.get("/auth/login", include_in_schema=False)
     def _login() -> Response[Any]:
-        from insightmesh.auth.oidc import begin_login
+        from insightmesh.auth.login import begin_login
         from insightmesh.auth.sessions import RawCookie
 
         limit_login()
@@ -56,7 +56,8 @@ def register_auth_routes(app: InsightMeshResolver) -> None:
     @app.get("/auth/callback", include_in_schema=False)
     def _callback() -> Response[Any]:
         from insightmesh.auth.guard import cookie_header
-        from insightmesh.auth.oidc import LoginRefusedError, LoginStateError, clear_login_cookie, finish_login
+        from insightmesh.auth.login import LoginStateError, clear_login_cookie, finish_login
+        from insightmesh.auth.oidc_provider import LoginRefusedError
         from insightmesh.auth.sessions import RawCookie
 
         limit_login()

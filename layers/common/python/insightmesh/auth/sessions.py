@@ -38,8 +38,9 @@ from pynamodb.attributes import TTLAttribute, UnicodeAttribute, UTCDateTimeAttri
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
+from insightmesh.clock import utc_now
 from insightmesh.config import get_settings
-from insightmesh.directory.models import User, utc_now
+from insightmesh.directory.models import User
 
 SESSION_COOKIE: Final = "im_session"
 SESSION_MAX_AGE: Final = 8 * 3600
@@ -87,7 +88,7 @@ class RawCookie(Cookie):
         return self.set_cookie
 
 
-# -- signing (shared with the pre-auth login cookie of insightmesh.auth.oidc) ---------------------
+# -- signing (shared with the pre-auth login cookie of insightmesh.auth.login) --------------------
 
 
 def signing_key(purpose: str) -> OctKey:

@@ -2,7 +2,7 @@
 
 Validated at cold start by ``get_auth_settings()`` (the admin API handler calls it at import);
 a bad value raises ConfigurationError naming the variable. The OIDC settings live in
-``insightmesh.auth.oidc.OidcSettings``.
+``insightmesh.auth.oidc_provider.OidcSettings``.
 """
 
 from __future__ import annotations

@@ -85,7 +85,6 @@ idempotent). Records without a ``provider_user_id`` are counted as ``failed`` an
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -93,14 +92,15 @@ from typing import Final
 
 from pynamodb.expressions.condition import Condition
 
-from insightmesh.directory.models import Identity, Membership, User, identity_key, normalize_email, utc_now
+from insightmesh.clock import utc_now
+from insightmesh.directory.email_users import EMAIL_PROVIDER, claim_key, new_user, new_user_id
+from insightmesh.directory.models import Identity, Membership, User, identity_key, normalize_email
 from insightmesh.directory.users import ALL_USERS, SLACK_PROVIDER, SYSTEM_ACTOR
 from insightmesh.observability import get_logger
 
 PAGE_LIMIT: Final = 100  # records per slice: the BatchGetItem key limit
-CLAIM_PROVIDER: Final = "email"  # identities "email#<address>" are e-mail claims, not accounts
-# Users created by sync get uuid5(namespace, identity_key): a retry recreates the same id.
-USER_ID_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_URL, "https://insightmesh/directory/sync/user")
+# Users created by sync get new_user_id(identity_key) (uuid5, the one id scheme of email_users):
+# a retry recreates the same id.
 
 
 @dataclass(frozen=True)
@@ -179,7 +179,7 @@ class SyncRun:
 
     def __init__(self, provider_type: str, *, run_id: str, now: datetime | None = None,
                  scope: str | None = None) -> None:
-        if not provider_type or "#" in provider_type or provider_type == CLAIM_PROVIDER:
+        if not provider_type or "#" in provider_type or provider_type == EMAIL_PROVIDER:
             raise ValueError(f"invalid provider_type {provider_type!r}")
         if not run_id or "#" in run_id:
             raise ValueError("run_id is required and cannot contain '#'")
@@ -299,16 +299,6 @@ class SyncRun:
                           extra={"sync_scope": self.sync_scope, "run_id": self.run_id, "swept": swept,
                                  "progress": {f.name: getattr(progress, f.name) for f in fields(progress)}})
         return SyncReport(self.provider_type, self.sync_scope, self.run_id, progress, complete, swept, token)
-
-
-def claim_key(email: str) -> str:
-    """The identities-table key of the claim on (normalised) ``email``."""
-    return identity_key(CLAIM_PROVIDER, email)
-
-
-def new_user_id(key: str) -> str:
-    """The id of the user that identity ``key`` creates: stable, so retries create no orphan."""
-    return str(uuid.uuid5(USER_ID_NAMESPACE, key))
 
 
 def _load_users(user_ids: set[str]) -> tuple[dict[str, User], set[str]]:
@@ -433,9 +423,8 @@ class _Plan:
             self.touched.add(user.user_id)
 
     def _new_user(self, user_id: str, record: ProviderUser, email: str | None) -> User:
-        user = User(user_id, email=email, display_name=_display_name(record), real_name=_real_name(record),
-                    is_active=record.is_active, is_admin=False, is_bot=False,
-                    primary_provider=self.run.provider_type, slack_ids={}, created_at=self.run.now)
+        user = new_user(user_id, email=email, display_name=_display_name(record), real_name=_real_name(record),
+                        primary_provider=self.run.provider_type, created_at=self.run.now, is_active=record.is_active)
         self.users[user_id] = user
         self.changed.add(user_id)
         return user
@@ -470,7 +459,7 @@ class _Plan:
             return
         self.claims[email] = user.user_id
         self.claim_items[email] = Identity(
-            claim_key(email), provider_type=CLAIM_PROVIDER, provider_user_id=email, user_id=user.user_id,
+            claim_key(email), provider_type=EMAIL_PROVIDER, provider_user_id=email, user_id=user.user_id,
             provider_email=email, is_primary=False, is_active=True, created_at=self.run.now)
 
     def _touch(self, identity: Identity, *, changed: bool) -> None:
