@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 _Counts = TypeVar("_Counts", bound="DataclassInstance")
+_Parameters = TypeVar("_Parameters", bound="JobParameters")
 
 
 class JobParameters(BaseModel):
@@ -92,6 +93,12 @@ class JobType(Protocol):
     Parameters: ClassVar[type[JobParameters]]
 
     def run(self, context: JobContext) -> JobResult: ...
+
+
+def parameters_of(context: JobContext, cls: type[_Parameters]) -> _Parameters:
+    """The context's parameters as the job type's own model (validated again if given as another)."""
+    given = context.parameters
+    return given if isinstance(given, cls) else cls.model_validate(given.model_dump())
 
 
 # -- checkpoints ------------------------------------------------------------------------------------

@@ -78,6 +78,7 @@ from insightmesh.directory.models import (
     normalize_domain,
     normalize_email,
 )
+from insightmesh.directory.providers import sync_run_id_for
 from insightmesh.directory.sync import ProviderUser, SyncProgress, sync_users
 from insightmesh.directory.users import SYSTEM_ACTOR
 from insightmesh.google_api import (
@@ -98,6 +99,7 @@ from insightmesh.job_contract import (
     checkpoint_matches,
     load_counts,
     parameters_fingerprint,
+    parameters_of,
 )
 from insightmesh.observability import get_logger
 from insightmesh.resilience import CircuitBreaker, Timeouts
@@ -315,9 +317,7 @@ class _Run:
     """One invocation of the job: the users phase, the groups phase, the groups sweep."""
 
     def __init__(self, job: GoogleWorkspaceSync, context: JobContext) -> None:
-        given = context.parameters
-        self.parameters = given if isinstance(given, GoogleWorkspaceSyncParameters) \
-            else GoogleWorkspaceSyncParameters.model_validate(given.model_dump())
+        self.parameters = parameters_of(context, GoogleWorkspaceSyncParameters)
         self.context = context
         parameters = self.parameters
         tokens: AccessTokenProvider = job.token_provider or context.credential_token
@@ -329,7 +329,7 @@ class _Run:
             sleep=job.sleep)
         self.now: datetime = utc_now()
         self.scope = parameters.domain or parameters.customer
-        self.state = _State(sync_run_id=context.run_id.replace("#", "-") or "run", scope=self.scope,
+        self.state = _State(sync_run_id=sync_run_id_for(context.run_id), scope=self.scope,
                             fingerprint=parameters_fingerprint(parameters))
         self.resumed = False
         self.complete = False
@@ -416,7 +416,7 @@ class _Run:
                     raise
                 get_logger().warning("saved users page token refused; starting the user sync over",
                                      extra={"scope": self.scope})
-                state.sync_run_id = self.context.run_id.replace("#", "-") or "run"
+                state.sync_run_id = sync_run_id_for(self.context.run_id)
                 state.cursor, state.pages_done, state.progress = None, 0, SyncProgress()
                 state.users = _UserCounts(http_retries=state.users.http_retries,
                                           reauthentications=state.users.reauthentications)

@@ -43,6 +43,7 @@ from pydantic import Field, field_validator
 from slack_sdk.errors import SlackApiError
 
 from insightmesh.directory.models import normalize_domain, normalize_email
+from insightmesh.directory.providers import sync_run_id_for
 from insightmesh.directory.sync import ProviderUser, SyncProgress, SyncReport, sync_users
 from insightmesh.job_contract import (
     JobContext,
@@ -51,6 +52,7 @@ from insightmesh.job_contract import (
     checkpoint_matches,
     load_counts,
     parameters_fingerprint,
+    parameters_of,
 )
 from insightmesh.observability import get_logger
 from insightmesh.slack.client import call_slack, rate_limit_retries
@@ -93,11 +95,6 @@ class _Counts:
 
 def progress_dict(progress: SyncProgress) -> dict[str, int]:
     return asdict(progress)
-
-
-def sync_run_id_for(run_id: str) -> str:
-    """The sync run id of a fresh run: the task run's id (``#`` is reserved by the sync's marks)."""
-    return run_id.replace("#", "-") or "run"
 
 
 def email_domain(email: str) -> str:
@@ -202,7 +199,7 @@ class SlackUserSync:
     Parameters: ClassVar[type[JobParameters]] = SlackUserSyncParameters
 
     def run(self, context: JobContext) -> JobResult:
-        parameters = _parameters(context)
+        parameters = parameters_of(context, SlackUserSyncParameters)
         retries_before = rate_limit_retries()
         context.step("auth.test")
         team_id = str(call_slack(lambda client: client.auth_test()).get("team_id") or "")
@@ -266,13 +263,6 @@ class SlackUserSync:
                           extra={"summary": result_summary})
         return JobResult(processed=listing.committed.listed, succeeded=progress.seen, failed=progress.failed,
                          summary=result_summary, complete=report.complete)
-
-
-def _parameters(context: JobContext) -> SlackUserSyncParameters:
-    given = context.parameters
-    if isinstance(given, SlackUserSyncParameters):
-        return given
-    return SlackUserSyncParameters.model_validate(given.model_dump())
 
 
 def _usable_checkpoint(saved: Mapping[str, Any] | None, *, team_id: str, fingerprint: str) -> Mapping[str, Any] | None:

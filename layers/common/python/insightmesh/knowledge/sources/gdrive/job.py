@@ -115,6 +115,7 @@ from insightmesh.job_contract import (
     JobResult,
     checkpoint_matches,
     parameters_fingerprint,
+    parameters_of,
 )
 from insightmesh.knowledge.base import IngestReport, SourceDocument
 from insightmesh.knowledge.sources.gdrive.acl import acl_principals
@@ -288,9 +289,7 @@ class _Run:
     """One invocation of the job."""
 
     def __init__(self, job: GdriveIngest, context: JobContext) -> None:
-        given = context.parameters
-        self.parameters = given if isinstance(given, GdriveIngestParameters) \
-            else GdriveIngestParameters.model_validate(given.model_dump())
+        self.parameters = parameters_of(context, GdriveIngestParameters)
         self.context = context
         self.knowledge = job.knowledge
         credential_id = self.parameters.credential_id
