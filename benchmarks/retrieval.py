@@ -68,10 +68,10 @@ from moto import mock_aws  # noqa: E402
 from insightmesh.knowledge import store as store_module  # noqa: E402
 from insightmesh.knowledge.base import Viewer  # noqa: E402
 from insightmesh.knowledge.chunking import chunk_id  # noqa: E402
-from insightmesh.knowledge.embeddings import bm25_weight, term_index  # noqa: E402
 from insightmesh.knowledge.models import KnowledgeDocument  # noqa: E402
 from insightmesh.knowledge.pipeline import ingest_documents  # noqa: E402
 from insightmesh.knowledge.retrieval import retrieve  # noqa: E402
+from insightmesh.knowledge.sparse import bm25_weight, term_index  # noqa: E402
 from insightmesh.knowledge.store import ChunkPayload, ChunkPoint, get_store  # noqa: E402
 from tests.knowledge_corpus import generate_corpus, hit_rate_and_mrr  # noqa: E402
 

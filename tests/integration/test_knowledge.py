@@ -21,7 +21,7 @@ from insightmesh import resilience
 from insightmesh.knowledge import store as store_module
 from insightmesh.knowledge.base import ANYONE, SourceDocument, Viewer
 from insightmesh.knowledge.chunking import chunk_id
-from insightmesh.knowledge.embeddings import get_embedder
+from insightmesh.knowledge.embedders import get_embedder
 from insightmesh.knowledge.models import FAILED, INDEXED, KnowledgeDocument
 from insightmesh.knowledge.pipeline import ingest_documents, remove_documents
 from insightmesh.knowledge.retrieval import retrieve, viewer_for_user

@@ -1,4 +1,4 @@
-"""The dense embedders (insightmesh.knowledge.embeddings) against loopback stand-ins.
+"""The dense embedders (insightmesh.knowledge.embedders) against loopback stand-ins.
 
 ``openai``: the OpenAI-compatible stand-in's ``/v1/embeddings`` (retries honouring Retry-After,
 the circuit breaker, refusals). ``bedrock``: a small ``InvokeModel`` stand-in on 127.0.0.1 that
@@ -19,12 +19,8 @@ import httpx
 import pytest
 
 from insightmesh import resilience
-from insightmesh.knowledge.embeddings import (
-    BedrockEmbedder,
-    EmbeddingRequestError,
-    EmbeddingUnavailableError,
-    OpenAIEmbedder,
-)
+from insightmesh.knowledge.embedders import BedrockEmbedder, OpenAIEmbedder
+from insightmesh.knowledge.embedders.base import EmbeddingRequestError, EmbeddingUnavailableError
 from insightmesh.knowledge.settings import KnowledgeConfigurationError
 from insightmesh.resilience import BreakerState, CircuitBreaker
 from tests.standins.openai_server import embed_text

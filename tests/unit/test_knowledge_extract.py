@@ -16,15 +16,6 @@ from pathlib import Path
 import pytest
 
 from insightmesh.knowledge.chunking import CHUNK_OVERLAP, CHUNK_SIZE, NAMESPACE, chunk_id, chunk_sections, split_text
-from insightmesh.knowledge.embeddings import (
-    AVERAGE_CHUNK_TERMS,
-    K1,
-    bm25_weight,
-    sparse_vector,
-    stem,
-    term_index,
-    tokenize,
-)
 from insightmesh.knowledge.extract import (
     DOCX,
     PPTX,
@@ -36,6 +27,15 @@ from insightmesh.knowledge.extract import (
     UnsupportedDocumentError,
     extract_text,
     mime_type_for,
+)
+from insightmesh.knowledge.sparse import (
+    AVERAGE_CHUNK_TERMS,
+    K1,
+    bm25_weight,
+    sparse_vector,
+    stem,
+    term_index,
+    tokenize,
 )
 from tests.knowledge_fixtures import docx_bytes, minimal_pdf, pptx_bytes, xlsx_bytes
 
@@ -316,7 +316,7 @@ def test_tokenizer_lowercases_drops_stop_words_and_stems():
 
 
 SPARSE_PROBE = (
-    "from insightmesh.knowledge.embeddings import sparse_vector\n"
+    "from insightmesh.knowledge.sparse import sparse_vector\n"
     "print(sparse_vector('Revenue in Lisbon grew; Lisbon revenue doubled', query=False))\n"
 )
 

@@ -19,7 +19,7 @@ from typing import Final
 
 from insightmesh.knowledge.base import Passage
 from insightmesh.knowledge.chunking import context_line
-from insightmesh.knowledge.embeddings import tokenize
+from insightmesh.knowledge.sparse import tokenize
 
 NOTHING_FOUND: Final = "I found nothing in the knowledge base about that."
 SOURCES_HEADING: Final = "*Sources*"

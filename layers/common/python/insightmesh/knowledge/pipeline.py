@@ -58,18 +58,14 @@ from typing import Final
 
 from pynamodb.exceptions import DoesNotExist
 
+from insightmesh.clock import utc_now
 from insightmesh.knowledge.base import IngestReport, SourceDocument
 from insightmesh.knowledge.chunking import Chunk, chunk_id, chunk_sections
-from insightmesh.knowledge.embeddings import (
-    DenseEmbedder,
-    EmbeddingError,
-    EmbeddingRequestError,
-    embedder_name,
-    get_embedder,
-    sparse_vector,
-)
+from insightmesh.knowledge.embedders import embedder_name, get_embedder
+from insightmesh.knowledge.embedders.base import DenseEmbedder, EmbeddingError, EmbeddingRequestError
 from insightmesh.knowledge.extract import ExtractionError, UnsupportedDocumentError, extract_text
-from insightmesh.knowledge.models import FAILED, INDEXED, MAX_ERROR_CHARS, KnowledgeDocument, utc_now
+from insightmesh.knowledge.models import FAILED, INDEXED, MAX_ERROR_CHARS, KnowledgeDocument
+from insightmesh.knowledge.sparse import sparse_vector
 from insightmesh.knowledge.store import ChunkPayload, ChunkPoint, KnowledgeStore, KnowledgeStoreError, get_store
 from insightmesh.observability import get_logger
 

@@ -30,7 +30,9 @@ from typing import Final
 from pynamodb.exceptions import DoesNotExist
 
 from insightmesh.knowledge.base import Audience, Passage, Viewer
-from insightmesh.knowledge.embeddings import EmbeddingError, get_embedder, sparse_vector
+from insightmesh.knowledge.embedders import get_embedder
+from insightmesh.knowledge.embedders.base import EmbeddingError
+from insightmesh.knowledge.sparse import sparse_vector
 from insightmesh.knowledge.store import ScoredChunk, get_store
 from insightmesh.observability import get_logger
 

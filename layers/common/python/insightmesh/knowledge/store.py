@@ -10,7 +10,7 @@ client API is used, so both modes behave the same.
 creator winning the race is fine), with *named* vectors:
 
 * ``"sparse"`` — always: hashed BM25 term weights with ``modifier=IDF`` (see
-  ``insightmesh.knowledge.embeddings``: Qdrant supplies the IDF, so the dot product is BM25);
+  ``insightmesh.knowledge.sparse``: Qdrant supplies the IDF, so the dot product is BM25);
 * ``"dense"`` — only when an embedding provider is configured: its size, cosine distance.
 
 and keyword payload indexes on ``source``, ``document_id``, ``mime_type`` and ``acl`` and a
@@ -416,7 +416,7 @@ def open_client(settings: KnowledgeSettings) -> tuple[QdrantClient, bool]:
 
 
 def build_store(settings: KnowledgeSettings) -> KnowledgeStore:
-    from insightmesh.knowledge.embeddings import get_embedder
+    from insightmesh.knowledge.embedders import get_embedder
 
     embedder = get_embedder()
     client, remote = open_client(settings)
@@ -441,7 +441,7 @@ def get_store() -> KnowledgeStore:
 def reset_for_tests() -> None:
     """Close and forget the process's store and embedder (the next call reads the environment)."""
     global _store
-    from insightmesh.knowledge.embeddings import get_embedder
+    from insightmesh.knowledge.embedders import get_embedder
 
     with _store_lock:
         store, _store = _store, None
