@@ -35,7 +35,8 @@ from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
 from insightmesh.audit.tx import MAX_ITEMS, Tx
 from insightmesh.auth.principal import Principal
-from insightmesh.directory.models import User, utc_now
+from insightmesh.clock import utc_now
+from insightmesh.directory.models import User
 from insightmesh.directory.permissions import agents_usable_by
 
 # Cross-agent ConditionChecks fit in one transaction up to this many other agents.

@@ -35,6 +35,7 @@ from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
 from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
+from insightmesh.clock import utc_now
 from insightmesh.directory.models import (
     GROUP_PRINCIPAL_PREFIX,
     USER_PRINCIPAL_PREFIX,
@@ -43,7 +44,6 @@ from insightmesh.directory.models import (
     User,
     group_principal,
     user_principal,
-    utc_now,
 )
 
 PrincipalType = Literal["group", "user"]

@@ -32,7 +32,8 @@ from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
 from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
-from insightmesh.directory.models import GROUP_KIND, Grant, Group, Membership, User, group_principal, utc_now
+from insightmesh.clock import utc_now
+from insightmesh.directory.models import GROUP_KIND, Grant, Group, Membership, User, group_principal
 from insightmesh.directory.users import SYSTEM_GROUPS
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Final
 
 from pynamodb.attributes import (
@@ -38,14 +38,11 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta, put_if_absent
+from insightmesh.clock import utc_now
 from insightmesh.observability import get_logger
 
 AGENT_KIND: Final = "agent"
 AGENT_NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _condition_failed(error: PynamoDBException) -> bool:
@@ -77,8 +74,8 @@ class AgentRecord(Model):
     requires_admin = BooleanAttribute(default=False)
     enabled = BooleanAttribute(default=True)
     deleted_at = UTCDateTimeAttribute(null=True)
-    created_at = UTCDateTimeAttribute(default=_utc_now)
-    updated_at = UTCDateTimeAttribute(default=_utc_now)
+    created_at = UTCDateTimeAttribute(default=utc_now)
+    updated_at = UTCDateTimeAttribute(default=utc_now)
     version = VersionAttribute()
     # Denormalised grant counters (how many groups / users hold a grant, allow or deny), changed
     # atomically (ADD, in the grant's own transaction) by insightmesh.admin.grants so that the
@@ -158,7 +155,7 @@ def seed_agents(definitions: Sequence[AgentDefinition]) -> SeedReport:
     for definition in definitions:
         record = existing.get(definition.name)
         if record is None:
-            now = _utc_now()
+            now = utc_now()
             if put_if_absent(definition.to_record(now), AgentRecord.name.does_not_exist()):
                 report.created.append(definition.name)
                 logger.info("agent seeded", extra={"agent": definition.name})
@@ -169,7 +166,7 @@ def seed_agents(definitions: Sequence[AgentDefinition]) -> SeedReport:
             # Last write wins on this one flag only: it does not conflict with an admin's edit of
             # other fields, so no version condition (the version is still incremented).
             record.update(
-                actions=[AgentRecord.is_system.set(True), AgentRecord.updated_at.set(_utc_now())],
+                actions=[AgentRecord.is_system.set(True), AgentRecord.updated_at.set(utc_now())],
                 condition=AgentRecord.name.exists(),
                 add_version_condition=False,
             )

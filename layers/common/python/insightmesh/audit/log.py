@@ -50,6 +50,7 @@ from insightmesh.api.pagination import (
 )
 from insightmesh.auth.principal import Principal
 from insightmesh.aws import model_meta
+from insightmesh.clock import utc_now
 from insightmesh.observability import redact
 
 ALLOWED: Final = "allowed"
@@ -60,10 +61,6 @@ DEFAULT_RANGE: Final = timedelta(days=7)
 EARLIEST: Final = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST: Final = datetime(9998, 12, 31, tzinfo=UTC)
 Outcome = Literal["allowed", "denied"]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def timestamp(moment: datetime) -> str:

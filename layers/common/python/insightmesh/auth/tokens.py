@@ -34,7 +34,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta, put_if_absent
-from insightmesh.directory.models import utc_now
+from insightmesh.clock import utc_now
 from insightmesh.observability import get_logger
 
 TOKEN_PREFIX: Final = "imt_"  # noqa: S105  # a public prefix, not a secret

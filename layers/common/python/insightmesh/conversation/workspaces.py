@@ -35,8 +35,9 @@ from pynamodb.models import Model
 from pynamodb.transactions import TransactWrite
 from slack_sdk.errors import SlackApiError
 
-from insightmesh.audit.log import AuditEntry, entry, utc_now
+from insightmesh.audit.log import AuditEntry, entry
 from insightmesh.aws import aws_region, model_meta
+from insightmesh.clock import utc_now
 from insightmesh.observability import get_logger
 from insightmesh.slack import client as slack_client
 

@@ -41,6 +41,7 @@ from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterEr
 from pydantic import field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from insightmesh.clock import utc_now
 from insightmesh.config import ConfigurationError, Environment, get_secret, get_settings, load_settings
 from insightmesh.credentials.errors import (
     AuthorizationRefusedError,
@@ -48,7 +49,6 @@ from insightmesh.credentials.errors import (
     CredentialUnavailableError,
     GoogleNotConfiguredError,
 )
-from insightmesh.directory.models import utc_now
 from insightmesh.observability import get_logger
 from insightmesh.resilience import (
     CircuitBreaker,
@@ -76,7 +76,7 @@ DEFAULT_REVOKE_URL: Final = "https://oauth2.googleapis.com/revoke"
 CALLBACK_PATH: Final = "/api/credentials/google/callback"
 NOT_CONFIGURED: Final = "not-configured"  # the template's placeholder secret when none is given
 BREAKER: Final = "google-oauth"
-# As insightmesh.auth.oidc: connect quickly, bound every read.
+# As insightmesh.auth.oidc_provider: connect quickly, bound every read.
 HTTP_TIMEOUT: Final = httpx.Timeout(connect=2.0, read=5.0, write=5.0, pool=2.0)
 DEFAULT_EXPIRES_IN: Final = 3600
 MAX_EXPIRES_IN: Final = 7 * 24 * 3600

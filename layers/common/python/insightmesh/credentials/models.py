@@ -57,8 +57,8 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
+from insightmesh.clock import utc_now
 from insightmesh.credentials.schemas import Status
-from insightmesh.directory.models import utc_now
 
 CREDENTIAL_KIND: Final = "credential"  # Credential.kind of every credential: the by-kind hash key
 GOOGLE_PROVIDER: Final = "google"

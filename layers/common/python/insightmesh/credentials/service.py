@@ -47,6 +47,7 @@ from insightmesh.audit import log as audit_log
 from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.auth.sessions import cookie_values, set_cookie, sign, unsign
+from insightmesh.clock import utc_now
 from insightmesh.credentials import google
 from insightmesh.credentials.crypto import SealBrokenError, Sealed, seal, unseal
 from insightmesh.credentials.errors import (
@@ -75,7 +76,7 @@ from insightmesh.credentials.schemas import (
     GoogleAuthorizeIn,
     expand_scope,
 )
-from insightmesh.directory.models import User, utc_now
+from insightmesh.directory.models import User
 from insightmesh.observability import get_logger
 
 STATE_TTL: Final = timedelta(minutes=10)

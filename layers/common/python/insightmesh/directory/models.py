@@ -63,7 +63,7 @@ GSI ``by-user`` (hash ``user_id``, range ``group_name``, ALL)
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from pynamodb.attributes import (
@@ -78,16 +78,13 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjec
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
+from insightmesh.clock import utc_now
 
 GROUP_PRINCIPAL_PREFIX: Final = "group#"
 USER_PRINCIPAL_PREFIX: Final = "user#"
 ALLOW: Final = "allow"
 DENY: Final = "deny"
 GROUP_KIND: Final = "group"  # Group.kind of every group: the by-kind hash key
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def identity_key(provider_type: str, provider_user_id: str) -> str:

@@ -34,7 +34,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import AttributeDeserializationError, PynamoDBException
 
 from insightmesh.agents.catalog import AgentRecord
-from insightmesh.directory.models import ALLOW, Grant, Membership, User, group_principal, user_principal, utc_now
+from insightmesh.clock import utc_now
+from insightmesh.directory.models import ALLOW, Grant, Membership, User, group_principal, user_principal
 from insightmesh.observability import get_logger
 
 CHECK_FAILED: Final = "the permission check failed"

@@ -34,6 +34,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
+from insightmesh.clock import utc_now
 
 JOB_KIND: Final = "job"
 RUN_KIND: Final = "run"
@@ -44,10 +45,6 @@ RUN_STATUSES: Final[tuple[str, ...]] = ("queued", "running", "succeeded", "faile
                                         "skipped")
 FINISHED: Final = frozenset({"succeeded", "failed", "cancelled", "timed_out", "skipped"})
 Trigger = Literal["scheduler", "manual"]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def created_sort(moment: datetime, item_id: str) -> str:

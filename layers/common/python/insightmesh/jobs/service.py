@@ -43,18 +43,10 @@ from insightmesh.audit import log as audit_log
 from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.aws import client
+from insightmesh.clock import utc_now
 from insightmesh.job_contract import JobParameters
 from insightmesh.jobs import schedules
-from insightmesh.jobs.models import (
-    JOB_KIND,
-    RUN_KIND,
-    Job,
-    JobState,
-    TaskRun,
-    created_sort,
-    retention,
-    utc_now,
-)
+from insightmesh.jobs.models import JOB_KIND, RUN_KIND, Job, JobState, TaskRun, created_sort, retention
 from insightmesh.jobs.registry import job_type, job_type_names
 from insightmesh.jobs.schemas import (
     JobCreate,

@@ -25,7 +25,6 @@ deleted together, so the table holds exactly the documents the knowledge base kn
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Final, Literal
 
 from pynamodb.attributes import ListAttribute, NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
@@ -33,15 +32,12 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
+from insightmesh.clock import utc_now
 
 INDEXED: Final = "indexed"
 FAILED: Final = "failed"
 DocumentStatus = Literal["indexed", "failed"]
 MAX_ERROR_CHARS: Final = 1000
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class KnowledgeDocumentsBySource(GlobalSecondaryIndex["KnowledgeDocument"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
