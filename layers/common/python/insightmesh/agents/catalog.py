@@ -33,7 +33,6 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
-from pynamodb.exceptions import PynamoDBException
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
@@ -43,10 +42,6 @@ from insightmesh.observability import get_logger
 
 AGENT_KIND: Final = "agent"
 AGENT_NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-def _condition_failed(error: PynamoDBException) -> bool:
-    return error.cause_response_code == "ConditionalCheckFailedException"
 
 
 class AgentsByKind(GlobalSecondaryIndex["AgentRecord"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook

@@ -25,8 +25,7 @@ import uuid
 from datetime import datetime
 from typing import Final
 
-from pynamodb.exceptions import PutError
-
+from insightmesh.aws import put_if_absent
 from insightmesh.clock import utc_now
 from insightmesh.directory.models import Identity, Membership, User, identity_key, normalize_email
 from insightmesh.directory.users import ALL_USERS
@@ -106,11 +105,7 @@ def find_or_create_user_by_email(email: str, *, create: bool = True, display_nam
     user = new_user(user_id, email=normalized, display_name=(name or normalized.split("@", 1)[0])[:200],
                     real_name=(real_name or "").strip()[:200] or None, primary_provider=primary_provider,
                     created_at=now)
-    try:
-        user.save(condition=User.user_id.does_not_exist())
-    except PutError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
+    if not put_if_absent(user, User.user_id.does_not_exist()):
         return User.get(user_id, consistent_read=True)  # a concurrent caller created it
     get_logger().info("user created by e-mail", extra={"user_id": user_id, "primary_provider": primary_provider})
     return user
@@ -120,11 +115,7 @@ def _claim(key: str, email: str, now: datetime) -> Identity:
     """Write the claim on ``email`` with a new user id, or return the one a concurrent caller wrote."""
     claim = Identity(key, provider_type=EMAIL_PROVIDER, provider_user_id=email, user_id=new_user_id(key),
                      provider_email=email, is_primary=True, is_active=True, created_at=now)
-    try:
-        claim.save(condition=Identity.identity_key.does_not_exist())
-    except PutError as error:
-        if error.cause_response_code != "ConditionalCheckFailedException":
-            raise
+    if not put_if_absent(claim, Identity.identity_key.does_not_exist()):
         return Identity.get(key, consistent_read=True)
     return claim
 

@@ -19,7 +19,7 @@ from typing import Final
 
 from pynamodb.exceptions import PynamoDBException
 
-from insightmesh.aws import put_if_absent
+from insightmesh.aws import condition_failed, put_if_absent
 from insightmesh.clock import utc_now
 from insightmesh.directory.models import GROUP_KIND, Group, Identity, Membership, User, identity_key, normalize_email
 from insightmesh.observability import get_logger
@@ -40,10 +40,6 @@ ProfileFetcher = Callable[[], SlackProfile | None]
 
 def slack_identity_key(team_id: str, slack_user_id: str) -> str:
     return identity_key(SLACK_PROVIDER, f"{team_id}:{slack_user_id}")
-
-
-def _condition_failed(error: PynamoDBException) -> bool:
-    return error.cause_response_code == "ConditionalCheckFailedException"
 
 
 class _ProfileOnce:
@@ -112,7 +108,7 @@ def _ensure_kind(group_name: str) -> None:
         Group(group_name).update(actions=[Group.kind.set(GROUP_KIND)],
                                  condition=Group.name.exists() & Group.kind.does_not_exist())
     except PynamoDBException as error:
-        if not _condition_failed(error):
+        if not condition_failed(error):
             raise
         return
     get_logger().info("system group given its kind", extra={"group": group_name})

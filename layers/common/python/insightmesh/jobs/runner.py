@@ -44,7 +44,7 @@ from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
-from insightmesh.aws import LambdaContextLike, put_if_absent
+from insightmesh.aws import LambdaContextLike, condition_failed, put_if_absent
 from insightmesh.clock import utc_now
 from insightmesh.job_contract import JobParameters, JobResult
 from insightmesh.jobs import schedules
@@ -60,10 +60,6 @@ PROGRESS_INTERVAL_SECONDS: Final = 2.0
 TRACEBACK_LINES: Final = 24
 MAX_MESSAGE: Final = 2000
 MAX_TRACEBACK: Final = 6000
-
-
-def _conditional_failed(error: Exception) -> bool:
-    return getattr(error, "cause_response_code", None) == "ConditionalCheckFailedException"
 
 
 def scheduled_run_id(job_id: str, scheduled_time: str | None) -> str:
@@ -297,7 +293,7 @@ def _acquire_lease(job_id: str, run: TaskRun, *, lease_seconds: float) -> JobSta
         JobState(job_id).update(actions=[JobState.lease_run_id.set(run.run_id),
                                          JobState.lease_expires_at.set(int(now + lease_seconds))], condition=free)
     except UpdateError as error:
-        if not _conditional_failed(error):
+        if not condition_failed(error):
             raise
         holder = _read_state(job_id)
         held_by = holder.lease_run_id if holder else None
@@ -370,7 +366,7 @@ def _release(job_id: str, run_id: str, status: str, *, keep_checkpoint: bool) ->
     try:
         JobState(job_id).update(actions=actions, condition=JobState.lease_run_id == run_id)
     except UpdateError as error:
-        if not _conditional_failed(error):
+        if not condition_failed(error):
             raise
         logger.warning("lease was taken over before the run ended; state left to its new holder",
                        extra={"job_id": job_id, "run_id": run_id})
