@@ -323,10 +323,11 @@ class SandboxStore:
             self._user_order = None
         return added
 
-    def generate_users(self, count: int, *, domain: str = "example.com", start: int = 1,
+    def generate_users(self, count: object, *, domain: str = "example.com", start: object = 1,
                        id_prefix: str = "U") -> list[str]:
         """Register ``count`` generated people in one go (ids ``U00000001``..., e-mails
-        ``user<n>@<domain>``): the bulk form of :meth:`add_users` for large directories."""
+        ``user<n>@<domain>``): the bulk form of :meth:`add_users` for large directories.
+        ``count`` and ``start`` may come straight from a control request's JSON: they are checked here."""
         if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_GENERATED_USERS:
             raise SandboxError(f"count must be an integer from 1 to {MAX_GENERATED_USERS}")
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
