@@ -127,7 +127,11 @@ def test_a_save_that_fails_after_the_reply_still_gives_one_reply_and_no_redelive
     def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise PutError("Failed to put item", cause=None)
 
-    monkeypatch.setattr(ThreadRecord, "save", refuse)
+    # The class the worker uses now: test_conversation_state reloads the models module, which
+    # leaves this module's ThreadRecord import pointing at the class before the reload.
+    from insightmesh.conversation import models
+
+    monkeypatch.setattr(models.ThreadRecord, "save", refuse)
     ts = world.add_user_message(channel=CHANNEL, user="U0ALICE", text="<@UBOTLOCAL> hello")["ts"]
     request = ConversationRequest(kind=RequestKind.MESSAGE, request_id=message_request_id(TEAM, CHANNEL, ts),
                                   team_id=TEAM, channel_id=CHANNEL, channel_type="channel", user_id="U0ALICE",
