@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 from pydantic import BaseModel
 from pynamodb.attributes import JSONAttribute, UnicodeAttribute, UTCDateTimeAttribute
@@ -48,7 +48,6 @@ from insightmesh.api.pagination import (
     query_page,
     start_key,
 )
-from insightmesh.auth.principal import Principal
 from insightmesh.aws import model_meta
 from insightmesh.clock import utc_now
 from insightmesh.observability import redact
@@ -133,9 +132,19 @@ def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
 
 
+class Actor(Protocol):
+    """Who acted, as the log records them (:class:`insightmesh.auth.principal.Principal` is one)."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+
 def entry(
     *,
-    actor: Principal | None,
+    actor: Actor | None,
     action: str,
     target: str,
     before: Any = None,
@@ -170,7 +179,7 @@ def entry(
 
 def record(
     *,
-    actor: Principal | None,
+    actor: Actor | None,
     action: str,
     target: str,
     before: Any = None,
