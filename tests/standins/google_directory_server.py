@@ -60,11 +60,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tests.standins.http import StandinServer
+from tests.standins.http import JsonHandler, StandinServer
 
 HOST = "127.0.0.1"
 SCOPE_ROOT = "https://www.googleapis.com/auth/"
@@ -490,13 +490,10 @@ class _Server(ThreadingHTTPServer):
         super().__init__((HOST, port), _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
     server_version = "GoogleDirectoryStandin/1.0"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        return
+    json_content_type = "application/json; charset=UTF-8"
 
     def do_GET(self) -> None:
         self._route("GET")
@@ -507,22 +504,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, verb: str) -> None:
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
+        raw = self._read_body()
         directory = self.server.directory
         if url.path.startswith("/_control/"):
             status, body = self._control(verb, url.path[len("/_control/"):], raw)
             headers: dict[str, str] = {}
         else:
             status, body, headers = directory.handle(verb, url.path, query, self.headers.get("Authorization"))
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)
+        self._send(status, body, headers)
 
     def _control(self, verb: str, name: str, raw: bytes) -> tuple[int, dict[str, Any]]:
         directory = self.server.directory

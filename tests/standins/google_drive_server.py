@@ -79,12 +79,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tests.standins.google_directory_server import parse_fields, select_fields
-from tests.standins.http import StandinServer
+from tests.standins.http import JsonHandler, StandinServer
 
 HOST = "127.0.0.1"
 SCOPE_ROOT = "https://www.googleapis.com/auth/"
@@ -762,13 +762,10 @@ class _Server(ThreadingHTTPServer):
         super().__init__((HOST, port), _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: _Server
-    protocol_version = "HTTP/1.1"
     server_version = "GoogleDriveStandin/1.0"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet
-        return
+    json_content_type = "application/json; charset=UTF-8"
 
     def do_GET(self) -> None:
         self._route("GET")
@@ -779,24 +776,13 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self, verb: str) -> None:
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query, keep_blank_values=True))
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length > 0 else b""
+        raw = self._read_body()
         if url.path.startswith("/_control/"):
             status, body = self._control(verb, url.path[len("/_control/"):], raw)
             headers: dict[str, str] = {}
         else:
             status, body, headers = self.server.drive.handle(verb, url.path, query, self.headers.get("Authorization"))
-        if isinstance(body, bytes):
-            data = body
-        else:
-            data = json.dumps(body).encode()
-            headers = {"Content-Type": "application/json; charset=UTF-8", **headers}
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self._send(status, body, headers)
 
     def _control(self, verb: str, name: str, raw: bytes) -> tuple[int, dict[str, Any]]:
         drive = self.server.drive

@@ -49,11 +49,10 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from http.server import ThreadingHTTPServer
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote_plus, urlencode, urlsplit
 
-from tests.standins.http import JsonHandler
+from tests.standins.http import JsonHandler, ThreadedServer
 
 AUTHORIZE_PATH = "/o/oauth2/v2/auth"
 TOKEN_PATH = "/token"
@@ -95,9 +94,7 @@ class Revocation:
     at: float = field(default_factory=time.time)
 
 
-class GoogleOAuthServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class GoogleOAuthServer(ThreadedServer):
     def __init__(self, port: int = 0, *, client_id: str = "insightmesh-google-test",
                  client_secret: str = "google-standin-client-secret",
                  redirect_uris: set[str] | None = None, access_token_lifetime: int = 3599) -> None:
@@ -118,7 +115,6 @@ class GoogleOAuthServer(ThreadingHTTPServer):
         self.authorize_requests: list[dict[str, str]] = []
         self.token_requests: list[dict[str, Any]] = []
         self.revocations: list[Revocation] = []
-        self._thread: threading.Thread | None = None
 
     # -- addresses ------------------------------------------------------------------------------
     @property
@@ -196,24 +192,6 @@ class GoogleOAuthServer(ThreadingHTTPServer):
         self._tokens[value] = IssuedToken(kind=kind, client_id=client_id, scopes=scopes, issued_at=now,
                                           expires_at=expires_at, refresh_token=refresh_token)
         return value
-
-    # -- lifecycle ------------------------------------------------------------------------------
-    def start(self) -> GoogleOAuthServer:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    def __enter__(self) -> GoogleOAuthServer:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
 
 
 class _Handler(JsonHandler):

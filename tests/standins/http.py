@@ -1,4 +1,5 @@
-"""The request handler base the small JSON stand-ins share: quiet, JSON answers, never cached."""
+"""The plumbing every stand-in shares: a quiet handler that reads a body and answers JSON (or raw
+bytes), never cached, and the start/stop of a ``ThreadingHTTPServer`` on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -15,17 +16,54 @@ class JsonHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         return
 
+    def _read_body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
     def _send(self, status: int, body: Any = None, headers: dict[str, str] | None = None) -> None:
-        payload = b"" if body is None else json.dumps(body).encode()
-        self.send_response(status)
-        for name, value in (headers or {}).items():
-            self.send_header(name, value)
-        if body is not None:
-            self.send_header("Content-Type", self.json_content_type)
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        self.wfile.write(payload)
+        """Answer ``body`` as JSON (``bytes`` as they are, with the caller's Content-Type; ``None``:
+        no body). A client that went away before the answer just closes the connection."""
+        raw = isinstance(body, bytes)
+        payload = b"" if body is None else body if raw else json.dumps(body).encode()
+        try:
+            self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            if body is not None and not raw:
+                self.send_header("Content-Type", self.json_content_type)
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        except OSError:  # the client gave up (timed out) before the answer
+            self.close_connection = True
+
+
+class ThreadedServer(ThreadingHTTPServer):
+    """A stand-in that *is* its ``ThreadingHTTPServer`` and serves itself on a daemon thread:
+    :meth:`start`, :meth:`stop` (idempotent; a server never started is only closed), or a
+    ``with`` block."""
+
+    daemon_threads = True
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.server_close()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 class StandinServer:

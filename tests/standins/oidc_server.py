@@ -40,14 +40,13 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlencode, urlsplit
 
 from joserfc import jwt
 from joserfc.jwk import RSAKey
 
-from tests.standins.http import JsonHandler
+from tests.standins.http import JsonHandler, ThreadedServer
 
 
 @dataclass
@@ -87,9 +86,7 @@ def _new_key() -> RSAKey:
     return RSAKey.generate_key(2048, parameters={"kid": secrets.token_hex(8), "use": "sig", "alg": "RS256"})
 
 
-class OidcStandin(ThreadingHTTPServer):
-    daemon_threads = True
-
+class OidcStandin(ThreadedServer):
     def __init__(self, port: int = 0, *, client_id: str = "insightmesh-test",
                  client_secret: str = "standin-client-secret") -> None:
         super().__init__(("127.0.0.1", port), _Handler)
@@ -106,7 +103,6 @@ class OidcStandin(ThreadingHTTPServer):
         self.token_requests: list[dict[str, Any]] = []
         self.jwks_requests = 0
         self.discovery_requests = 0
-        self._thread: threading.Thread | None = None
 
     # -- addresses ------------------------------------------------------------------------------
     @property
@@ -173,17 +169,6 @@ class OidcStandin(ThreadingHTTPServer):
         claims.update(tamper.extra_claims)
         key = _new_key() if tamper.sign_with_unknown_key else self.key
         return jwt.encode({"alg": "RS256", "kid": key.kid}, claims, key)
-
-    def start(self) -> OidcStandin:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
 
 class _Handler(JsonHandler):

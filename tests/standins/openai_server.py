@@ -93,8 +93,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
+
+from tests.standins.http import JsonHandler
 
 HOST = "127.0.0.1"
 MODES = ("ok", "429", "error", "hang", "down", "invalid")
@@ -339,59 +341,39 @@ def _retry_after_text(value: str | float) -> str:
     return str(value)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(JsonHandler):
     server: OpenAIStandin
-    protocol_version = "HTTP/1.1"
     server_version = "openai-standin/1"
 
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.verbose:
             super().log_message(format, *args)
 
-    # -- plumbing ----------------------------------------------------------------------------
-
-    def _read_body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
-        data = json.dumps(payload).encode()
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:  # the client gave up (timed out) before the answer
-            self.close_connection = True
-
     # -- routes ------------------------------------------------------------------------------
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/_control":
-            self._send_json(200, self.server.state())
+            self._send(200, self.server.state())
         elif path == "/_requests":
             with self.server._lock:
                 recorded = [asdict(request) for request in self.server.requests]
-            self._send_json(200, {"requests": recorded})
+            self._send(200, {"requests": recorded})
         elif path in ("/v1/models", "/models"):
             self._record(b"")
-            self._send_json(200, {"object": "list", "data": [
+            self._send(200, {"object": "list", "data": [
                 {"id": DEFAULT_MODEL, "object": "model", "created": 0, "owned_by": "insightmesh-standin"}]})
         else:
-            self._send_json(404, _error(f"Unknown request URL: GET {path}", "invalid_request_error",
+            self._send(404, _error(f"Unknown request URL: GET {path}", "invalid_request_error",
                                         "unknown_url"))
 
     def do_DELETE(self) -> None:
         if self.path.split("?", 1)[0] == "/_requests":
             with self.server._lock:
                 self.server.requests.clear()
-            self._send_json(200, {"requests": []})
+            self._send(200, {"requests": []})
         else:
-            self._send_json(404, _error(f"Unknown request URL: DELETE {self.path}", "invalid_request_error",
+            self._send(404, _error(f"Unknown request URL: DELETE {self.path}", "invalid_request_error",
                                         "unknown_url"))
 
     def do_POST(self) -> None:
@@ -404,9 +386,9 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ValueError("the control body must be a JSON object")
                 self.server.apply_control(command)
             except (ValueError, TypeError) as error:
-                self._send_json(400, {"error": str(error)})
+                self._send(400, {"error": str(error)})
                 return
-            self._send_json(200, self.server.state())
+            self._send(200, self.server.state())
             return
         if path in ("/v1/embeddings", "/embeddings"):
             mode = self.server._take_mode()
@@ -415,7 +397,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path not in ("/v1/chat/completions", "/chat/completions"):
             self._record(raw)
-            self._send_json(404, _error(f"Unknown request URL: POST {path}", "invalid_request_error",
+            self._send(404, _error(f"Unknown request URL: POST {path}", "invalid_request_error",
                                         "unknown_url"))
             return
         mode = self.server._take_mode()
@@ -436,37 +418,37 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if mode == "429":
             headers = {"Retry-After": server.retry_after} if server.retry_after is not None else {}
-            self._send_json(429, _error("Rate limit reached for requests (stand-in)", "requests",
+            self._send(429, _error("Rate limit reached for requests (stand-in)", "requests",
                                         "rate_limit_exceeded"), headers)
             return
         if mode == "error":
-            self._send_json(500, _error("The server had an error while processing your request.", "server_error"))
+            self._send(500, _error("The server had an error while processing your request.", "server_error"))
             return
         if mode == "invalid":
-            self._send_json(200, {"id": "chatcmpl-standin-invalid", "object": "chat.completion", "choices": []})
+            self._send(200, {"id": "chatcmpl-standin-invalid", "object": "chat.completion", "choices": []})
             return
         if mode == "hang":
             release = server._release
             release.wait(server.hang_seconds)
         if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
-            self._send_json(401, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
+            self._send(401, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
             return
         try:
             request = json.loads(raw)
         except ValueError:
-            self._send_json(400, _error("We could not parse the JSON body of your request.",
+            self._send(400, _error("We could not parse the JSON body of your request.",
                                         "invalid_request_error"))
             return
         problem = _validate(request)
         if problem is not None:
-            self._send_json(400, _error(problem[1], "invalid_request_error", param=problem[0]))
+            self._send(400, _error(problem[1], "invalid_request_error", param=problem[0]))
             return
-        self._send_json(200, _completion(server, request))
+        self._send(200, _completion(server, request))
 
     def _embeddings(self, raw: bytes, mode: str) -> None:
         server = self.server
         if mode == "invalid":
-            self._send_json(200, {"object": "list", "data": []})
+            self._send(200, {"object": "list", "data": []})
             return
         if mode != "ok" and mode != "hang":
             self._chat(raw, mode)  # down / 429 / error: the same failures as chat
@@ -474,19 +456,19 @@ class _Handler(BaseHTTPRequestHandler):
         if mode == "hang":
             server._release.wait(server.hang_seconds)
         if server.api_key is not None and self.headers.get("Authorization") != f"Bearer {server.api_key}":
-            self._send_json(401, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
+            self._send(401, _error("Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
             return
         try:
             request = json.loads(raw)
         except ValueError:
-            self._send_json(400, _error("We could not parse the JSON body of your request.",
+            self._send(400, _error("We could not parse the JSON body of your request.",
                                         "invalid_request_error"))
             return
         problem = _validate_embeddings(request, server.max_input_tokens)
         if problem is not None:
-            self._send_json(400, _error(problem[1], "invalid_request_error", param=problem[0]))
+            self._send(400, _error(problem[1], "invalid_request_error", param=problem[0]))
             return
-        self._send_json(200, _embeddings_answer(request))
+        self._send(200, _embeddings_answer(request))
 
 
 def _validate_embeddings(request: Any, max_input_tokens: int) -> tuple[str | None, str] | None:
