@@ -7,6 +7,7 @@ and audit what the CLI did. Users are found or created by e-mail with
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from insightmesh.directory.email_users import find_or_create_user_by_email
@@ -25,9 +26,19 @@ def make_admin(email: str, *, actor: str) -> tuple[User, bool]:
     return user, True
 
 
+@dataclass(frozen=True)
+class CliActor:
+    """The operator a CLI command acts for, as the audit log records them (an ``audit.log.Actor``)."""
+
+    user_id: str
+
+    @property
+    def label(self) -> str:
+        return self.user_id
+
+
 def audit_cli(*, action: str, target: str, actor: str, before: Any = None, after: Any = None) -> None:
     from insightmesh.audit.log import record
-    from insightmesh.auth.principal import Principal
 
-    record(actor=Principal(user_id=actor, email=None, is_admin=True, via="token"), action=action, target=target,
-           before=before, after=after, request_id=f"cli-{uuid.uuid4()}")
+    record(actor=CliActor(actor), action=action, target=target, before=before, after=after,
+           request_id=f"cli-{uuid.uuid4()}")
