@@ -5,8 +5,8 @@ this thread, an LLM client (usage is recorded for it), the files shared in the t
 and three callbacks: ``progress`` (updates the "thinking" placeholder while it works),
 ``usable_agents`` (for listings) and ``retrieve`` (the knowledge base, searched with the access of
 everyone who will read the reply: the asker's in a DM, only what every member may see in a
-channel — see ``insightmesh.conversation.audience``). It never sees a Slack client, a queue or a table: it returns an ``AgentReply`` and the
-worker does the rest.
+channel — see ``insightmesh.conversation.audience``). It never sees a Slack client, a queue or a
+table: it returns an ``AgentReply`` and the worker does the rest.
 """
 
 from __future__ import annotations
