@@ -96,11 +96,12 @@ class Root:
 
 
 def _limits() -> tuple[int, Callable[[str], str | None]]:
+    from insightmesh.file_types import mime_type_for
     from insightmesh.knowledge import extract
     from insightmesh.knowledge.uploads import MAX_DOCUMENT_BYTES
 
     def mime_type(name: str) -> str | None:
-        found = extract.mime_type_for(name)
+        found = mime_type_for(name)
         return found if found in extract.SUPPORTED_MIME_TYPES else None
 
     return MAX_DOCUMENT_BYTES, mime_type

@@ -28,15 +28,37 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Final, Protocol, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import AttributeDeserializationError, PynamoDBException
 
-from insightmesh.agents.catalog import AgentRecord
 from insightmesh.clock import utc_now
 from insightmesh.directory.models import ALLOW, Grant, Membership, User, group_principal, user_principal
 from insightmesh.observability import get_logger
+
+
+class Granted(Protocol):
+    """What access is decided on: an agent's catalog record (``agents.catalog.AgentRecord``) as
+    the directory sees it — by name and flags, without importing the agents context."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_deleted(self) -> bool: ...
+
+    @property
+    def enabled(self) -> bool: ...
+
+    @property
+    def requires_admin(self) -> bool: ...
+
+    @property
+    def is_public(self) -> bool: ...
+
+
+G = TypeVar("G", bound=Granted)
 
 CHECK_FAILED: Final = "the permission check failed"
 
@@ -55,7 +77,7 @@ class Decision:
         return self.allowed
 
 
-def evaluate(agent: AgentRecord | None, user: User, *, now: datetime | None = None) -> Decision:
+def evaluate(agent: Granted | None, user: User, *, now: datetime | None = None) -> Decision:
     """Decide whether ``user`` may use ``agent`` (rules in the module docstring); never raises on
     a data-access failure — it denies."""
     static = _static_decision(agent, user)
@@ -74,8 +96,8 @@ def evaluate(agent: AgentRecord | None, user: User, *, now: datetime | None = No
 
 
 def agents_usable_by(
-    user: User, agents: Sequence[AgentRecord], *, now: datetime | None = None
-) -> list[AgentRecord]:
+    user: User, agents: Sequence[G], *, now: datetime | None = None
+) -> list[G]:
     """The agents of ``agents`` that ``user`` may use (for a help listing), in the given order.
 
     Same rules as :func:`evaluate`. Calls: one ``Query`` of the user's memberships (GSI
@@ -109,7 +131,7 @@ def _groups_of(user_id: str) -> set[str]:
     return {membership.group_name for membership in Membership.by_user.query(user_id)}
 
 
-def _static_decision(agent: AgentRecord | None, user: User) -> Decision | None:
+def _static_decision(agent: Granted | None, user: User) -> Decision | None:
     """The decision that needs no grant (rules 1-3), or ``None`` if grants must be read."""
     if agent is None:
         return Decision(False, "unknown agent")
@@ -124,7 +146,7 @@ def _static_decision(agent: AgentRecord | None, user: User) -> Decision | None:
     return None
 
 
-def _decide(agent: AgentRecord, user: User, grants: Iterable[Grant], groups: set[str]) -> Decision:
+def _decide(agent: Granted, user: User, grants: Iterable[Grant], groups: set[str]) -> Decision:
     """Rules 4-7 over the agent's unexpired ``grants`` and the user's ``groups``."""
     own = user_principal(user.user_id)
     user_grants = [grant for grant in grants if grant.principal == own]

@@ -61,21 +61,12 @@ from typing import Annotated, Any, Final
 
 from annotated_types import Ge, Gt, Le
 
+from insightmesh.file_types import CSV, DOCX, MARKDOWN, PDF, PLAIN, PPTX, SRT, TSV, VTT, XLSX, mime_type_for
+
 MAX_TEXT_CHARS: Final = 5_000_000
 MB: Final = 1024 * 1024
 # A member smaller than this cannot be a bomb whatever its ratio (tiny XML parts compress very well).
 RATIO_FLOOR_BYTES: Final = 1 * MB
-
-PDF: Final = "application/pdf"
-DOCX: Final = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
-XLSX: Final = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
-PPTX: Final = "application/vnd.openxmlformats-officedocument.presentationml.presentation"
-MARKDOWN: Final = "text/markdown"
-PLAIN: Final = "text/plain"
-CSV: Final = "text/csv"
-TSV: Final = "text/tab-separated-values"
-VTT: Final = "text/vtt"
-SRT: Final = "application/x-subrip"
 
 _ALIASES: Final[dict[str, str]] = {
     "text/x-markdown": MARKDOWN,
@@ -86,19 +77,6 @@ _ALIASES: Final[dict[str, str]] = {
 }
 SUPPORTED_MIME_TYPES: Final[frozenset[str]] = frozenset({PDF, DOCX, XLSX, PPTX, MARKDOWN, PLAIN, CSV, TSV, VTT, SRT,
                                                          *_ALIASES})
-_EXTENSIONS: Final[dict[str, str]] = {
-    ".pdf": PDF,
-    ".docx": DOCX,
-    ".xlsx": XLSX,
-    ".pptx": PPTX,
-    ".md": MARKDOWN,
-    ".markdown": MARKDOWN,
-    ".txt": PLAIN,
-    ".vtt": VTT,
-    ".srt": SRT,
-    ".csv": CSV,
-    ".tsv": TSV,
-}
 GOOGLE_NATIVE_PREFIX: Final = "application/vnd.google-apps."
 HEADING_SEPARATOR: Final = " > "
 
@@ -200,12 +178,6 @@ def normalize_mime_type(mime_type: str) -> str:
     """``"Text/Plain; charset=UTF-8"`` → ``"text/plain"``, aliases resolved."""
     base = mime_type.split(";", 1)[0].strip().lower()
     return _ALIASES.get(base, base)
-
-
-def mime_type_for(filename: str) -> str | None:
-    """The MIME type of ``filename`` by its extension (case-insensitive), None when not supported."""
-    match = re.search(r"(\.[A-Za-z0-9]+)$", filename.strip())
-    return _EXTENSIONS.get(match.group(1).lower()) if match else None
 
 
 def extract_text(content: bytes, mime_type: str, *, filename: str | None = None,

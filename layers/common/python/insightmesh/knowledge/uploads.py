@@ -56,6 +56,7 @@ from typing import Any, Final, TypedDict
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from insightmesh.aws import LambdaContextLike
+from insightmesh.file_types import mime_type_for
 from insightmesh.knowledge import extract, pipeline
 from insightmesh.knowledge.base import ANYONE, IngestReport, SourceDocument
 from insightmesh.knowledge.models import KnowledgeDocument
@@ -162,7 +163,7 @@ def decode_content(text: str) -> bytes:
 def resolve_mime_type(given: str | None, filename: str) -> str:
     """The declared type (normalised), else the one the file name implies; it must be one we read."""
     declared = extract.normalize_mime_type(given) if given else ""
-    mime_type = declared if declared and declared != "application/octet-stream" else extract.mime_type_for(filename)
+    mime_type = declared if declared and declared != "application/octet-stream" else mime_type_for(filename)
     if not mime_type:
         raise UploadError(f"unsupported file type: cannot tell the type of {filename!r}")
     if mime_type not in extract.SUPPORTED_MIME_TYPES:

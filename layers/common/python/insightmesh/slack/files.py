@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field
 
 from insightmesh.config import get_secret
+from insightmesh.file_types import mime_type_for
 from insightmesh.slack.client import api_url
 
 if TYPE_CHECKING:
@@ -74,8 +75,6 @@ def max_bytes() -> int:
 
 def mime_type_of(ref: SlackFileRef) -> str:
     """The file's type from Slack's ``mimetype``, or from its name when that says more."""
-    from insightmesh.knowledge.extract import mime_type_for
-
     declared = (ref.mimetype or "").split(";")[0].strip().lower()
     if declared in ALLOWED_MIME_TYPES and declared != "text/plain":
         return declared

@@ -248,7 +248,8 @@ class Knowledge:
 
     def supported(self, mime_type: str, name: str) -> str | None:
         """The type the extractors read this file as (by its extension when Drive says octet-stream)."""
-        from insightmesh.knowledge.extract import SUPPORTED_MIME_TYPES, mime_type_for, normalize_mime_type
+        from insightmesh.file_types import mime_type_for
+        from insightmesh.knowledge.extract import SUPPORTED_MIME_TYPES, normalize_mime_type
 
         kind = normalize_mime_type(mime_type)
         if kind in ("", "application/octet-stream"):
