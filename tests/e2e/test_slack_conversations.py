@@ -47,7 +47,7 @@ def dev(sandbox, llm):
     server = DevServer(env={
         "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e", "SLACK_API_URL": sandbox.url,
         "LLM_PROVIDER": "openai", "LLM_BASE_URL": llm.base_url, "LLM_API_KEY": "sk-e2e-key-0000000000",
-        "LLM_MODEL": "e2e-model", "WORKER_TIMEOUT": "4", "CONVERSATION_VISIBILITY_TIMEOUT": "5",
+        "LLM_MODEL": "e2e-model", "WORKER_TIMEOUT": "8", "CONVERSATION_VISIBILITY_TIMEOUT": "10",
         "LLM_BREAKER_COOLDOWN_SECONDS": "2",
     })
     try:
@@ -89,11 +89,19 @@ def bot_messages(sandbox, thread_ts, channel="C0E2E"):
             if m.get("is_bot") and not m.get("ephemeral")]
 
 
+def is_final(message):
+    """A final reply: the worker's last edit marks its metadata ``answered``; a placeholder
+    (``Thinking…``, or an agent's progress such as ``Analysing…``) still says ``placeholder``. A
+    plain post without metadata (leaving agent mode) is final too."""
+    status = ((message.get("metadata") or {}).get("event_payload") or {}).get("status")
+    return status == "answered" if status else "Thinking" not in message["text"]
+
+
 def answered(sandbox, thread_ts, *, replies=1, channel="C0E2E", timeout=30.0):
     """The bot's messages in the thread once ``replies`` of them carry a final answer."""
     def final():
         messages = bot_messages(sandbox, thread_ts, channel)
-        done = [m for m in messages if "Thinking" not in m["text"]]
+        done = [m for m in messages if is_final(m)]
         return messages if len(done) >= replies else None
     return wait_for(final, timeout=timeout, what=f"{replies} answer(s) in thread {thread_ts}")
 
@@ -223,13 +231,13 @@ def test_llm_down_gets_a_friendly_reply_the_circuit_opens_and_recovers(sandbox, 
 
 
 def test_a_worker_that_crashes_after_posting_posts_nothing_new_on_redelivery(dev, sandbox, http):
-    # The final chat.update is recorded by Slack, then hangs past the worker's 4 s timeout: the
+    # The final chat.update is recorded by Slack, then hangs past the worker's 8 s timeout: the
     # runtime kills the worker, SQS redelivers after the visibility timeout, and the redelivery
     # finds the recorded placeholder instead of posting again.
-    sandbox.fail("chat.update", "delay", count=1, delay=6.0)
+    sandbox.fail("chat.update", "delay", count=1, delay=10.0)
     _, thread = mention(http, "survive a crash")
-    wait_for(lambda: "Sandbox.Timedout" in dev.output(), timeout=20, what="the worker to time out")
-    messages = answered(sandbox, thread, timeout=30)
+    wait_for(lambda: "Sandbox.Timedout" in dev.output(), timeout=30, what="the worker to time out")
+    messages = answered(sandbox, thread, timeout=45)
     time.sleep(1.0)
     assert len(bot_messages(sandbox, thread)) == 1
     assert len(posts_in(sandbox, thread)) == 1

@@ -142,7 +142,20 @@ def test_a_month_is_one_query_on_the_subject(usage: ModuleType) -> None:
     assert sum(int(item.prompt_tokens) for item in october) == 20
 
 
-def test_concurrent_workers_lose_no_increment(usage: ModuleType) -> None:
+def test_concurrent_workers_lose_no_increment(usage: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    # DynamoDB applies each UpdateItem atomically; moto's in-process backend does not (it reads,
+    # changes and writes the item unlocked), so a loaded machine could lose one of its own ADDs.
+    # Serialising moto's UpdateItem makes it as atomic as DynamoDB; our code still races freely.
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.Lock()
+    update_item = DynamoDBBackend.update_item
+
+    def atomic_update_item(self: Any, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            return update_item(self, *args, **kwargs)
+
+    monkeypatch.setattr(DynamoDBBackend, "update_item", atomic_update_item)
     def work() -> None:
         for _ in range(5):
             usage.record_usage(agent="help", user_id="U1", usage=Usage(3, 2), when=WHEN)
