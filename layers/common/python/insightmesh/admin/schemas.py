@@ -196,6 +196,8 @@ class AdminFlagIn(_Request):
 class AuditEntryOut(_Response):
     id: str = Field(description="The entry's sort key: <timestamp>#<uuid>.")
     target: str
+    target_label: str | None = Field(default=None, description="Who or what the target is, for people: a user's "
+                                                               "e-mail next to user:<id> (null when not recorded).")
     at: datetime
     actor: str
     actor_id: str
