@@ -48,6 +48,14 @@ class Pipeline:
         return report
 
 
+@pytest.fixture(autouse=True)
+def audited(monkeypatch):
+    """The audit entries the uploads would write (the log itself is tested with moto)."""
+    entries: list[dict] = []
+    monkeypatch.setattr(uploads, "record_ingest", lambda **entry: entries.append(entry) or True)
+    return entries
+
+
 @pytest.fixture
 def pipeline(monkeypatch):
     recorder = Pipeline()
@@ -196,3 +204,31 @@ def test_acl_principals_are_normalised_or_refused():
         "domain:example.com", "group:sales@example.com")
     with pytest.raises(ValueError, match="user:bob"):
         uploads.normalise_acl(["user:bob"])
+
+
+def test_a_directory_group_is_named_by_its_name():
+    assert uploads.normalise_acl(["group:Sales", "group:sales@example.com"]) == ("group:sales",
+                                                                                 "group:sales@example.com")
+    for bad in ("group:s", "group:sales team", "group:-sales", "group:"):
+        with pytest.raises(ValueError, match="group:<group name>"):
+            uploads.normalise_acl([bad])
+
+
+def test_a_document_shared_with_a_group_that_does_not_exist_is_rejected(pipeline, audited, monkeypatch):
+    asked: list[set[str]] = []
+    monkeypatch.setattr(uploads, "missing_groups", lambda names: asked.append(set(names)) or {"sles"})
+    result = uploads.handle({"source": SOURCE, "requested_by": "cli:alice", "documents": [
+        doc("typo.md", acl=["group:sles"]), doc("ok.md", acl=["group:sales", "user:bob@example.com"])]})
+    assert asked == [{"sles", "sales"}]
+    assert [d.document_id for d in pipeline.calls[0]["documents"]] == ["local:ok.md-id"]
+    assert result["failed"] == 1 and "no directory group named 'sles'" in result["errors"]["local:typo.md-id"]
+    assert "POST /api/groups" in result["errors"]["local:typo.md-id"]
+    [entry] = audited
+    assert entry["actor"].label == "cli:alice" and entry["source"] == SOURCE
+    assert entry["rejected"] == {"local:typo.md-id": ("typo.md", ("group:sles",))}
+
+
+def test_an_upload_without_groups_reads_no_group_table(pipeline, audited, monkeypatch):
+    monkeypatch.setattr(uploads, "missing_groups", lambda names: pytest.fail("no group to look up"))
+    uploads.handle({"source": SOURCE, "documents": [doc("a.md", acl=["group:sales@example.com"])]})
+    assert audited[0]["actor"].label == uploads.UNKNOWN_ACTOR
