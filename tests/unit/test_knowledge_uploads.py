@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from insightmesh.knowledge import pipeline as pipeline_module
 from insightmesh.knowledge import uploads
 from insightmesh.knowledge.base import IngestReport, SourceDocument
 
@@ -59,7 +60,7 @@ def audited(monkeypatch):
 @pytest.fixture
 def pipeline(monkeypatch):
     recorder = Pipeline()
-    monkeypatch.setattr(uploads.pipeline, "ingest_documents", recorder)
+    monkeypatch.setattr(pipeline_module, "ingest_documents", recorder)
     return recorder
 
 
@@ -174,7 +175,7 @@ def test_the_sweep_removes_what_the_source_has_beyond_the_keep_list(monkeypatch)
     records = [SimpleNamespace(document_id=f"local:{name}") for name in ("a", "b", "c")]
     monkeypatch.setattr(uploads.KnowledgeDocument.by_source, "query",
                         lambda source, **kwargs: queried.append(source) or iter(records))
-    monkeypatch.setattr(uploads.pipeline, "remove_documents", lambda ids: removed.extend(ids) or len(removed))
+    monkeypatch.setattr(pipeline_module, "remove_documents", lambda ids: removed.extend(ids) or len(removed))
     assert uploads._sweep(SOURCE, {"local:a", "local:z"}) == 2
     assert queried == [SOURCE] and removed == ["local:b", "local:c"]
 
@@ -190,7 +191,7 @@ class Clock:
 def test_running_out_of_time_reports_the_rest_and_sweeps_nothing(monkeypatch, swept):
     recorder = Pipeline(stop_after=1)
     recorder.clock = Clock(300_000)
-    monkeypatch.setattr(uploads.pipeline, "ingest_documents", recorder)
+    monkeypatch.setattr(pipeline_module, "ingest_documents", recorder)
     result = uploads.handle({"source": SOURCE, "documents": [doc("a.md"), doc("b.md"), doc("c.md")],
                              "sweep": True, "keep_document_ids": []}, recorder.clock)
     assert result["new"] == 1 and result["failed"] == 2 and result["seen"] == 3
@@ -232,3 +233,19 @@ def test_an_upload_without_groups_reads_no_group_table(pipeline, audited, monkey
     monkeypatch.setattr(uploads, "missing_groups", lambda names: pytest.fail("no group to look up"))
     uploads.handle({"source": SOURCE, "documents": [doc("a.md", acl=["group:sales@example.com"])]})
     assert audited[0]["actor"].label == uploads.UNKNOWN_ACTOR
+
+
+def test_the_function_imports_no_vector_store_client_at_init():
+    """Its init stays inside Lambda's 10 s init phase on a slow machine: qdrant_client (seconds of
+    imports) is loaded by the first upload, not by the handler module."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    heavy = ("qdrant_client", "insightmesh.knowledge.pipeline")
+    probe = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import handler; "
+             f"print(sorted(name for name in {heavy!r} if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, str(root / "layers" / "common" / "python"),
+                           str(root / "functions" / "knowledge_ingest")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

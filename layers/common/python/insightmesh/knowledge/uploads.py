@@ -46,6 +46,10 @@ what became of them.
   version would be removed for a problem of the upload — and the report says so under the
   source's key in ``errors``.
 
+**Init.** The module imports the pipeline (and with it the vector store's client, seconds of
+imports) on the first upload rather than at import: the function's init stays well inside
+Lambda's 10-second init phase, and the import runs under the invocation's own timeout.
+
 **Time.** The pipeline stops before a document once the invocation's remaining time is below the
 smaller of 30 s and a fifth of its timeout; the documents not reached are reported failed ("run the
 upload again": those already done are then unchanged) and nothing is swept.
@@ -63,7 +67,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from insightmesh.aws import LambdaContextLike
 from insightmesh.file_types import mime_type_for
-from insightmesh.knowledge import extract, pipeline
+from insightmesh.knowledge import extract
 from insightmesh.knowledge.base import ANYONE, IngestReport, SourceDocument, group_names, normalise_principals
 from insightmesh.knowledge.ingest_audit import IngestActor, record_ingest
 from insightmesh.knowledge.models import KnowledgeDocument
@@ -249,6 +253,8 @@ def _sweep(source: str, keep: set[str]) -> int:
     """Remove the documents of ``source`` whose ids are not in ``keep``; how many were removed."""
     known = [record.document_id for record in KnowledgeDocument.by_source.query(
         source, attributes_to_get=["document_id"])]
+    from insightmesh.knowledge import pipeline
+
     return pipeline.remove_documents(document_id for document_id in known if document_id not in keep)
 
 
@@ -289,6 +295,8 @@ def handle(event: Mapping[str, Any], context: LambdaContextLike | None = None) -
     if upload.sweep and keep is None and rejected:
         errors[upload.source] = (f"not swept: {len(rejected)} document(s) of the upload were rejected, "
                                  "so nothing was removed")
+    from insightmesh.knowledge import pipeline  # the vector store's client: on the first upload, not at init
+
     report: IngestReport = pipeline.ingest_documents(
         documents, sweep_source=upload.source if native_sweep else None, should_stop=deadline)
     errors.update(report.errors)
