@@ -250,6 +250,8 @@ def test_admins_list_documents_over_http_and_others_are_refused(api):
                               "last_error": "ExtractionError: not a PDF"}]
     assert call(handler, tokens["admin"], {"acl": "not a principal"})[0] == 422
     assert call(handler, tokens["admin"], {"status": "gone"})[0] == 422
+    assert call(handler, tokens["admin"], {"source": "local:/" + "é" * 600})[0] == 422  # past a key's 2,048 bytes
+    assert call(handler, tokens["admin"], {"source": "local:/" + "é" * 500})[0] == 200
     assert call(handler, tokens["member"])[0] == 403
 
     from insightmesh.audit.log import AuditEntry

@@ -324,7 +324,7 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
                          "group:sales@example.com). Ingests are in the audit log (action knowledge.ingest).",
              responses=responses(200, "A page of documents", 403))
     def list_knowledge_documents(
-        source: Annotated[str | None, Query(min_length=1, max_length=4096,
+        source: Annotated[str | None, Query(min_length=1, max_length=512,  # a key: at most 2,048 bytes
                                             description="e.g. gdrive:<folder id> or local:<path>")] = None,
         status: Annotated[knowledge_listing.Status | None, Query(description="indexed or failed")] = None,
         acl: Annotated[str | None, Query(min_length=1, max_length=320,
