@@ -321,7 +321,8 @@ def run_out(run: TaskRun, jobs: dict[str, Job]) -> TaskRunOut:
         scheduled_time=run.scheduled_time, created_at=run.created_at, started_at=run.started_at,
         finished_at=run.finished_at, duration_ms=int(run.duration_ms) if run.duration_ms is not None else None,
         records_processed=int(run.records_processed or 0), records_succeeded=int(run.records_succeeded or 0),
-        records_failed=int(run.records_failed or 0), summary=dict(run.summary or {}), error=error,
+        records_failed=int(run.records_failed or 0), summary=dict(run.summary or {}),
+        warnings=list(run.warnings or []), error=error,
         resumed_from=run.resumed_from, correlation_id=run.correlation_id,
     )
 
