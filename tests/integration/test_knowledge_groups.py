@@ -259,3 +259,51 @@ def test_admins_list_documents_over_http_and_others_are_refused(api):
     denied = list(AuditEntry.query("knowledge:*"))
     assert [(entry.action, entry.outcome, entry.actor_id) for entry in denied] == [
         ("knowledge.read", "denied", MEMBER)]
+
+
+# -- the Drive job: a Google group's permission names the mirrored directory group ---------------------
+
+
+@pytest.fixture
+def google(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Any, str]]:
+    """The Drive API stand-in (``GOOGLE_DRIVE_API_URL``) and an access token from the OAuth stand-in."""
+    from tests.integration.test_gdrive_ingest import CLIENT_ID, CLIENT_SECRET, OWNER, REDIRECT_URI, issue_access_token
+    from tests.standins.google_drive_server import GoogleDriveServer
+    from tests.standins.google_oauth_server import GoogleOAuthServer
+
+    oauth = GoogleOAuthServer(client_id=CLIENT_ID, client_secret=CLIENT_SECRET, redirect_uris={REDIRECT_URI}).start()
+    server = GoogleDriveServer(port=0, tokens=(), validator=oauth.is_valid_access_token, default_owner=OWNER).start()
+    monkeypatch.setenv("GOOGLE_DRIVE_API_URL", server.url)
+    try:
+        yield server, issue_access_token(oauth)
+    finally:
+        server.stop()
+        oauth.stop()
+
+
+def test_the_drive_job_shares_a_google_groups_file_with_the_directory_group_and_audits_it(knowledge, google):
+    from insightmesh.knowledge.models import KnowledgeDocument
+    from insightmesh.knowledge.retrieval import retrieve, viewer_for_user
+    from tests.integration.test_gdrive_ingest import Context, Tokens, drive_job, params
+    from tests.job_context import run
+
+    drive, token = google
+    people()  # gw-eng mirrors eng@corp.example; Carol is in it
+    folder = drive.add_folder("Engineering", permissions=["group:eng@corp.example"])
+    runbook = drive.add_file("Runbook.md", parent=folder, mime_type="text/markdown",
+                             content="# Runbook\n\nRestart the ingestion cluster with the blue lever.\n")
+    first = run(drive_job(Tokens(token)), Context(params(folder_id=folder)))
+    assert first.summary["new"] == 1
+    record = KnowledgeDocument.get(f"gdrive:{runbook}")
+    assert "group:gw-eng" in record.acl and "group:eng@corp.example" in record.acl
+    assert [p.title for p in retrieve("blue lever restart", viewer_for_user("U-CAROL"))] == ["Runbook.md"]
+    assert retrieve("blue lever restart", viewer_for_user("U-ALICE")) == []
+
+    [entry] = audit(f"knowledge:gdrive:{folder}")
+    assert (entry.action, entry.actor) == ("knowledge.ingest", "job:job-drive")
+    assert [(item["title"], item["outcome"]) for item in entry.after["documents"]] == [("Runbook.md", "new")]
+    assert "group:gw-eng" in entry.after["documents"][0]["acl"]
+
+    again = run(drive_job(Tokens(token)), Context(params(folder_id=folder)))
+    assert again.summary["unchanged"] == 1
+    assert len(audit(f"knowledge:gdrive:{folder}")) == 1  # nothing changed: nothing audited
