@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -432,8 +433,9 @@ def chat_email(value: str) -> str:
 
 
 def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
-             print_fn: Callable[[str], None] = print) -> int:
-    """The chat loop; returns the exit status (0, or 1 when the sandbox or dev server is missing)."""
+             print_fn: Callable[[str], None] = print, err_fn: Callable[[str], None] | None = None) -> int:
+    """The chat loop; returns the exit status (0, or 1 when the sandbox or dev server is missing, said
+    in one line through ``err_fn``: stderr for the command, ``print_fn`` when not given)."""
     email = getattr(args, "email", None)
     args.user = args.user or (user_for_email(email) if email else DEFAULT_USER)
     args.channel = args.channel or f"D{args.user}"
@@ -444,7 +446,7 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
         if email:
             sandbox.register_user(user_id=args.user, email=email)
     except ChatError as error:
-        print_fn(f"insightmesh chat: {error}")
+        (err_fn or print_fn)(f"insightmesh chat: {error}")
         return 1
     watcher = Watcher(sandbox, args.user, print_fn, settle=args.settle, timeout=args.timeout)
     chat = Conversation(args, sandbox, watcher, print_fn, bot_user_id=bot_user_id, team_id=args.team or sandbox_team)
@@ -481,14 +483,14 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
             else:
                 chat.say(line)
         except ChatError as error:
-            print_fn(f"insightmesh chat: {error}")
+            (err_fn or print_fn)(f"insightmesh chat: {error}")
             return 1
         except KeyboardInterrupt:
             print_fn("  (stopped waiting)")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    return run_chat(args)
+    return run_chat(args, err_fn=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -93,6 +93,9 @@ def test_a_wrong_flag_shows_the_subcommands_usage():
 def test_no_running_system_is_one_line_that_says_what_to_start():
     line = one_line(run("token", "list", "--email", "ops@example.com", "--port", "9"), 1)
     assert "no insightmesh dev server on 127.0.0.1:9" in line and "start `insightmesh dev`" in line
+    line = one_line(run("chat", "--port", "9", "--sandbox-url", "http://127.0.0.1:9/api/"), 1)
+    assert line.startswith("insightmesh chat: no Slack sandbox at http://127.0.0.1:9/api/")
+    assert "start `insightmesh dev`" in line
 
 
 def test_commands_print_no_log_lines_and_iso_times_and_the_audit_names_the_user(dev, admin):
