@@ -307,3 +307,17 @@ def test_the_drive_job_shares_a_google_groups_file_with_the_directory_group_and_
     again = run(drive_job(Tokens(token)), Context(params(folder_id=folder)))
     assert again.summary["unchanged"] == 1
     assert len(audit(f"knowledge:gdrive:{folder}")) == 1  # nothing changed: nothing audited
+
+
+def test_an_ingest_entry_stays_bounded_however_many_documents_and_readers(knowledge):
+    from insightmesh.knowledge.base import DocumentOutcome
+    from insightmesh.knowledge.ingest_audit import IngestActor, record_ingest
+
+    readers = tuple(f"user:reader{n}@corp.example" for n in range(60))
+    report = IngestReport(seen=150, new=150, outcomes=[DocumentOutcome(f"gdrive:f{n}", "T" * 500, "new", readers)
+                                                       for n in range(150)])
+    assert record_ingest(actor=IngestActor("job:j", "job:j"), source="gdrive:big", report=report, request_id="r")
+    [entry] = audit("knowledge:gdrive:big")
+    assert len(entry.after["documents"]) == 100 and entry.after["documents_not_listed"] == 50
+    first = entry.after["documents"][0]
+    assert len(first["acl"]) == 20 and first["acl_not_listed"] == 40 and len(first["title"]) == 200

@@ -12,7 +12,8 @@ per ingestion:
 ``target`` = ``knowledge:<source>`` (``knowledge:local:/srv/handbook``, ``knowledge:gdrive:<folder
 id>``), ``action`` = ``knowledge.ingest``. ``after`` holds the counts and, for at most
 :data:`MAX_LISTED` documents, ``{"document_id", "title", "outcome", "acl"}`` (``outcome``: new,
-changed, unchanged, failed or rejected); ``documents_not_listed`` counts the rest. Like every
+changed, unchanged, failed or rejected; at most :data:`MAX_ACL_LISTED` principals of an ACL, with
+``acl_not_listed`` counting the rest); ``documents_not_listed`` counts the other documents. Like every
 audit entry, ``after`` is redacted: the e-mail addresses in user principals are shortened
 (``user:a***@example.com``); groups, domains and ``anyone`` read as they are.
 
@@ -29,6 +30,8 @@ from insightmesh.knowledge.base import DocumentOutcome, IngestReport
 
 ACTION: Final = "knowledge.ingest"
 MAX_LISTED: Final = 100
+MAX_ACL_LISTED: Final = 20  # per document: with 100 documents the entry stays far below DynamoDB's 400 KB
+MAX_TITLE_CHARS: Final = 200
 UNCHANGED: Final = "unchanged"
 
 
@@ -42,6 +45,14 @@ class IngestActor:
 
 def target(source: str) -> str:
     return f"knowledge:{source}"
+
+
+def _document(outcome: DocumentOutcome) -> dict[str, Any]:
+    listed: dict[str, Any] = {"document_id": outcome.document_id, "title": outcome.title[:MAX_TITLE_CHARS],
+                              "outcome": outcome.outcome, "acl": list(outcome.acl[:MAX_ACL_LISTED])}
+    if len(outcome.acl) > MAX_ACL_LISTED:
+        listed["acl_not_listed"] = len(outcome.acl) - MAX_ACL_LISTED
+    return listed
 
 
 def record_ingest(*, actor: IngestActor, source: str, report: IngestReport, request_id: str,
@@ -65,8 +76,7 @@ def record_ingest(*, actor: IngestActor, source: str, report: IngestReport, requ
         "counts": {"seen": report.seen + len(rejected or {}), "new": report.new, "changed": report.changed,
                    "unchanged": report.unchanged, "failed": report.failed + len(rejected or {}),
                    "removed": removed, "chunks_written": report.chunks_written},
-        "documents": [{"document_id": outcome.document_id, "title": outcome.title, "outcome": outcome.outcome,
-                       "acl": list(outcome.acl)} for outcome in listed[:MAX_LISTED]],
+        "documents": [_document(outcome) for outcome in listed[:MAX_LISTED]],
         "documents_not_listed": max(0, len(listed) - MAX_LISTED),
     }
     record(actor=actor, action=ACTION, target=target(source), after=after, request_id=request_id)
