@@ -85,4 +85,4 @@ def test_an_unreachable_qdrant_is_down(monkeypatch: pytest.MonkeyPatch) -> None:
     report = check_readiness([store(f"http://127.0.0.1:{free_port()}")], timeout=2)
     check = only(report)
     assert report["status"] == "down" and check["status"] == "down"
-    assert check["detail"] == "ConnectError"
+    assert check["detail"] == "ConnectionRefusedError"

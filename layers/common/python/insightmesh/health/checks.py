@@ -109,7 +109,10 @@ def _check_queue(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, s
 
 
 def _check_knowledge_store(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, str]:
-    import httpx
+    # The standard library's client: botocore has imported it already, so the first readiness
+    # check of a cold start imports no HTTP library of its own.
+    import http.client
+
     from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
 
     from insightmesh.knowledge.settings import optional_secret
@@ -118,15 +121,23 @@ def _check_knowledge_store(resource: Resource, timeouts: Timeouts) -> tuple[Chec
         api_key = optional_secret("QDRANT_API_KEY")
     except GetParameterError:
         return CheckStatus.DOWN, "QDRANT_API_KEY could not be read"
+    parts = urlsplit(resource.identifier)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return CheckStatus.DOWN, "QDRANT_URL is not an http(s) URL"
+    connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_type(parts.hostname, parts.port, timeout=max(timeouts.connect, timeouts.read))
     try:
-        response = httpx.get(resource.identifier.rstrip("/") + "/readyz",
-                             headers={"api-key": api_key} if api_key else {},
-                             timeout=httpx.Timeout(timeouts.read, connect=timeouts.connect), follow_redirects=False)
-    except httpx.HTTPError as error:
+        connection.request("GET", parts.path.rstrip("/") + "/readyz", headers={"api-key": api_key} if api_key else {})
+        response = connection.getresponse()
+        status = response.status
+        response.read(4096)  # a short answer ("all shards are ready"): read, so the server finishes cleanly
+    except (OSError, http.client.HTTPException) as error:
         return CheckStatus.DOWN, type(error).__name__
-    if response.status_code == 200:
+    finally:
+        connection.close()
+    if status == 200:
         return CheckStatus.OK, "qdrant ready"
-    return CheckStatus.DOWN, f"qdrant answered HTTP {response.status_code} to /readyz"
+    return CheckStatus.DOWN, f"qdrant answered HTTP {status} to /readyz"
 
 
 _CHECKS: dict[str, Callable[[Resource, Timeouts], tuple[CheckStatus, str]]] = {
