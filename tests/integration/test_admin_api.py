@@ -1149,3 +1149,13 @@ def test_records_that_predate_visibility_are_served_and_migrated_by_seeding(api:
     assert AgentRecord.get("meddic").visibility_setting == "restricted"  # not the definition's public
     assert AgentRecord.get("ops").visibility_setting == "admins"
     assert "meddic" not in [agent["name"] for agent in api.ok("GET", "/api/me", as_="member")["agents"]]
+
+
+def test_an_address_sent_as_a_user_id_is_told_to_send_email(api: Api) -> None:
+    make_agent("secret")
+    api.ok("POST", "/api/groups", 201, body={"name": "sales"})
+    for path, body in [("/api/groups/sales/members", {"user_id": MEMBER_EMAIL}),
+                       ("/api/agents/secret/grants", {"principal_type": "user", "principal_id": MEMBER_EMAIL})]:
+        result = api.call("POST", path, body=body)
+        assert_envelope(result, 404, "not_found")
+        assert f'send {{"email": "{MEMBER_EMAIL}"}}' in result.body["error"]["message"], result.body

@@ -35,7 +35,7 @@ from pynamodb.expressions.condition import Condition
 
 from insightmesh.admin.agents import require_agent, target
 from insightmesh.admin.schemas import GrantIn, GrantOut
-from insightmesh.admin.users import FIND_USERS, require_person
+from insightmesh.admin.users import no_such_user, require_person
 from insightmesh.agents.catalog import ADMINS, ALWAYS_PUBLIC, PUBLIC, AgentRecord
 from insightmesh.api.errors import ConflictError, NotFoundError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
@@ -182,7 +182,7 @@ def put_grant(agent_name: str, body: GrantIn, *, actor: Principal, request_id: s
                                 "POST /api/groups")
         tx.check(Group, principal_id, condition=Group.name.exists(), error=missing)
     else:
-        missing = NotFoundError(f"no user {principal_id!r}: {FIND_USERS}")
+        missing = no_such_user(principal_id)
         tx.check(User, principal_id, condition=User.user_id.exists(), error=missing)
     agent_usable = AgentRecord.name.exists() & AgentRecord.deleted_at.does_not_exist()
     gone = ConflictError(f"agent {agent_name!r} was deleted meanwhile")

@@ -49,11 +49,18 @@ def user_out(user: User) -> UserOut:
 FIND_USERS: Final = "find people with GET /api/users?email=<address> (or ?email_prefix=<start>)"
 
 
+def no_such_user(user_id: str) -> NotFoundError:
+    """The 404 for an unknown user id, saying how to find people (and how to name one by e-mail,
+    when the id looks like an address)."""
+    by_email = f"; to name someone by e-mail, send {{\"email\": \"{user_id}\"}}" if "@" in user_id else ""
+    return NotFoundError(f"no user {user_id!r}: {FIND_USERS}{by_email}")
+
+
 def require_user(user_id: str) -> User:
     try:
         return User.get(user_id)
     except User.DoesNotExist:
-        raise NotFoundError(f"no user {user_id!r}: {FIND_USERS}") from None
+        raise no_such_user(user_id) from None
 
 
 def require_person(*, user_id: str | None, email: str | None) -> User:
