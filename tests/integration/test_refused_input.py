@@ -15,7 +15,7 @@ import boto3
 import pytest
 
 from insightmesh.auth.tokens import create_token
-from insightmesh.jobs import schemas
+from insightmesh.jobs import schemas, service
 from insightmesh.jobs.models import RUN_KIND, TaskRun, created_sort, retention
 from tests.integration.conftest import ROOT, load_handler
 
@@ -100,6 +100,22 @@ def test_a_patch_to_a_past_at_is_refused_and_the_schedule_kept(api: Api) -> None
                                                                      "timezone": "Europe/Paris"}})
     assert status == 422 and "at(2020-01-01T00:00:00) is in the past" in detail(body)["msg"]
     assert api.call("GET", f"/api/jobs/{job['job_id']}")[1]["schedule"]["expression"] == f"at({future})"
+
+
+def test_resuming_a_job_whose_at_has_passed_is_refused(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    future = datetime.now(UTC) + timedelta(hours=2)
+    status, job = api.call("POST", "/api/jobs", job_body(f"at({future.strftime('%Y-%m-%dT%H:%M:%S')})"))
+    assert status == 201, job
+    assert api.call("POST", f"/api/jobs/{job['job_id']}/pause")[0] == 200
+    monkeypatch.setattr(service, "utc_now", lambda: future + timedelta(hours=1))  # the time has passed
+
+    status, body = api.call("POST", f"/api/jobs/{job['job_id']}/resume")
+    assert status == 422, body
+    assert "is in the past" in body["error"]["message"] and "PATCH schedule" in body["error"]["message"]
+    current = api.call("GET", f"/api/jobs/{job['job_id']}")[1]
+    assert current["enabled"] is False
+    [schedule] = boto3.client("scheduler").list_schedules(GroupName=GROUP)["Schedules"]
+    assert schedule["State"] == "DISABLED"  # still paused: it never fires late
 
 
 def test_an_unknown_time_zone_is_refused_on_the_timezone_field(api: Api) -> None:
