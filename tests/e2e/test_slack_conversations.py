@@ -4,20 +4,16 @@ OpenAI-compatible stand-in on loopback, driven by signed webhooks as Slack sends
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from itertools import count
 
-import boto3
-import httpx
 import pytest
 
 from insightmesh_local import slack_signing as slack
-from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
+from tests.e2e.dev_server import post_event as signed_post
+from tests.e2e.dev_server import running
 from tests.helpers import wait_for
-from tests.standins.openai_server import start as start_openai
 
 SECRET = "e2e-signing-secret"
 TEAM, BOT = slack.DEFAULT_TEAM_ID, slack.DEFAULT_BOT_USER_ID
@@ -30,44 +26,18 @@ def new_ts() -> str:
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    with SlackSandbox(port=0) as stand_in:
-        yield stand_in
-
-
-@pytest.fixture(scope="module")
-def llm():
-    server, _base_url = start_openai(port=0)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def dev(sandbox, llm):
-    server = DevServer(env={
+def dev(sandbox, llm, dev_logs):
+    with running(env={
         "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e", "SLACK_API_URL": sandbox.url,
         "LLM_PROVIDER": "openai", "LLM_BASE_URL": llm.base_url, "LLM_API_KEY": "sk-e2e-key-0000000000",
         "LLM_MODEL": "e2e-model", "WORKER_TIMEOUT": "8", "CONVERSATION_VISIBILITY_TIMEOUT": "10",
         "LLM_BREAKER_COOLDOWN_SECONDS": "2",
-    })
-    try:
-        server.wait_ready()
+    }, log_dir=dev_logs) as server:
         yield server
-    finally:
-        if server.process.poll() is None:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(dev):
-    with httpx.Client(base_url=f"http://127.0.0.1:{dev.port}", timeout=20) as client:
-        yield client
 
 
 def post_event(http, event, *, headers=None, secret=SECRET, timestamp=None):
-    body = slack.json_body(slack.event_callback(TEAM, slack.DEFAULT_APP_ID, event))
-    return http.post("/slack/events", content=body,
-                     headers={**slack.signed_headers(secret, body, "application/json", timestamp), **(headers or {})})
+    return signed_post(http, secret, event, headers=headers, timestamp=timestamp)
 
 
 def mention(http, text, *, channel="C0E2E", thread_ts=None, user="U0ALICE"):
@@ -289,20 +259,19 @@ def test_sticky_agent_mode_and_its_exit(sandbox, http):
 
 
 def test_the_denied_path(dev, sandbox, http):
-    dynamodb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{dev.emulator_port}",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+    dynamodb = dev.aws("dynamodb")
     table = "insightmesh-dev-AgentsTable"
     dynamodb.update_item(TableName=table, Key={"name": {"S": "meddic"}},
-                         UpdateExpression="SET requires_admin = :yes",
-                         ExpressionAttributeValues={":yes": {"BOOL": True}})
+                         UpdateExpression="SET visibility = :admins",
+                         ExpressionAttributeValues={":admins": {"S": "admins"}})
     try:
         _, thread = mention(http, "meddic secret deal notes", user="U0MALLORY")
         reply = answered(sandbox, thread)[-1]["text"]
         assert "don't have access" in reply and "requires an admin" in reply and "help" in reply
     finally:
         dynamodb.update_item(TableName=table, Key={"name": {"S": "meddic"}},
-                             UpdateExpression="SET requires_admin = :no",
-                             ExpressionAttributeValues={":no": {"BOOL": False}})
+                             UpdateExpression="SET visibility = :public",
+                             ExpressionAttributeValues={":public": {"S": "public"}})
 
 
 # -- slash command and buttons ----------------------------------------------------------------------------
@@ -350,8 +319,7 @@ def test_feedback_and_exit_buttons(sandbox, http):
 
 
 def test_readiness_covers_the_new_tables_and_queue(dev, http):
-    made = subprocess.run([*CLI, "token", "create", "--email", "ops@example.com", "--admin", "--port", str(dev.port)],
-                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    made = dev.cli("token", "create", "--email", "ops@example.com", "--admin")
     assert made.returncode == 0, made.stderr  # the detail needs an admin's token
     report = http.get("/health/ready", headers={"Authorization": f"Bearer {made.stdout.strip()}"}).json()
     names = {check["name"] for check in report["checks"]}
