@@ -14,39 +14,30 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
+from tests.e2e.dev_server import ROOT, _env, run_cli, running
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 ADMIN, MEMBER = "admin@example.com", "member@example.com"
 
 
 @pytest.fixture(scope="module")
-def dev():
+def dev(dev_logs):
     # Fuzzing sends thousands of requests a minute: lift the per-principal limit for this stack
     # (the limit itself is tested in tests/integration/test_auth_guard.py).
-    server = DevServer(env={"API_RATE_LIMIT_PER_MINUTE": "100000", "API_IP_RATE_LIMIT_PER_MINUTE": "100000"})
-    try:
-        server.wait_ready()
+    with running(env={"API_RATE_LIMIT_PER_MINUTE": "100000", "API_IP_RATE_LIMIT_PER_MINUTE": "100000"},
+                 log_dir=dev_logs) as server:
         yield server
-    finally:
-        if server.process.poll() is None:
-            server.stop()
-
-
-def cli(dev, *args):
-    return subprocess.run([*CLI, *args, "--port", str(dev.port)], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
 def tokens(dev):
-    bootstrap = cli(dev, "admin", "bootstrap", "--email", ADMIN)
+    bootstrap = dev.cli("admin", "bootstrap", "--email", ADMIN)
     assert bootstrap.returncode == 0, bootstrap.stderr
     assert "is now an admin" in bootstrap.stderr
-    again = cli(dev, "admin", "bootstrap", "--email", ADMIN)
+    again = dev.cli("admin", "bootstrap", "--email", ADMIN)
     assert again.returncode == 0 and "was already an admin" in again.stderr
-    admin = cli(dev, "token", "create", "--email", ADMIN, "--admin")
-    member = cli(dev, "token", "create", "--email", MEMBER)
+    admin = dev.cli("token", "create", "--email", ADMIN, "--admin")
+    member = dev.cli("token", "create", "--email", MEMBER)
     assert admin.returncode == 0 and member.returncode == 0, admin.stderr + member.stderr
     return {"admin": admin.stdout.strip(), "member": member.stdout.strip()}
 
@@ -54,8 +45,7 @@ def tokens(dev):
 @pytest.fixture(scope="module")
 def api(dev, tokens):
     def client(role: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {tokens[role]}"} if role else {}
-        return httpx.Client(base_url=f"http://127.0.0.1:{dev.port}", headers=headers, timeout=20)
+        return dev.http(headers={"Authorization": f"Bearer {tokens[role]}"} if role else {})
     return client
 
 
@@ -65,40 +55,38 @@ def test_cli_prints_only_the_token_on_stdout(tokens):
 
 
 def test_cli_without_a_running_system_says_so():
-    result = subprocess.run([*CLI, "token", "create", "--email", "x@example.com", "--port", "9"], cwd=ROOT,
-                            env=_env(), capture_output=True, text=True, timeout=60)
+    result = run_cli("token", "create", "--email", "x@example.com", "--port", "9")
     assert result.returncode == 1 and "no insightmesh dev server" in result.stderr and result.stdout == ""
 
 
 def test_tokens_can_be_listed_and_revoked(dev, api):
-    made = cli(dev, "token", "create", "--email", "temp@example.com")
+    made = dev.cli("token", "create", "--email", "temp@example.com")
     token = made.stdout.strip()
     token_id = token.split("_")[1]
-    with httpx.Client(base_url=f"http://127.0.0.1:{dev.port}", timeout=20,
-                      headers={"Authorization": f"Bearer {token}"}) as temp:
+    with dev.http(headers={"Authorization": f"Bearer {token}"}) as temp:
         assert temp.get("/api/me").status_code == 200
-        listed = cli(dev, "token", "list", "--email", "temp@example.com")
+        listed = dev.cli("token", "list", "--email", "temp@example.com")
         assert listed.returncode == 0 and f'"token_id": "{token_id}"' in listed.stdout and token not in listed.stdout
         shown = json.loads(listed.stdout.splitlines()[0])
         assert shown["scopes"] == ["admin:read"] and shown["state"] == "active"
         expires = datetime.fromisoformat(shown["expires_at"])
         assert timedelta(days=89) < expires - datetime.now(UTC) <= timedelta(days=90)  # the default lifetime
-        assert cli(dev, "token", "revoke", "--email", "temp@example.com", token_id).returncode == 0
+        assert dev.cli("token", "revoke", "--email", "temp@example.com", token_id).returncode == 0
         assert temp.get("/api/me").status_code == 401
-    assert cli(dev, "token", "revoke", "--email", "temp@example.com", "nope").returncode == 1
+    assert dev.cli("token", "revoke", "--email", "temp@example.com", "nope").returncode == 1
 
 
 def test_a_token_lifetime_and_scopes_can_be_chosen(dev):
-    made = cli(dev, "token", "create", "--email", "short@example.com", "--expires-in", "12h",
+    made = dev.cli("token", "create", "--email", "short@example.com", "--expires-in", "12h",
                "--scope", "admin:read", "--scope", "admin:write")
     assert made.returncode == 0, made.stderr
     assert "scopes admin:read admin:write, expires" in made.stderr
-    shown = json.loads(cli(dev, "token", "list", "--email", "short@example.com").stdout.splitlines()[0])
+    shown = json.loads(dev.cli("token", "list", "--email", "short@example.com").stdout.splitlines()[0])
     assert shown["scopes"] == ["admin:read", "admin:write"]
     assert timedelta(hours=11) < datetime.fromisoformat(shown["expires_at"]) - datetime.now(UTC) <= timedelta(hours=12)
-    forever = cli(dev, "token", "create", "--email", "short@example.com", "--expires-in", "never")
+    forever = dev.cli("token", "create", "--email", "short@example.com", "--expires-in", "never")
     assert forever.returncode == 0 and "never expires" in forever.stderr
-    bad = cli(dev, "token", "create", "--email", "short@example.com", "--expires-in", "3w")
+    bad = dev.cli("token", "create", "--email", "short@example.com", "--expires-in", "3w")
     assert bad.returncode == 2 and bad.stdout == "" and "--expires-in" in bad.stderr
 
 

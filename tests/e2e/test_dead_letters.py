@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
-import boto3
-import httpx
 import pytest
 
 from insightmesh_local import slack_signing as slack
 from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.e2e.dev_server import DevServer
+from tests.e2e.dev_server import DevServer, post_event, running
 from tests.helpers import wait_for
 
 SECRET = "e2e-dlq-signing-secret"
@@ -24,24 +23,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
 @pytest.fixture(scope="module")
-def sandbox() -> Iterator[SlackSandbox]:
-    with SlackSandbox(port=0) as stand_in:
-        yield stand_in
-
-
-@pytest.fixture(scope="module")
-def dev(sandbox: SlackSandbox) -> Iterator[DevServer]:
-    server = DevServer(env={
+def dev(sandbox: SlackSandbox, dev_logs: Path) -> Iterator[DevServer]:
+    with running(env={
         "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e-dlq", "SLACK_API_URL": sandbox.url,
         "LLM_PROVIDER": "offline", "WORKER_TIMEOUT": "10", "CONVERSATION_VISIBILITY_TIMEOUT": "12",
         "CONVERSATION_MAX_RECEIVE_COUNT": str(MAX_RECEIVES),
-    })
-    try:
-        server.wait_ready()
+    }, log_dir=dev_logs) as server:
         yield server
-    finally:
-        if server.process.poll() is None:
-            server.stop()
 
 
 def test_a_message_the_worker_never_manages_to_answer_gets_one_apology_with_its_reference(dev, sandbox):
@@ -52,12 +40,10 @@ def test_a_message_the_worker_never_manages_to_answer_gets_one_apology_with_its_
     sandbox.fail("chat.update", "error", count=MAX_RECEIVES * 3, status=500, error="internal_error")
     text = f"<@{slack.DEFAULT_BOT_USER_ID}> will you ever answer?"
     ts = sandbox.add_user_message(channel="C0DLQE2E", user="U0ALICE", text=text)["ts"]  # Slack has it
-    body = slack.json_body(slack.event_callback(TEAM, slack.DEFAULT_APP_ID, slack.app_mention_event(
-        "U0ALICE", "C0DLQE2E", text, ts)))
     reference = "e2e-dlq-reference-1"
-    with httpx.Client(base_url=f"http://127.0.0.1:{dev.port}", timeout=20) as http:
-        response = http.post("/slack/events", content=body, headers={
-            **slack.signed_headers(SECRET, body, "application/json"), "X-Request-Id": reference})
+    with dev.http() as http:
+        response = post_event(http, SECRET, slack.app_mention_event("U0ALICE", "C0DLQE2E", text, ts),
+                              headers={"X-Request-Id": reference})
     assert response.status_code == 200, response.text
 
     def bot_messages() -> list[dict]:
@@ -73,8 +59,7 @@ def test_a_message_the_worker_never_manages_to_answer_gets_one_apology_with_its_
     failed_updates = [c for c in sandbox.calls("chat.update") if c["status"] == 500]
     assert len(failed_updates) == MAX_RECEIVES * 3
 
-    dynamodb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{dev.emulator_port}",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+    dynamodb = dev.aws("dynamodb")
     request_id = f"msg:{TEAM}:C0DLQE2E:{ts}"
     key = {"pk": {"S": f"thread#{TEAM}#C0DLQE2E#{ts}"}, "sk": {"S": f"deadletter#{request_id}"}}
     failure = dynamodb.get_item(TableName="insightmesh-dev-ConversationsTable", Key=key, ConsistentRead=True)["Item"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 
 import httpx
@@ -12,27 +11,16 @@ import pytest
 
 from insightmesh_local import local_auth
 from insightmesh_local.template import load_template
-from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
+from tests.e2e.dev_server import ROOT, _env, run_cli, running, start
 from tests.helpers import free_port, port_open, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
 
 
 @pytest.fixture(scope="module")
-def server():
-    dev = DevServer()
-    try:
-        dev.wait_ready()
-        yield dev
-    finally:
-        if dev.process.poll() is None:
-            dev.stop()
-
-
-@pytest.fixture(scope="module")
-def http(server):
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=20) as client:
-        yield client
+def dev(dev_logs):
+    with running(log_dir=dev_logs) as server:
+        yield server
 
 
 def test_liveness(http):
@@ -45,10 +33,9 @@ def test_liveness(http):
 
 
 @pytest.fixture(scope="module")
-def ops(server):
+def ops(dev):
     """The headers of an admin's API token (admin:read): the readiness detail needs one."""
-    made = subprocess.run([*CLI, "token", "create", "--email", "ops@example.com", "--admin", "--port",
-                           str(server.port)], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    made = dev.cli("token", "create", "--email", "ops@example.com", "--admin")
     assert made.returncode == 0, made.stderr
     return {"Authorization": f"Bearer {made.stdout.strip()}"}
 
@@ -68,16 +55,13 @@ def test_readiness_checks_every_table_and_queue_of_the_template(http, ops):
     template = load_template(ROOT / "infra" / "template.yaml")
     declared = {name for name in template.function_globals["Environment"]["Variables"]
                 if name.endswith(("_TABLE", "_QUEUE_URL", "_DLQ_URL"))}
-    assert names == declared
+    assert names == declared | {"QDRANT_URL"}  # and the knowledge store (the dev stack's Qdrant)
     assert {"RATE_LIMIT_TABLE", "CONVERSATION_QUEUE_URL", "CONVERSATION_DLQ_URL", "USERS_TABLE"} <= names
     assert all(check["status"] == "ok" for check in report["checks"])
 
 
-def test_readiness_degrades_when_the_dead_letter_queue_holds_messages(server, http, ops):
-    import boto3
-
-    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{server.emulator_port}",
-                       aws_access_key_id="testing", aws_secret_access_key="testing")
+def test_readiness_degrades_when_the_dead_letter_queue_holds_messages(dev, http, ops):
+    sqs = dev.aws("sqs")
     # The job DLQ: nothing consumes it (conversation_dlq drains the conversation DLQ at once).
     url = sqs.get_queue_url(QueueName="insightmesh-dev-JobDeadLetterQueue")["QueueUrl"]
     sqs.send_message(QueueUrl=url, MessageBody="{}")
@@ -113,15 +97,14 @@ def test_openapi_document(http):
     assert {"/health", "/health/ready"} <= set(document["paths"])
 
 
-def test_every_invocation_is_logged_once(server, http):
+def test_every_invocation_is_logged_once(dev, http):
     http.get("/health", headers={"X-Request-Id": "log-line"})
-    lines = [line for line in server.output().splitlines() if "HealthFunction trigger=http GET /health " in line]
+    lines = [line for line in dev.output().splitlines() if "HealthFunction trigger=http GET /health " in line]
     assert lines and all("outcome=ok" in line and "duration=" in line for line in lines)
 
 
-def test_sigterm_stops_everything_within_five_seconds():
-    dev = DevServer()
-    dev.wait_ready()
+def test_sigterm_stops_everything_within_five_seconds(dev_logs):
+    dev = start(log_dir=dev_logs)
     assert port_open(dev.port) and port_open(dev.emulator_port)
     assert dev.stop() < 5
     assert dev.process.returncode == 0
@@ -129,20 +112,18 @@ def test_sigterm_stops_everything_within_five_seconds():
     assert "stopped in" in dev.output()
 
 
-def test_a_port_in_use_is_reported(server):
-    result = subprocess.run([*CLI, "dev", "--port", str(server.port)], cwd=ROOT, env=_env(),
-                            capture_output=True, text=True, timeout=30)
+def test_a_port_in_use_is_reported(dev):
+    result = run_cli("dev", "--port", str(dev.port), timeout=30)
     assert result.returncode == 1
-    assert f"port {server.port}" in result.stderr
+    assert f"port {dev.port}" in result.stderr
 
 
 def test_a_broken_template_names_the_cause(tmp_path):
     template = tmp_path / "template.yaml"
     template.write_text((ROOT / "infra" / "template.yaml").read_text().replace(
         "CodeUri: ../functions/health/", "CodeUri: ../functions/nowhere/"))
-    result = subprocess.run([*CLI, "dev", "--port", str(free_port()), "--emulator-port", str(free_port()),
-                             "--template", str(template)], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                            timeout=30)
+    result = run_cli("dev", "--port", str(free_port()), "--emulator-port", str(free_port()), "--template",
+                     str(template), "--data-dir", str(tmp_path / "data"), timeout=30)
     assert result.returncode == 2
     assert "HealthFunction" in result.stderr and "CodeUri ../functions/nowhere/" in result.stderr
 
@@ -152,9 +133,8 @@ def test_a_missing_parameter_names_the_function_and_variable(tmp_path):
     text = (ROOT / "infra" / "template.yaml").read_text().replace("CodeUri: ../", f"CodeUri: {ROOT}/")
     text = text.replace("  LogLevel:\n    Type: String\n    Default: INFO\n", "  LogLevel:\n    Type: String\n")
     template.write_text(text)
-    result = subprocess.run([*CLI, "dev", "--port", str(free_port()), "--emulator-port", str(free_port()),
-                             "--template", str(template)], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                            timeout=30)
+    result = run_cli("dev", "--port", str(free_port()), "--emulator-port", str(free_port()), "--template",
+                     str(template), "--data-dir", str(tmp_path / "data"), timeout=30)
     assert result.returncode == 2
     assert "function HealthFunction" in result.stderr
     assert "LogLevel" in result.stderr and "--parameter-overrides" in result.stderr
@@ -162,10 +142,12 @@ def test_a_missing_parameter_names_the_function_and_variable(tmp_path):
 
 # -- insightmesh invoke -------------------------------------------------------------------------------
 
-def test_invoke_prints_the_result_as_json():
-    result = subprocess.run([*CLI, "invoke", "health", "--event", "events/health/live.json",
-                             "--emulator-port", str(free_port())], cwd=ROOT, env=_env(),
-                            capture_output=True, text=True, timeout=60)
+# Each invoke gets its own data folder: the default (.insightmesh in the project) may be held by a
+# developer's `make dev`, and its embedded store admits one process at a time.
+
+def test_invoke_prints_the_result_as_json(tmp_path):
+    result = run_cli("invoke", "health", "--event", "events/health/live.json", "--emulator-port", str(free_port()),
+                     "--data-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     response = json.loads(result.stdout)
     assert response["statusCode"] == 200
@@ -173,18 +155,16 @@ def test_invoke_prints_the_result_as_json():
     assert response["headers"]["X-Request-Id"] == "sample-live-1"
 
 
-def test_invoke_readiness_against_its_own_emulator():
-    result = subprocess.run([*CLI, "invoke", "HealthFunction", "--event", "events/health/ready.json",
-                             "--emulator-port", str(free_port())], cwd=ROOT, env=_env(),
-                            capture_output=True, text=True, timeout=60)
+def test_invoke_readiness_against_its_own_emulator(tmp_path):
+    result = run_cli("invoke", "HealthFunction", "--event", "events/health/ready.json", "--emulator-port",
+                     str(free_port()), "--data-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert json.loads(json.loads(result.stdout)["body"])["status"] == "ok"
 
 
 def test_invoke_unknown_function_fails_with_the_list(tmp_path):
-    result = subprocess.run([*CLI, "invoke", "nope", "--event", "events/health/live.json",
-                             "--emulator-port", str(free_port())], cwd=ROOT, env=_env(),
-                            capture_output=True, text=True, timeout=60)
+    result = run_cli("invoke", "nope", "--event", "events/health/live.json", "--emulator-port", str(free_port()),
+                     "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 2
     assert "no function 'nope'" in result.stderr and "HealthFunction" in result.stderr
 
@@ -192,20 +172,18 @@ def test_invoke_unknown_function_fails_with_the_list(tmp_path):
 def test_invoke_reports_a_function_error_and_exits_non_zero(tmp_path):
     event = tmp_path / "bad.json"
     event.write_text(json.dumps({"not": "an api event"}))
-    result = subprocess.run([*CLI, "invoke", "health", "--event", str(event), "--emulator-port", str(free_port())],
-                            cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=60)
+    result = run_cli("invoke", "health", "--event", str(event), "--emulator-port", str(free_port()),
+                     "--data-dir", str(tmp_path / "data"))
     assert result.returncode == 1
     error = json.loads(result.stderr[result.stderr.index("{"):])
     assert error["errorType"] and error["errorMessage"]
 
 
-def test_schedules_cli_talks_to_the_running_server(server):
-    result = subprocess.run([*CLI, "schedules", "list", "--port", str(server.port)], cwd=ROOT, env=_env(),
-                            capture_output=True, text=True, timeout=30)
+def test_schedules_cli_talks_to_the_running_server(dev):
+    result = dev.cli("schedules", "list", timeout=30)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"schedules": []}
-    missing = subprocess.run([*CLI, "schedules", "fire", "nope", "--port", str(server.port)], cwd=ROOT,
-                             env=_env(), capture_output=True, text=True, timeout=30)
+    missing = dev.cli("schedules", "fire", "nope", timeout=30)
     assert missing.returncode == 1 and "no schedule named" in missing.stderr
 
 
@@ -215,41 +193,39 @@ def _without_the_secret_in_the_environment() -> dict[str, str]:
     return {k: v for k, v in _env().items() if k != local_auth.ENVIRONMENT_VARIABLE}
 
 
-def test_the_secret_is_in_the_data_dir_readable_only_by_its_owner(server):
-    path = Path(server.data_dir) / local_auth.TOKEN_FILE
+def test_the_secret_is_in_the_data_dir_readable_only_by_its_owner(dev):
+    path = Path(dev.data_dir) / local_auth.TOKEN_FILE
     assert path.stat().st_mode & 0o777 == 0o600
-    assert path.read_text() == server.secret
+    assert path.read_text() == dev.secret
 
 
-def test_the_control_surface_refuses_pages_foreign_hosts_and_requests_without_the_secret(server, http):
+def test_the_control_surface_refuses_pages_foreign_hosts_and_requests_without_the_secret(dev, http):
     page = {"Content-Type": "text/plain", "Origin": "https://evil.example"}
     assert http.post("/_local/functions/HealthFunction/invoke", content=b"{}", headers=page).status_code == 403
     assert http.get("/_local/stack").status_code == 401
     assert http.get("/_local/stack", headers={"Host": "rebound.example",
-                                              local_auth.HEADER: server.secret}).status_code == 403
-    assert http.get("/_local/stack", headers={local_auth.HEADER: server.secret}).status_code == 200
+                                              local_auth.HEADER: dev.secret}).status_code == 403
+    assert http.get("/_local/stack", headers={local_auth.HEADER: dev.secret}).status_code == 200
     # The API's own routes take any Host: a tunnel to a real workspace keeps working.
     assert http.get("/health", headers={"Host": "abc.tunnel.example"}).status_code == 200
 
 
-def test_the_cli_reads_the_secret_from_the_data_dir(server, tmp_path):
-    listed = subprocess.run([*CLI, "schedules", "list", "--port", str(server.port), "--data-dir", server.data_dir],
-                            cwd=ROOT, env=_without_the_secret_in_the_environment(), capture_output=True, text=True,
-                            timeout=30)
+def test_the_cli_reads_the_secret_from_the_data_dir(dev, tmp_path):
+    listed = dev.cli("schedules", "list", "--data-dir", dev.data_dir, env=_without_the_secret_in_the_environment(),
+                     timeout=30)
     assert listed.returncode == 0, listed.stderr
-    elsewhere = subprocess.run([*CLI, "schedules", "list", "--port", str(server.port), "--data-dir", str(tmp_path)],
-                               cwd=ROOT, env=_without_the_secret_in_the_environment(), capture_output=True,
-                               text=True, timeout=30)
+    elsewhere = dev.cli("schedules", "list", "--data-dir", str(tmp_path), env=_without_the_secret_in_the_environment(),
+                        timeout=30)
     assert elsewhere.returncode == 1
     assert "no valid secret" in elsewhere.stderr and str(tmp_path) in elsewhere.stderr
 
 
-def test_the_dev_servers_slack_sandbox_wants_the_secret_too(server):
-    found = re.search(r"Slack Web API sandbox .* on (http://127\.0\.0\.1:\d+/)api/", server.output())
-    assert found, server.output()
+def test_the_dev_servers_slack_sandbox_wants_the_secret_too(dev):
+    found = re.search(r"Slack Web API sandbox .* on (http://127\.0\.0\.1:\d+/)api/", dev.output())
+    assert found, dev.output()
     root = found.group(1)
     assert httpx.get(root + "_sandbox/messages", timeout=10).status_code == 401
-    assert httpx.get(root + "_sandbox/messages", headers={local_auth.HEADER: server.secret},
+    assert httpx.get(root + "_sandbox/messages", headers={local_auth.HEADER: dev.secret},
                      timeout=10).status_code == 200
-    assert httpx.get(root + "_sandbox/messages", headers={"Host": "evil.example", local_auth.HEADER: server.secret},
+    assert httpx.get(root + "_sandbox/messages", headers={"Host": "evil.example", local_auth.HEADER: dev.secret},
                      timeout=10).status_code == 403

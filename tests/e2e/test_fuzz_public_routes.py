@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.e2e.dev_server import DevServer
+from tests.e2e.dev_server import DevServer, running
 from tests.standins.oidc_server import start as start_oidc
 
 SECRET = "fuzz-signing-secret"
@@ -128,24 +128,21 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> dict[str, st
 
 # -- the server -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def dev():
+def dev(dev_logs):
     identity = start_oidc(client_id="insightmesh-fuzz", client_secret="fuzz-client-secret")
-    server = DevServer(env={"SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-fuzz",
-                            "OIDC_ISSUER": identity.issuer, "OIDC_CLIENT_ID": "insightmesh-fuzz",
-                            "OIDC_CLIENT_SECRET": "fuzz-client-secret",
-                            "API_RATE_LIMIT_PER_MINUTE": "100000", "API_IP_RATE_LIMIT_PER_MINUTE": "100000"})
     try:
-        server.wait_ready()
-        yield server
+        with running(env={"SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-fuzz",
+                          "OIDC_ISSUER": identity.issuer, "OIDC_CLIENT_ID": "insightmesh-fuzz",
+                          "OIDC_CLIENT_SECRET": "fuzz-client-secret", "API_RATE_LIMIT_PER_MINUTE": "100000",
+                          "API_IP_RATE_LIMIT_PER_MINUTE": "100000"}, log_dir=dev_logs) as server:
+            yield server
     finally:
-        if server.process.poll() is None:
-            server.stop()
         identity.stop()
 
 
 @pytest.fixture(scope="module")
 def http(dev):
-    with httpx.Client(base_url=f"http://127.0.0.1:{dev.port}", timeout=30) as client:
+    with dev.http(timeout=30) as client:
         yield client
 
 

@@ -4,16 +4,13 @@ makes a run, and slack_user_sync pulls users.list from the Slack stand-in into t
 
 from __future__ import annotations
 
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import boto3
 import httpx
 import pytest
 
-from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
+from tests.e2e.dev_server import running
 from tests.helpers import wait_for
 from tests.standins.google_directory_server import GoogleDirectoryServer
 from tests.standins.google_oauth_server import GoogleOAuthServer
@@ -33,12 +30,6 @@ def slack_user(index: int, **extra) -> dict:
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    with SlackSandbox(port=0) as stand_in:
-        yield stand_in
-
-
-@pytest.fixture(scope="module")
 def google():
     oauth = GoogleOAuthServer(port=0, client_id="e2e-google-client", client_secret="e2e-google-secret").start()
     directory = GoogleDirectoryServer(port=0, tokens=(), validator=oauth.is_valid_access_token).start()
@@ -50,35 +41,25 @@ def google():
 
 
 @pytest.fixture(scope="module")
-def dev(sandbox, google):
+def dev(sandbox, google, dev_logs):
     oauth, directory = google
-    server = DevServer(env={"SLACK_BOT_TOKEN": "xoxb-e2e-jobs", "SLACK_API_URL": sandbox.url,
-                            "API_RATE_LIMIT_PER_MINUTE": "100000", "API_IP_RATE_LIMIT_PER_MINUTE": "100000",
-                            "GOOGLE_CLIENT_ID": oauth.client_id, "GOOGLE_CLIENT_SECRET": oauth.client_secret,
-                            "GOOGLE_AUTHORIZE_URL": oauth.authorize_url, "GOOGLE_TOKEN_URL": oauth.token_url,
-                            "GOOGLE_REVOKE_URL": oauth.revoke_url, "GOOGLE_DIRECTORY_API_URL": directory.url})
-    try:
-        server.wait_ready()
+    with running(env={"SLACK_BOT_TOKEN": "xoxb-e2e-jobs", "SLACK_API_URL": sandbox.url,
+                      "API_RATE_LIMIT_PER_MINUTE": "100000", "API_IP_RATE_LIMIT_PER_MINUTE": "100000",
+                      "GOOGLE_CLIENT_ID": oauth.client_id, "GOOGLE_CLIENT_SECRET": oauth.client_secret,
+                      "GOOGLE_AUTHORIZE_URL": oauth.authorize_url, "GOOGLE_TOKEN_URL": oauth.token_url,
+                      "GOOGLE_REVOKE_URL": oauth.revoke_url, "GOOGLE_DIRECTORY_API_URL": directory.url},
+                 log_dir=dev_logs) as server:
         yield server
-    finally:
-        if server.process.poll() is None:
-            server.stop()
-
-
-def cli(dev, *args):
-    return subprocess.run([*CLI, *args, "--port", str(dev.port)], cwd=ROOT, env=_env(), capture_output=True,
-                          text=True, timeout=60)
 
 
 @pytest.fixture(scope="module")
 def api(dev):
-    assert cli(dev, "admin", "bootstrap", "--email", ADMIN).returncode == 0
-    tokens = {"admin": cli(dev, "token", "create", "--email", ADMIN, "--admin").stdout.strip(),
-              "member": cli(dev, "token", "create", "--email", MEMBER).stdout.strip()}
+    assert dev.cli("admin", "bootstrap", "--email", ADMIN).returncode == 0
+    tokens = {"admin": dev.cli("token", "create", "--email", ADMIN, "--admin").stdout.strip(),
+              "member": dev.cli("token", "create", "--email", MEMBER).stdout.strip()}
 
     def client(role: str | None) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {tokens[role]}"} if role else {}
-        return httpx.Client(base_url=f"http://127.0.0.1:{dev.port}", headers=headers, timeout=30)
+        return dev.http(headers={"Authorization": f"Bearer {tokens[role]}"} if role else {}, timeout=30)
     return client
 
 
@@ -90,8 +71,7 @@ def admin(api):
 
 @pytest.fixture(scope="module")
 def scheduler(dev):
-    return boto3.client("scheduler", endpoint_url=f"http://127.0.0.1:{dev.emulator_port}", region_name="us-east-1",
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return dev.aws("scheduler")
 
 
 def schedule_of(scheduler, job_id):
@@ -247,7 +227,8 @@ def test_a_job_that_raises_is_recorded_failed_with_its_error(admin, clean_sandbo
 def test_two_concurrent_starts_one_runs_one_is_skipped(admin, clean_sandbox):
     clean_sandbox.add_users([slack_user(i) for i in range(10)])
     clean_sandbox.fail("users.list", "delay", count=1, delay=4.0)  # the first run holds the lease a while
-    job = create_job(admin, name="Concurrent", parameters={"page_size": 5})
+    # max_deactivate_percent: the earlier tests' users are gone from the sandbox, and this run may deactivate them.
+    job = create_job(admin, name="Concurrent", parameters={"page_size": 5, "max_deactivate_percent": 100})
     with ThreadPoolExecutor(2) as pool:
         starts = list(pool.map(lambda _: admin.post(f"/api/jobs/{job['job_id']}/run"), range(2)))
     assert [start.status_code for start in starts] == [202, 202]
@@ -263,8 +244,8 @@ def test_two_concurrent_starts_one_runs_one_is_skipped(admin, clean_sandbox):
 
 def test_a_schedule_fired_by_the_local_runtime_produces_a_run(dev, admin, clean_sandbox):
     clean_sandbox.add_users([slack_user(i) for i in range(7)])
-    job = create_job(admin, name="Fired", schedule="rate(12 hours)")
-    fired = httpx.post(f"http://127.0.0.1:{dev.port}/_local/schedules/job-{job['job_id']}/fire", timeout=10,
+    job = create_job(admin, name="Fired", schedule="rate(12 hours)", parameters={"max_deactivate_percent": 100})
+    fired = httpx.post(f"{dev.url}/_local/schedules/job-{job['job_id']}/fire", timeout=10,
                        headers={"X-InsightMesh-Local-Token": dev.secret})
     assert fired.status_code == 202, fired.text
     runs: list = []
@@ -329,7 +310,7 @@ def test_connecting_a_google_credential_escapes_its_name_and_never_shows_a_token
     replayed = httpx.get(callback, headers={"Cookie": f"im_connect={started.cookies.get('im_connect')}"}, timeout=30)
     elsewhere = httpx.get(callback, timeout=30)  # another browser: no im_connect cookie
     assert elsewhere.status_code == 400 and "not started in this browser" in elsewhere.text
-    forged = httpx.get(f"http://127.0.0.1:{dev.port}/api/credentials/google/callback",
+    forged = httpx.get(f"{dev.url}/api/credentials/google/callback",
                        params={"state": "forged-state-value-000000000000", "code": "whatever"}, timeout=30)
     seen += [replayed.text, forged.text]
     assert replayed.status_code == 400 and forged.status_code == 400

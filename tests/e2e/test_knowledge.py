@@ -8,16 +8,13 @@ from __future__ import annotations
 import itertools
 import subprocess
 
-import httpx
 import pytest
 
 from insightmesh_local import slack_signing as slack
-from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
+from tests.e2e.dev_server import post_event, running
 from tests.helpers import wait_for
 
 SECRET = "e2e-knowledge-secret"
-TEAM = slack.DEFAULT_TEAM_ID
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 _ts = itertools.count(1)
 
@@ -27,34 +24,16 @@ def new_ts() -> str:
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    with SlackSandbox(port=0) as stand_in:
-        yield stand_in
-
-
-@pytest.fixture(scope="module")
-def dev(sandbox, tmp_path_factory):
+def dev(sandbox, tmp_path_factory, dev_logs):
     data = tmp_path_factory.mktemp("insightmesh-data")
-    server = DevServer("--data-dir", str(data), env={
+    with running("--data-dir", str(data), env={
         "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e-knowledge", "SLACK_API_URL": sandbox.url,
-        "LLM_PROVIDER": "offline"})
-    try:
-        server.wait_ready()
+        "LLM_PROVIDER": "offline"}, log_dir=dev_logs) as server:
         yield server
-    finally:
-        if server.process.poll() is None:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(dev):
-    with httpx.Client(base_url=f"http://127.0.0.1:{dev.port}", timeout=20) as client:
-        yield client
 
 
 def ingest(dev, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, "ingest", *args, "--port", str(dev.port)], cwd=ROOT, env=_env(),
-                          capture_output=True, text=True, timeout=120)
+    return dev.cli("ingest", *args, timeout=120)
 
 
 def ask(http, sandbox, text, *, thread_ts=None, files=None, channel="C0KNOW"):
@@ -62,8 +41,7 @@ def ask(http, sandbox, text, *, thread_ts=None, files=None, channel="C0KNOW"):
     event = slack.app_mention_event("U0ASKER", channel, text, ts, thread_ts)
     if files:
         event["files"], event["subtype"] = files, "file_share"
-    body = slack.json_body(slack.event_callback(TEAM, slack.DEFAULT_APP_ID, event))
-    response = http.post("/slack/events", content=body, headers=slack.signed_headers(SECRET, body, "application/json"))
+    response = post_event(http, SECRET, event)
     assert response.status_code == 200, response.text
     thread = thread_ts or ts
 

@@ -9,18 +9,19 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from insightmesh_local import slack_signing as slack
 from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.e2e.dev_server import DevServer
+from tests.e2e.dev_server import DevServer, post_event, running
 from tests.helpers import wait_for
 from tests.knowledge_fixtures import docx_bytes
 
 SECRET = "e2e-poisoned-files-secret"
-TEAM = slack.DEFAULT_TEAM_ID
 CHANNEL = "C0POISON"
 DOCX_TYPE = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -37,8 +38,7 @@ def zip_bomb_docx() -> bytes:
 
 
 def post(http: httpx.Client, event: dict) -> None:
-    body = slack.json_body(slack.event_callback(TEAM, slack.DEFAULT_APP_ID, event))
-    response = http.post("/slack/events", content=body, headers=slack.signed_headers(SECRET, body, "application/json"))
+    response = post_event(http, SECRET, event)
     assert response.status_code == 200, response.text
 
 
@@ -50,31 +50,28 @@ def final_reply(sandbox: SlackSandbox, thread: str, what: str) -> str:
     return wait_for(reply, timeout=90, what=what)
 
 
-def test_a_zip_bomb_in_one_thread_is_refused_while_another_thread_is_answered(tmp_path):
-    with SlackSandbox(port=0) as sandbox:
-        server = DevServer("--data-dir", str(tmp_path / "data"), env={
-            "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e-poison", "SLACK_API_URL": sandbox.url,
-            "LLM_PROVIDER": "offline"})
-        try:
-            server.wait_ready()
-            bomb = zip_bomb_docx()
-            assert len(bomb) < 200_000
-            shared = sandbox.add_file("report.docx", bomb, DOCX_TYPE)
-            poisoned_ts, normal_ts = slack.new_ts(), slack.new_ts()
-            poisoned = slack.app_mention_event("U0ALICE", CHANNEL, "summarise this please", poisoned_ts)
-            poisoned["files"], poisoned["subtype"] = [shared], "file_share"
-            normal = slack.app_mention_event("U0BOB", CHANNEL, "hello, are you there?", normal_ts)
-            with httpx.Client(base_url=f"http://127.0.0.1:{server.port}", timeout=20) as http:
-                post(http, poisoned)
-                post(http, normal)
-                answered = final_reply(sandbox, normal_ts, "an answer in the normal thread")
-                refused = final_reply(sandbox, poisoned_ts, "a reply in the poisoned thread")
-            assert answered.strip() and "couldn't read" not in answered
-            assert "I couldn't read report.docx: it expands to more than 50 MB" in refused
-            assert any(call["args"].get("file") == shared["id"] for call in sandbox.calls("files.download"))
-            bot_replies = [m for m in sandbox.messages(channel=CHANNEL, thread_ts=poisoned_ts)
-                           if m.get("is_bot") and "Thinking" not in m["text"] and "Reading" not in m["text"]]
-            assert len(bot_replies) == 1  # one reply, not a retry's second one
-        finally:
-            if server.process.poll() is None:
-                server.stop()
+@pytest.fixture(scope="module")
+def dev(sandbox: SlackSandbox, dev_logs: Path) -> Iterator[DevServer]:
+    with running(env={"SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e-poison",
+                      "SLACK_API_URL": sandbox.url, "LLM_PROVIDER": "offline"}, log_dir=dev_logs) as server:
+        yield server
+
+
+def test_a_zip_bomb_in_one_thread_is_refused_while_another_thread_is_answered(dev, sandbox, http):
+    bomb = zip_bomb_docx()
+    assert len(bomb) < 200_000
+    shared = sandbox.add_file("report.docx", bomb, DOCX_TYPE)
+    poisoned_ts, normal_ts = slack.new_ts(), slack.new_ts()
+    poisoned = slack.app_mention_event("U0ALICE", CHANNEL, "summarise this please", poisoned_ts)
+    poisoned["files"], poisoned["subtype"] = [shared], "file_share"
+    normal = slack.app_mention_event("U0BOB", CHANNEL, "hello, are you there?", normal_ts)
+    post(http, poisoned)
+    post(http, normal)
+    answered = final_reply(sandbox, normal_ts, "an answer in the normal thread")
+    refused = final_reply(sandbox, poisoned_ts, "a reply in the poisoned thread")
+    assert answered.strip() and "couldn't read" not in answered
+    assert "I couldn't read report.docx: it expands to more than 50 MB" in refused
+    assert any(call["args"].get("file") == shared["id"] for call in sandbox.calls("files.download"))
+    bot_replies = [m for m in sandbox.messages(channel=CHANNEL, thread_ts=poisoned_ts)
+                   if m.get("is_bot") and "Thinking" not in m["text"] and "Reading" not in m["text"]]
+    assert len(bot_replies) == 1  # one reply, not a retry's second one

@@ -10,17 +10,12 @@ shared with a group that every channel member belongs to is quoted in the channe
 from __future__ import annotations
 
 import itertools
-import subprocess
 
-import boto3
-import httpx
 import pytest
 
 from insightmesh_local import slack_signing as slack
-from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.e2e.dev_server import CLI, ROOT, DevServer, _env
+from tests.e2e.dev_server import post_event, running
 from tests.helpers import wait_for
-from tests.standins.openai_server import start as start_openai
 
 SECRET = "e2e-shared-access-secret"
 TEAM = slack.DEFAULT_TEAM_ID
@@ -37,40 +32,21 @@ def new_ts() -> str:
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    with SlackSandbox(port=0) as stand_in:
-        stand_in.add_users({"id": ALICE, "real_name": "Alice Archer", "email": "alice@corp.example"},
-                           {"id": BOB, "real_name": "Bob Baker", "email": "bob@corp.example"})
-        stand_in.set_channel(GENERAL, [ALICE, BOB], name="general")
-        stand_in.set_channel(ALICE_DM, [], kind="im", user=ALICE)
-        yield stand_in
+def sandbox(sandbox):
+    sandbox.add_users({"id": ALICE, "real_name": "Alice Archer", "email": "alice@corp.example"},
+                      {"id": BOB, "real_name": "Bob Baker", "email": "bob@corp.example"})
+    sandbox.set_channel(GENERAL, [ALICE, BOB], name="general")
+    sandbox.set_channel(ALICE_DM, [], kind="im", user=ALICE)
+    return sandbox
 
 
 @pytest.fixture(scope="module")
-def llm():
-    server, _base_url = start_openai(port=0)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def dev(sandbox, llm):
-    server = DevServer(env={
+def dev(sandbox, llm, dev_logs):
+    with running(env={
         "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e-shared", "SLACK_API_URL": sandbox.url,
         "LLM_PROVIDER": "openai", "LLM_BASE_URL": llm.base_url, "LLM_API_KEY": "sk-e2e-key-0000000000",
-        "LLM_MODEL": "e2e-model", "CHANNEL_AUDIENCE_CACHE_SECONDS": "0"})
-    try:
-        server.wait_ready()
+        "LLM_MODEL": "e2e-model", "CHANNEL_AUDIENCE_CACHE_SECONDS": "0"}, log_dir=dev_logs) as server:
         yield server
-    finally:
-        if server.process.poll() is None:
-            server.stop()
-
-
-@pytest.fixture(scope="module")
-def http(dev):
-    with httpx.Client(base_url=f"http://127.0.0.1:{dev.port}", timeout=20) as client:
-        yield client
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +58,7 @@ def documents(dev, tmp_path_factory):
     (sales / "pipeline.md").write_text(
         f"# Pipeline target\n\nThe Q3 pipeline target for the sales team is {SALES_FACT}.\n")
     for folder, acl in ((private, "user:alice@corp.example"), (sales, "group:sales@corp.example")):
-        done = subprocess.run([*CLI, "ingest", str(folder), "--acl", acl, "--port", str(dev.port)], cwd=ROOT,
-                              env=_env(), capture_output=True, text=True, timeout=120)
+        done = dev.cli("ingest", str(folder), "--acl", acl, timeout=120)
         assert done.returncode == 0, done.stderr
 
 
@@ -99,8 +74,7 @@ def people(sandbox, http):
 
 
 def post(http, event):
-    body = slack.json_body(slack.event_callback(TEAM, slack.DEFAULT_APP_ID, event))
-    response = http.post("/slack/events", content=body, headers=slack.signed_headers(SECRET, body, "application/json"))
+    response = post_event(http, SECRET, event)
     assert response.status_code == 200, response.text
 
 
@@ -149,8 +123,7 @@ def test_a_private_document_stays_out_of_the_channel_and_its_thread(sandbox, llm
 
 def test_a_group_document_is_quoted_when_every_member_is_in_the_group(dev, sandbox, llm, http, documents, people):
     # A directory sync (as google_workspace_sync writes it) puts Alice and Bob in the sales group.
-    dynamodb = boto3.client("dynamodb", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{dev.emulator_port}",
-                            aws_access_key_id="testing", aws_secret_access_key="testing")
+    dynamodb = dev.aws("dynamodb")
 
     def user_id(slack_id):
         item = dynamodb.get_item(TableName="insightmesh-dev-IdentitiesTable",
