@@ -6,6 +6,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 PORT   ?= 3000
 EMULATOR_PORT ?= 4566
+# pytest-xdist workers for `make test` (each test file is one unit of work, the e2e modules one
+# between them: see tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 
 .PHONY: install dev test test-unit test-integration test-e2e lint typecheck bench chaos validate build deploy clean
 
@@ -25,13 +28,13 @@ dev: $(STAMP)
 
 ## Lint, type-check and run the unit, integration and e2e tiers.
 test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q tests/unit tests/integration tests/e2e
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/unit tests/integration tests/e2e
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 test-integration: $(STAMP)
-	$(BIN)/pytest -q tests/integration
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/integration
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -87,3 +88,24 @@ def _fresh_knowledge_presence() -> Iterator[None]:
     yield
     for module in (attachments, audience, conversations):
         module.reset_for_tests()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """How `make test` shares the tests between its workers (pytest-xdist, ``--dist loadfile``).
+
+    Each test file is one unit of work, so a module's fixtures are built once; the e2e modules are
+    one unit between them. They run one after another, as without xdist, so one `insightmesh dev`
+    at a time shares the machine with the other worker's tests. xdist hands out the largest units
+    first, so the e2e unit starts at once and the other files fill in beside it.
+    """
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class FilesWithTheE2eTierAsOne(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]  # the test file, relative to the project
+            return "tests/e2e" if path.startswith("tests/e2e/") else path
+
+    return FilesWithTheE2eTierAsOne(config, log)
