@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import httpx
@@ -11,6 +12,7 @@ import pytest
 
 from insightmesh_local import local_auth
 from insightmesh_local.template import load_template
+from tests.e2e import dev_server
 from tests.e2e.dev_server import ROOT, _env, run_cli, running, start
 from tests.helpers import free_port, port_open, wait_for
 
@@ -116,6 +118,21 @@ def test_a_port_in_use_is_reported(dev):
     result = run_cli("dev", "--port", str(dev.port), timeout=30)
     assert result.returncode == 1
     assert f"port {dev.port}" in result.stderr
+
+
+def test_a_start_that_lost_its_port_to_another_process_is_retried_on_new_ports(dev_logs, monkeypatch):
+    # Parallel test runs: a free port can be taken between the probe and the server's bind.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        lost = taken.getsockname()[1]
+        handed_out = iter([lost])
+        monkeypatch.setattr(dev_server, "free_port", lambda: next(handed_out, None) or free_port())
+        with running(log_dir=dev_logs) as server:
+            assert server.port != lost
+            assert httpx.get(f"{server.url}/health", timeout=20).status_code == 200
+    first_try = (dev_logs / f"insightmesh-dev-{lost}.log").read_text()
+    assert f"port {lost} on 127.0.0.1 is in use" in first_try
 
 
 def test_a_broken_template_names_the_cause(tmp_path):
