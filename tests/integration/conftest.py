@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import itertools
 import json
@@ -53,9 +54,22 @@ def table_variables(template: Template) -> dict[str, str]:
             if isinstance(value, dict) and value.get("Ref") in tables}
 
 
+@functools.cache
+def template() -> Template:
+    """infra/template.yaml, parsed once per process (PyYAML takes most of a second)."""
+    return load_template(TEMPLATE)
+
+
+@functools.cache
+def dynamodb_client() -> Any:
+    """One boto3 DynamoDB client per process (creating one costs ~0.2 s); moto intercepts it under
+    whichever mock is active."""
+    return boto3.client("dynamodb", region_name="us-east-1")
+
+
 def create_tables(template: Template, *, prefix: str = TABLE_PREFIX) -> dict[str, str]:
     """Create every table of ``template`` (keys, GSIs, TTL) with boto3; return variable → table name."""
-    client = boto3.client("dynamodb")
+    client = dynamodb_client()
     names: dict[str, str] = {}
     for logical_id, resource in template.of_type("AWS::DynamoDB::Table").items():
         properties = resource["Properties"]
@@ -106,9 +120,8 @@ def drop_stale_connections() -> None:
 @contextmanager
 def template_tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
     """moto with every table of the template and the environment naming them (variable → name)."""
-    template = load_template(TEMPLATE)
     with mock_aws():
-        tables = create_tables(template)
+        tables = create_tables(template())
         for variable, name in tables.items():
             monkeypatch.setenv(variable, name)
         drop_stale_connections()
@@ -125,7 +138,7 @@ def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
 
 def items(variable: str) -> list[dict[str, Any]]:
     """Every item of the table named by ``variable`` (a test may scan; the code under test never does)."""
-    return boto3.client("dynamodb").scan(TableName=os.environ[variable], ConsistentRead=True)["Items"]
+    return dynamodb_client().scan(TableName=os.environ[variable], ConsistentRead=True)["Items"]
 
 
 @pytest.fixture

@@ -14,13 +14,22 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 
-from insightmesh.agents.catalog import seed_agents
+from insightmesh.admin import agents as admin_agents
+from insightmesh.agents.catalog import AgentRecord, get_agent, seed_agents
 from insightmesh.agents.registry import builtin_definitions
+from insightmesh.audit.log import AuditEntry, entry
+from insightmesh.auth.login import user_for_claims
 from insightmesh.auth.settings import get_auth_settings
 from insightmesh.auth.tokens import create_token
-from insightmesh.directory.users import ensure_system_groups
+from insightmesh.directory.email_users import find_or_create_user_by_email
+from insightmesh.directory.models import GROUP_KIND, Grant, Group, Membership, User
+from insightmesh.directory.permissions import evaluate
+from insightmesh.directory.sync import ProviderUser, sync_users
+from insightmesh.directory.users import ensure_system_groups, resolve_slack_user
+from insightmesh.slack.profiles import SlackProfile
 from tests.integration.conftest import ROOT, DynamoCalls, load_handler
 from tests.integration.conftest import save_user as make_user
 
@@ -85,15 +94,11 @@ def api(tables: dict[str, str], http_event: Callable[..., dict[str, Any]]) -> It
 
 
 def make_agent(name: str, *, is_public: bool = False, is_system: bool = False, aliases: tuple[str, ...] = ()) -> None:
-    from insightmesh.agents.catalog import AgentRecord
-
     AgentRecord(name, display_name=name.title(), description=f"The {name} agent", aliases=list(aliases),
                 is_public=is_public, is_system=is_system).save()
 
 
 def audit_entries(target: str) -> list[Any]:
-    from insightmesh.audit.log import AuditEntry
-
     return list(AuditEntry.query(target, scan_index_forward=False, consistent_read=True))
 
 
@@ -207,8 +212,6 @@ def test_nothing_is_written_or_audited_for_an_unauthenticated_request(api: Api) 
 def test_a_member_is_refused_admin_routes_and_the_attempt_is_audited(
     api: Api, method: str, path: str, body: Any
 ) -> None:
-    from insightmesh.audit.log import AuditEntry
-
     result = api.call(method, path, as_="member", body=body)
 
     assert_envelope(result, 403, "forbidden")
@@ -232,8 +235,6 @@ def test_a_refused_mutation_changes_nothing(api: Api) -> None:
 
 
 def test_every_route_needs_the_token_scope_of_its_method(api: Api) -> None:
-    from insightmesh.auth.tokens import create_token
-
     read_only = create_token(ADMIN_ID, name="read only", scopes=["admin:read"])[0]
     unscoped = create_token(ADMIN_ID, name="no scope")[0]
     assert api.call("GET", "/api/groups", token=read_only).status == 200
@@ -249,7 +250,6 @@ def test_every_route_needs_the_token_scope_of_its_method(api: Api) -> None:
 def test_me_lists_the_agents_the_caller_may_use(api: Api) -> None:
     make_agent("secret")  # not public, no grant yet
     make_agent("admins", is_public=True)
-    from insightmesh.agents.catalog import AgentRecord
 
     AgentRecord.get("admins").update(actions=[AgentRecord.requires_admin.set(True)])
 
@@ -315,9 +315,6 @@ def test_patch_with_a_stale_version_is_a_conflict(api: Api) -> None:
 def test_a_change_between_read_and_write_is_a_conflict_not_an_overwrite(
     api: Api, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from insightmesh.admin import agents as admin_agents
-    from insightmesh.agents.catalog import AgentRecord
-
     read = admin_agents.require_agent
 
     def read_then_someone_else_writes(name: str) -> AgentRecord:
@@ -546,8 +543,6 @@ def test_groups_page_by_name_system_groups_included(api: Api) -> None:
 
 
 def test_groups_carry_their_kind_and_nothing_is_kept_beside_them(api: Api) -> None:
-    from insightmesh.directory.models import GROUP_KIND, Group, Membership
-
     api.ok("POST", "/api/groups", 201, body={"name": "sales"})
     assert {(g.name, g.kind) for g in Group.by_kind.query(GROUP_KIND)} == {("all_users", "group"), ("sales", "group")}
     assert Group.get("all_users").kind == "group"  # ensure_system_groups (the fixture) wrote it
@@ -558,11 +553,6 @@ def test_groups_carry_their_kind_and_nothing_is_kept_beside_them(api: Api) -> No
 
 
 def test_a_system_group_written_without_kind_is_given_one(api: Api) -> None:
-    import boto3
-
-    from insightmesh.directory.models import Group
-    from insightmesh.directory.users import ensure_system_groups
-
     boto3.client("dynamodb").update_item(TableName=Group.Meta.table_name, Key={"name": {"S": "all_users"}},
                                          UpdateExpression="REMOVE kind")
     assert [g["name"] for g in api.ok("GET", "/api/groups")["items"]] == []
@@ -679,13 +669,6 @@ def test_email_prefix_search_is_one_query_on_the_index_whatever_the_number_of_us
 
 
 def test_every_writer_of_a_user_sets_its_email_initial(api: Api) -> None:
-    from insightmesh.auth.login import user_for_claims
-    from insightmesh.directory.email_users import find_or_create_user_by_email
-    from insightmesh.directory.models import User
-    from insightmesh.directory.sync import ProviderUser, sync_users
-    from insightmesh.directory.users import resolve_slack_user
-    from insightmesh.slack.profiles import SlackProfile
-
     slack = resolve_slack_user("T1", "U1", profile=lambda: SlackProfile(display_name="S", email="Slack@X.example"))
     cli = find_or_create_user_by_email("Cli@X.example", added_by="cli")
     signed_in = user_for_claims("sso@x.example", {"name": "Sso"})
@@ -760,8 +743,6 @@ def test_audit_time_ranges_are_bounded(api: Api) -> None:
 
 
 def test_audit_pages_through_days_newest_first(api: Api) -> None:
-    from insightmesh.audit.log import AuditEntry, entry
-
     now = datetime.now(UTC)
     for days_ago in (0, 1, 3):
         for n in range(3):
@@ -790,8 +771,6 @@ def test_audit_pages_through_days_newest_first(api: Api) -> None:
 
 
 def many_users(count: int) -> None:
-    from insightmesh.directory.models import Membership, User
-
     with Membership.batch_write() as memberships, User.batch_write() as users:
         for n in range(count):
             memberships.save(Membership("all_users", f"u-{n:04d}", added_by="system"))
@@ -848,10 +827,6 @@ LISTS: list[tuple[str, dict[str, str], str]] = [
 
 def add_records(start: int, stop: int) -> None:
     """Agents, users (in group crowd), groups, grants on agent popular and audit entries."""
-    from insightmesh.agents.catalog import AgentRecord
-    from insightmesh.audit.log import AuditEntry, entry
-    from insightmesh.directory.models import Grant, Group, Membership, User
-
     with AgentRecord.batch_write() as agents, Group.batch_write() as groups, Grant.batch_write() as grants, \
             Membership.batch_write() as memberships, User.batch_write() as users, \
             AuditEntry.batch_write() as audit:
@@ -1030,10 +1005,6 @@ def test_system_agents_can_be_restricted_but_help_stays_public(api: Api) -> None
 
 
 def test_restricting_an_agent_to_a_group_named_by_e_mail(api: Api) -> None:
-    from insightmesh.agents.catalog import get_agent
-    from insightmesh.directory.models import User
-    from insightmesh.directory.permissions import evaluate
-
     make_user("u-outsider", "outsider@example.com")
     api.ok("POST", "/api/groups", 201, body={"name": "sales"})
     added = api.ok("POST", "/api/groups/sales/members", 201, body={"email": " Member@Example.com "})
@@ -1060,7 +1031,6 @@ def test_restricting_an_agent_to_a_group_named_by_e_mail(api: Api) -> None:
 
 def test_grants_that_would_change_nothing_are_refused_saying_what_to_do(api: Api) -> None:
     make_agent("ops")
-    from insightmesh.agents.catalog import AgentRecord
 
     AgentRecord.get("ops").update(actions=AgentRecord.visibility_actions("admins"))
     api.ok("POST", "/api/groups", 201, body={"name": "sales"})
@@ -1133,9 +1103,6 @@ def test_the_openapi_document_shows_visibility_and_e_mail(api: Api) -> None:
 
 
 def test_records_that_predate_visibility_are_served_and_migrated_by_seeding(api: Api) -> None:
-    from insightmesh.agents.catalog import AgentRecord, seed_agents
-    from insightmesh.agents.registry import builtin_definitions
-
     # meddic as the code before visibility stored it, not public; and an admin-only legacy agent.
     AgentRecord.get("meddic").delete()
     AgentRecord("meddic", display_name="MEDDPICC coach", is_system=True, is_public=False).save()

@@ -24,6 +24,13 @@ import pytest
 from pydantic import ValidationError
 
 from insightmesh import resilience
+from insightmesh.auth.settings import get_auth_settings
+from insightmesh.config import get_settings
+from insightmesh.credentials import google as google_oauth
+from insightmesh.credentials import service
+from insightmesh.credentials.errors import CredentialScopeError
+from insightmesh.credentials.models import Credential
+from insightmesh.directory.models import User
 from insightmesh.google_api import GoogleApiError, GoogleAuthError
 from insightmesh.jobs.registry import job_type, job_type_names
 from insightmesh.knowledge import store as store_module
@@ -628,14 +635,6 @@ def test_limits_fallbacks_and_files_that_vanish(knowledge, drive, token):
 def test_a_stored_credential_is_used_and_refreshed(knowledge, drive, oauth, monkeypatch):
     """Through insightmesh.credentials: a connected credential (sealed with a moto KMS key), its
     access token expired — the job's token provider refreshes it at the OAuth stand-in."""
-    from insightmesh.auth.settings import get_auth_settings
-    from insightmesh.config import get_settings
-    from insightmesh.credentials import google as google_oauth
-    from insightmesh.credentials import service
-    from insightmesh.credentials.errors import CredentialScopeError
-    from insightmesh.credentials.models import Credential
-    from insightmesh.directory.models import User
-
     for name, value in (("GOOGLE_CLIENT_ID", CLIENT_ID), ("GOOGLE_CLIENT_SECRET", CLIENT_SECRET),
                         ("GOOGLE_AUTHORIZE_URL", oauth.authorize_url), ("GOOGLE_TOKEN_URL", oauth.token_url),
                         ("GOOGLE_REVOKE_URL", oauth.revoke_url), ("PUBLIC_BASE_URL", "https://api.example.com"),

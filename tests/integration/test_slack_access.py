@@ -19,18 +19,24 @@ from typing import Any
 
 import boto3
 import pytest
+from slack_sdk.errors import SlackApiError
 
+from insightmesh.agents.catalog import seed_agents
+from insightmesh.agents.registry import builtin_definitions
 from insightmesh.auth.settings import get_auth_settings
 from insightmesh.auth.tokens import create_token
-from insightmesh.conversation import gate, worker, workspaces
-from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id
+from insightmesh.conversation import gate, threads, worker, workspaces
+from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id, thread_key
 from insightmesh.directory.models import Identity, Membership, User
+from insightmesh.directory.providers.slack_user_sync import SlackUserSync
 from insightmesh.directory.users import ALL_USERS, slack_identity_key
 from insightmesh.llm import offline
 from insightmesh.slack import client as slack_client
 from insightmesh.slack import profiles
 from insightmesh_local.slack_sandbox import SlackSandbox
+from insightmesh_local.slack_signing import sign
 from tests.integration.conftest import DynamoCalls, load_handler
+from tests.job_context import RecordingContext, run
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -242,9 +248,6 @@ def _table(variable: str) -> str:
 
 # -- agent mode in shared threads ------------------------------------------------------------------------------
 def test_only_who_started_agent_mode_can_end_it(env: SlackSandbox) -> None:
-    from insightmesh.agents.catalog import seed_agents
-    from insightmesh.agents.registry import builtin_definitions
-
     seed_agents(builtin_definitions())
     env.add_users({"id": "U0ALICE01", "name": "alice"}, {"id": "U0BOB0001", "name": "bob"})
     start = message("U0ALICE01", "meddic Call with Acme: Dana the CFO owns the budget.", channel=CHANNEL)
@@ -257,8 +260,6 @@ def test_only_who_started_agent_mode_can_end_it(env: SlackSandbox) -> None:
     [note] = posted(env, "chat.postEphemeral")
     assert note["args"]["user"] == "U0BOB0001"
     assert "U0ALICE01" in note["args"]["text"]
-    from insightmesh.conversation import threads
-    from insightmesh.conversation.requests import thread_key
 
     key = thread_key(TEAM, CHANNEL, thread)
     assert threads.load_thread(key).sticky_agent == "meddic"
@@ -289,8 +290,6 @@ def test_a_response_url_that_is_not_slacks_is_never_posted_to(env: SlackSandbox,
 # -- the ingress acknowledges and records uninstalls ---------------------------------------------------------------
 def signed_sample(name: str) -> dict[str, Any]:
     """A sample of events/slack_ingress, signed again now (the samples carry a fixed, stale time)."""
-    from insightmesh_local.slack_signing import sign
-
     sample = json.loads((ROOT / "events/slack_ingress" / f"{name}.json").read_text())
     headers = sign("insightmesh-local-signing-secret", sample["body"].encode())
     sample["headers"]["x-slack-request-timestamp"] = headers["X-Slack-Request-Timestamp"]
@@ -342,9 +341,6 @@ def test_get_api_workspaces_shows_the_state_to_admins_only(env: SlackSandbox, ht
 # -- the Slack user sync skips guests and outsiders ---------------------------------------------------------------
 def test_slack_user_sync_puts_no_guest_or_outsider_in_all_users(env: SlackSandbox,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    from insightmesh.directory.providers.slack_user_sync import SlackUserSync
-    from tests.job_context import RecordingContext, run
-
     env.add_users({"id": "U0ADA0001", "name": "ada", "email": "ada@corp.example"},
                   {"id": "W0GUEST03", "name": "guest", "email": "g@partner.example", "is_restricted": True})
     env.add_users({"id": "U0EXT0001", "name": "ext", "email": "ext@partner.example"},
@@ -386,8 +382,6 @@ def test_the_checks_cost_one_write_per_message_and_cached_reads(env: SlackSandbo
 @pytest.mark.parametrize(("mode", "status", "count"), [("error", 500, 3), ("ratelimit", 429, 4)])
 def test_slack_failing_to_describe_a_member_retries_the_message_and_refuses_no_one(
         env: SlackSandbox, mode: str, status: int, count: int) -> None:
-    from slack_sdk.errors import SlackApiError
-
     env.add_users({"id": "U0MEMBER2", "name": "member", "email": "member2@corp.example"})
     env.fail("users.info", mode, count=count, status=status, retry_after=0)
     request = message("U0MEMBER2", "hello")

@@ -15,6 +15,7 @@ from insightmesh import resilience
 from insightmesh.conversation import replies, threads, worker
 from insightmesh.conversation.models import ThreadRecord, item_size
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id, thread_key
+from insightmesh.observability import get_logger
 from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox
 
@@ -107,9 +108,14 @@ def world(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[S
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-size")
     slack_client.reset_for_tests()
     resilience._breakers.clear()
+    # The shared log handler writes to the stream it was given; a test that captures stdout
+    # (capsys) must not leave it holding that capture's stream, closed once the test ends.
+    handler = get_logger().registered_handler
+    stream = handler.stream
     with SlackSandbox(port=0, team_id=TEAM) as sandbox:
         monkeypatch.setenv("SLACK_API_URL", sandbox.url)
         yield sandbox
+    handler.stream = stream
     slack_client.reset_for_tests()
     resilience._breakers.clear()
 
