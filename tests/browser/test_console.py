@@ -222,6 +222,17 @@ def test_scenarios_2_and_7_create_a_group_add_a_member_and_script_is_text(tab: T
     tab.goto("/console/groups")
     assert tab.page.get_by_role("link", name="sales").is_visible()
     tab.shot("groups")
+    tab.page.get_by_role("link", name="sales").click()
+    tab.page.get_by_role("link", name=f"Remove {MEMBER} from sales").click()
+    assert tab.page.get_by_text(f"Remove {MEMBER} from the group “sales”?").is_visible()
+    tab.shot("remove-member-confirm")
+    tab.page.get_by_role("button", name="Remove member").click()
+    tab.page.wait_for_url(tab.url("/console/groups/sales?notice=member-removed"))
+    assert tab.page.get_by_text("This group has no members yet.").is_visible()
+    tab.page.get_by_role("link", name="Delete group…").click()
+    tab.page.get_by_role("button", name="Delete group").click()
+    tab.page.wait_for_url(tab.url("/console/groups?notice=group-deleted"))
+    assert tab.page.get_by_role("link", name="sales").count() == 0
     tab.page.set_viewport_size(NARROW)
     assert tab.page.evaluate("document.documentElement.scrollWidth") <= 390
     tab.shot("groups-390")

@@ -243,8 +243,12 @@ def register(app: ConsoleResolver) -> None:
         group = app.call("GET", f"/api/groups/{name}")
         if not group.ok:
             return app.failure(group.error, session=session)
+        user = app.call("GET", f"/api/users/{user_id}")
+        if not user.ok:
+            return app.failure(user.error, session=session)
+        who = user.body.get("email") or user_id
         return app.page("confirm.html", session=session, title="Remove a member",
-                        question=f"Remove {app.query('email') or user_id} from the group “{name}”?",
+                        question=f"Remove {who} from the group “{name}”?",
                         action=f"/console/groups/{name}/members/{user_id}/remove", button="Remove member",
                         cancel=f"/console/groups/{name}")
 
