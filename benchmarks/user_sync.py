@@ -84,7 +84,7 @@ def main() -> None:
 
     from insightmesh_local.slack_sandbox import SlackSandbox
     from insightmesh_local.template import load_template
-    from tests.integration.admin_fixtures import bind_models, create_tables
+    from tests.integration.conftest import create_tables  # the models read these names when used
 
     results: list[tuple[int, int]] = []
     print(f"slack_user_sync, users.list pages of {args.page_size} from the Slack stand-in, moto in-process")
@@ -103,39 +103,38 @@ def main() -> None:
                                "JOB_RUNNER_ARN": "arn:aws:lambda:us-east-1:123456789012:function:runner",
                                "JOB_SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/scheduler"})
             sandbox.add_users(slack_users(count))
-            with bind_models(tables):
-                from insightmesh import aws
-                from insightmesh.auth.principal import Principal
-                from insightmesh.jobs import runner, service
-                from insightmesh.jobs.schemas import JobCreate
-                from insightmesh.slack import client as slack_client
+            from insightmesh import aws
+            from insightmesh.auth.principal import Principal
+            from insightmesh.jobs import runner, service
+            from insightmesh.jobs.schemas import JobCreate
+            from insightmesh.slack import client as slack_client
 
-                aws._clients.clear()
-                slack_client.reset_for_tests()  # the previous size's sandbox is gone
-                admin = Principal(user_id="bench-admin", email="admin@example.com", is_admin=True, via="token")
-                job = service.create_job(JobCreate.model_validate({
-                    "name": "bench", "job_type": "slack_user_sync", "schedule": {"expression": "rate(1 day)"},
-                    "parameters": {"page_size": args.page_size}}), actor=admin, request_id="bench")
-                for label in ("first sync", "next run"):
-                    if label == "first sync":
-                        sandbox.fail("users.list", "ratelimit", count=1, retry_after=1)
-                    queued = service.run_now(job.job_id, actor=admin, request_id="bench")
-                    message = boto3.client("sqs").receive_message(QueueUrl=queue_url)["Messages"][0]
-                    calls.reset()
-                    started = time.perf_counter()
-                    runner.handle({"Records": [{"messageId": message["MessageId"], "body": message["Body"]}]},
-                                  Context())
-                    elapsed = time.perf_counter() - started
-                    boto3.client("sqs").delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-                    run = service.get_run(queued.run_id)
-                    if run.status != "succeeded":
-                        raise SystemExit(f"run {run.status}: {run.error}")
-                    total = sum(calls.operations.values())
-                    if label == "first sync":
-                        results.append((count, total))
-                    print(f"{count:>8,} {label:<12}{elapsed:>9.1f}{count / elapsed:>9,.0f}{total:>8,}"
-                          f"{total / (count / 25):>11.2f}{calls.items_written:>9,}  "
-                          f"{dict(sorted(calls.operations.items()))}")
+            aws._clients.clear()
+            slack_client.reset_for_tests()  # the previous size's sandbox is gone
+            admin = Principal(user_id="bench-admin", email="admin@example.com", is_admin=True, via="token")
+            job = service.create_job(JobCreate.model_validate({
+                "name": "bench", "job_type": "slack_user_sync", "schedule": {"expression": "rate(1 day)"},
+                "parameters": {"page_size": args.page_size}}), actor=admin, request_id="bench")
+            for label in ("first sync", "next run"):
+                if label == "first sync":
+                    sandbox.fail("users.list", "ratelimit", count=1, retry_after=1)
+                queued = service.run_now(job.job_id, actor=admin, request_id="bench")
+                message = boto3.client("sqs").receive_message(QueueUrl=queue_url)["Messages"][0]
+                calls.reset()
+                started = time.perf_counter()
+                runner.handle({"Records": [{"messageId": message["MessageId"], "body": message["Body"]}]},
+                              Context())
+                elapsed = time.perf_counter() - started
+                boto3.client("sqs").delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+                run = service.get_run(queued.run_id)
+                if run.status != "succeeded":
+                    raise SystemExit(f"run {run.status}: {run.error}")
+                total = sum(calls.operations.values())
+                if label == "first sync":
+                    results.append((count, total))
+                print(f"{count:>8,} {label:<12}{elapsed:>9.1f}{count / elapsed:>9,.0f}{total:>8,}"
+                      f"{total / (count / 25):>11.2f}{calls.items_written:>9,}  "
+                      f"{dict(sorted(calls.operations.items()))}")
     if len(results) >= 2:
         (small, small_calls), (large, large_calls) = results[0], results[-1]
         print(f"growth {small:,} -> {large:,} users: x{large / small:.2f} users, x{large_calls / small_calls:.2f} "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 T = TypeVar("T")
 
@@ -32,26 +32,3 @@ def wait_for(condition: Callable[[], T], *, timeout: float = 10.0, interval: flo
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
         time.sleep(interval)
-
-
-def create_dynamodb_table(client: Any, name: str, keys: Sequence[tuple[str, str]],
-                          indexes: Mapping[str, Sequence[tuple[str, str]]], ttl: str | None = None) -> None:
-    """One string-keyed PAY_PER_REQUEST table: ``keys`` and each index as (attribute, HASH|RANGE)."""
-    attributes = {attribute for attribute, _ in keys} | {a for index in indexes.values() for a, _ in index}
-    extra: dict[str, Any] = {}
-    if indexes:
-        extra["GlobalSecondaryIndexes"] = [
-            {"IndexName": index_name,
-             "KeySchema": [{"AttributeName": a, "KeyType": kind} for a, kind in index],
-             "Projection": {"ProjectionType": "ALL"}}
-            for index_name, index in indexes.items()
-        ]
-    client.create_table(
-        TableName=name,
-        AttributeDefinitions=[{"AttributeName": a, "AttributeType": "S"} for a in sorted(attributes)],
-        KeySchema=[{"AttributeName": a, "KeyType": kind} for a, kind in keys],
-        BillingMode="PAY_PER_REQUEST",
-        **extra,
-    )
-    if ttl:
-        client.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": ttl})

@@ -21,6 +21,7 @@ class RecordingContext:
         self.run_id = uuid.uuid4().hex
         self.parameters = job_type.Parameters.model_validate(dict(parameters))
         self.steps: list[str] = []
+        self.warnings: list[str] = []
         self.reports: list[dict[str, Any]] = []
         self.checkpoints: list[dict[str, Any]] = []
         self.saved = copy.deepcopy(dict(checkpoint)) if checkpoint is not None else None
@@ -29,6 +30,9 @@ class RecordingContext:
 
     def step(self, name: str) -> None:
         self.steps.append(name)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
 
     def should_stop(self) -> bool:
         self.stop_checks += 1

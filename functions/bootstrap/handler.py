@@ -16,7 +16,8 @@ logger = get_logger("bootstrap")
 def seed(_properties: dict[str, Any]) -> dict[str, Any]:
     report = seed_agents(builtin_definitions())
     groups = ensure_system_groups()
-    logger.info("seeded", extra={"agents_created": report.created, "groups_created": groups})
+    logger.info("seeded", extra={"agents_created": report.created, "agents_migrated": report.migrated,
+                                 "groups_created": groups})
     return {"AgentsCreated": ",".join(report.created) or "-", "GroupsCreated": ",".join(groups) or "-"}
 
 

@@ -4,6 +4,8 @@ Bootstrapping the first admin never happens over HTTP: these commands write to t
 tables directly, with the caller's own AWS credentials — against the running local system
 (its emulator, found through the dev server's /_local/stack) or against a deployed stack
 (table names from CloudFormation). Only the token goes to stdout; everything else to stderr.
+A failure raises (``TargetError``, the layer's ``UnknownEmailError``, ...) and ``cli_errors``
+turns it into one line; a bad ``--email`` or ``--expires-in`` is a usage error (exit 2).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from insightmesh_local import local_auth
+from insightmesh_local.cli_errors import CommandError
 from insightmesh_local.stack import LOCAL_CREDENTIALS
 from insightmesh_local.template import load_template
 
@@ -95,15 +98,12 @@ TargetedCommand = Callable[[argparse.Namespace, Target], int]
 
 
 def _targeted(name: str) -> Callable[[TargetedCommand], Command]:
-    """Resolve the target (local system or deployed stack) and point the layer at it first."""
+    """Resolve the target (local system or deployed stack) and point the layer at it first (a
+    TargetError says why it cannot be reached; cli_errors prints it)."""
 
     def wrap(command: TargetedCommand) -> Command:
         def run(args: argparse.Namespace) -> int:
-            try:
-                target = resolve_target(args)
-            except TargetError as error:
-                print(f"insightmesh {name}: {error}", file=sys.stderr)
-                return 1
+            target = resolve_target(args)
             _use(target)
             return command(args, target)
 
@@ -120,9 +120,36 @@ def _actor() -> str:
 
 
 def _user_for(email: str, *, create: bool) -> Any:
+    """The user with ``email``; UnknownEmailError if there is none and not ``create``."""
     from insightmesh.directory.email_users import find_or_create_user_by_email
 
     return find_or_create_user_by_email(email, create=create, added_by="cli")
+
+
+def email_address(value: str) -> str:
+    """``--email``: a whole address, normalised; otherwise a usage error before anything is reached."""
+    from insightmesh.directory.email_users import InvalidEmailError, valid_email
+
+    try:
+        return valid_email(value)
+    except InvalidEmailError as error:
+        raise argparse.ArgumentTypeError(f"{error}: give a whole address, such as alice@example.com") from error
+
+
+def lifetime(value: str) -> str:
+    """``--expires-in``: checked when the command line is read (the value itself is parsed again later)."""
+    from insightmesh.auth.tokens import parse_expires_in
+
+    try:
+        parse_expires_in(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from error
+    return value
+
+
+def iso(moment: Any) -> str | None:
+    """A stored time as ISO-8601 to the second (``2026-01-31T09:00:00+00:00``), or None."""
+    return moment.isoformat(timespec="seconds") if moment is not None else None
 
 
 @_targeted("admin bootstrap")
@@ -144,29 +171,24 @@ def cmd_token_create(args: argparse.Namespace, target: Target) -> int:
         from insightmesh.clock import utc_now
         from insightmesh.directory import admin_tools
 
-        try:
-            lifetime = parse_expires_in(args.expires_in)
-        except ValueError as error:
-            print(f"insightmesh token create: --expires-in: {error}", file=sys.stderr)
-            return EXIT_USAGE
+        expires_in = parse_expires_in(args.expires_in)  # checked by the parser already
         if args.admin:
             user, _changed = admin_tools.make_admin(args.email, actor=_actor())
         else:
             user = _user_for(args.email, create=True)
         # The scopes are the token's for good: promoting its user later adds none.
         scopes = args.scope or (["admin:read", "admin:write"] if args.admin else ["admin:read"])
-        expires_at = None if lifetime is None else utc_now() + lifetime
+        expires_at = None if expires_in is None else utc_now() + expires_in
         try:
             plaintext, token = create_token(str(user.user_id), name=args.name or f"cli token for {args.email}",
                                             scopes=scopes, created_by=_actor(), expires_at=expires_at)
         except ValueError as error:
-            print(f"insightmesh token create: {error}", file=sys.stderr)
-            return EXIT_USAGE
-        admin_tools.audit_cli(action="token.create", target=f"user:{user.user_id}",
+            raise CommandError(str(error), exit_code=EXIT_USAGE) from error
+        admin_tools.audit_cli(action="token.create", target=f"user:{user.user_id}", target_label=user.email,
                               after={"token_id": token.token_id, "scopes": list(token.scopes), "name": token.name,
                                      "expires_at": expires_at.isoformat() if expires_at else None},
                               actor=_actor())
-    until = f"expires {expires_at.isoformat(timespec='seconds')}" if expires_at else "never expires"
+    until = f"expires {iso(expires_at)}" if expires_at else "never expires"
     print(f"token {token.token_id} for {args.email} on {target.description}, scopes {' '.join(token.scopes)}, "
           f"{until} (shown once; store it now):", file=sys.stderr)
     print(plaintext)
@@ -184,9 +206,8 @@ def cmd_token_list(args: argparse.Namespace, target: Target) -> int:
     now = utc_now()
     for token in tokens:
         print(json.dumps({"token_id": token.token_id, "name": token.name, "scopes": list(token.scopes or []),
-                          "state": token_state(token, now), "created_at": str(token.created_at),
-                          "expires_at": str(token.expires_at) if token.expires_at else None,
-                          "last_used_at": str(token.last_used_at) if token.last_used_at else None}))
+                          "state": token_state(token, now), "created_at": iso(token.created_at),
+                          "expires_at": iso(token.expires_at), "last_used_at": iso(token.last_used_at)}))
     return 0
 
 
@@ -199,11 +220,11 @@ def cmd_token_revoke(args: argparse.Namespace, target: Target) -> int:
         user = _user_for(args.email, create=False)
         revoked = revoke_token(args.token_id, user_id=str(user.user_id))
         if revoked:
-            admin_tools.audit_cli(action="token.revoke", target=f"user:{user.user_id}",
+            admin_tools.audit_cli(action="token.revoke", target=f"user:{user.user_id}", target_label=user.email,
                                   after={"token_id": args.token_id}, actor=_actor())
     if not revoked:
-        print(f"insightmesh token revoke: {args.email} has no token {args.token_id}", file=sys.stderr)
-        return 1
+        raise CommandError(f"{args.email} has no token {args.token_id}: `insightmesh token list --email "
+                           f"{args.email}` shows their tokens")
     print(f"token {args.token_id} of {args.email} revoked", file=sys.stderr)
     return 0
 
@@ -247,32 +268,32 @@ def add_parsers(sub: Any) -> None:
         local_auth.add_data_dir_option(command)
 
     admin = sub.add_parser("admin", help="operator commands that never go over HTTP")
-    admin_sub = admin.add_subparsers(dest="admin_command", required=True)
+    admin_sub = admin.add_subparsers(dest="admin_command", required=True, metavar="{bootstrap}")
     bootstrap = admin_sub.add_parser("bootstrap", help="make a user (created if needed) an admin")
-    bootstrap.add_argument("--email", required=True)
+    bootstrap.add_argument("--email", required=True, type=email_address)
     target_options(bootstrap)
     bootstrap.set_defaults(run=cmd_bootstrap)
 
     token = sub.add_parser("token", help="API tokens for scripts")
-    token_sub = token.add_subparsers(dest="token_command", required=True)
+    token_sub = token.add_subparsers(dest="token_command", required=True, metavar="{create,list,revoke}")
     create = token_sub.add_parser("create", help="create an API token and print it (once)")
-    create.add_argument("--email", required=True)
+    create.add_argument("--email", required=True, type=email_address)
     create.add_argument("--admin", action="store_true", help="make the user an admin; the token gets admin:read "
                                                              "and admin:write (else admin:read only)")
     create.add_argument("--scope", action="append", choices=["admin:read", "admin:write"],
                         help="a scope of the token (repeatable); it never gains others, even if its user is promoted")
-    create.add_argument("--expires-in", default="90d", metavar="LIFETIME",
+    create.add_argument("--expires-in", default="90d", metavar="LIFETIME", type=lifetime,
                         help="the token's lifetime: days or hours such as 90d or 12h, or 'never' (default 90d)")
     create.add_argument("--name", help="a label for the token")
     target_options(create)
     create.set_defaults(run=cmd_token_create)
     listing = token_sub.add_parser("list", help="a user's tokens (ids, names, scopes, state, expiry; never the "
                                                 "secret)")
-    listing.add_argument("--email", required=True)
+    listing.add_argument("--email", required=True, type=email_address)
     target_options(listing)
     listing.set_defaults(run=cmd_token_list)
     revoke = token_sub.add_parser("revoke", help="revoke one of a user's tokens")
-    revoke.add_argument("--email", required=True)
+    revoke.add_argument("--email", required=True, type=email_address)
     revoke.add_argument("token_id")
     target_options(revoke)
     revoke.set_defaults(run=cmd_token_revoke)

@@ -16,13 +16,22 @@ In-chat commands:
 
 The conversation stays in one thread (the first message's ts) unless ``--new-thread-each``.
 Nothing here talks to Slack: the sandbox is a local stand-in.
+
+Who you are: the Slack user ``--user`` (default ULOCALUSER), whose sandbox profile carries the
+e-mail ``user-<id>@example.com`` (so ULOCALUSER is user-ULOCALUSER@example.com). ``--email E``
+chats as a sandbox user whose profile carries E instead (registered in the sandbox before the
+first message; its id is derived from E unless ``--user`` names one), so the assistant knows you
+as the directory user with that address: the one an admin added to a group or granted an agent.
+Replies are shown as Slack renders them: ``&lt;``, ``&gt;`` and ``&amp;`` as ``<``, ``>`` and ``&``.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -123,6 +132,12 @@ class SandboxClient:
 
     def new_ts(self) -> str:
         return str(self._call("ts", {})["ts"])
+
+    def register_user(self, *, user_id: str, email: str) -> None:
+        """A sandbox Slack user whose profile carries ``email`` (users.info answers with it)."""
+        local_part = email.split("@", 1)[0]
+        self._call("users", {"id": user_id, "email": email, "name": local_part, "real_name": local_part,
+                             "display_name": local_part})
 
 
 # -- watching replies -------------------------------------------------------------------------------------
@@ -235,7 +250,13 @@ class Watcher:
 
 
 def _indent(text: str, prefix: str) -> str:
-    return text.replace("\n", "\n" + prefix)
+    return unescape(text).replace("\n", "\n" + prefix)
+
+
+def unescape(text: str) -> str:
+    """Slack's message text as Slack shows it: the three escapes Slack uses (``&lt;``, ``&gt;``,
+    ``&amp;``) become the characters; nothing else is touched (``&quot;`` is not Slack's)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def _blocks_text(message: dict[str, Any]) -> str:
@@ -386,20 +407,51 @@ def _bot_identity(args: argparse.Namespace) -> tuple[str, str]:
     return str(identity["user_id"]), str(identity.get("team_id") or slack_signing.DEFAULT_TEAM_ID)
 
 
+def _email_of(args: argparse.Namespace) -> str:
+    """The e-mail the sandbox's users.info gives the chat's user (what the assistant will know them by)."""
+    client = WebClient(base_url=args.sandbox_url, token=args.token, timeout=10)
+    try:
+        profile = client.users_info(user=args.user)["user"].get("profile") or {}
+    except (SlackApiError, urllib.error.URLError, OSError, KeyError):
+        return "e-mail unknown"
+    return str(profile.get("email") or "no e-mail")
+
+
+def user_for_email(email: str) -> str:
+    """The sandbox Slack user id ``--email`` chats as when ``--user`` is not given: stable per address."""
+    return "U" + hashlib.sha256(email.encode()).hexdigest()[:10].upper()
+
+
+def chat_email(value: str) -> str:
+    """``--email``: a whole address (the directory's rule), lower-cased."""
+    from insightmesh.directory.email_users import InvalidEmailError, valid_email
+
+    try:
+        return valid_email(value)
+    except InvalidEmailError as error:
+        raise argparse.ArgumentTypeError(f"{error}: give a whole address, such as alice@example.com") from error
+
+
 def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
-             print_fn: Callable[[str], None] = print) -> int:
-    """The chat loop; returns the exit status (0, or 1 when the sandbox or dev server is missing)."""
+             print_fn: Callable[[str], None] = print, err_fn: Callable[[str], None] | None = None) -> int:
+    """The chat loop; returns the exit status (0, or 1 when the sandbox or dev server is missing, said
+    in one line through ``err_fn``: stderr for the command, ``print_fn`` when not given)."""
+    email = getattr(args, "email", None)
+    args.user = args.user or (user_for_email(email) if email else DEFAULT_USER)
     args.channel = args.channel or f"D{args.user}"
     args.sandbox_url = args.sandbox_url or sandbox_url_for(args.port)
     sandbox = SandboxClient(args.sandbox_url, secret=local_auth.read_secret(args.data_dir))
     try:
         bot_user_id, sandbox_team = _bot_identity(args)
+        if email:
+            sandbox.register_user(user_id=args.user, email=email)
     except ChatError as error:
-        print_fn(f"insightmesh chat: {error}")
+        (err_fn or print_fn)(f"insightmesh chat: {error}")
         return 1
     watcher = Watcher(sandbox, args.user, print_fn, settle=args.settle, timeout=args.timeout)
     chat = Conversation(args, sandbox, watcher, print_fn, bot_user_id=bot_user_id, team_id=args.team or sandbox_team)
-    print_fn(f"InsightMesh chat as {args.user} in {args.channel} → http://127.0.0.1:{args.port}/slack/* ; "
+    who = f"{args.user} <{email or _email_of(args)}>"
+    print_fn(f"InsightMesh chat as {who} in {args.channel} → http://127.0.0.1:{args.port}/slack/* ; "
              f"replies from the Slack sandbox {args.sandbox_url} (a local stand-in, not Slack). /help for help.")
     while True:
         try:
@@ -431,14 +483,14 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
             else:
                 chat.say(line)
         except ChatError as error:
-            print_fn(f"insightmesh chat: {error}")
+            (err_fn or print_fn)(f"insightmesh chat: {error}")
             return 1
         except KeyboardInterrupt:
             print_fn("  (stopped waiting)")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    return run_chat(args)
+    return run_chat(args, err_fn=lambda line: print(line, file=sys.stderr, flush=True))
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -455,7 +507,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
                            f"starts on port PORT+1: {DEFAULT_SANDBOX_URL} for the default port)")
     chat.add_argument("--token", default=os.environ.get("SLACK_BOT_TOKEN") or DEFAULT_BOT_TOKEN,
                       help="bot token presented to the sandbox (default: $SLACK_BOT_TOKEN or a local token)")
-    chat.add_argument("--user", default=DEFAULT_USER, help=f"your Slack user id (default {DEFAULT_USER})")
+    chat.add_argument("--user", default=None, help=f"your Slack user id (default {DEFAULT_USER}, whose e-mail is "
+                                                   f"user-{DEFAULT_USER}@example.com; with --email, one derived "
+                                                   "from the address)")
+    chat.add_argument("--email", type=chat_email, default=None,
+                      help="chat as the sandbox Slack user whose profile carries this e-mail, i.e. as the "
+                           "directory user with that address (the one you added to a group or granted an agent)")
     local_auth.add_data_dir_option(chat)
     chat.add_argument("--channel", default=None, help="channel id (default: the DM channel D<user>)")
     chat.add_argument("--team", default=None, help="team id (default: the sandbox's)")

@@ -15,6 +15,7 @@ from typing import Any
 
 from insightmesh_local import admin_cli, ingest_cli, local_auth
 from insightmesh_local import chat as chat_command
+from insightmesh_local.cli_errors import CommandError, Parser, run_command
 from insightmesh_local.runtime import (
     DEFAULT_DATA_DIR,
     DEFAULT_TEMPLATE,
@@ -132,28 +133,22 @@ def cmd_invoke(args: argparse.Namespace) -> int:
     return 1
 
 
-def _control(args: argparse.Namespace, path: str, method: str = "GET") -> int:
+def cmd_schedules(args: argparse.Namespace) -> int:
     client = local_auth.ControlClient(args.port, args.data_dir)
-    try:
-        print(json.dumps(client.request(path, method=method), indent=2))
-    except local_auth.ControlError as error:
-        print(f"insightmesh: {error}", file=sys.stderr)
-        return 1
+    if args.action == "fire":
+        if not args.name:
+            raise CommandError("give the name of the schedule to fire (`insightmesh schedules list` shows them)",
+                               exit_code=EXIT_CONFIG)
+        answer = client.request(f"schedules/{args.name}/fire", method="POST")
+    else:
+        answer = client.request("schedules")
+    print(json.dumps(answer, indent=2))
     return 0
 
 
-def cmd_schedules(args: argparse.Namespace) -> int:
-    if args.action == "fire":
-        if not args.name:
-            print("insightmesh schedules fire: give the schedule's name", file=sys.stderr)
-            return EXIT_CONFIG
-        return _control(args, f"schedules/{args.name}/fire", "POST")
-    return _control(args, "schedules")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="insightmesh", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="insightmesh", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def stack_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--template", help=f"SAM template (default: {DEFAULT_TEMPLATE})")
@@ -192,8 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `insightmesh` entry point: a failure is one line on stderr, never a traceback (cli_errors)."""
     args = build_parser().parse_args(argv)
-    return int(args.run(args))
+    return run_command(args.run, args)
 
 
 if __name__ == "__main__":

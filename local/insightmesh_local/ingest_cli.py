@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import getpass
 import hashlib
 import json
 import os
@@ -342,6 +343,14 @@ def _size(count: int) -> str:
     return f"{count / (1024 * 1024):.1f} MB"
 
 
+def requested_by() -> str:
+    """Who runs the upload, for the function's audit entry: ``cli:<OS user>``."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
 def run(paths: list[str], target: Target, *, acl: list[str], sweep: bool, err: Any = None) -> Summary:
     stream = err or sys.stderr
 
@@ -377,7 +386,7 @@ def run(paths: list[str], target: Target, *, acl: list[str], sweep: bool, err: A
         started = time.monotonic()
         try:
             event: dict[str, Any] = {"source": invocation.root.source, "documents": documents,
-                                     "sweep": invocation.sweep}
+                                     "sweep": invocation.sweep, "requested_by": requested_by()}
             if invocation.keep is not None:
                 event["keep_document_ids"] = invocation.keep
             result = target.invoke(event)
@@ -427,7 +436,8 @@ def add_parser(sub: Any) -> None:
     local_auth.add_data_dir_option(ingest)
     ingest.add_argument("--acl", action="append", metavar="PRINCIPAL",
                         help="who may read the documents, repeatable: anyone (the default), domain:example.com, "
-                             "user:alice@example.com, group:sales@example.com")
+                             "user:alice@example.com, group:sales (a directory group, by name: it must exist) or "
+                             "group:sales@example.com (a Google group's e-mail)")
     ingest.add_argument("--sweep", action="store_true",
                         help="also remove documents of each PATH whose files are gone")
     ingest.add_argument("--stack-name", help="a deployed stack instead of the local system (uses your AWS "

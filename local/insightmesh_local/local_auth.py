@@ -176,6 +176,12 @@ class ControlClient:
             return (f"the insightmesh dev server on 127.0.0.1:{self.port} refused the request: no valid secret "
                     f"(looked in ${ENVIRONMENT_VARIABLE} and {where}; run from the folder you started "
                     "`insightmesh dev` in, or pass its --data-dir)")
+        try:  # the control surface answers {"message": ...}, which says what is wrong
+            message = json.loads(detail).get("message")
+        except (ValueError, AttributeError):
+            message = None
+        if isinstance(message, str) and message:
+            return message
         return f"the insightmesh dev server on 127.0.0.1:{self.port} answered {status}: {detail}"
 
 

@@ -343,7 +343,10 @@ class LocalRuntime:
             try:
                 entry = self.scheduler.fire(parts[1])
             except KeyError:
-                return _json(404, {"message": f"no schedule named {parts[1]!r}"})
+                names = [entry["name"] for entry in self.scheduler.describe()]
+                known = f"the schedules are: {', '.join(names)}" if names else \
+                    "there are no schedules yet (a job with a schedule makes one: POST /api/jobs)"
+                return _json(404, {"message": f"no schedule named {parts[1]!r}; {known}", "schedules": names})
             return _json(202, {"fired": entry.describe()})
         if parts == ["stack"] and request.method == "GET" and self.stack is not None:
             # For `insightmesh admin bootstrap` / `token create`: where the tables are.

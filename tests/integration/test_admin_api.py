@@ -7,7 +7,7 @@ Requests are API Gateway HTTP API (payload 2.0) events with ``Authorization: Bea
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,7 +16,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.admin_fixtures import DYNAMO_CALLS, ROOT, DynamoCalls, http_event, load_handler, template_tables
+from insightmesh.agents.catalog import seed_agents
+from insightmesh.agents.registry import builtin_definitions
+from insightmesh.auth.settings import get_auth_settings
+from insightmesh.auth.tokens import create_token
+from insightmesh.directory.users import ensure_system_groups
+from tests.integration.conftest import ROOT, DynamoCalls, load_handler
+from tests.integration.conftest import save_user as make_user
 
 ADMIN_ID = "u-admin"
 ADMIN_EMAIL = "admin@example.com"
@@ -33,16 +39,17 @@ class Result:
 
 
 class Api:
-    def __init__(self, handler: ModuleType, tokens: dict[str, str]) -> None:
+    def __init__(self, handler: ModuleType, tokens: dict[str, str], http_event: Callable[..., dict[str, Any]]) -> None:
         self.handler = handler
         self.tokens = tokens
+        self.http_event = http_event
         self.requests = 0
 
     def call(self, method: str, path: str, *, as_: str | None = "admin", body: Any = None,
              query: dict[str, str] | None = None, headers: dict[str, str] | None = None,
              token: str | None = None) -> Result:
         self.requests += 1
-        event = http_event(method, path, token=token or (self.tokens[as_] if as_ else None), body=body,
+        event = self.http_event(method, path, token=token or (self.tokens[as_] if as_ else None), body=body,
                            query=query, headers=headers, request_id=f"req-{self.requests}")
         response = self.handler.lambda_handler(event, None)
         raw = response.get("body") or ""
@@ -65,37 +72,16 @@ def admin_handler() -> ModuleType:
 
 
 @pytest.fixture
-def dynamo_calls() -> DynamoCalls:
-    return DYNAMO_CALLS
-
-
-@pytest.fixture
-def api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Api]:
-    from insightmesh.auth.settings import get_auth_settings
-
+def api(tables: dict[str, str], http_event: Callable[..., dict[str, Any]]) -> Iterator[Api]:
     get_auth_settings.cache_clear()
-    with template_tables(monkeypatch):
-        from insightmesh.agents.catalog import seed_agents
-        from insightmesh.agents.registry import builtin_definitions
-        from insightmesh.auth.tokens import create_token
-        from insightmesh.directory.users import ensure_system_groups
-
-        seed_agents(builtin_definitions())
-        ensure_system_groups()
-        make_user(ADMIN_ID, ADMIN_EMAIL, is_admin=True)
-        make_user(MEMBER_ID, MEMBER_EMAIL)
-        tokens = {"admin": create_token(ADMIN_ID, name="admin cli", scopes=["admin:read", "admin:write"])[0],
-                  "member": create_token(MEMBER_ID, name="member cli", scopes=["admin:read", "admin:write"])[0]}
-        yield Api(admin_handler(), tokens)
+    seed_agents(builtin_definitions())
+    ensure_system_groups()
+    make_user(ADMIN_ID, ADMIN_EMAIL, is_admin=True)
+    make_user(MEMBER_ID, MEMBER_EMAIL)
+    tokens = {"admin": create_token(ADMIN_ID, name="admin cli", scopes=["admin:read", "admin:write"])[0],
+              "member": create_token(MEMBER_ID, name="member cli", scopes=["admin:read", "admin:write"])[0]}
+    yield Api(admin_handler(), tokens, http_event)
     get_auth_settings.cache_clear()
-
-
-def make_user(user_id: str, email: str | None, *, is_admin: bool = False, groups: tuple[str, ...] = ()) -> None:
-    from insightmesh.directory.models import Membership, User
-
-    for group in ("all_users", *groups):
-        Membership(group, user_id, added_by="system").save()
-    User(user_id, email=email, display_name=user_id, is_admin=is_admin).save()
 
 
 def make_agent(name: str, *, is_public: bool = False, is_system: bool = False, aliases: tuple[str, ...] = ()) -> None:
@@ -998,3 +984,183 @@ def test_sample_events_are_real_shaped_and_resolve(api: Api, sample: Path) -> No
     # The samples carry a well-formed token that no table knows: every protected route says 401.
     expected = 200 if event["rawPath"] == "/api/openapi.json" else 401
     assert response["statusCode"] == expected, response["body"]
+
+
+# -- agent visibility, grants that change nothing, people by e-mail (issue 12) --------------------------
+
+
+def test_visibility_is_shown_patched_with_the_version_check_and_audited(api: Api) -> None:
+    meddic = api.ok("GET", "/api/agents/meddic")
+    assert meddic["visibility"] == "public" and "is_public" not in meddic and "requires_admin" not in meddic
+    assert "meddic" in [agent["name"] for agent in api.ok("GET", "/api/me", as_="member")["agents"]]
+
+    changed = api.ok("PATCH", "/api/agents/meddic", body={"version": meddic["version"], "visibility": "restricted"})
+
+    assert (changed["visibility"], changed["version"]) == ("restricted", meddic["version"] + 1)
+    entry = latest_audit("agent:meddic")
+    assert (entry.action, entry.before["visibility"], entry.after["visibility"]) == \
+        ("agent.update", "public", "restricted")
+    assert "meddic" not in [agent["name"] for agent in api.ok("GET", "/api/me", as_="member")["agents"]]
+    assert "meddic" not in [agent["name"] for agent in api.ok("GET", "/api/agents", as_="member")["items"]]
+    stale = api.call("PATCH", "/api/agents/meddic", body={"version": meddic["version"], "visibility": "public"})
+    assert_envelope(stale, 409, "conflict")
+    assert api.ok("GET", "/api/agents/meddic")["visibility"] == "restricted"
+    assert_envelope(api.call("PATCH", "/api/agents/meddic", body={"version": changed["version"],
+                                                                   "visibility": "everyone"}), 422, "validation_error")
+
+
+def test_the_replaced_flags_in_a_patch_say_what_to_send_instead(api: Api) -> None:
+    result = api.call("PATCH", "/api/agents/meddic", body={"version": 1, "is_public": False})
+    assert_envelope(result, 422, "validation_error")
+    assert "is_public is replaced by visibility" in json.dumps(result.body)
+
+
+def test_system_agents_can_be_restricted_but_help_stays_public(api: Api) -> None:
+    assistant = api.ok("GET", "/api/agents/assistant")
+    assert api.ok("PATCH", "/api/agents/assistant", body={"version": assistant["version"],
+                                                          "visibility": "admins"})["visibility"] == "admins"
+    help_agent = api.ok("GET", "/api/agents/help")
+    for visibility in ("restricted", "admins"):
+        refused = api.call("PATCH", "/api/agents/help", body={"version": help_agent["version"],
+                                                              "visibility": visibility})
+        assert_envelope(refused, 409, "conflict")
+        assert "help must stay public" in refused.body["error"]["message"]
+    denied = api.call("POST", "/api/agents/help/grants", body={"principal_type": "group", "principal_id": "all_users",
+                                                               "effect": "deny"})
+    assert_envelope(denied, 409, "conflict")
+    assert "cannot be denied" in denied.body["error"]["message"]
+    assert api.ok("GET", "/api/agents/help")["visibility"] == "public"
+    assert "help" in [agent["name"] for agent in api.ok("GET", "/api/me", as_="member")["agents"]]
+    assert [entry.outcome for entry in audit_entries("agent:help")] == []
+
+
+def test_restricting_an_agent_to_a_group_named_by_e_mail(api: Api) -> None:
+    from insightmesh.agents.catalog import get_agent
+    from insightmesh.directory.models import User
+    from insightmesh.directory.permissions import evaluate
+
+    make_user("u-outsider", "outsider@example.com")
+    api.ok("POST", "/api/groups", 201, body={"name": "sales"})
+    added = api.ok("POST", "/api/groups/sales/members", 201, body={"email": " Member@Example.com "})
+    assert (added["user_id"], added["email"]) == (MEMBER_ID, MEMBER_EMAIL)
+    again = api.call("POST", "/api/groups/sales/members", body={"email": MEMBER_EMAIL})
+    assert_envelope(again, 409, "conflict")
+    assert MEMBER_EMAIL in again.body["error"]["message"]
+    version = api.ok("GET", "/api/agents/meddic")["version"]
+    api.ok("PATCH", "/api/agents/meddic", body={"version": version, "visibility": "restricted"})
+    api.ok("POST", "/api/agents/meddic/grants", 201, body={"principal_type": "group", "principal_id": "sales"})
+
+    meddic = get_agent("meddic")
+    assert evaluate(meddic, User.get(MEMBER_ID)).reason == "granted to group sales"
+    assert evaluate(meddic, User.get("u-outsider")) == evaluate(meddic, User.get(ADMIN_ID))
+    assert not evaluate(meddic, User.get("u-outsider")).allowed
+
+    by_email = api.ok("POST", "/api/agents/meddic/grants", 201, body={"email": "outsider@example.com"})
+    assert (by_email["principal"], by_email["effect"]) == ("user:u-outsider", "allow")
+    assert evaluate(get_agent("meddic"), User.get("u-outsider")).reason == "granted to this user"
+    denied = api.ok("POST", "/api/agents/meddic/grants", 200, body={"user_id": "u-outsider", "effect": "deny"})
+    assert denied["effect"] == "deny"
+    assert not evaluate(get_agent("meddic"), User.get("u-outsider")).allowed
+
+
+def test_grants_that_would_change_nothing_are_refused_saying_what_to_do(api: Api) -> None:
+    make_agent("ops")
+    from insightmesh.agents.catalog import AgentRecord
+
+    AgentRecord.get("ops").update(actions=AgentRecord.visibility_actions("admins"))
+    api.ok("POST", "/api/groups", 201, body={"name": "sales"})
+    before = api.ok("GET", "/api/agents/meddic")
+
+    public = api.call("POST", "/api/agents/meddic/grants", body={"principal_type": "group", "principal_id": "sales"})
+    assert_envelope(public, 409, "conflict")
+    assert public.body["error"]["message"].startswith(
+        "meddic is public: set visibility to restricted to limit it to grants")
+    admins = api.call("POST", "/api/agents/ops/grants", body={"email": MEMBER_EMAIL})
+    assert_envelope(admins, 409, "conflict")
+    assert admins.body["error"]["message"].startswith("ops is for admins only: set visibility to restricted")
+
+    # A deny on a public agent does change something; the same grant twice does not.
+    deny = {"principal_type": "group", "principal_id": "sales", "effect": "deny"}
+    api.ok("POST", "/api/agents/meddic/grants", 201, body=deny)
+    duplicate = api.call("POST", "/api/agents/meddic/grants", body=deny)
+    assert_envelope(duplicate, 409, "conflict")
+    assert "group:sales already has this deny grant on meddic" in duplicate.body["error"]["message"]
+    assert "DELETE /api/agents/meddic/grants/group:sales" in duplicate.body["error"]["message"]
+    expiring = {**deny, "expires_at": (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=0).isoformat()}
+    api.ok("POST", "/api/agents/meddic/grants", 200, body=expiring)
+    assert_envelope(api.call("POST", "/api/agents/meddic/grants", body=expiring), 409, "conflict")
+
+    after = api.ok("GET", "/api/agents/meddic")
+    assert (after["group_count"], after["user_count"]) == (1, 0)
+    assert after["visibility"] == before["visibility"] == "public"
+    assert [entry.action for entry in audit_entries("agent:meddic")] == ["grant.put", "grant.put"]
+    assert audit_entries("agent:ops") == []
+
+
+def test_an_unknown_person_is_a_404_that_says_how_to_find_one(api: Api) -> None:
+    make_agent("secret")
+    api.ok("POST", "/api/groups", 201, body={"name": "sales"})
+    for path, body in [("/api/groups/sales/members", {"email": "nobody@example.com"}),
+                       ("/api/groups/sales/members", {"user_id": "u-nobody"}),
+                       ("/api/agents/secret/grants", {"email": "nobody@example.com"}),
+                       ("/api/agents/secret/grants", {"user_id": "u-nobody"}),
+                       ("/api/agents/secret/grants", {"principal_type": "user", "principal_id": "u-nobody"})]:
+        result = api.call("POST", path, body=body)
+        assert_envelope(result, 404, "not_found")
+        assert "GET /api/users?email=" in result.body["error"]["message"], (path, body)
+    assert api.ok("GET", "/api/groups/sales/members")["items"] == []
+    assert api.ok("GET", "/api/agents/secret")["user_count"] == 0
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/groups/sales/members", {}),
+    ("/api/groups/sales/members", {"user_id": MEMBER_ID, "email": MEMBER_EMAIL}),
+    ("/api/groups/sales/members", {"email": "not-an-address"}),
+    ("/api/agents/secret/grants", {"effect": "allow"}),
+    ("/api/agents/secret/grants", {"email": MEMBER_EMAIL, "user_id": MEMBER_ID}),
+    ("/api/agents/secret/grants", {"principal_type": "group", "email": MEMBER_EMAIL}),
+    ("/api/agents/secret/grants", {"principal_id": "sales"}),
+    ("/api/agents/secret/grants", {"email": "two@at@signs and spaces"}),
+])
+def test_a_person_is_named_exactly_once_by_a_valid_id_or_address(api: Api, path: str, body: Any) -> None:
+    make_agent("secret")
+    api.ok("POST", "/api/groups", 201, body={"name": "sales"})
+    assert_envelope(api.call("POST", path, body=body), 422, "validation_error")
+
+
+def test_the_openapi_document_shows_visibility_and_e_mail(api: Api) -> None:
+    schemas = api.ok("GET", "/api/openapi.json", as_=None)["components"]["schemas"]
+    assert set(schemas["AgentOut"]["properties"]["visibility"]["enum"]) == {"public", "admins", "restricted"}
+    assert "visibility" in schemas["AgentPatch"]["properties"]
+    assert {"email", "user_id"} <= set(schemas["MemberIn"]["properties"])
+    assert {"email", "user_id", "principal_type", "principal_id"} <= set(schemas["GrantIn"]["properties"])
+    assert "GET /api/users?email=" in schemas["MemberIn"]["properties"]["email"]["description"]
+
+
+def test_records_that_predate_visibility_are_served_and_migrated_by_seeding(api: Api) -> None:
+    from insightmesh.agents.catalog import AgentRecord, seed_agents
+    from insightmesh.agents.registry import builtin_definitions
+
+    # meddic as the code before visibility stored it, not public; and an admin-only legacy agent.
+    AgentRecord.get("meddic").delete()
+    AgentRecord("meddic", display_name="MEDDPICC coach", is_system=True, is_public=False).save()
+    AgentRecord("ops", display_name="Ops", is_public=True, requires_admin=True).save()
+    assert api.ok("GET", "/api/agents/meddic")["visibility"] == "restricted"
+    assert api.ok("GET", "/api/agents/ops")["visibility"] == "admins"
+
+    report = seed_agents(builtin_definitions())
+
+    assert sorted(report.migrated) == ["meddic", "ops"]
+    assert AgentRecord.get("meddic").visibility_setting == "restricted"  # not the definition's public
+    assert AgentRecord.get("ops").visibility_setting == "admins"
+    assert "meddic" not in [agent["name"] for agent in api.ok("GET", "/api/me", as_="member")["agents"]]
+
+
+def test_an_address_sent_as_a_user_id_is_told_to_send_email(api: Api) -> None:
+    make_agent("secret")
+    api.ok("POST", "/api/groups", 201, body={"name": "sales"})
+    for path, body in [("/api/groups/sales/members", {"user_id": MEMBER_EMAIL}),
+                       ("/api/agents/secret/grants", {"principal_type": "user", "principal_id": MEMBER_EMAIL})]:
+        result = api.call("POST", path, body=body)
+        assert_envelope(result, 404, "not_found")
+        assert f'send {{"email": "{MEMBER_EMAIL}"}}' in result.body["error"]["message"], result.body

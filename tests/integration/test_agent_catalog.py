@@ -2,66 +2,35 @@
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator
+import os
 from datetime import UTC, datetime
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
-TABLE = "test-agents"
+from insightmesh.agents import catalog as catalog_module
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import DynamoCalls
+
 NOW = datetime(2025, 10, 21, 12, 0, tzinfo=UTC)
 
 
-def reload_catalog() -> ModuleType:
-    # pynamodb reads the table name from the environment when the model class is created.
-    return importlib.reload(importlib.import_module("insightmesh.agents.catalog"))
-
-
 @pytest.fixture
-def catalog(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.setenv("AGENTS_TABLE", TABLE)
-    with mock_aws():
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE,
-            AttributeDefinitions=[{"AttributeName": "name", "AttributeType": "S"},
-                                  {"AttributeName": "kind", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "name", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[{
-                "IndexName": "by-kind",
-                "KeySchema": [{"AttributeName": "kind", "KeyType": "HASH"},
-                              {"AttributeName": "name", "KeyType": "RANGE"}],
-                "Projection": {"ProjectionType": "ALL"},
-            }],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        module = reload_catalog()
-        assert module.AgentRecord.Meta.table_name == TABLE
-        yield module
-    monkeypatch.undo()
-    reload_catalog()  # leave the module bound to the environment the process started with
+def catalog(tables: dict[str, str]) -> ModuleType:
+    return catalog_module
 
 
 def builtins(catalog: ModuleType) -> list[Any]:
     definition = catalog.AgentDefinition
     return [
-        definition("help", "Help", "Lists what I can do", aliases=("h", "?"), is_public=True),
+        definition("help", "Help", "Lists what I can do", aliases=("h", "?"), visibility="public"),
         definition("meddic", "MEDDIC coach", "Qualifies a deal with MEDDIC", aliases=("medic", "deal")),
         definition("profile", "Company profile", "Researches a company", aliases=("research",)),
-        definition("admin", "Admin tools", "Operates the assistant", requires_admin=True),
+        definition("admin", "Admin tools", "Operates the assistant", visibility="admins"),
     ]
-
-
-class CallLog:
-    """DynamoDB operations made through the model's client (botocore 'before-call' hook)."""
-
-    def __init__(self, model: Any) -> None:
-        self.operations: list[str] = []
-        client = model._get_connection().connection.client
-        client.meta.events.register("before-call.dynamodb", lambda model, **_: self.operations.append(model.name))
 
 
 # -- seeding ------------------------------------------------------------------------------------
@@ -77,23 +46,25 @@ def test_seeding_creates_every_builtin(catalog: ModuleType) -> None:
     assert meddic.display_name == "MEDDIC coach"
     assert meddic.description == "Qualifies a deal with MEDDIC"
     assert meddic.aliases == ["medic", "deal"]
-    assert (meddic.is_system, meddic.is_public, meddic.requires_admin, meddic.enabled) == (True, False, False, True)
+    assert (meddic.is_system, meddic.visibility, meddic.enabled) == (True, "restricted", True)
+    assert (meddic.visibility_setting, meddic.is_public, meddic.requires_admin) == ("restricted", False, False)
     assert meddic.deleted_at is None
     assert meddic.created_at == meddic.updated_at
     assert meddic.version == 1
-    assert catalog.AgentRecord.get("admin").requires_admin is True
-    assert catalog.AgentRecord.get("help").is_public is True
+    assert catalog.AgentRecord.get("admin").visibility == "admins"
+    assert catalog.AgentRecord.get("admin").requires_admin is True  # derived, for readers that predate visibility
+    assert catalog.AgentRecord.get("help").visibility == "public"
 
 
 def test_reseeding_changes_nothing(catalog: ModuleType) -> None:
     catalog.seed_agents(builtins(catalog))
-    before = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+    before = boto3.client("dynamodb").scan(TableName=os.environ["AGENTS_TABLE"])["Items"]
 
     report = catalog.seed_agents(builtins(catalog))
 
     assert report.created == report.updated == []
     assert report.unchanged == ["help", "meddic", "profile", "admin"]
-    assert boto3.client("dynamodb").scan(TableName=TABLE)["Items"] == before
+    assert boto3.client("dynamodb").scan(TableName=os.environ["AGENTS_TABLE"])["Items"] == before
 
 
 def test_reseeding_after_an_admin_edit_keeps_the_edit(catalog: ModuleType) -> None:
@@ -104,8 +75,7 @@ def test_reseeding_after_an_admin_edit_keeps_the_edit(catalog: ModuleType) -> No
         catalog.AgentRecord.description.set("Our MEDDPICC flavour"),
         catalog.AgentRecord.aliases.set(["coach"]),
         catalog.AgentRecord.enabled.set(False),
-        catalog.AgentRecord.is_public.set(True),
-        catalog.AgentRecord.requires_admin.set(True),
+        *catalog.AgentRecord.visibility_actions("admins"),
     ])
     catalog.AgentRecord.get("profile").update(actions=[catalog.AgentRecord.deleted_at.set(NOW)])
 
@@ -117,7 +87,7 @@ def test_reseeding_after_an_admin_edit_keeps_the_edit(catalog: ModuleType) -> No
     assert edited.display_name == "Deal coach"
     assert edited.description == "Our MEDDPICC flavour"
     assert edited.aliases == ["coach"]
-    assert (edited.enabled, edited.is_public, edited.requires_admin) == (False, True, True)
+    assert (edited.enabled, edited.visibility) == (False, "admins")
     assert edited.version == 2
     assert catalog.AgentRecord.get("profile").deleted_at == NOW  # a deleted built-in stays deleted
 
@@ -158,7 +128,55 @@ def test_a_concurrent_seeder_is_not_overwritten(catalog: ModuleType, monkeypatch
     assert catalog.AgentRecord.get("meddic").description == "edited"
 
 
+def test_seeding_migrates_records_that_predate_visibility_and_never_overwrites_a_choice(
+    catalog: ModuleType,
+) -> None:
+    record = catalog.AgentRecord
+    # As the code before visibility wrote them: only the two booleans.
+    record("meddic", display_name="MEDDIC coach", is_public=False, requires_admin=False).save()
+    record("admin", display_name="Admin tools", is_public=True, requires_admin=True).save()
+    record("custom", display_name="Custom", is_public=True, requires_admin=False).save()
+    record("help", display_name="Help", is_public=True).save()
+    catalog.AgentRecord.get("help").update(actions=catalog.AgentRecord.visibility_actions("public"))
+    assert record.get("meddic").visibility_setting is None
+    assert record.get("meddic").visibility == "restricted"  # read through the mapping before migration
+
+    report = catalog.seed_agents(builtins(catalog))
+
+    assert report.created == ["profile"]
+    assert sorted(report.migrated) == ["admin", "custom", "meddic"]
+    # The stored flags' meaning, not the definitions' (meddic's definition says restricted too; admin's admins).
+    assert [(name, record.get(name).visibility_setting) for name in ("admin", "custom", "help", "meddic")] == [
+        ("admin", "admins"), ("custom", "public"), ("help", "public"), ("meddic", "restricted")]
+    assert record.get("custom").is_public is True and record.get("custom").requires_admin is False
+
+    record.get("custom").update(actions=record.visibility_actions("restricted"))  # an admin's choice
+    again = catalog.seed_agents([*builtins(catalog), catalog.AgentDefinition("custom", "Custom", "x",
+                                                                             visibility="public")])
+    assert again.migrated == [] and again.created == []
+    assert record.get("custom").visibility == "restricted"
+
+
+def test_a_migration_never_overwrites_a_visibility_set_meanwhile(catalog: ModuleType,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    catalog.AgentRecord("custom", is_public=True).save()
+    query = catalog.AgentRecord.by_kind.query
+
+    def read_then_an_admin_restricts(*args: Any, **kwargs: Any) -> Any:
+        found = list(query(*args, **kwargs))
+        catalog.AgentRecord.get("custom").update(actions=catalog.AgentRecord.visibility_actions("restricted"))
+        return iter(found)
+
+    monkeypatch.setattr(catalog.AgentRecord.by_kind, "query", read_then_an_admin_restricts)
+    assert catalog.migrate_visibility() == []
+    assert catalog.AgentRecord.get("custom").visibility == "restricted"
+
+
 def test_bad_definitions_are_refused(catalog: ModuleType) -> None:
+    with pytest.raises(ValueError, match="help' must be public"):
+        catalog.AgentDefinition("help", "Help", "x", visibility="restricted")
+    with pytest.raises(ValueError, match="visibility of 'x' must be one of public, admins, restricted"):
+        catalog.AgentDefinition("x", "X", "x", visibility="everyone")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="defined more than once: help"):
         catalog.seed_agents([*builtins(catalog), builtins(catalog)[0]])
     with pytest.raises(ValueError, match="must match"):
@@ -171,11 +189,12 @@ def test_bad_definitions_are_refused(catalog: ModuleType) -> None:
 # -- listing and lookup -------------------------------------------------------------------------
 
 
-def test_list_agents_is_one_query_sorted_and_without_deleted_agents(catalog: ModuleType) -> None:
+def test_list_agents_is_one_query_sorted_and_without_deleted_agents(catalog: ModuleType,
+                                                                     dynamo_calls: DynamoCalls) -> None:
     catalog.seed_agents(builtins(catalog))
     catalog.AgentRecord.get("profile").update(actions=[catalog.AgentRecord.deleted_at.set(NOW)])
     catalog.AgentRecord.get("admin").update(actions=[catalog.AgentRecord.enabled.set(False)])
-    calls = CallLog(catalog.AgentRecord)
+    calls = dynamo_calls.start()
 
     agents = catalog.list_agents()
 
@@ -186,10 +205,10 @@ def test_list_agents_is_one_query_sorted_and_without_deleted_agents(catalog: Mod
         "admin", "help", "meddic", "profile"]
 
 
-def test_list_agents_reads_every_page(catalog: ModuleType) -> None:
+def test_list_agents_reads_every_page(catalog: ModuleType, dynamo_calls: DynamoCalls) -> None:
     # ~40 KB per record: 30 records exceed DynamoDB's 1 MB page, so the Query is paginated.
     catalog.seed_agents([catalog.AgentDefinition(f"agent-{n:02}", f"Agent {n}", "x" * 40_000) for n in range(30)])
-    calls = CallLog(catalog.AgentRecord)
+    calls = dynamo_calls.start()
 
     agents = catalog.list_agents()
 
@@ -198,9 +217,9 @@ def test_list_agents_reads_every_page(catalog: ModuleType) -> None:
     assert len(calls.operations) >= 2
 
 
-def test_get_agent(catalog: ModuleType) -> None:
+def test_get_agent(catalog: ModuleType, dynamo_calls: DynamoCalls) -> None:
     catalog.seed_agents(builtins(catalog))
-    calls = CallLog(catalog.AgentRecord)
+    calls = dynamo_calls.start()
     assert catalog.get_agent("meddic").display_name == "MEDDIC coach"
     assert catalog.get_agent("nobody") is None
     assert calls.operations == ["GetItem", "GetItem"]

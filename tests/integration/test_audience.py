@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -21,7 +21,9 @@ from insightmesh.knowledge.base import ANYONE, SourceDocument
 from insightmesh.knowledge.pipeline import ingest_documents
 from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.integration.admin_fixtures import DYNAMO_CALLS, template_tables
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import DynamoCalls
 
 TEAM = "T0AUDIENCE"
 ALICE, BOB, CAROL = "U0ALICE", "U0BOB", "U0CAROL"  # Carol is in Slack, not (yet) in the directory
@@ -34,13 +36,13 @@ FACTS = {
 
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[SlackSandbox]:
+def world(monkeypatch: pytest.MonkeyPatch, tmp_path, tables: dict[str, str]) -> Iterator[SlackSandbox]:
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-audience")
     store_module.reset_for_tests()
     slack_client.reset_for_tests()
     resilience._breakers.clear()
-    with SlackSandbox(port=0, team_id=TEAM) as sandbox, template_tables(monkeypatch):
+    with SlackSandbox(port=0, team_id=TEAM) as sandbox:
         monkeypatch.setenv("SLACK_API_URL", sandbox.url)
         for slack_id, user_id, email in ((ALICE, "u-alice", "alice@corp.example"),
                                          (BOB, "u-bob", "bob@corp.example")):
@@ -139,16 +141,16 @@ def test_an_ephemeral_answer_uses_the_askers_access(world: SlackSandbox) -> None
     assert world.calls("conversations.info") == []
 
 
-def test_members_and_viewers_are_cached(world: SlackSandbox) -> None:
+def test_members_and_viewers_are_cached(world: SlackSandbox, dynamo_calls: DynamoCalls) -> None:
     world.set_channel("C0CACHED", [ALICE, BOB])
-    first = DYNAMO_CALLS.during(lambda: audience_for(request("C0CACHED"), "u-alice", private=False))
+    first = dynamo_calls.during(lambda: audience_for(request("C0CACHED"), "u-alice", private=False))
     assert first
-    again = DYNAMO_CALLS.during(lambda: audience_for(request("C0CACHED"), "u-alice", private=False))
+    again = dynamo_calls.during(lambda: audience_for(request("C0CACHED"), "u-alice", private=False))
     assert again == ["BatchGetItem:-"]  # the members' identities; their viewers are cached
     assert len(world.calls("conversations.info")) == 1 and len(world.calls("conversations.members")) == 1
 
 
-def test_directory_lookups_are_batched(world: SlackSandbox) -> None:
+def test_directory_lookups_are_batched(world: SlackSandbox, dynamo_calls: DynamoCalls) -> None:
     """The members are resolved with BatchGetItems (identities, users, groups) and one Query of
     memberships per person (DynamoDB has no batch Query) — never a GetItem per member."""
     people = [f"U{n:08d}" for n in range(40)]
@@ -158,7 +160,7 @@ def test_directory_lookups_are_batched(world: SlackSandbox) -> None:
         User(f"u-{n}", email=f"person{n}@corp.example").save()
     world.set_channel("C0FORTY", [ALICE, *people])
     holder: list[Any] = []
-    calls = Counter(call.split(":")[0] for call in DYNAMO_CALLS.during(
+    calls = Counter(call.split(":")[0] for call in dynamo_calls.during(
         lambda: holder.append(audience_for(request("C0FORTY"), "u-alice", private=False))))
     assert len(holder[0].viewers) == 41
     assert calls["GetItem"] == 0

@@ -6,62 +6,37 @@ requests are API Gateway HTTP API (payload 2.0) events, cookies in the top-level
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
-import types
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
 
 from insightmesh.api import create_app
 from insightmesh.api.app import InsightMeshResolver
-from insightmesh.auth import guard, sessions
+from insightmesh.audit import log
+from insightmesh.auth import guard, sessions, tokens
 from insightmesh.config import Settings, load_settings
-from tests.integration.test_auth_tokens import auth_environment, items, make_user
+from insightmesh.directory.models import User
+from tests.integration.conftest import DynamoCalls, build_http_event, items
+from tests.integration.conftest import save_user as make_user
 
 WINDOW_START = 1_900_000_020  # a multiple of 60
-AUDIT_TABLE = "test-audit"
 
 
 @pytest.fixture
-def auth_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+def auth_env(auth_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     monkeypatch.setenv("ALLOWED_ORIGINS", "https://admin.example.com,http://localhost:3000")
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://api.example.com")
     monkeypatch.setattr(guard, "_now", lambda: WINDOW_START + 10.0)  # every request in one window
-    yield from auth_environment(monkeypatch)
+    return auth_env
 
 
 @pytest.fixture
-def audit(auth_env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
-    """The audit entries written: the real insightmesh.audit.log on a moto table when it exists,
-    else a stand-in module recording the calls."""
+def audit(auth_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[list[dict[str, Any]]]:
+    """The audit entries written, as insightmesh.audit.log records them (on the template's table)."""
     calls: list[dict[str, Any]] = []
-    try:
-        log = importlib.import_module("insightmesh.audit.log")
-    except ModuleNotFoundError:
-        log = types.ModuleType("insightmesh.audit.log")
-        monkeypatch.setitem(sys.modules, "insightmesh.audit.log", log)
-        monkeypatch.setattr(importlib.import_module("insightmesh.audit"), "log", log, raising=False)
-        monkeypatch.setattr(log, "record", lambda **kwargs: calls.append(kwargs), raising=False)
-        yield calls
-        return
-    monkeypatch.setenv("AUDIT_TABLE", AUDIT_TABLE)
-    boto3.client("dynamodb").create_table(
-        TableName=AUDIT_TABLE,
-        AttributeDefinitions=[{"AttributeName": name, "AttributeType": "S"} for name in ("target", "sk", "day")],
-        KeySchema=[{"AttributeName": "target", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-        GlobalSecondaryIndexes=[{"IndexName": "by-day",
-                                 "KeySchema": [{"AttributeName": "day", "KeyType": "HASH"},
-                                               {"AttributeName": "sk", "KeyType": "RANGE"}],
-                                 "Projection": {"ProjectionType": "ALL"}}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    log = importlib.reload(log)
     real_record = log.record
 
     def observed(**kwargs: Any) -> Any:
@@ -70,8 +45,6 @@ def audit(auth_env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> Iterato
 
     monkeypatch.setattr(log, "record", observed)
     yield calls
-    monkeypatch.delenv("AUDIT_TABLE")
-    importlib.reload(log)
 
 
 def build_app() -> InsightMeshResolver:
@@ -119,35 +92,12 @@ def build_app() -> InsightMeshResolver:
     return app
 
 
-def http_event(method: str, path: str, *, headers: dict[str, str] | None = None,
-               cookies: list[str] | None = None, source_ip: str = "198.51.100.7",
-               request_id: str = "req-1") -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"host": "api.example.com", "x-request-id": request_id, "x-forwarded-for": source_ip,
-                    **{name.lower(): value for name, value in (headers or {}).items()}},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com", "domainPrefix": "api",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
-                     "userAgent": "pytest"},
-            "requestId": "gw-" + request_id, "routeKey": "$default", "stage": "$default",
-            "time": "21/Oct/2030:07:28:00 +0000", "timeEpoch": 1918798080000,
-        },
-        "isBase64Encoded": False,
-    }
+def call(app: InsightMeshResolver, method: str, path: str, **kwargs: Any) -> tuple[int, dict[str, str], Any]:
     if method in ("POST", "PUT", "PATCH"):
-        event["body"] = "{}"
-        event["headers"]["content-type"] = "application/json"
-    if cookies:
-        event["cookies"] = cookies
-    return event
-
-
-def call(app: InsightMeshResolver, *args: Any, **kwargs: Any) -> tuple[int, dict[str, str], Any]:
-    response = app.resolve(http_event(*args, **kwargs), None)  # type: ignore[arg-type]
+        kwargs.setdefault("body", {})
+    kwargs.setdefault("source_ip", "198.51.100.7")
+    kwargs.setdefault("request_id", "req-1")
+    response = app.resolve(build_http_event(method, path, **kwargs), None)  # type: ignore[arg-type]
     body = json.loads(response["body"]) if response.get("body") else None
     return response["statusCode"], response["headers"], body
 
@@ -164,23 +114,23 @@ def session_cookie(user: Any) -> tuple[str, str]:
 # -- bearer tokens --------------------------------------------------------------------------------
 
 
-def test_a_valid_bearer_token_authenticates(auth_env: SimpleNamespace) -> None:
-    make_user(auth_env.models, "u-1")
-    plaintext, token = auth_env.tokens.create_token("u-1", name="ci", scopes=["admin:read"])
+def test_a_valid_bearer_token_authenticates(auth_env: dict[str, str]) -> None:
+    make_user("u-1")
+    plaintext, token = tokens.create_token("u-1", name="ci", scopes=["admin:read"])
     status, _, body = call(build_app(), "GET", "/api/me", headers=bearer(plaintext))
     assert status == 200
     assert body == {"user_id": "u-1", "via": "token", "is_admin": False, "token_id": token.token_id,
                     "scopes": ["admin:read"]}
 
 
-def test_bearer_requests_need_no_csrf(auth_env: SimpleNamespace) -> None:
-    make_user(auth_env.models, "u-1")
-    plaintext, _ = auth_env.tokens.create_token("u-1", name="ci")
+def test_bearer_requests_need_no_csrf(auth_env: dict[str, str]) -> None:
+    make_user("u-1")
+    plaintext, _ = tokens.create_token("u-1", name="ci")
     status, _, body = call(build_app(), "POST", "/api/things", headers=bearer(plaintext))
     assert (status, body) == (200, {"changed_by": "u-1"})
 
 
-def test_no_credentials_is_401_with_the_envelope_and_a_bearer_challenge(auth_env: SimpleNamespace) -> None:
+def test_no_credentials_is_401_with_the_envelope_and_a_bearer_challenge(auth_env: dict[str, str]) -> None:
     status, headers, body = call(build_app(), "GET", "/api/me", request_id="r-anon")
     assert status == 401
     assert body == {"error": {"code": "unauthorized", "message": "authentication required", "request_id": "r-anon"}}
@@ -190,41 +140,41 @@ def test_no_credentials_is_401_with_the_envelope_and_a_bearer_challenge(auth_env
 
 @pytest.mark.parametrize("authorization", ["Bearer", "Bearer imt_garbage", "Basic dXNlcjpwYXNz",
                                            "Bearer imt_0123456789abcdef_" + "a" * 43])
-def test_bad_authorization_is_401_invalid_token(auth_env: SimpleNamespace, authorization: str) -> None:
+def test_bad_authorization_is_401_invalid_token(auth_env: dict[str, str], authorization: str) -> None:
     status, headers, body = call(build_app(), "GET", "/api/me", headers={"Authorization": authorization})
     assert status == 401
     assert body["error"]["code"] == "unauthorized"
     assert 'error="invalid_token"' in headers["WWW-Authenticate"]
 
 
-def test_a_revoked_token_is_401(auth_env: SimpleNamespace) -> None:
-    make_user(auth_env.models, "u-1")
-    plaintext, token = auth_env.tokens.create_token("u-1", name="ci")
+def test_a_revoked_token_is_401(auth_env: dict[str, str]) -> None:
+    make_user("u-1")
+    plaintext, token = tokens.create_token("u-1", name="ci")
     app = build_app()
     assert call(app, "GET", "/api/me", headers=bearer(plaintext))[0] == 200
-    auth_env.tokens.revoke_token(token.token_id, user_id="u-1")
+    tokens.revoke_token(token.token_id, user_id="u-1")
     assert call(app, "GET", "/api/me", headers=bearer(plaintext))[0] == 401
 
 
-def test_an_expired_token_is_401(auth_env: SimpleNamespace) -> None:
-    make_user(auth_env.models, "u-1")
-    plaintext, token = auth_env.tokens.create_token("u-1", name="ci",
+def test_an_expired_token_is_401(auth_env: dict[str, str]) -> None:
+    make_user("u-1")
+    plaintext, token = tokens.create_token("u-1", name="ci",
                                                     expires_at=datetime.now(UTC) + timedelta(minutes=5))
-    token.update(actions=[auth_env.tokens.ApiToken.expires_at.set(datetime.now(UTC) - timedelta(seconds=1))])
+    token.update(actions=[tokens.ApiToken.expires_at.set(datetime.now(UTC) - timedelta(seconds=1))])
     assert call(build_app(), "GET", "/api/me", headers=bearer(plaintext))[0] == 401
 
 
-def test_the_token_of_an_inactive_or_missing_user_is_401(auth_env: SimpleNamespace) -> None:
-    make_user(auth_env.models, "u-gone", is_active=False)
-    inactive, _ = auth_env.tokens.create_token("u-gone", name="ci")
-    orphan, _ = auth_env.tokens.create_token("u-never-existed", name="ci")
+def test_the_token_of_an_inactive_or_missing_user_is_401(auth_env: dict[str, str]) -> None:
+    make_user("u-gone", is_active=False)
+    inactive, _ = tokens.create_token("u-gone", name="ci")
+    orphan, _ = tokens.create_token("u-never-existed", name="ci")
     app = build_app()
     assert call(app, "GET", "/api/me", headers=bearer(inactive))[0] == 401
     assert call(app, "GET", "/api/me", headers=bearer(orphan))[0] == 401
 
 
-def test_a_bad_bearer_does_not_fall_back_to_the_cookie(auth_env: SimpleNamespace) -> None:
-    user = make_user(auth_env.models, "u-1")
+def test_a_bad_bearer_does_not_fall_back_to_the_cookie(auth_env: dict[str, str]) -> None:
+    user = make_user("u-1")
     cookie, _ = session_cookie(user)
     status, _, _ = call(build_app(), "GET", "/api/me", headers=bearer("imt_nope"), cookies=[cookie])
     assert status == 401
@@ -233,66 +183,65 @@ def test_a_bad_bearer_does_not_fall_back_to_the_cookie(auth_env: SimpleNamespace
 # -- browser sessions and CSRF --------------------------------------------------------------------
 
 
-def test_a_session_cookie_authenticates_a_read(auth_env: SimpleNamespace) -> None:
-    user = make_user(auth_env.models, "u-1", is_admin=True)
+def test_a_session_cookie_authenticates_a_read(auth_env: dict[str, str]) -> None:
+    user = make_user("u-1", is_admin=True)
     cookie, _ = session_cookie(user)
     status, _, body = call(build_app(), "GET", "/api/me", cookies=["theme=dark", cookie])
     assert status == 200
     assert body["via"] == "session" and body["is_admin"] is True
 
 
-def test_a_cookie_request_reads_its_session_once_and_a_revoked_one_is_401(auth_env: SimpleNamespace) -> None:
-    from tests.integration.admin_fixtures import DYNAMO_CALLS
-
-    user = make_user(auth_env.models, "u-1", is_admin=True)
+def test_a_cookie_request_reads_its_session_once_and_a_revoked_one_is_401(auth_env: dict[str, str],
+                                                                         dynamo_calls: DynamoCalls) -> None:
+    user = make_user("u-1", is_admin=True)
     cookie, _ = session_cookie(user)
     app = build_app()
-    calls = DYNAMO_CALLS.during(lambda: call(app, "GET", "/api/me", cookies=[cookie, cookie]))
-    assert calls.count("GetItem:test-auth-states") == 1  # one session lookup, however many cookies
-    assert calls.count("GetItem:test-users") == 1
+    calls = dynamo_calls.during(lambda: call(app, "GET", "/api/me", cookies=[cookie, cookie]))
+    assert calls.count(f"GetItem:{auth_env['AUTH_STATES_TABLE']}") == 1  # one session lookup, however many cookies
+    assert calls.count(f"GetItem:{auth_env['USERS_TABLE']}") == 1
 
     sessions.revoke_session(cookie)  # logout, elsewhere
     assert call(app, "GET", "/api/me", cookies=[cookie])[0] == 401
 
 
-def test_a_cookie_header_works_too(auth_env: SimpleNamespace) -> None:
-    user = make_user(auth_env.models, "u-1")
+def test_a_cookie_header_works_too(auth_env: dict[str, str]) -> None:
+    user = make_user("u-1")
     cookie, _ = session_cookie(user)
     assert call(build_app(), "GET", "/api/me", headers={"Cookie": cookie})[0] == 200
 
 
-def test_a_tampered_or_foreign_cookie_is_401(auth_env: SimpleNamespace) -> None:
-    user = make_user(auth_env.models, "u-1")
+def test_a_tampered_or_foreign_cookie_is_401(auth_env: dict[str, str]) -> None:
+    user = make_user("u-1")
     cookie, _ = session_cookie(user)
     status, headers, _ = call(build_app(), "GET", "/api/me", cookies=[cookie[:-2] + "xx"])
     assert status == 401
     assert headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_the_session_of_a_deactivated_user_is_401(auth_env: SimpleNamespace) -> None:
-    user = make_user(auth_env.models, "u-1")
+def test_the_session_of_a_deactivated_user_is_401(auth_env: dict[str, str]) -> None:
+    user = make_user("u-1")
     cookie, _ = session_cookie(user)
-    user.update(actions=[auth_env.models.User.is_active.set(False)])
+    user.update(actions=[User.is_active.set(False)])
     assert call(build_app(), "GET", "/api/me", cookies=[cookie])[0] == 401
 
 
-def test_a_cookie_post_without_csrf_is_403(auth_env: SimpleNamespace) -> None:
-    user = make_user(auth_env.models, "u-1")
+def test_a_cookie_post_without_csrf_is_403(auth_env: dict[str, str]) -> None:
+    user = make_user("u-1")
     cookie, _ = session_cookie(user)
     status, _, body = call(build_app(), "POST", "/api/things", cookies=[cookie], request_id="r-csrf")
     assert status == 403
     assert body["error"]["code"] == "forbidden" and body["error"]["request_id"] == "r-csrf"
 
 
-def test_a_cookie_post_with_the_csrf_header_passes(auth_env: SimpleNamespace) -> None:
-    user = make_user(auth_env.models, "u-1")
+def test_a_cookie_post_with_the_csrf_header_passes(auth_env: dict[str, str]) -> None:
+    user = make_user("u-1")
     cookie, csrf = session_cookie(user)
     status, _, body = call(build_app(), "POST", "/api/things", cookies=[cookie], headers={"X-CSRF-Token": csrf})
     assert (status, body) == (200, {"changed_by": "u-1"})
 
 
-def test_a_wrong_csrf_header_is_403(auth_env: SimpleNamespace) -> None:
-    user = make_user(auth_env.models, "u-1")
+def test_a_wrong_csrf_header_is_403(auth_env: dict[str, str]) -> None:
+    user = make_user("u-1")
     cookie, _ = session_cookie(user)
     _, other_csrf = session_cookie(user)  # the token of another session of the same user
     assert call(build_app(), "POST", "/api/things", cookies=[cookie], headers={"X-CSRF-Token": other_csrf})[0] == 403
@@ -305,8 +254,8 @@ def test_a_wrong_csrf_header_is_403(auth_env: SimpleNamespace) -> None:
     {"Origin": "https://API.example.com:443"},
     {"Referer": "https://admin.example.com/agents?x=1"},
 ])
-def test_a_cookie_post_from_a_trusted_origin_passes(auth_env: SimpleNamespace, headers: dict[str, str]) -> None:
-    user = make_user(auth_env.models, "u-1")
+def test_a_cookie_post_from_a_trusted_origin_passes(auth_env: dict[str, str], headers: dict[str, str]) -> None:
+    user = make_user("u-1")
     cookie, _ = session_cookie(user)
     assert call(build_app(), "POST", "/api/things", cookies=[cookie], headers=headers)[0] == 200
 
@@ -319,8 +268,8 @@ def test_a_cookie_post_from_a_trusted_origin_passes(auth_env: SimpleNamespace, h
     {"Referer": "https://evil.example.net/https://admin.example.com"},
     {"Origin": "https://evil.example.net", "Referer": "https://admin.example.com/"},  # Origin wins
 ])
-def test_a_cookie_post_from_another_origin_is_403(auth_env: SimpleNamespace, headers: dict[str, str]) -> None:
-    user = make_user(auth_env.models, "u-1")
+def test_a_cookie_post_from_another_origin_is_403(auth_env: dict[str, str], headers: dict[str, str]) -> None:
+    user = make_user("u-1")
     cookie, _ = session_cookie(user)
     assert call(build_app(), "POST", "/api/things", cookies=[cookie], headers=headers)[0] == 403
 
@@ -328,19 +277,19 @@ def test_a_cookie_post_from_another_origin_is_403(auth_env: SimpleNamespace, hea
 # -- admin ----------------------------------------------------------------------------------------
 
 
-def test_require_admin_lets_an_admin_through_without_auditing(auth_env: SimpleNamespace,
+def test_require_admin_lets_an_admin_through_without_auditing(auth_env: dict[str, str],
                                                                audit: list[dict[str, Any]]) -> None:
-    make_user(auth_env.models, "u-admin", is_admin=True)
-    plaintext, _ = auth_env.tokens.create_token("u-admin", name="ci")
+    make_user("u-admin", is_admin=True)
+    plaintext, _ = tokens.create_token("u-admin", name="ci")
     status, _, body = call(build_app(), "DELETE", "/api/agents/meddic", headers=bearer(plaintext))
     assert (status, body) == (200, {"deleted": "meddic"})
     assert audit == []
 
 
-def test_require_admin_refuses_and_audits_a_non_admin(auth_env: SimpleNamespace,
+def test_require_admin_refuses_and_audits_a_non_admin(auth_env: dict[str, str],
                                                       audit: list[dict[str, Any]]) -> None:
-    make_user(auth_env.models, "u-1", email="bob@example.com")
-    plaintext, token = auth_env.tokens.create_token("u-1", name="ci")
+    make_user("u-1", email="bob@example.com")
+    plaintext, token = tokens.create_token("u-1", name="ci")
     status, _, body = call(build_app(), "DELETE", "/api/agents/meddic", headers=bearer(plaintext),
                            request_id="r-denied")
     assert status == 403
@@ -351,26 +300,25 @@ def test_require_admin_refuses_and_audits_a_non_admin(auth_env: SimpleNamespace,
     assert {key: call_args[key] for key in ("action", "target", "outcome", "reason", "request_id")} == {
         "action": "agent.delete", "target": "agent:meddic", "outcome": "denied",
         "reason": "requires an admin", "request_id": "r-denied"}
-    if "AUDIT_TABLE" in __import__("os").environ:  # the real audit log: the entry is stored
-        stored = boto3.client("dynamodb").scan(TableName=AUDIT_TABLE)["Items"]
-        assert [(item["target"]["S"], item["outcome"]["S"], item["actor_id"]["S"]) for item in stored] == [
-            ("agent:meddic", "denied", "u-1")]
+    stored = items("AUDIT_TABLE")  # the real audit log: the entry is stored
+    assert [(item["target"]["S"], item["outcome"]["S"], item["actor_id"]["S"]) for item in stored] == [
+        ("agent:meddic", "denied", "u-1")]
 
 
-def test_require_admin_refuses_a_session_non_admin_too(auth_env: SimpleNamespace,
+def test_require_admin_refuses_a_session_non_admin_too(auth_env: dict[str, str],
                                                        audit: list[dict[str, Any]]) -> None:
-    user = make_user(auth_env.models, "u-1")
+    user = make_user("u-1")
     cookie, csrf = session_cookie(user)
     status, _, _ = call(build_app(), "DELETE", "/api/agents/x", cookies=[cookie], headers={"X-CSRF-Token": csrf})
     assert status == 403
     assert [entry["actor"].via for entry in audit] == ["session"]
 
 
-def test_require_scope_binds_tokens_but_not_sessions(auth_env: SimpleNamespace,
+def test_require_scope_binds_tokens_but_not_sessions(auth_env: dict[str, str],
                                                      audit: list[dict[str, Any]]) -> None:
-    user = make_user(auth_env.models, "u-admin", is_admin=True)
-    unscoped, _ = auth_env.tokens.create_token("u-admin", name="read-only", scopes=["admin:read"])
-    scoped, _ = auth_env.tokens.create_token("u-admin", name="writer", scopes=["admin:read", "admin:write"])
+    user = make_user("u-admin", is_admin=True)
+    unscoped, _ = tokens.create_token("u-admin", name="read-only", scopes=["admin:read"])
+    scoped, _ = tokens.create_token("u-admin", name="writer", scopes=["admin:read", "admin:write"])
     cookie, csrf = session_cookie(user)
     app = build_app()
     assert call(app, "POST", "/api/tokens-only", headers=bearer(unscoped))[0] == 403
@@ -380,13 +328,13 @@ def test_require_scope_binds_tokens_but_not_sessions(auth_env: SimpleNamespace,
 
 
 @pytest.mark.parametrize("path", ["/api/open", "/api/admin-only"])
-def test_a_token_needs_admin_read_to_read_and_admin_write_to_change(auth_env: SimpleNamespace,
+def test_a_token_needs_admin_read_to_read_and_admin_write_to_change(auth_env: dict[str, str],
                                                                      audit: list[dict[str, Any]], path: str) -> None:
-    make_user(auth_env.models, "u-admin", is_admin=True)
-    none, _ = auth_env.tokens.create_token("u-admin", name="none")
-    read, _ = auth_env.tokens.create_token("u-admin", name="read", scopes=["admin:read"])
-    write, _ = auth_env.tokens.create_token("u-admin", name="write", scopes=["admin:write"])
-    both, _ = auth_env.tokens.create_token("u-admin", name="both", scopes=["admin:read", "admin:write"])
+    make_user("u-admin", is_admin=True)
+    none, _ = tokens.create_token("u-admin", name="none")
+    read, _ = tokens.create_token("u-admin", name="read", scopes=["admin:read"])
+    write, _ = tokens.create_token("u-admin", name="write", scopes=["admin:write"])
+    both, _ = tokens.create_token("u-admin", name="both", scopes=["admin:read", "admin:write"])
     app = build_app()
     got = {name: (call(app, "GET", path, headers=bearer(token))[0], call(app, "POST", path, headers=bearer(token))[0])
            for name, token in {"none": none, "read": read, "write": write, "both": both}.items()}
@@ -395,8 +343,8 @@ def test_a_token_needs_admin_read_to_read_and_admin_write_to_change(auth_env: Si
                                                            "the api token lacks the admin:write scope"]
 
 
-def test_a_session_needs_no_scope(auth_env: SimpleNamespace) -> None:
-    user = make_user(auth_env.models, "u-admin", is_admin=True)
+def test_a_session_needs_no_scope(auth_env: dict[str, str]) -> None:
+    user = make_user("u-admin", is_admin=True)
     cookie, csrf = session_cookie(user)
     app = build_app()
     for path in ("/api/open", "/api/admin-only"):
@@ -404,14 +352,14 @@ def test_a_session_needs_no_scope(auth_env: SimpleNamespace) -> None:
         assert call(app, "POST", path, cookies=[cookie], headers={"X-CSRF-Token": csrf})[0] == 200
 
 
-def test_the_token_of_a_promoted_user_gains_no_scope(auth_env: SimpleNamespace,
+def test_the_token_of_a_promoted_user_gains_no_scope(auth_env: dict[str, str],
                                                      audit: list[dict[str, Any]]) -> None:
-    user = make_user(auth_env.models, "u-1")
-    plaintext, _ = auth_env.tokens.create_token("u-1", name="reader", scopes=["admin:read"])
+    user = make_user("u-1")
+    plaintext, _ = tokens.create_token("u-1", name="reader", scopes=["admin:read"])
     app = build_app()
     assert call(app, "GET", "/api/admin-only", headers=bearer(plaintext))[0] == 403  # not an admin yet
 
-    user.update(actions=[auth_env.models.User.is_admin.set(True)])  # promoted
+    user.update(actions=[User.is_admin.set(True)])  # promoted
 
     assert call(app, "GET", "/api/admin-only", headers=bearer(plaintext))[0] == 200
     status, _, body = call(app, "POST", "/api/admin-only", headers=bearer(plaintext))
@@ -422,15 +370,15 @@ def test_the_token_of_a_promoted_user_gains_no_scope(auth_env: SimpleNamespace,
 # -- rate limits ----------------------------------------------------------------------------------
 
 
-def test_the_per_principal_limit_answers_429_with_retry_after(auth_env: SimpleNamespace,
+def test_the_per_principal_limit_answers_429_with_retry_after(auth_env: dict[str, str],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_RATE_LIMIT_PER_MINUTE", "2")
     guard.get_auth_settings.cache_clear()
-    make_user(auth_env.models, "u-1")
-    make_user(auth_env.models, "u-2")
-    first, _ = auth_env.tokens.create_token("u-1", name="a")
-    second, _ = auth_env.tokens.create_token("u-1", name="b")  # same principal, other token
-    other, _ = auth_env.tokens.create_token("u-2", name="c")
+    make_user("u-1")
+    make_user("u-2")
+    first, _ = tokens.create_token("u-1", name="a")
+    second, _ = tokens.create_token("u-1", name="b")  # same principal, other token
+    other, _ = tokens.create_token("u-2", name="c")
     app = build_app()
     assert call(app, "GET", "/api/me", headers=bearer(first))[0] == 200
     assert call(app, "GET", "/api/me", headers=bearer(second), source_ip="203.0.113.9")[0] == 200
@@ -443,7 +391,7 @@ def test_the_per_principal_limit_answers_429_with_retry_after(auth_env: SimpleNa
     assert f"api-principal#u-1#{WINDOW_START}" in keys
 
 
-def test_the_per_ip_limit_applies_before_authentication(auth_env: SimpleNamespace,
+def test_the_per_ip_limit_applies_before_authentication(auth_env: dict[str, str],
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_IP_RATE_LIMIT_PER_MINUTE", "2")
     guard.get_auth_settings.cache_clear()

@@ -6,21 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Iterator
-from types import SimpleNamespace
 
 import pytest
 
 from insightmesh.auth import sessions
 from insightmesh.directory.models import User
-from tests.integration.test_auth_tokens import auth_environment, items
+from tests.integration.conftest import items
 
 PRODUCTION_KEY = "a-production-secret-key-that-is-long-enough-0123456789"
-
-
-@pytest.fixture(autouse=True)
-def auth_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    yield from auth_environment(monkeypatch)
+pytestmark = pytest.mark.usefixtures("auth_env")
 
 
 def user(user_id: str = "u-1", email: str | None = "alice@example.com") -> User:

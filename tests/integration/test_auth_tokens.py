@@ -1,98 +1,32 @@
 """API tokens against DynamoDB (moto) — insightmesh.auth.tokens.
 
-Also home of the environment the other auth tests share (``auth_env``): the tables of
-infra/template.yaml the auth package touches, created in moto, with the modules reloaded so
-their pynamodb models bind to them.
+The tables are the template's (the ``auth_env`` fixture of tests/integration/conftest.py, shared
+with the other auth tests).
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
-from tests.helpers import create_dynamodb_table
-
-# env variable -> (table name, key schema, GSIs, TTL attribute); as in infra/template.yaml.
-AUTH_TABLES: dict[str, tuple[str, list[tuple[str, str]], dict[str, list[tuple[str, str]]], str | None]] = {
-    "USERS_TABLE": ("test-users", [("user_id", "HASH")], {"by-email": [("email", "HASH")]}, None),
-    "IDENTITIES_TABLE": ("test-identities", [("identity_key", "HASH")], {"by-user": [("user_id", "HASH")]}, None),
-    "MEMBERSHIPS_TABLE": ("test-memberships", [("group_name", "HASH"), ("user_id", "RANGE")],
-                          {"by-user": [("user_id", "HASH"), ("group_name", "RANGE")]}, None),
-    "API_TOKENS_TABLE": ("test-api-tokens", [("token_hash", "HASH")], {"by-user": [("user_id", "HASH")]}, None),
-    "AUTH_STATES_TABLE": ("test-auth-states", [("state", "HASH")], {}, "expires_at"),
-    "RATE_LIMIT_TABLE": ("test-rate-limit", [("key", "HASH")], {}, "expires_at"),
-}
-AUTH_MODULES = ("insightmesh.directory.models", "insightmesh.directory.users", "insightmesh.api.ratelimit_table",
-                "insightmesh.auth.tokens", "insightmesh.auth.oidc_provider", "insightmesh.auth.sessions",
-                "insightmesh.directory.email_users", "insightmesh.auth.login")
-
-
-def create_auth_tables() -> None:
-    client = boto3.client("dynamodb")
-    for name, keys, indexes, ttl in AUTH_TABLES.values():
-        create_dynamodb_table(client, name, keys, indexes, ttl)
-
-
-def reload_auth_modules() -> SimpleNamespace:
-    # pynamodb reads the table names from the environment when the model classes are created.
-    loaded = [importlib.reload(importlib.import_module(name)) for name in AUTH_MODULES]
-    from insightmesh.auth.settings import get_auth_settings
-
-    get_auth_settings.cache_clear()
-    loaded[4].reset_caches()
-    return SimpleNamespace(models=loaded[0], users=loaded[1], tokens=loaded[3], oidc_provider=loaded[4],
-                           sessions=loaded[5], login=loaded[7])
-
-
-def auth_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    """The body of the ``auth_env`` fixtures: tables in moto, modules bound to them."""
-    for variable, (name, _, _, _) in AUTH_TABLES.items():
-        monkeypatch.setenv(variable, name)
-    with mock_aws():
-        create_auth_tables()
-        modules = reload_auth_modules()
-        assert modules.tokens.ApiToken.Meta.table_name == "test-api-tokens"
-        yield modules
-    monkeypatch.undo()
-    reload_auth_modules()  # leave the modules bound to the environment the process started with
-
-
-def items(variable: str) -> list[dict[str, Any]]:
-    """Every item of a table (a test may scan; the code under test never does)."""
-    return boto3.client("dynamodb").scan(TableName=AUTH_TABLES[variable][0], ConsistentRead=True)["Items"]
-
-
-def make_user(models: Any, user_id: str = "u-1", *, email: str | None = "alice@example.com",
-              is_admin: bool = False, is_active: bool = True) -> Any:
-    user = models.User(user_id, email=email, display_name=user_id, is_admin=is_admin, is_active=is_active)
-    user.save()
-    return user
-
-
-@pytest.fixture
-def auth_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    yield from auth_environment(monkeypatch)
-
+from insightmesh.auth import tokens
+from insightmesh.auth.tokens import DEFAULT_EXPIRES_IN, parse_expires_in
+from tests.integration.conftest import items
 
 # -- create ---------------------------------------------------------------------------------------
 
 
-def test_create_returns_the_plaintext_once_and_stores_only_its_hash(auth_env: SimpleNamespace) -> None:
+def test_create_returns_the_plaintext_once_and_stores_only_its_hash(auth_env: dict[str, str]) -> None:
     expires = datetime.now(UTC) + timedelta(days=30)
-    plaintext, token = auth_env.tokens.create_token("u-1", name="ci", scopes=["admin:read", "admin:write"],
+    plaintext, token = tokens.create_token("u-1", name="ci", scopes=["admin:read", "admin:write"],
                                                     created_by="u-admin", expires_at=expires)
 
     assert plaintext.startswith(f"imt_{token.token_id}_")
     assert len(token.token_id) == 16
-    assert auth_env.tokens.parse_token_id(plaintext) == token.token_id
+    assert tokens.parse_token_id(plaintext) == token.token_id
     stored = items("API_TOKENS_TABLE")
     assert len(stored) == 1
     item = stored[0]
@@ -106,9 +40,9 @@ def test_create_returns_the_plaintext_once_and_stores_only_its_hash(auth_env: Si
     assert secret not in repr(item) and plaintext not in repr(item)
 
 
-def test_tokens_are_distinct_and_scopes_default_to_none(auth_env: SimpleNamespace) -> None:
-    first, token = auth_env.tokens.create_token("u-1", name="a")
-    second, _ = auth_env.tokens.create_token("u-1", name="b")
+def test_tokens_are_distinct_and_scopes_default_to_none(auth_env: dict[str, str]) -> None:
+    first, token = tokens.create_token("u-1", name="a")
+    second, _ = tokens.create_token("u-1", name="b")
     assert first != second
     assert token.scopes == []
     assert items("API_TOKENS_TABLE")[0]["scopes"] == {"L": []}
@@ -121,18 +55,18 @@ def test_tokens_are_distinct_and_scopes_default_to_none(auth_env: SimpleNamespac
     {"name": "ok", "expires_at": datetime(2020, 1, 1, tzinfo=UTC)},
     {"name": "ok", "expires_at": datetime(2999, 1, 1)},  # naive
 ])
-def test_create_refuses_bad_input(auth_env: SimpleNamespace, kwargs: dict[str, Any]) -> None:
+def test_create_refuses_bad_input(auth_env: dict[str, str], kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        auth_env.tokens.create_token("u-1", **kwargs)
+        tokens.create_token("u-1", **kwargs)
     assert items("API_TOKENS_TABLE") == []
 
 
 # -- verify ---------------------------------------------------------------------------------------
 
 
-def test_verify_accepts_a_valid_token(auth_env: SimpleNamespace) -> None:
-    plaintext, created = auth_env.tokens.create_token("u-1", name="ci", scopes=["admin:read"])
-    token = auth_env.tokens.verify_token(plaintext)
+def test_verify_accepts_a_valid_token(auth_env: dict[str, str]) -> None:
+    plaintext, created = tokens.create_token("u-1", name="ci", scopes=["admin:read"])
+    token = tokens.verify_token(plaintext)
     assert token is not None
     assert (token.token_id, token.user_id, token.scopes) == (created.token_id, "u-1", ["admin:read"])
 
@@ -146,40 +80,39 @@ def test_verify_accepts_a_valid_token(auth_env: SimpleNamespace) -> None:
     "imt_0123456789abcdef_" + "a" * 43 + "\n",
     "Bearer imt_0123456789abcdef_" + "a" * 43,
 ])
-def test_verify_rejects_malformed_tokens_without_a_lookup(auth_env: SimpleNamespace, presented: str,
+def test_verify_rejects_malformed_tokens_without_a_lookup(auth_env: dict[str, str], presented: str,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     def no_lookup(*_: Any, **__: Any) -> Any:
         raise AssertionError("a malformed token must not cost a read")
 
-    monkeypatch.setattr(auth_env.tokens.ApiToken, "get", no_lookup)
-    assert auth_env.tokens.verify_token(presented) is None
+    monkeypatch.setattr(tokens.ApiToken, "get", no_lookup)
+    assert tokens.verify_token(presented) is None
 
 
-def test_verify_rejects_an_unknown_or_altered_token(auth_env: SimpleNamespace) -> None:
-    plaintext, _ = auth_env.tokens.create_token("u-1", name="ci")
+def test_verify_rejects_an_unknown_or_altered_token(auth_env: dict[str, str]) -> None:
+    plaintext, _ = tokens.create_token("u-1", name="ci")
     altered = plaintext[:-1] + ("A" if plaintext[-1] != "A" else "B")
-    assert auth_env.tokens.verify_token(altered) is None
-    assert auth_env.tokens.verify_token("imt_0123456789abcdef_" + "a" * 43) is None
+    assert tokens.verify_token(altered) is None
+    assert tokens.verify_token("imt_0123456789abcdef_" + "a" * 43) is None
 
 
-def test_a_token_whose_id_was_swapped_is_refused(auth_env: SimpleNamespace) -> None:
-    plaintext, _ = auth_env.tokens.create_token("u-1", name="ci")
+def test_a_token_whose_id_was_swapped_is_refused(auth_env: dict[str, str]) -> None:
+    plaintext, _ = tokens.create_token("u-1", name="ci")
     secret = plaintext.split("_", 2)[2]
     forged = f"imt_{'f' * 16}_{secret}"
-    assert auth_env.tokens.verify_token(forged) is None  # a different hash: unknown
+    assert tokens.verify_token(forged) is None  # a different hash: unknown
 
 
-def test_an_expired_token_is_refused(auth_env: SimpleNamespace) -> None:
-    plaintext, token = auth_env.tokens.create_token("u-1", name="ci",
+def test_an_expired_token_is_refused(auth_env: dict[str, str]) -> None:
+    plaintext, token = tokens.create_token("u-1", name="ci",
                                                     expires_at=datetime.now(UTC) + timedelta(hours=1))
-    assert auth_env.tokens.verify_token(plaintext) is not None
-    token.update(actions=[auth_env.tokens.ApiToken.expires_at.set(datetime.now(UTC) - timedelta(seconds=1))])
-    assert auth_env.tokens.verify_token(plaintext) is None
+    assert tokens.verify_token(plaintext) is not None
+    token.update(actions=[tokens.ApiToken.expires_at.set(datetime.now(UTC) - timedelta(seconds=1))])
+    assert tokens.verify_token(plaintext) is None
 
 
-def test_last_used_is_recorded_at_most_once_a_minute(auth_env: SimpleNamespace,
+def test_last_used_is_recorded_at_most_once_a_minute(auth_env: dict[str, str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = auth_env.tokens
     plaintext, _ = tokens.create_token("u-1", name="ci")
     start = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
     now = [start]
@@ -213,10 +146,9 @@ def test_last_used_is_recorded_at_most_once_a_minute(auth_env: SimpleNamespace,
     assert stored_last_used().startswith("2030-01-01T12:01:01")
 
 
-def test_a_concurrent_last_used_write_is_not_repeated(auth_env: SimpleNamespace,
+def test_a_concurrent_last_used_write_is_not_repeated(auth_env: dict[str, str],
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """Two containers that both read a stale last_used_at: the condition lets one write."""
-    tokens = auth_env.tokens
     plaintext, _ = tokens.create_token("u-1", name="ci")
     stale = tokens.ApiToken.get(tokens.hash_token(plaintext))
     assert tokens.verify_token(plaintext) is not None  # container A records use
@@ -228,25 +160,24 @@ def test_a_concurrent_last_used_write_is_not_repeated(auth_env: SimpleNamespace,
 # -- revoke and list ----------------------------------------------------------------------------
 
 
-def test_revoke_refuses_the_token_afterwards(auth_env: SimpleNamespace) -> None:
-    plaintext, token = auth_env.tokens.create_token("u-1", name="ci")
-    assert auth_env.tokens.revoke_token(token.token_id, user_id="u-1") is True
-    assert auth_env.tokens.verify_token(plaintext) is None
+def test_revoke_refuses_the_token_afterwards(auth_env: dict[str, str]) -> None:
+    plaintext, token = tokens.create_token("u-1", name="ci")
+    assert tokens.revoke_token(token.token_id, user_id="u-1") is True
+    assert tokens.verify_token(plaintext) is None
     assert "revoked_at" in items("API_TOKENS_TABLE")[0]
-    assert auth_env.tokens.revoke_token(token.token_id, user_id="u-1") is True  # idempotent
+    assert tokens.revoke_token(token.token_id, user_id="u-1") is True  # idempotent
 
 
-def test_revoke_never_touches_another_users_token(auth_env: SimpleNamespace) -> None:
-    plaintext, token = auth_env.tokens.create_token("u-1", name="ci")
-    assert auth_env.tokens.revoke_token(token.token_id, user_id="u-2") is False
-    assert auth_env.tokens.revoke_token("0123456789abcdef", user_id="u-1") is False
-    assert auth_env.tokens.revoke_token("not-an-id", user_id="u-1") is False
-    assert auth_env.tokens.verify_token(plaintext) is not None
+def test_revoke_never_touches_another_users_token(auth_env: dict[str, str]) -> None:
+    plaintext, token = tokens.create_token("u-1", name="ci")
+    assert tokens.revoke_token(token.token_id, user_id="u-2") is False
+    assert tokens.revoke_token("0123456789abcdef", user_id="u-1") is False
+    assert tokens.revoke_token("not-an-id", user_id="u-1") is False
+    assert tokens.verify_token(plaintext) is not None
 
 
-def test_list_returns_a_users_tokens_newest_first(auth_env: SimpleNamespace,
+def test_list_returns_a_users_tokens_newest_first(auth_env: dict[str, str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    tokens = auth_env.tokens
     moments = iter([datetime(2030, 1, 1, tzinfo=UTC), datetime(2030, 1, 2, tzinfo=UTC),
                     datetime(2030, 1, 3, tzinfo=UTC)])
     monkeypatch.setattr(tokens, "utc_now", lambda: next(moments))
@@ -265,30 +196,24 @@ def test_list_returns_a_users_tokens_newest_first(auth_env: SimpleNamespace,
 @pytest.mark.parametrize(("value", "lifetime"), [("90d", timedelta(days=90)), ("12h", timedelta(hours=12)),
                                                  (" 1D ", timedelta(days=1)), ("never", None)])
 def test_a_lifetime_is_days_or_hours_or_never(value: str, lifetime: timedelta | None) -> None:
-    from insightmesh.auth.tokens import parse_expires_in
-
     assert parse_expires_in(value) == lifetime
 
 
 @pytest.mark.parametrize("value", ["", "90", "0d", "1w", "-1d", "99999d", "1.5d", "d"])
 def test_a_bad_lifetime_is_refused(value: str) -> None:
-    from insightmesh.auth.tokens import parse_expires_in
-
     with pytest.raises(ValueError, match="lifetime"):
         parse_expires_in(value)
 
 
 def test_the_default_lifetime_is_90_days() -> None:
-    from insightmesh.auth.tokens import DEFAULT_EXPIRES_IN, parse_expires_in
-
     assert parse_expires_in(DEFAULT_EXPIRES_IN) == timedelta(days=90)
 
 
-def test_token_state_shows_active_expired_and_revoked(auth_env: SimpleNamespace) -> None:
+def test_token_state_shows_active_expired_and_revoked(auth_env: dict[str, str]) -> None:
     now = datetime.now(UTC)
-    _, token = auth_env.tokens.create_token("u-1", name="ci", expires_at=now + timedelta(hours=1))
-    assert auth_env.tokens.token_state(token, now) == "active"
-    assert auth_env.tokens.token_state(token, now + timedelta(hours=2)) == "expired"
-    auth_env.tokens.revoke_token(token.token_id, user_id="u-1")
-    revoked = auth_env.tokens.list_tokens("u-1")[0]
-    assert auth_env.tokens.token_state(revoked, now) == "revoked"
+    _, token = tokens.create_token("u-1", name="ci", expires_at=now + timedelta(hours=1))
+    assert tokens.token_state(token, now) == "active"
+    assert tokens.token_state(token, now + timedelta(hours=2)) == "expired"
+    tokens.revoke_token(token.token_id, user_id="u-1")
+    revoked = tokens.list_tokens("u-1")[0]
+    assert tokens.token_state(revoked, now) == "revoked"

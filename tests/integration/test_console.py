@@ -13,8 +13,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.integration.admin_fixtures import ROOT, template_tables
-from tests.integration.admin_fixtures import load_handler as _load
+from tests.integration.conftest import ROOT, template_tables
+from tests.integration.conftest import load_handler as _load
 
 CONSOLE = ROOT / "functions" / "console" / "handler.py"
 ADMIN_ID, ADMIN_EMAIL = "U-ADMIN", "admin@example.com"

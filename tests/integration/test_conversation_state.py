@@ -3,62 +3,33 @@ insightmesh.conversation.replies and insightmesh.conversation.threads."""
 
 from __future__ import annotations
 
-import importlib
+import os
 import time
-from collections.abc import Iterator
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
+from insightmesh.conversation import replies as replies_module
+from insightmesh.conversation import threads as threads_module
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id, thread_key
+from tests.integration.conftest import items as table_items
 
-TABLE = "insightmesh-test-conversations"
 TEAM = "T0TEAM0001"
 CHANNEL = "C0CHAN0001"
 THREAD_TS = "1700000000.000100"
 DAY = 24 * 60 * 60
 
 
-def _reload() -> tuple[ModuleType, ModuleType]:
-    # pynamodb reads the table name when the model class is created: models is (re)imported
-    # after the environment is set, and replies (which imports its models) after it.
-    importlib.reload(importlib.import_module("insightmesh.conversation.models"))
-    replies = importlib.reload(importlib.import_module("insightmesh.conversation.replies"))
-    threads = importlib.import_module("insightmesh.conversation.threads")  # imports models per call
-    return replies, threads
+@pytest.fixture
+def replies(tables: dict[str, str]) -> ModuleType:
+    return replies_module
 
 
 @pytest.fixture
-def modules(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[ModuleType, ModuleType]]:
-    monkeypatch.setenv("CONVERSATIONS_TABLE", TABLE)
-    with mock_aws():
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE,
-            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"},
-                                  {"AttributeName": "sk", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        loaded = _reload()
-        models = importlib.import_module("insightmesh.conversation.models")
-        assert models.ThreadRecord.Meta.table_name == TABLE
-        assert models.RequestRecord.Meta.host is None
-        yield loaded
-    monkeypatch.undo()
-    _reload()  # leave the modules bound to the environment the process started with
-
-
-@pytest.fixture
-def replies(modules: tuple[ModuleType, ModuleType]) -> ModuleType:
-    return modules[0]
-
-
-@pytest.fixture
-def threads(modules: tuple[ModuleType, ModuleType]) -> ModuleType:
-    return modules[1]
+def threads(tables: dict[str, str]) -> ModuleType:
+    return threads_module
 
 
 def message(ts: str = "1700000005.000200", thread_ts: str = THREAD_TS) -> ConversationRequest:
@@ -75,13 +46,13 @@ def command() -> ConversationRequest:
 
 
 def items() -> list[dict[str, Any]]:
-    found: list[dict[str, Any]] = boto3.client("dynamodb").scan(TableName=TABLE, ConsistentRead=True)["Items"]
-    return found
+    return table_items("CONVERSATIONS_TABLE")
 
 
 def item(pk: str, sk: str) -> dict[str, Any]:
     found: dict[str, Any] = boto3.client("dynamodb").get_item(
-        TableName=TABLE, Key={"pk": {"S": pk}, "sk": {"S": sk}}, ConsistentRead=True)["Item"]
+        TableName=os.environ["CONVERSATIONS_TABLE"], Key={"pk": {"S": pk}, "sk": {"S": sk}},
+        ConsistentRead=True)["Item"]
     return found
 
 
@@ -267,7 +238,7 @@ def test_a_sticky_agent_lasts_four_hours_from_the_last_save(threads: ModuleType)
 def test_an_expired_sticky_agent_is_not_loaded(threads: ModuleType) -> None:
     threads.save_thread(threads.ThreadState(key=KEY, sticky_agent="meddic", summary="kept"))
     boto3.client("dynamodb").update_item(
-        TableName=TABLE, Key={"pk": {"S": THREAD_PK}, "sk": {"S": "thread"}},
+        TableName=os.environ["CONVERSATIONS_TABLE"], Key={"pk": {"S": THREAD_PK}, "sk": {"S": "thread"}},
         UpdateExpression="SET sticky_until = :past",
         ExpressionAttributeValues={":past": {"N": str(int(time.time()) - 1)}},
     )

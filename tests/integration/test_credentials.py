@@ -13,7 +13,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,7 +24,28 @@ import httpx
 import pytest
 
 from insightmesh import resilience
-from tests.integration.admin_fixtures import http_event, template_tables
+from insightmesh.api import create_app
+from insightmesh.api.control_plane import configure_openapi
+from insightmesh.api.errors import ForbiddenError
+from insightmesh.audit.log import AuditEntry
+from insightmesh.auth import validation
+from insightmesh.auth.sessions import issue_session
+from insightmesh.auth.settings import get_auth_settings
+from insightmesh.auth.tokens import create_token
+from insightmesh.auth.validation import authenticate_before_validation
+from insightmesh.config import get_settings
+from insightmesh.credentials import google, service
+from insightmesh.credentials.crypto import SealBrokenError, Sealed, seal, unseal
+from insightmesh.credentials.errors import (
+    AuthorizationStateError,
+    CredentialError,
+    CredentialExpiredError,
+    CredentialNotFoundError,
+    CredentialScopeError,
+    CredentialUnavailableError,
+)
+from insightmesh.credentials.routes import register_credential_routes
+from insightmesh.directory.models import User
 from tests.standins.google_oauth_server import GoogleOAuthServer
 
 CLIENT_ID = "insightmesh-google-test"
@@ -64,6 +85,7 @@ class Env:
     tokens: dict[str, str]
     key_id: str
     tables: dict[str, str]
+    http_event: Callable[..., dict[str, Any]]
     bodies: list[str] = field(default_factory=list)  # every response body, for the leak checks
     requests: int = 0
     browser: dict[str, str] = field(default_factory=dict)  # the admin's browser's cookies (name -> value)
@@ -71,7 +93,7 @@ class Env:
     def call(self, method: str, path: str, *, as_: str | None = "admin", body: Any = None,
              query: dict[str, str] | None = None, headers: dict[str, str] | None = None) -> Result:
         self.requests += 1
-        event = http_event(method, path, token=self.tokens[as_] if as_ else None, body=body, query=query,
+        event = self.http_event(method, path, token=self.tokens[as_] if as_ else None, body=body, query=query,
                            headers=headers, request_id=f"req-{self.requests}")
         response = self.app.resolve(event, None)
         text = response.get("body") or ""
@@ -131,10 +153,6 @@ def google_server() -> Iterator[GoogleOAuthServer]:
 
 
 def _reset_google_state() -> None:
-    from insightmesh.auth.settings import get_auth_settings
-    from insightmesh.config import get_settings
-    from insightmesh.credentials import google
-
     google.reset_clients()
     resilience._breakers.pop("google-oauth", None)
     get_auth_settings.cache_clear()
@@ -142,7 +160,9 @@ def _reset_google_state() -> None:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch, google_server: GoogleOAuthServer, log_records: LogRecords) -> Iterator[Env]:
+def env(monkeypatch: pytest.MonkeyPatch, google_server: GoogleOAuthServer, log_records: LogRecords,
+        tables: dict[str, str], http_event: Callable[..., dict[str, Any]],
+        make_user: Callable[..., User]) -> Iterator[Env]:
     monkeypatch.setenv("GOOGLE_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("GOOGLE_CLIENT_SECRET", CLIENT_SECRET)
     monkeypatch.delenv("GOOGLE_CLIENT_SECRET_SECRET_ID", raising=False)
@@ -152,30 +172,23 @@ def env(monkeypatch: pytest.MonkeyPatch, google_server: GoogleOAuthServer, log_r
     monkeypatch.setenv("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
     monkeypatch.setenv("OAUTH_INSECURE_TRANSPORT", "true")  # the stand-in speaks http on loopback
     _reset_google_state()
-    with template_tables(monkeypatch) as tables:
-        key_id = boto3.client("kms").create_key(Description="credentials")["KeyMetadata"]["KeyId"]
-        monkeypatch.setenv("CREDENTIALS_KMS_KEY_ID", key_id)
-        from insightmesh.auth.tokens import create_token
-
-        make_user(ADMIN_ID, ADMIN_EMAIL, is_admin=True)
-        make_user(OTHER_ADMIN_ID, OTHER_ADMIN_EMAIL, is_admin=True)
-        make_user(MEMBER_ID, MEMBER_EMAIL)
-        scopes = ["admin:read", "admin:write"]
-        tokens = {"admin": create_token(ADMIN_ID, name="admin cli", scopes=scopes)[0],
-                  "other_admin": create_token(OTHER_ADMIN_ID, name="admin cli", scopes=scopes)[0],
-                  "member": create_token(MEMBER_ID, name="member cli", scopes=scopes)[0]}
-        yield Env(google=google_server, app=build_app(), tokens=tokens, key_id=key_id, tables=tables)
+    key_id = boto3.client("kms").create_key(Description="credentials")["KeyMetadata"]["KeyId"]
+    monkeypatch.setenv("CREDENTIALS_KMS_KEY_ID", key_id)
+    make_user(ADMIN_ID, ADMIN_EMAIL, is_admin=True)
+    make_user(OTHER_ADMIN_ID, OTHER_ADMIN_EMAIL, is_admin=True)
+    make_user(MEMBER_ID, MEMBER_EMAIL)
+    scopes = ["admin:read", "admin:write"]
+    tokens = {"admin": create_token(ADMIN_ID, name="admin cli", scopes=scopes)[0],
+              "other_admin": create_token(OTHER_ADMIN_ID, name="admin cli", scopes=scopes)[0],
+              "member": create_token(MEMBER_ID, name="member cli", scopes=scopes)[0]}
+    yield Env(google=google_server, app=build_app(), tokens=tokens, key_id=key_id, tables=tables,
+              http_event=http_event)
     _reset_google_state()
 
 
 def build_app(*, like_handler: bool = True) -> Any:
     """As functions/tasks_api/handler.py builds it (the credential part); or with nothing but the
     credential routes."""
-    from insightmesh.api import create_app
-    from insightmesh.api.control_plane import configure_openapi
-    from insightmesh.auth.validation import authenticate_before_validation
-    from insightmesh.credentials.routes import register_credential_routes
-
     app = create_app("tasks_api", title="InsightMesh tasks API", openapi_path="/api/tasks/openapi.json",
                      json_only=True)
     if like_handler:
@@ -185,16 +198,7 @@ def build_app(*, like_handler: bool = True) -> Any:
     return app
 
 
-def make_user(user_id: str, email: str, *, is_admin: bool = False) -> None:
-    from insightmesh.directory.models import Membership, User
-
-    Membership("all_users", user_id, added_by="system").save()
-    User(user_id, email=email, display_name=user_id, is_admin=is_admin).save()
-
-
 def set_admin(user_id: str, is_admin: bool) -> None:
-    from insightmesh.directory.models import User
-
     user = User.get(user_id)
     user.update(actions=[User.is_admin.set(is_admin)])
 
@@ -205,15 +209,10 @@ def raw_items(env: Env, variable: str) -> list[dict[str, Any]]:
 
 
 def audit_entries(target: str) -> list[Any]:
-    from insightmesh.audit.log import AuditEntry
-
     return list(AuditEntry.query(target, scan_index_forward=False, consistent_read=True))
 
 
 def session_cookie(user_id: str) -> str:
-    from insightmesh.auth.sessions import issue_session
-    from insightmesh.directory.models import User
-
     set_cookie, _ = issue_session(User.get(user_id))
     return set_cookie.split(";", 1)[0]
 
@@ -325,8 +324,6 @@ def test_connect_flow_through_the_routes(env: Env, log_records: LogRecords, capf
 
 def test_connect_flow_through_the_service_functions(env: Env, log_records: LogRecords,
                                                     capfd: pytest.CaptureFixture[str]) -> None:
-    from insightmesh.credentials import service
-
     started = service.start_google_authorization(ADMIN_ID, "  Directory  ", ["admin.directory.user.readonly",
                                                                             GROUPS, "admin.directory.group.readonly"])
     query = consent(started.authorization_url)
@@ -369,8 +366,6 @@ def test_the_stored_item_holds_only_ciphertext(env: Env) -> None:
 
 
 def test_sealed_tokens_cannot_be_moved_to_another_credential(env: Env) -> None:
-    from insightmesh.credentials.crypto import SealBrokenError, seal, unseal
-
     sealed = seal("cred-a", {"access_token": "secret-value"})
     assert unseal("cred-a", sealed) == {"access_token": "secret-value"}
     assert "secret-value" not in repr(sealed)
@@ -419,9 +414,6 @@ def test_concurrent_callbacks_store_one_credential(env: Env) -> None:
     barrier = threading.Barrier(2)
 
     def complete() -> None:
-        from insightmesh.credentials import service
-        from insightmesh.credentials.errors import AuthorizationStateError
-
         barrier.wait()
         try:
             service.complete_google_authorization(query["state"], query["code"], None, session_user_id=None,
@@ -465,9 +457,6 @@ def test_a_state_whose_admin_is_no_longer_admin_is_refused(env: Env) -> None:
 
 
 def test_a_non_admin_cannot_start_a_flow(env: Env) -> None:
-    from insightmesh.api.errors import ForbiddenError
-    from insightmesh.credentials import service
-
     with pytest.raises(ForbiddenError):
         service.start_google_authorization(MEMBER_ID, "mine", ["drive.readonly"])
     assert raw_items(env, "CREDENTIAL_STATES_TABLE") == []
@@ -609,8 +598,6 @@ def test_google_not_configured_is_503_with_a_clear_message(env: Env, monkeypatch
 
 
 def test_http_endpoints_are_refused_without_insecure_transport(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from insightmesh.config import get_settings
-
     monkeypatch.setenv("OAUTH_INSECURE_TRANSPORT", "false")
     get_settings.cache_clear()
     result = env.call("POST", AUTHORIZE, body={"name": "ok", "scopes": [DRIVE]})
@@ -641,9 +628,6 @@ def test_an_unknown_credential_is_404(env: Env) -> None:
 
 
 def test_status_without_a_refresh_token(env: Env) -> None:
-    from insightmesh.credentials import service
-    from insightmesh.credentials.errors import CredentialExpiredError
-
     env.google.issue_refresh_tokens = False
     env.google.access_token_lifetime = 1800
     credential = connect(env, "offline-less")
@@ -665,8 +649,6 @@ def test_status_without_a_refresh_token(env: Env) -> None:
 
 def test_a_token_near_expiry_is_refreshed_and_stored_again(env: Env, log_records: LogRecords,
                                                            capfd: pytest.CaptureFixture[str]) -> None:
-    from insightmesh.credentials import service
-
     env.google.access_token_lifetime = 120  # under the five minutes margin
     credential = connect(env)
     [first] = [t for t, info in env.google.tokens().items() if info.kind == "access"]
@@ -693,8 +675,6 @@ def test_a_token_near_expiry_is_refreshed_and_stored_again(env: Env, log_records
 
 
 def test_concurrent_refreshers_do_not_clobber_each_other(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
-    from insightmesh.credentials import service
-
     env.google.access_token_lifetime = 120
     credential = connect(env)
     env.google.access_token_lifetime = 3600
@@ -714,7 +694,6 @@ def test_concurrent_refreshers_do_not_clobber_each_other(env: Env, monkeypatch: 
     assert [r["form"]["grant_type"] for r in env.google.token_requests].count("refresh_token") == 2
     [item] = raw_items(env, "CREDENTIALS_TABLE")
     assert item["version"] == {"N": "2"}
-    from insightmesh.credentials.crypto import Sealed, unseal
 
     stored = unseal(credential["id"], Sealed(item["key_id"]["S"], item["encrypted_data_key"]["B"], item["nonce"]["B"],
                                              item["ciphertext"]["B"]))
@@ -722,9 +701,6 @@ def test_concurrent_refreshers_do_not_clobber_each_other(env: Env, monkeypatch: 
 
 
 def test_a_refused_refresh_marks_the_credential_expired(env: Env) -> None:
-    from insightmesh.credentials import service
-    from insightmesh.credentials.errors import CredentialError, CredentialExpiredError
-
     env.google.access_token_lifetime = 120
     credential = connect(env)
     [refresh_token] = [t for t, info in env.google.tokens().items() if info.kind == "refresh"]
@@ -742,8 +718,6 @@ def test_a_refused_refresh_marks_the_credential_expired(env: Env) -> None:
 
 
 def test_a_transient_google_failure_is_retried(env: Env) -> None:
-    from insightmesh.credentials import service
-
     env.google.access_token_lifetime = 120
     credential = connect(env)
     env.google.fail_token_requests = 1
@@ -751,9 +725,6 @@ def test_a_transient_google_failure_is_retried(env: Env) -> None:
 
 
 def test_google_down_is_unavailable_not_expired(env: Env) -> None:
-    from insightmesh.credentials import service
-    from insightmesh.credentials.errors import CredentialUnavailableError
-
     env.google.access_token_lifetime = 120
     credential = connect(env)
     env.google.fail_token_requests = 10
@@ -763,9 +734,6 @@ def test_google_down_is_unavailable_not_expired(env: Env) -> None:
 
 
 def test_missing_scope_and_missing_credential(env: Env) -> None:
-    from insightmesh.credentials import service
-    from insightmesh.credentials.errors import CredentialError, CredentialNotFoundError, CredentialScopeError
-
     credential = connect(env)
     with pytest.raises(CredentialScopeError, match=r"admin\.directory\.user\.readonly"):
         service.google_access_token(credential["id"], required_scopes=["admin.directory.user.readonly"])
@@ -848,8 +816,6 @@ def test_anonymous_with_an_invalid_body_is_401_not_422(env: Env, body: Any) -> N
 @pytest.mark.parametrize("like_handler", [True, False])
 def test_an_invalid_request_is_authenticated_once(env: Env, monkeypatch: pytest.MonkeyPatch,
                                                   like_handler: bool) -> None:
-    from insightmesh.auth import validation
-
     env.app = build_app(like_handler=like_handler)
     calls: list[str] = []
     original = validation.authenticate
@@ -867,8 +833,6 @@ def test_an_invalid_request_is_authenticated_once(env: Env, monkeypatch: pytest.
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
 def test_a_member_is_403_and_audited(env: Env, method: str, path: str, body: Any) -> None:
-    from insightmesh.audit.log import AuditEntry
-
     result = env.call(method, path, as_="member", body=body)
 
     assert result.status == 403 and result.json["error"]["code"] == "forbidden"

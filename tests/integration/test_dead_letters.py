@@ -13,24 +13,23 @@ from typing import Any
 import pytest
 
 from insightmesh import resilience
-from insightmesh.conversation import dead_letters, replies
+from insightmesh.conversation import dead_letters, replies, workspaces
 from insightmesh.conversation.dead_letters import DeadLetter, handle
 from insightmesh.conversation.models import DeadLetterRecord, RequestRecord
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id
 from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.integration.admin_fixtures import template_tables
 
 ROOT = Path(__file__).parents[2]
 TEAM, CHANNEL, USER = "T0DLQ", "C0DLQ", "U0ALICE"
 
 
 @pytest.fixture
-def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSandbox]:
+def sandbox(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[SlackSandbox]:
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-dlq")
     slack_client.reset_for_tests()
     resilience._breakers.clear()
-    with SlackSandbox(port=0, team_id=TEAM) as stand_in, template_tables(monkeypatch):
+    with SlackSandbox(port=0, team_id=TEAM) as stand_in:
         monkeypatch.setenv("SLACK_API_URL", stand_in.url)
         yield stand_in
     slack_client.reset_for_tests()
@@ -249,8 +248,6 @@ def test_the_handler_takes_the_sample_event(sandbox):
 
 
 def test_an_uninstalled_workspace_gets_no_slack_call(sandbox):
-    from insightmesh.conversation import workspaces
-
     request = message(sandbox)
     placeholder(sandbox, request)
     calls_before = len(sandbox.calls())

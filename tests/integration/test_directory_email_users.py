@@ -5,7 +5,6 @@ are found, never duplicated. Tables from infra/template.yaml in moto."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -14,6 +13,7 @@ from insightmesh.auth.login import user_for_claims
 from insightmesh.clock import utc_now
 from insightmesh.directory.email_users import (
     EMAIL_PROVIDER,
+    InvalidEmailError,
     claim_key,
     find_or_create_user_by_email,
     find_user_by_email,
@@ -23,13 +23,8 @@ from insightmesh.directory.models import Identity, Membership, User
 from insightmesh.directory.sync import ProviderUser, sync_users
 from insightmesh.directory.users import ALL_USERS, resolve_slack_user
 from insightmesh.slack.profiles import SlackProfile
-from tests.integration.admin_fixtures import template_tables
 
-
-@pytest.fixture(autouse=True)
-def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    with template_tables(monkeypatch) as names:
-        yield names
+pytestmark = pytest.mark.usefixtures("tables")
 
 
 def users() -> list[User]:
@@ -119,13 +114,9 @@ def test_a_claim_without_its_user_is_completed() -> None:
 
 
 def test_unknown_and_invalid_addresses() -> None:
-    # Through the module, at call time: another module's fixture reloads the directory modules,
-    # which leaves names imported at collection pointing at the classes before the reload.
-    from insightmesh.directory import email_users
-
     with pytest.raises(LookupError):
-        email_users.find_or_create_user_by_email("nobody@example.com", create=False)
+        find_or_create_user_by_email("nobody@example.com", create=False)
     for bad in ("", "no-at-sign", "a b@example.com", "x" * 250 + "@example.com"):
-        with pytest.raises(email_users.InvalidEmailError):
-            email_users.find_or_create_user_by_email(bad)
+        with pytest.raises(InvalidEmailError):
+            find_or_create_user_by_email(bad)
     assert users() == [] and claims() == []

@@ -1,134 +1,39 @@
-"""Directory sync against DynamoDB (moto) — insightmesh.directory.sync.
-
-The tables are created from infra/template.yaml, plus the GSI that the sync needs and that the
-template does not declare yet (PROPOSED_IDENTITIES_GSI below; added only if missing).
-"""
+"""Directory sync against DynamoDB (moto) — insightmesh.directory.sync, on the template's tables."""
 
 from __future__ import annotations
 
-import copy
-import importlib
 import random
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
+from pynamodb.exceptions import PutError
 
+from insightmesh.directory import models, users
+from insightmesh.directory import sync as directory_sync
 from insightmesh.directory.email_users import new_user_id
-from insightmesh_local.template import load_template
+from tests.integration.conftest import DynamoCalls, items
 
-TEMPLATE = Path(__file__).parents[2] / "infra" / "template.yaml"
-TABLE_NAMES = {"USERS_TABLE": "test-users", "IDENTITIES_TABLE": "test-identities",
-               "GROUPS_TABLE": "test-groups", "MEMBERSHIPS_TABLE": "test-memberships"}
-
-# >>> The change infra/template.yaml needs, on IdentitiesTable (attribute names are exact):
-PROPOSED_IDENTITIES_ATTRIBUTES = [{"AttributeName": "sync_scope", "AttributeType": "S"},
-                                  {"AttributeName": "sync_mark", "AttributeType": "S"}]
-PROPOSED_IDENTITIES_GSI = {"IndexName": "by-sync-scope",
-                           "KeySchema": [{"AttributeName": "sync_scope", "KeyType": "HASH"},
-                                         {"AttributeName": "sync_mark", "KeyType": "RANGE"}],
-                           "Projection": {"ProjectionType": "KEYS_ONLY"}}
-# <<<
-
-MODULES = ("insightmesh.directory.models", "insightmesh.directory.users", "insightmesh.directory.sync")
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-WRITES = {"PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems"}
-
-
-def table_properties(variable: str) -> dict[str, Any]:
-    """The template's properties of the table bound to ``variable`` (+ the proposed GSI)."""
-    template = load_template(TEMPLATE)
-    logical_id = template.function_globals["Environment"]["Variables"][variable]["Ref"]
-    properties = copy.deepcopy(template.resources[logical_id]["Properties"])
-    if variable == "IDENTITIES_TABLE":
-        indexes = properties.setdefault("GlobalSecondaryIndexes", [])
-        if not any(index["IndexName"] == PROPOSED_IDENTITIES_GSI["IndexName"] for index in indexes):
-            indexes.append(PROPOSED_IDENTITIES_GSI)
-            properties["AttributeDefinitions"] += PROPOSED_IDENTITIES_ATTRIBUTES
-    return properties
-
-
-def create_tables() -> None:
-    client = boto3.client("dynamodb")
-    for variable, name in TABLE_NAMES.items():
-        properties = table_properties(variable)
-        extra = {key: properties[key] for key in ("GlobalSecondaryIndexes",) if properties.get(key)}
-        client.create_table(TableName=name, AttributeDefinitions=properties["AttributeDefinitions"],
-                            KeySchema=properties["KeySchema"], BillingMode=properties["BillingMode"], **extra)
-
-
-def reload_modules() -> SimpleNamespace:
-    # pynamodb reads the table names from the environment when the model classes are created.
-    loaded = [importlib.reload(importlib.import_module(name)) for name in MODULES]
-    return SimpleNamespace(models=loaded[0], users=loaded[1], sync=loaded[2])
+SNAPSHOT = ("USERS_TABLE", "IDENTITIES_TABLE", "GROUPS_TABLE", "MEMBERSHIPS_TABLE")
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
-    for variable, name in TABLE_NAMES.items():
-        monkeypatch.setenv(variable, name)
-    with mock_aws():
-        create_tables()
-        modules = reload_modules()
-        assert modules.models.Identity.Meta.table_name == "test-identities"
-        yield modules
-    monkeypatch.undo()
-    reload_modules()
-
-
-# -- helpers ------------------------------------------------------------------------------------
-
-
-class Calls:
-    """Every DynamoDB call the directory models make, by operation (a botocore before-call hook),
-    and the number of items each BatchWriteItem carried."""
-
-    def __init__(self, env: SimpleNamespace) -> None:
-        self.operations: list[str] = []
-        self.items_written = 0
-        for model in (env.models.User, env.models.Identity, env.models.Membership, env.models.Group):
-            events = model._get_connection().connection.client.meta.events
-            events.register("before-call.dynamodb", self._record)
-            events.register("before-parameter-build.dynamodb.BatchWriteItem", self._count_items)
-
-    def _record(self, model: Any, **_: Any) -> None:
-        self.operations.append(model.name)
-
-    def _count_items(self, params: dict[str, Any], **_: Any) -> None:
-        self.items_written += sum(len(requests) for requests in params["RequestItems"].values())
-
-    def reset(self) -> None:
-        self.operations.clear()
-        self.items_written = 0
-
-    @property
-    def counts(self) -> Counter[str]:
-        return Counter(self.operations)
-
-    @property
-    def writes(self) -> int:
-        return sum(count for name, count in self.counts.items() if name in WRITES)
-
-
-def items(table: str) -> list[dict[str, Any]]:
-    """Every item of a table (a test may scan; the code under test never does)."""
-    return boto3.client("dynamodb").scan(TableName=table, ConsistentRead=True)["Items"]
+def env(tables: dict[str, str], dynamo_calls: DynamoCalls) -> SimpleNamespace:
+    """The template's tables, and the recorder of the DynamoDB calls a sync makes (``env.calls``)."""
+    return SimpleNamespace(tables=tables, calls=dynamo_calls)
 
 
 def snapshot() -> dict[str, list[dict[str, Any]]]:
-    return {name: sorted(items(name), key=repr) for name in TABLE_NAMES.values()}
+    return {variable: sorted(items(variable), key=repr) for variable in SNAPSHOT}
 
 
 def person(env: SimpleNamespace, provider_user_id: str, email: str | None = None, name: str | None = None,
            **more: Any) -> Any:
     display = name or provider_user_id.split(":")[-1].lower()
-    return env.sync.ProviderUser(provider_user_id, email=email, display_name=display,
+    return directory_sync.ProviderUser(provider_user_id, email=email, display_name=display,
                                  real_name=more.pop("real_name", display.title()), **more)
 
 
@@ -141,15 +46,15 @@ def pages_of(records: list[Any], size: int = 100) -> list[list[Any]]:
 
 
 def sync(env: SimpleNamespace, records: list[Any], run_id: str, provider: str = "slack", **kwargs: Any) -> Any:
-    return env.sync.sync_users(provider, pages_of(records), run_id=run_id, now=NOW, **kwargs)
+    return directory_sync.sync_users(provider, pages_of(records), run_id=run_id, now=NOW, **kwargs)
 
 
 def user_of(env: SimpleNamespace, key: str) -> Any:
-    return env.models.User.get(env.models.Identity.get(key).user_id, consistent_read=True)
+    return models.User.get(models.Identity.get(key).user_id, consistent_read=True)
 
 
 def is_member(env: SimpleNamespace, user_id: str) -> bool:
-    return env.models.Membership.count("all_users", env.models.Membership.user_id == user_id) == 1
+    return models.Membership.count("all_users", models.Membership.user_id == user_id) == 1
 
 
 def counters(report: Any) -> dict[str, int]:
@@ -169,14 +74,14 @@ def test_the_first_sync_creates_users_identities_claims_and_memberships(env: Sim
     assert report.complete and report.swept and report.resume_token is None
     assert report.sync_scope == "slack"
     assert counters(report) == {"pages": 1, "seen": 3, "created": 3}
-    identity = env.models.Identity.get("slack#T1:U1")
+    identity = models.Identity.get("slack#T1:U1")
     assert (identity.provider_type, identity.provider_user_id) == ("slack", "T1:U1")
     assert identity.provider_email == "alice@example.com"
     assert identity.is_primary and identity.is_active
     assert identity.last_seen_run == "run-1"
     assert identity.last_seen_at == NOW
     assert (identity.sync_scope, identity.sync_mark) == ("slack", "run-1#slack#T1:U1")
-    user = env.models.User.get(identity.user_id)
+    user = models.User.get(identity.user_id)
     assert user.user_id == new_user_id("slack#T1:U1")
     assert (user.email, user.display_name, user.real_name) == ("alice@example.com", "alice", "Alice Liddell")
     assert user.is_active and not user.is_admin
@@ -184,31 +89,31 @@ def test_the_first_sync_creates_users_identities_claims_and_memberships(env: Sim
     assert user.slack_ids == {"T1": "U1"}
     assert user.version == 1
     assert user.last_synced_at == NOW
-    assert env.models.Identity.get("email#alice@example.com").user_id == user.user_id  # the claim
+    assert models.Identity.get("email#alice@example.com").user_id == user.user_id  # the claim
     bot = user_of(env, "slack#T1:B1")
     assert (bot.email, bot.display_name) == (None, "deploybot")  # no address: no by-email entry
-    assert len(items("test-users")) == 3
-    assert len(items("test-identities")) == 3 + 2  # three identities, two e-mail claims
-    assert sorted(m["user_id"]["S"] for m in items("test-memberships")) == sorted(
-        i["user_id"]["S"] for i in items("test-users"))
-    assert {m["group_name"]["S"] for m in items("test-memberships")} == {"all_users"}
+    assert len(items("USERS_TABLE")) == 3
+    assert len(items("IDENTITIES_TABLE")) == 3 + 2  # three identities, two e-mail claims
+    assert sorted(m["user_id"]["S"] for m in items("MEMBERSHIPS_TABLE")) == sorted(
+        i["user_id"]["S"] for i in items("USERS_TABLE"))
+    assert {m["group_name"]["S"] for m in items("MEMBERSHIPS_TABLE")} == {"all_users"}
 
 
 def test_the_sweep_index_holds_exactly_the_active_identities(env: SimpleNamespace) -> None:
     sync(env, [person(env, "T1:U1", "a@x.io"), person(env, "T1:U2", "b@x.io", is_active=False)], "run-1")
-    marked = [i.identity_key for i in env.models.Identity.by_sync_scope.query("slack")]
+    marked = [i.identity_key for i in models.Identity.by_sync_scope.query("slack")]
     assert marked == ["slack#T1:U1"]  # the inactive one and the claims carry no mark
 
 
 def test_records_without_an_id_fail_and_the_others_are_synced(env: SimpleNamespace) -> None:
-    report = sync(env, [person(env, "T1:U1", "a@x.io"), env.sync.ProviderUser(" ", email="c@x.io")], "run-1")
+    report = sync(env, [person(env, "T1:U1", "a@x.io"), directory_sync.ProviderUser(" ", email="c@x.io")], "run-1")
     assert counters(report) == {"pages": 1, "seen": 1, "created": 1, "failed": 1}
 
 
 def test_a_page_larger_than_100_is_processed_in_slices(env: SimpleNamespace) -> None:
-    report = env.sync.sync_users("slack", [team(env, 250)], run_id="run-1", now=NOW)
+    report = directory_sync.sync_users("slack", [team(env, 250)], run_id="run-1", now=NOW)
     assert counters(report) == {"pages": 1, "seen": 250, "created": 250}
-    assert len(items("test-users")) == 250
+    assert len(items("USERS_TABLE")) == 250
 
 
 # -- idempotence and updates --------------------------------------------------------------------
@@ -218,7 +123,7 @@ def test_rerunning_the_same_run_writes_nothing(env: SimpleNamespace) -> None:
     records = [*team(env, 120), person(env, "T1:B1", None)]
     sync(env, records, "run-1")
     before = snapshot()
-    calls = Calls(env)
+    calls = env.calls.start()
 
     report = sync(env, records, "run-1")
 
@@ -231,24 +136,24 @@ def test_rerunning_the_same_run_writes_nothing(env: SimpleNamespace) -> None:
 def test_a_new_run_with_unchanged_data_only_marks_the_identities_as_seen(env: SimpleNamespace) -> None:
     records = team(env, 30)
     sync(env, records, "run-1")
-    users_before = sorted(items("test-users"), key=repr)
-    memberships_before = sorted(items("test-memberships"), key=repr)
-    calls = Calls(env)
+    users_before = sorted(items("USERS_TABLE"), key=repr)
+    memberships_before = sorted(items("MEMBERSHIPS_TABLE"), key=repr)
+    calls = env.calls.start()
 
     report = sync(env, records, "run-2")
 
     assert counters(report) == {"pages": 1, "seen": 30}
     assert calls.counts["BatchWriteItem"] == 2  # 30 identities: 25 + 5
     assert calls.items_written == 30
-    assert sorted(items("test-users"), key=repr) == users_before
-    assert sorted(items("test-memberships"), key=repr) == memberships_before
-    assert env.models.Identity.get("slack#T1:U00007").last_seen_run == "run-2"
-    assert env.models.Identity.get("slack#T1:U00007").sync_mark == "run-2#slack#T1:U00007"
+    assert sorted(items("USERS_TABLE"), key=repr) == users_before
+    assert sorted(items("MEMBERSHIPS_TABLE"), key=repr) == memberships_before
+    assert models.Identity.get("slack#T1:U00007").last_seen_run == "run-2"
+    assert models.Identity.get("slack#T1:U00007").sync_mark == "run-2#slack#T1:U00007"
 
 
 def test_a_changed_name_or_address_updates_the_user(env: SimpleNamespace) -> None:
     sync(env, [person(env, "T1:U1", "alice@example.com", "alice", real_name="Alice Liddell")], "run-1")
-    calls = Calls(env)
+    calls = env.calls.start()
 
     report = sync(env, [person(env, "T1:U1", "alice@wonderland.example", "ally", real_name="Alice L.")], "run-2")
 
@@ -256,10 +161,10 @@ def test_a_changed_name_or_address_updates_the_user(env: SimpleNamespace) -> Non
     user = user_of(env, "slack#T1:U1")
     assert (user.display_name, user.real_name, user.email) == ("ally", "Alice L.", "alice@wonderland.example")
     assert user.version == 2
-    assert env.models.Identity.get("slack#T1:U1").provider_email == "alice@wonderland.example"
-    assert env.models.Identity.get("email#alice@wonderland.example").user_id == user.user_id
+    assert models.Identity.get("slack#T1:U1").provider_email == "alice@wonderland.example"
+    assert models.Identity.get("email#alice@wonderland.example").user_id == user.user_id
     assert calls.writes == 2  # the user; the identity with the new claim
-    assert env.models.User.by_email.query("alice@wonderland.example").next().user_id == user.user_id
+    assert models.User.by_email.query("alice@wonderland.example").next().user_id == user.user_id
 
 
 # -- deactivation and reactivation --------------------------------------------------------------
@@ -269,20 +174,20 @@ def test_a_removed_user_is_deactivated_and_leaves_all_users(env: SimpleNamespace
     records = team(env, 5)
     sync(env, records, "run-1")
     gone = user_of(env, "slack#T1:U00003")
-    calls = Calls(env)
+    calls = env.calls.start()
 
     report = sync(env, records[:3] + records[4:], "run-2")
     operations = calls.counts
 
     assert counters(report) == {"pages": 1, "seen": 4, "deactivated": 1}
-    identity = env.models.Identity.get("slack#T1:U00003")
+    identity = models.Identity.get("slack#T1:U00003")
     assert identity.is_active is False
     assert identity.last_seen_run == "run-1"
     assert identity.sync_mark is None
     assert user_of(env, "slack#T1:U00003").is_active is False
     assert not is_member(env, gone.user_id)
     assert all(user_of(env, r_key).is_active for r_key in ("slack#T1:U00000", "slack#T1:U00004"))
-    assert len(items("test-memberships")) == 4
+    assert len(items("MEMBERSHIPS_TABLE")) == 4
     assert operations["Query"] == 2  # the sweep: below and above this run's marks
     assert operations["Scan"] == operations["GetItem"] == 0
 
@@ -308,8 +213,8 @@ def test_a_reappearing_user_is_reactivated(env: SimpleNamespace) -> None:
     assert counters(report) == {"pages": 1, "seen": 3, "reactivated": 1}
     assert user_of(env, "slack#T1:U00002").is_active is True
     assert is_member(env, returning.user_id)
-    assert env.models.Identity.get("slack#T1:U00002").sync_mark == "run-3#slack#T1:U00002"
-    assert len(items("test-users")) == 3
+    assert models.Identity.get("slack#T1:U00002").sync_mark == "run-3#slack#T1:U00002"
+    assert len(items("USERS_TABLE")) == 3
 
 
 def test_an_admins_deactivation_is_kept_while_the_provider_reports_no_change(env: SimpleNamespace) -> None:
@@ -326,9 +231,9 @@ def test_an_admins_deactivation_is_kept_while_the_provider_reports_no_change(env
 
 def test_an_empty_listing_deactivates_nobody(env: SimpleNamespace) -> None:
     sync(env, team(env, 3), "run-1")
-    report = env.sync.sync_users("slack", [[]], run_id="run-2", now=NOW)
+    report = directory_sync.sync_users("slack", [[]], run_id="run-2", now=NOW)
     assert report.complete and not report.swept
-    assert all(item["is_active"]["BOOL"] for item in items("test-users"))
+    assert all(item["is_active"]["BOOL"] for item in items("USERS_TABLE"))
 
 
 def test_the_sweep_is_limited_to_the_runs_scope(env: SimpleNamespace) -> None:
@@ -339,18 +244,18 @@ def test_the_sweep_is_limited_to_the_runs_scope(env: SimpleNamespace) -> None:
 
     assert report.sync_scope == "slack#T1"
     assert counters(report) == {"pages": 1, "seen": 1, "deactivated": 1}
-    assert env.models.Identity.get("slack#T1:U00001").is_active is False
-    assert env.models.Identity.get("slack#T2:U00000").is_active is True
-    assert env.models.Identity.get("slack#T2:U00001").is_active is True
+    assert models.Identity.get("slack#T1:U00001").is_active is False
+    assert models.Identity.get("slack#T2:U00000").is_active is True
+    assert models.Identity.get("slack#T2:U00001").is_active is True
 
 
 def test_a_sweep_of_many_identities_is_paginated(env: SimpleNamespace) -> None:
     sync(env, team(env, 230), "run-1")
-    calls = Calls(env)
+    calls = env.calls.start()
     report = sync(env, team(env, 5), "run-2")
     operations = calls.counts
     assert report.progress.deactivated == 225
-    assert env.models.Membership.count("all_users") == 5
+    assert models.Membership.count("all_users") == 5
     assert operations["Query"] >= 3  # 100 keys a Query page
     assert operations["BatchGetItem"] <= 4 + 3 * 3  # the page; per sweep page: identities, users, memberships
     assert operations["GetItem"] == operations["Scan"] == 0
@@ -367,18 +272,18 @@ def test_an_email_links_a_google_identity_to_the_slack_user(env: SimpleNamespace
                   "google-1", provider="google")
 
     assert counters(report) == {"pages": 1, "seen": 1, "linked": 1}
-    google = env.models.Identity.get("google#g-100")
+    google = models.Identity.get("google#g-100")
     assert google.user_id == slack_user.user_id
     assert google.is_primary is False
-    identities = {i.identity_key for i in env.models.Identity.by_user.query(slack_user.user_id)}
+    identities = {i.identity_key for i in models.Identity.by_user.query(slack_user.user_id)}
     assert identities == {"slack#T1:U1", "google#g-100", "email#alice@example.com"}
     user = user_of(env, "slack#T1:U1")
     assert (user.display_name, user.primary_provider, user.version) == ("alice", "slack", 1)  # Slack is primary
-    assert len(items("test-users")) == 1
+    assert len(items("USERS_TABLE")) == 1
 
     # Google disappearing leaves the user alone: it is not the primary identity.
-    env.sync.sync_users("google", [[person(env, "g-200", "zed@example.com")]], run_id="google-2", now=NOW)
-    assert env.models.Identity.get("google#g-100").is_active is False
+    directory_sync.sync_users("google", [[person(env, "g-200", "zed@example.com")]], run_id="google-2", now=NOW)
+    assert models.Identity.get("google#g-100").is_active is False
     assert user_of(env, "slack#T1:U1").is_active is True
 
 
@@ -390,13 +295,13 @@ def test_a_primary_hint_moves_the_primary_identity_to_the_linked_provider(env: S
 
     user = user_of(env, "slack#T1:U1")
     assert (user.primary_provider, user.display_name) == ("google", "Alice Liddell")
-    assert env.models.Identity.get("google#g-100").is_primary is True
+    assert models.Identity.get("google#g-100").is_primary is True
     sync(env, [person(env, "T1:U1", "alice@example.com", "alice")], "slack-2")  # demotes the old primary
-    assert env.models.Identity.get("slack#T1:U1").is_primary is False
+    assert models.Identity.get("slack#T1:U1").is_primary is False
     assert user_of(env, "slack#T1:U1").display_name == "Alice Liddell"  # Slack no longer sets the names
     sync(env, [person(env, "T1:U9", "other@example.com")], "slack-3")  # Slack drops Alice: still active
     assert user_of(env, "slack#T1:U1").is_active is True
-    env.sync.sync_users("google", [[person(env, "g-300", "x@example.com")]], run_id="google-2", now=NOW)
+    directory_sync.sync_users("google", [[person(env, "g-300", "x@example.com")]], run_id="google-2", now=NOW)
     assert user_of(env, "slack#T1:U1").is_active is False  # Google drops her: deactivated
 
 
@@ -415,11 +320,11 @@ def test_duplicate_emails_in_one_page_resolve_the_same_way_whatever_the_order(
 
     assert counters(report) == {"pages": 1, "seen": 3, "created": 1, "linked": 2}
     owner = new_user_id("slack#T1:U5")  # the lowest identity key creates the user
-    assert {env.models.Identity.get(k).user_id for k in ("slack#T1:U5", "slack#T2:U1", "slack#T3:U7")} == {owner}
-    user = env.models.User.get(owner)
+    assert {models.Identity.get(k).user_id for k in ("slack#T1:U5", "slack#T2:U1", "slack#T3:U7")} == {owner}
+    user = models.User.get(owner)
     assert user.display_name == "sam"
     assert user.slack_ids == {"T1": "U5", "T2": "U1", "T3": "U7"}
-    assert len(items("test-users")) == 1
+    assert len(items("USERS_TABLE")) == 1
 
 
 def test_a_duplicate_provider_id_in_one_page_keeps_the_last_record(env: SimpleNamespace) -> None:
@@ -434,71 +339,69 @@ def test_an_address_is_matched_only_to_an_active_user(env: SimpleNamespace) -> N
 
     sync(env, [person(env, "g-1", "alice@example.com")], "google-1", provider="google")  # a recycled address
 
-    assert env.models.Identity.get("google#g-1").user_id != env.models.Identity.get("slack#T1:U1").user_id
-    assert env.models.Identity.get("email#alice@example.com").user_id == env.models.Identity.get("google#g-1").user_id
+    assert models.Identity.get("google#g-1").user_id != models.Identity.get("slack#T1:U1").user_id
+    assert models.Identity.get("email#alice@example.com").user_id == models.Identity.get("google#g-1").user_id
 
 
 def test_users_without_email_are_never_matched(env: SimpleNamespace) -> None:
     sync(env, [person(env, "T1:U1", None, "alice")], "slack-1")
     sync(env, [person(env, "g-1", None, "alice")], "google-1", provider="google")
-    assert len(items("test-users")) == 2
+    assert len(items("USERS_TABLE")) == 2
 
 
 def test_a_first_contact_user_is_adopted_and_then_matched(env: SimpleNamespace) -> None:
-    profile = env.users.SlackProfile(display_name="alice", email="alice@example.com")
-    first_contact = env.users.resolve_slack_user("T1", "U1", profile=lambda: profile)
+    profile = users.SlackProfile(display_name="alice", email="alice@example.com")
+    first_contact = users.resolve_slack_user("T1", "U1", profile=lambda: profile)
 
     report = sync(env, [person(env, "T1:U1", "alice@example.com", "alice", real_name=None)], "slack-1")
     sync(env, [person(env, "g-1", "alice@example.com")], "google-1", provider="google")
 
     assert counters(report) == {"pages": 1, "seen": 1}  # nothing about the user changed
-    assert env.models.Identity.get("email#alice@example.com").user_id == first_contact.user_id
-    assert env.models.Identity.get("google#g-1").user_id == first_contact.user_id
-    assert len(items("test-users")) == 1
+    assert models.Identity.get("email#alice@example.com").user_id == first_contact.user_id
+    assert models.Identity.get("google#g-1").user_id == first_contact.user_id
+    assert len(items("USERS_TABLE")) == 1
 
 
 # -- robustness ---------------------------------------------------------------------------------
 
 
 def test_an_identity_without_its_user_is_repaired(env: SimpleNamespace) -> None:
-    env.models.Identity("slack#T1:U1", provider_type="slack", provider_user_id="T1:U1", user_id="fixed-id").save()
+    models.Identity("slack#T1:U1", provider_type="slack", provider_user_id="T1:U1", user_id="fixed-id").save()
     report = sync(env, [person(env, "T1:U1", "a@x.io", "alice")], "run-1")
     assert counters(report) == {"pages": 1, "seen": 1, "updated": 1}
-    assert env.models.User.get("fixed-id").display_name == "alice"
+    assert models.User.get("fixed-id").display_name == "alice"
     assert is_member(env, "fixed-id")
 
 
 def test_a_page_interrupted_after_its_users_is_redone_without_orphans(
     env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pynamodb.exceptions import PutError
-
     records = team(env, 10)
-    real_batch_write = env.models.Identity.batch_write
+    real_batch_write = models.Identity.batch_write
 
     def failing() -> Any:
         raise PutError("throttled")
 
-    monkeypatch.setattr(env.models.Identity, "batch_write", failing)
+    monkeypatch.setattr(models.Identity, "batch_write", failing)
     with pytest.raises(PutError):
         sync(env, records, "run-1")
-    assert len(items("test-users")) == 10 and len(items("test-identities")) == 0
-    monkeypatch.setattr(env.models.Identity, "batch_write", real_batch_write)
+    assert len(items("USERS_TABLE")) == 10 and len(items("IDENTITIES_TABLE")) == 0
+    monkeypatch.setattr(models.Identity, "batch_write", real_batch_write)
 
     report = sync(env, records, "run-1")
 
     assert report.complete
-    assert len(items("test-users")) == 10  # the same users, found again
-    assert len(items("test-identities")) == 20
-    assert len(items("test-memberships")) == 10
+    assert len(items("USERS_TABLE")) == 10  # the same users, found again
+    assert len(items("IDENTITIES_TABLE")) == 20
+    assert len(items("MEMBERSHIPS_TABLE")) == 10
 
 
 def test_invalid_arguments_are_refused(env: SimpleNamespace) -> None:
     for provider, run_id in (("slack", "run#1"), ("slack", ""), ("email", "r"), ("", "r"), ("a#b", "r")):
         with pytest.raises(ValueError):
-            env.sync.sync_users(provider, [], run_id=run_id)
+            directory_sync.sync_users(provider, [], run_id=run_id)
     with pytest.raises(ValueError, match="timezone"):
-        env.sync.sync_users("slack", [], run_id="r", now=datetime(2025, 1, 1))
+        directory_sync.sync_users("slack", [], run_id="r", now=datetime(2025, 1, 1))
 
 
 # -- checkpoints, deadlines, resume -------------------------------------------------------------
@@ -516,22 +419,22 @@ def test_should_stop_returns_a_partial_report_and_the_run_resumes(env: SimpleNam
     pages = pages_of(records)
     checkpoints: list[Any] = []
 
-    partial = env.sync.sync_users("slack", iter(pages), run_id="run-2", now=NOW, checkpoint=checkpoints.append,
+    partial = directory_sync.sync_users("slack", iter(pages), run_id="run-2", now=NOW, checkpoint=checkpoints.append,
                                   should_stop=lambda: len(checkpoints) >= 2)
 
     assert partial.complete is False and partial.swept is False
-    assert partial.resume_token == env.sync.ResumeToken("run-2", pages_done=2, sweeping=False)
+    assert partial.resume_token == directory_sync.ResumeToken("run-2", pages_done=2, sweeping=False)
     assert partial.progress.pages == 2 and partial.progress.seen == 200
     assert partial.progress.deactivated == 0  # no sweep before every page was seen
-    assert env.models.Membership.count("all_users") == 400
+    assert models.Membership.count("all_users") == 400
 
-    rest = env.sync.sync_users("slack", pages[partial.resume_token.pages_done:], run_id="run-2", now=NOW,
+    rest = directory_sync.sync_users("slack", pages[partial.resume_token.pages_done:], run_id="run-2", now=NOW,
                                start=partial.progress)
 
     assert rest.complete and rest.swept
     assert (rest.progress.pages, rest.progress.seen, rest.progress.deactivated) == (3, 300, 100)
-    assert env.models.Membership.count("all_users") == 300
-    assert env.models.Identity.get("slack#T1:U00000").is_active  # seen before the stop: kept
+    assert models.Membership.count("all_users") == 300
+    assert models.Identity.get("slack#T1:U00000").is_active  # seen before the stop: kept
 
 
 def test_should_stop_during_the_sweep_resumes_the_sweep(env: SimpleNamespace) -> None:
@@ -547,27 +450,27 @@ def test_should_stop_during_the_sweep_resumes_the_sweep(env: SimpleNamespace) ->
     partial = sync(env, team(env, 10), "run-2", checkpoint=checkpoint, should_stop=stop)
 
     assert partial.complete is False
-    assert partial.resume_token == env.sync.ResumeToken("run-2", pages_done=1, sweeping=True)
+    assert partial.resume_token == directory_sync.ResumeToken("run-2", pages_done=1, sweeping=True)
     assert partial.progress.deactivated == 100
 
-    done = env.sync.sync_users("slack", [], run_id="run-2", now=NOW, start=partial.progress)
+    done = directory_sync.sync_users("slack", [], run_id="run-2", now=NOW, start=partial.progress)
 
     assert done.complete and done.swept
     assert done.progress.deactivated == 240
-    assert env.models.Membership.count("all_users") == 10
+    assert models.Membership.count("all_users") == 10
 
 
 # -- calls per page -----------------------------------------------------------------------------
 
 
 def calls_for(env: SimpleNamespace, records: list[Any], run_id: str, scope: str) -> Counter[str]:
-    calls = Calls(env)
+    calls = env.calls.start()
     sync(env, records, run_id, scope=scope)  # one scope per population: no sweep of the others
     return calls.counts
 
 
 def test_calls_grow_with_pages_only_not_with_the_users_already_stored(env: SimpleNamespace) -> None:
-    env.sync.sync_users("google", pages_of(team(env, 500, prefix="g-", domain="other.example")),
+    directory_sync.sync_users("google", pages_of(team(env, 500, prefix="g-", domain="other.example")),
                         run_id="g-1", now=NOW)  # 500 users already stored, of another provider
 
     first = {n: calls_for(env, team(env, n, prefix=f"T{n}:U", domain=f"d{n}.example"), f"first-{n}", f"T{n}")
@@ -592,7 +495,7 @@ def test_calls_grow_with_pages_only_not_with_the_users_already_stored(env: Simpl
 
 def test_the_calls_of_a_page_do_not_depend_on_the_table_size(env: SimpleNamespace) -> None:
     empty_table = calls_for(env, team(env, 100, prefix="T1:U"), "run-a", "T1")
-    env.sync.sync_users("google", pages_of(team(env, 1000, prefix="g-", domain="big.example")),
+    directory_sync.sync_users("google", pages_of(team(env, 1000, prefix="g-", domain="big.example")),
                         run_id="g-1", now=NOW)
     full_table = calls_for(env, team(env, 100, prefix="T2:U", domain="t2.example"), "run-b", "T2")
     assert full_table == empty_table

@@ -34,7 +34,6 @@ from insightmesh.knowledge.sources.gdrive.acl import acl_principals
 from insightmesh.knowledge.sources.gdrive.drive_api import DRIVE_SCOPE, parents_query
 from insightmesh.knowledge.sources.gdrive.job import DriveIngestError, GdriveIngest
 from insightmesh.resilience import CircuitBreaker
-from tests.integration.admin_fixtures import template_tables
 from tests.job_context import RecordingContext, run
 from tests.knowledge_fixtures import docx_bytes, minimal_pdf
 from tests.standins.google_drive_server import (
@@ -102,15 +101,14 @@ class Tokens:
 
 
 @pytest.fixture
-def knowledge(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[dict[str, str]]:
+def knowledge(monkeypatch: pytest.MonkeyPatch, tmp_path, tables: dict[str, str]) -> Iterator[dict[str, str]]:
     """moto tables, an embedded Qdrant in ``tmp_path``, offline embeddings."""
     for name in KNOWLEDGE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
     store_module.reset_for_tests()
     resilience._breakers.clear()
-    with template_tables(monkeypatch) as tables:
-        yield tables
+    yield tables
     store_module.reset_for_tests()
     resilience._breakers.clear()
 

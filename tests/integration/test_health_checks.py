@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from types import SimpleNamespace
+from types import ModuleType
 from typing import Any
 
 import boto3
@@ -14,8 +15,12 @@ import pytest
 from moto import mock_aws
 
 from insightmesh import aws
+from insightmesh.auth.tokens import create_token
+from insightmesh.config import get_settings
+from insightmesh.health import checks
 from insightmesh.health.checks import CheckStatus, Resource, check_readiness, declared_resources
 from tests.helpers import wait_for
+from tests.integration.conftest import ROOT, load_handler, save_user
 
 TABLE = "insightmesh-test-agents"
 QUEUE = "insightmesh-test-jobs"
@@ -277,8 +282,6 @@ class Clock:
 
 
 def test_a_report_is_reused_within_the_cache_period_without_any_aws_call(stack: dict[str, str]) -> None:
-    from insightmesh.health import checks
-
     checks.clear_cache()
     clock = Clock()
     resources = declared_resources(stack)
@@ -296,8 +299,6 @@ def test_a_report_is_reused_within_the_cache_period_without_any_aws_call(stack: 
 
 
 def test_other_resources_are_not_answered_from_the_cache(stack: dict[str, str]) -> None:
-    from insightmesh.health import checks
-
     checks.clear_cache()
     clock = Clock()
     checks.cached_readiness(declared_resources(stack), timeout=2.0, clock=clock)
@@ -310,70 +311,56 @@ def test_other_resources_are_not_answered_from_the_cache(stack: dict[str, str]) 
 
 
 @pytest.fixture
-def health(stack: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """functions/health/handler.py with the auth tables (in the same moto) and the stack above."""
-    from insightmesh.config import get_settings
-    from insightmesh.health import checks
-    from tests.integration.admin_fixtures import ROOT, load_handler
-    from tests.integration.test_auth_tokens import AUTH_TABLES, create_auth_tables, reload_auth_modules
-
-    for variable, (name, _, _, _) in AUTH_TABLES.items():
-        monkeypatch.setenv(variable, name)
+def health(stack: dict[str, str], tables: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    """functions/health/handler.py with the template's tables (in the same moto) and the stack above."""
     monkeypatch.setenv("HEALTH_CHECK_TIMEOUT_SECONDS", "10")  # a loaded machine is not a down stack
     get_settings.cache_clear()
-    create_auth_tables()
-    modules = reload_auth_modules()
     checks.clear_cache()
     handler = load_handler(ROOT / "functions" / "health" / "handler.py")
     monkeypatch.setattr(handler, "declared_resources", lambda: declared_resources(stack))
-    yield SimpleNamespace(handler=handler, models=modules.models, tokens=modules.tokens)
+    yield handler
     checks.clear_cache()
-    monkeypatch.undo()
     get_settings.cache_clear()
-    reload_auth_modules()
 
 
-def ready(health: Any, token: str | None = None) -> tuple[int, Any]:
-    import json
-    from pathlib import Path
-
-    event = json.loads((Path(__file__).parents[2] / "events" / "health" / "ready.json").read_text())
+def ready(health: ModuleType, token: str | None = None) -> tuple[int, Any]:
+    event = json.loads((ROOT / "events" / "health" / "ready.json").read_text())
     if token is not None:
         event["headers"]["authorization"] = f"Bearer {token}"
-    response = health.handler.lambda_handler(event, None)
+    response = health.lambda_handler(event, None)
     return response["statusCode"], json.loads(response["body"])
 
 
-def user_with_token(health: Any, user_id: str, *, is_admin: bool, scopes: list[str]) -> str:
-    health.models.User(user_id, email=f"{user_id}@example.com", display_name=user_id, is_admin=is_admin).save()
-    return str(health.tokens.create_token(user_id, name="monitoring", scopes=scopes)[0])
+def user_with_token(user_id: str, *, is_admin: bool, scopes: list[str]) -> str:
+    save_user(user_id, f"{user_id}@example.com", is_admin=is_admin, groups=())
+    return str(create_token(user_id, name="monitoring", scopes=scopes)[0])
 
 
-def test_anonymous_readiness_shows_only_the_overall_status(health: Any) -> None:
+def test_anonymous_readiness_shows_only_the_overall_status(health: ModuleType) -> None:
     assert ready(health) == (200, {"status": "ok"})
 
 
-def test_an_admin_token_with_admin_read_sees_every_check(health: Any) -> None:
-    token = user_with_token(health, "u-admin", is_admin=True, scopes=["admin:read"])
+def test_an_admin_token_with_admin_read_sees_every_check(health: ModuleType) -> None:
+    token = user_with_token("u-admin", is_admin=True, scopes=["admin:read"])
     status, body = ready(health, token)
     assert status == 200 and body["status"] == "ok"
     assert set(by_name(body)) == {"AGENTS_TABLE", "JOBS_QUEUE_URL", "JOBS_DLQ_URL"}
 
 
-def test_a_down_stack_is_503_with_the_status_only(health: Any) -> None:
+def test_a_down_stack_is_503_with_the_status_only(health: ModuleType) -> None:
     boto3.client("dynamodb").delete_table(TableName=TABLE)
     assert ready(health) == (503, {"status": "down"})
 
 
 @pytest.mark.parametrize(("is_admin", "scopes"), [(False, ["admin:read", "admin:write"]), (True, ["admin:write"]),
                                                   (True, [])])
-def test_the_detail_needs_an_admin_token_with_admin_read(health: Any, is_admin: bool, scopes: list[str]) -> None:
-    token = user_with_token(health, "u-1", is_admin=is_admin, scopes=scopes)
+def test_the_detail_needs_an_admin_token_with_admin_read(health: ModuleType, is_admin: bool, scopes: list[str]) -> None:
+    token = user_with_token("u-1", is_admin=is_admin, scopes=scopes)
     status, body = ready(health, token)
     assert status == 403 and "checks" not in body and body["error"]["code"] == "forbidden"
 
 
 @pytest.mark.parametrize("authorization", ["imt_0123456789abcdef_" + "a" * 43, "garbage"])
-def test_an_invalid_token_is_401(health: Any, authorization: str) -> None:
+def test_an_invalid_token_is_401(health: ModuleType, authorization: str) -> None:
     status, body = ready(health, authorization)
     assert status == 401 and "checks" not in body

@@ -6,16 +6,23 @@ next run continues from, and listing runs costs a constant number of calls."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import boto3
 import pytest
 
 from insightmesh.api.errors import ConflictError, ServiceUnavailableError
+from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.job_contract import JobContext, JobParameters, JobResult
-from tests.integration.admin_fixtures import DYNAMO_CALLS, template_tables
+from insightmesh.jobs import registry, runner, service
+from insightmesh.jobs.models import Job, JobState, TaskRun
+from insightmesh.jobs.schemas import JobCreate, JobPatch
+
+if TYPE_CHECKING:
+    from tests.integration.conftest import DynamoCalls
 
 ADMIN = Principal(user_id="u-admin", email="admin@example.com", is_admin=True, via="token")
 
@@ -75,32 +82,24 @@ class FakeLambdaContext:
 
 
 @pytest.fixture
-def jobs(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from insightmesh.jobs import registry
-
+def jobs(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[Any]:
     monkeypatch.setitem(registry._TYPES, "counting", f"{__name__}:CountingJob")
     monkeypatch.setitem(registry._TYPES, "exploding", f"{__name__}:ExplodingJob")
     registry.job_type.cache_clear()
     CountingJob.pages_seen.clear()
-    with template_tables(monkeypatch):
-        scheduler = boto3.client("scheduler")
-        scheduler.create_schedule_group(Name="test-jobs")
-        queue_url = boto3.client("sqs").create_queue(QueueName="test-job-queue")["QueueUrl"]
-        monkeypatch.setenv("JOB_SCHEDULE_GROUP", "test-jobs")
-        monkeypatch.setenv("JOB_RUNNER_ARN", "arn:aws:lambda:us-east-1:123456789012:function:runner")
-        monkeypatch.setenv("JOB_SCHEDULER_ROLE_ARN", "arn:aws:iam::123456789012:role/scheduler")
-        monkeypatch.setenv("JOB_QUEUE_URL", queue_url)
-        monkeypatch.setenv("SECRET_KEY", "x" * 40)
-        from insightmesh.jobs import runner, service
-
-        yield type("Jobs", (), {"service": service, "runner": runner, "scheduler": scheduler,
-                                "queue_url": queue_url})
+    scheduler = boto3.client("scheduler")
+    scheduler.create_schedule_group(Name="test-jobs")
+    queue_url = boto3.client("sqs").create_queue(QueueName="test-job-queue")["QueueUrl"]
+    monkeypatch.setenv("JOB_SCHEDULE_GROUP", "test-jobs")
+    monkeypatch.setenv("JOB_RUNNER_ARN", "arn:aws:lambda:us-east-1:123456789012:function:runner")
+    monkeypatch.setenv("JOB_SCHEDULER_ROLE_ARN", "arn:aws:iam::123456789012:role/scheduler")
+    monkeypatch.setenv("JOB_QUEUE_URL", queue_url)
+    monkeypatch.setenv("SECRET_KEY", "x" * 40)
+    yield type("Jobs", (), {"service": service, "runner": runner, "scheduler": scheduler, "queue_url": queue_url})
     registry.job_type.cache_clear()
 
 
 def create(jobs: Any, **overrides: Any) -> Any:
-    from insightmesh.jobs.schemas import JobCreate
-
     body = {"name": "Count", "job_type": "counting", "schedule": {"expression": "rate(1 hour)"},
             "parameters": {"items": 10, "per_page": 3}, **overrides}
     return jobs.service.create_job(JobCreate.model_validate(body), actor=ADMIN, request_id="req-1")
@@ -137,8 +136,6 @@ def test_a_job_is_created_with_its_schedule_and_the_input_names_the_job(jobs: An
 
 
 def test_a_failed_job_write_removes_the_schedule_it_created(jobs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from insightmesh.audit.tx import Tx
-
     def refuse(self: Any) -> None:
         raise ConflictError("simulated")
     monkeypatch.setattr(Tx, "commit", refuse)
@@ -149,9 +146,6 @@ def test_a_failed_job_write_removes_the_schedule_it_created(jobs: Any, monkeypat
 
 
 def test_a_failed_update_or_delete_puts_the_schedule_back(jobs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from insightmesh.audit.tx import Tx
-    from insightmesh.jobs.schemas import JobPatch
-
     job = create(jobs)
     original = Tx.commit
 
@@ -212,10 +206,6 @@ def test_the_deadline_stops_a_run_with_a_checkpoint_and_the_next_run_continues(
 
 
 def test_a_start_while_the_lease_is_held_is_skipped_and_an_expired_lease_is_taken_over(jobs: Any) -> None:
-    import time
-
-    from insightmesh.jobs.models import JobState, TaskRun
-
     job = create(jobs)
     holder = run_now(jobs, job.job_id)  # a real run, then pretend it is still running
     TaskRun(holder.run_id).update(actions=[TaskRun.status.set("running")])
@@ -248,7 +238,6 @@ def test_scheduled_runs_are_idempotent_per_firing_skip_when_paused_and_repair_or
     assert jobs.service.get_run(paused["run_id"]).status == "skipped"
 
     orphan = create(jobs)
-    from insightmesh.jobs.models import Job
     Job.get(orphan.job_id).delete()  # a crash left the schedule without its job
     assert jobs.runner.handle({**event, "job_id": orphan.job_id}, context) == {"run_id": None}
     assert schedule(jobs, orphan.job_id) is None
@@ -289,15 +278,15 @@ def test_a_run_that_cannot_be_queued_is_recorded_failed(jobs: Any, monkeypatch: 
     assert [(run.status, run.error.type if run.error else None) for run in runs] == [("failed", "EnqueueError")]
 
 
-def test_listing_runs_costs_two_calls_whatever_the_page_size(jobs: Any) -> None:
+def test_listing_runs_costs_two_calls_whatever_the_page_size(jobs: Any, dynamo_calls: DynamoCalls) -> None:
     first, second = create(jobs, name="A"), create(jobs, name="B")
     for job in (first, second, first, second, first):
         run_now(jobs, job.job_id)
     for filters in ({}, {"job_id": first.job_id}, {"status": "succeeded"}, {"job_id": first.job_id,
                                                                             "status": "succeeded"}):
         arguments = {"job_id": None, "status": None, "cursor": None, **filters}
-        small = DYNAMO_CALLS.during(lambda arguments=arguments: jobs.service.list_runs(limit=1, **arguments))
-        large = DYNAMO_CALLS.during(lambda arguments=arguments: jobs.service.list_runs(limit=100, **arguments))
+        small = dynamo_calls.during(lambda arguments=arguments: jobs.service.list_runs(limit=1, **arguments))
+        large = dynamo_calls.during(lambda arguments=arguments: jobs.service.list_runs(limit=100, **arguments))
         assert len(small) == len(large) == 2, (filters, small, large)
     page = jobs.service.list_runs(job_id=None, status=None, limit=2, cursor=None)
     assert len(page.items) == 2 and page.next_cursor

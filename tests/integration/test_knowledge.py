@@ -1,6 +1,6 @@
 """The knowledge base end to end: ingestion into an embedded Qdrant, records in moto, retrieval.
 
-Every table of the template is created in moto (``template_tables``); Qdrant is qdrant-client's
+Every table of the template is created in moto (the ``tables`` fixture); Qdrant is qdrant-client's
 embedded mode in a temporary folder (``QDRANT_PATH``), or in memory, or — to prove the REST path —
 the local runtime's REST bridge (``QDRANT_URL``). Dense embeddings come from the OpenAI-compatible
 stand-in's ``/v1/embeddings`` on loopback.
@@ -18,6 +18,7 @@ import pytest
 from qdrant_client import models
 
 from insightmesh import resilience
+from insightmesh.directory.models import Group, Membership, User
 from insightmesh.knowledge import store as store_module
 from insightmesh.knowledge.base import ANYONE, SourceDocument, Viewer
 from insightmesh.knowledge.chunking import chunk_id
@@ -27,7 +28,6 @@ from insightmesh.knowledge.pipeline import ingest_documents, remove_documents
 from insightmesh.knowledge.retrieval import retrieve, viewer_for_user
 from insightmesh.knowledge.settings import KnowledgeConfigurationError
 from insightmesh.knowledge.store import get_store
-from tests.integration.admin_fixtures import template_tables
 from tests.knowledge_corpus import generate_corpus, hit_rate_and_mrr
 from tests.knowledge_fixtures import docx_bytes, minimal_pdf, pptx_bytes, xlsx_bytes
 from tests.standins.openai_server import start as start_openai
@@ -41,15 +41,14 @@ SOURCE = "local:/handbook"
 
 
 @pytest.fixture
-def knowledge(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Iterator[dict[str, str]]:
+def knowledge(monkeypatch: pytest.MonkeyPatch, tmp_path, tables: dict[str, str]) -> Iterator[dict[str, str]]:
     """moto tables, an embedded Qdrant in ``tmp_path``, offline embeddings."""
     for name in KNOWLEDGE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
     store_module.reset_for_tests()
     resilience._breakers.clear()
-    with template_tables(monkeypatch) as tables:
-        yield tables
+    yield tables
     store_module.reset_for_tests()
     resilience._breakers.clear()
 
@@ -341,20 +340,20 @@ def test_per_document_cap_is_applied_in_the_query(knowledge):
 
 
 def test_viewer_for_user_from_the_directory(knowledge):
-    from insightmesh.directory.models import Group, Membership, User
-
     User("U1", email="alice@example.com", display_name="Alice").save()
     User("U2", email="gone@example.com", is_active=False).save()
-    Group("Sales", email="Sales@Example.com", source="google", external_id="g1").save()
-    Group("Admins-made", description="no e-mail: not a Google group").save()
-    Group("Eng", email="eng@example.com", source="google", external_id="g2").save()
-    for group in ("Sales", "Admins-made", "Eng"):
+    Group("gw-sales", email="Sales@Example.com", source="google", external_id="g1").save()
+    Group("admins-made", description="no e-mail: an admin's group").save()
+    Group("gw-eng", email="eng@example.com", source="google", external_id="g2").save()
+    for group in ("gw-sales", "admins-made", "gw-eng"):
         Membership(group, "U1").save()
 
-    viewer = viewer_for_user("U1")
-    assert viewer == Viewer("alice@example.com", groups=("eng@example.com", "sales@example.com"))
-    assert viewer.principals() == ["anyone", "user:alice@example.com", "domain:example.com",
-                                   "group:eng@example.com", "group:sales@example.com"]
+    viewer = viewer_for_user("U1")  # every group by name, and by e-mail when it has one
+    assert viewer == Viewer("alice@example.com", groups=("admins-made", "eng@example.com", "gw-eng", "gw-sales",
+                                                         "sales@example.com"))
+    assert viewer.principals() == ["anyone", "user:alice@example.com", "domain:example.com", "group:admins-made",
+                                   "group:eng@example.com", "group:gw-eng", "group:gw-sales",
+                                   "group:sales@example.com"]
     assert viewer_for_user("U-unknown") == Viewer(None)
     assert viewer_for_user("U2") == Viewer(None)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
+import os
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -13,48 +13,24 @@ from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
+from moto.dynamodb.models import DynamoDBBackend
 
 import insightmesh.llm
 from insightmesh.llm import ChatMessage, OfflineClient, Usage
+from insightmesh.llm import usage as usage_module
 from insightmesh.observability import get_logger
+from tests.integration.conftest import items as table_items
 
-TABLE = "insightmesh-test-usage"
 WHEN = datetime(2025, 10, 21, 9, 30, tzinfo=UTC)
 
 
-def _reload_usage() -> ModuleType:
-    # pynamodb reads the table name and endpoint from the environment when the model class is
-    # created, so the module is (re)imported after the environment is set.
-    return importlib.reload(importlib.import_module("insightmesh.llm.usage"))
-
-
 @pytest.fixture
-def usage(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.setenv("USAGE_TABLE", TABLE)
-    with mock_aws():
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE,
-            AttributeDefinitions=[
-                {"AttributeName": "subject", "AttributeType": "S"},
-                {"AttributeName": "period", "AttributeType": "S"},
-            ],
-            KeySchema=[
-                {"AttributeName": "subject", "KeyType": "HASH"},
-                {"AttributeName": "period", "KeyType": "RANGE"},
-            ],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        module = _reload_usage()
-        assert module.UsageRecord.Meta.table_name == TABLE
-        assert module.UsageRecord.Meta.table_env == "USAGE_TABLE"
-        yield module
-    monkeypatch.undo()
-    _reload_usage()  # leave the module bound to the environment the process started with
+def usage(tables: dict[str, str]) -> ModuleType:
+    return usage_module
 
 
 def stored_items() -> dict[tuple[str, str], dict[str, Any]]:
-    items = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+    items = table_items("USAGE_TABLE")
     return {
         (item["subject"]["S"], item["period"]["S"]): {
             name: int(item[name]["N"]) for name in ("prompt_tokens", "completion_tokens", "calls")
@@ -146,7 +122,6 @@ def test_concurrent_workers_lose_no_increment(usage: ModuleType, monkeypatch: py
     # DynamoDB applies each UpdateItem atomically; moto's in-process backend does not (it reads,
     # changes and writes the item unlocked), so a loaded machine could lose one of its own ADDs.
     # Serialising moto's UpdateItem makes it as atomic as DynamoDB; our code still races freely.
-    from moto.dynamodb.models import DynamoDBBackend
 
     lock = threading.Lock()
     update_item = DynamoDBBackend.update_item
@@ -170,7 +145,7 @@ def test_concurrent_workers_lose_no_increment(usage: ModuleType, monkeypatch: py
 
 
 def test_a_storage_failure_is_logged_never_raised(usage: ModuleType, log_stream: io.StringIO) -> None:
-    boto3.client("dynamodb").delete_table(TableName=TABLE)
+    boto3.client("dynamodb").delete_table(TableName=os.environ["USAGE_TABLE"])
 
     usage.record_usage(agent="help", user_id="U-secret-person", usage=Usage(1, 1), when=WHEN)  # does not raise
 

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
@@ -22,11 +22,14 @@ import pytest
 from insightmesh import resilience
 from insightmesh.api import create_app
 from insightmesh.api.app import InsightMeshResolver
-from insightmesh.auth import routes
+from insightmesh.auth import login as login_module
+from insightmesh.auth import oidc_provider, routes
 from insightmesh.auth.routes import register_auth_routes
-from insightmesh.config import Settings, load_settings
+from insightmesh.auth.settings import get_auth_settings
+from insightmesh.config import Settings, get_settings, load_settings
 from insightmesh.observability import get_logger
-from tests.integration.test_auth_tokens import auth_environment, items, make_user
+from tests.integration.conftest import build_http_event, items
+from tests.integration.conftest import save_user as make_user
 from tests.standins import oidc_server
 from tests.standins.oidc_server import OidcStandin, StandinUser
 
@@ -51,7 +54,7 @@ def idp() -> Iterator[OidcStandin]:
 
 
 @pytest.fixture
-def env(idp: OidcStandin, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
+def env(idp: OidcStandin, auth_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNamespace]:
     monkeypatch.setenv("OIDC_ISSUER", idp.issuer)
     monkeypatch.setenv("OIDC_CLIENT_ID", CLIENT_ID)
     monkeypatch.setenv("OIDC_CLIENT_SECRET", CLIENT_SECRET)
@@ -59,10 +62,7 @@ def env(idp: OidcStandin, monkeypatch: pytest.MonkeyPatch) -> Iterator[SimpleNam
     monkeypatch.setenv("PUBLIC_BASE_URL", PUBLIC_BASE_URL)
     monkeypatch.setenv("OAUTH_INSECURE_TRANSPORT", "true")  # the stand-in speaks http on loopback
     monkeypatch.delitem(resilience._breakers, "oidc", raising=False)
-    for modules in auth_environment(monkeypatch):
-        modules.idp = idp
-        modules.app = build_app()
-        yield modules
+    yield SimpleNamespace(idp=idp, app=build_app())
     resilience._breakers.pop("oidc", None)
 
 
@@ -73,30 +73,6 @@ def build_app() -> InsightMeshResolver:
 
 
 # -- the browser ---------------------------------------------------------------------------------
-
-
-def http_event(method: str, path: str, *, query: dict[str, str] | None = None, cookies: list[str] | None = None,
-               headers: dict[str, str] | None = None, source_ip: str = "198.51.100.20") -> dict[str, Any]:
-    event: dict[str, Any] = {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": urlencode(query or {}),
-        "headers": {"host": "api.example.com", "x-forwarded-for": source_ip, **(headers or {})},
-        "requestContext": {
-            "accountId": "123456789012", "apiId": "api", "domainName": "api.example.com", "domainPrefix": "api",
-            "http": {"method": method, "path": path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
-                     "userAgent": "Mozilla/5.0"},
-            "requestId": "gw-req", "routeKey": "$default", "stage": "$default",
-            "time": "21/Oct/2030:07:28:00 +0000", "timeEpoch": 1918798080000,
-        },
-        "isBase64Encoded": False,
-    }
-    if query:
-        event["queryStringParameters"] = query
-    if cookies:
-        event["cookies"] = cookies
-    return event
 
 
 class Answer:
@@ -123,7 +99,8 @@ class Answer:
 
 
 def request(app: InsightMeshResolver, method: str, path: str, **kwargs: Any) -> Answer:
-    return Answer(app.resolve(http_event(method, path, **kwargs), None))  # type: ignore[arg-type]
+    kwargs.setdefault("source_ip", "198.51.100.20")
+    return Answer(app.resolve(build_http_event(method, path, **kwargs), None))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -225,7 +202,7 @@ def test_the_pre_auth_cookie_is_short_lived_and_scoped(env: SimpleNamespace) -> 
 
 
 def test_an_existing_user_signs_in_as_themselves(env: SimpleNamespace) -> None:
-    make_user(env.models, "u-existing", email="alice@example.com", is_admin=True)
+    make_user("u-existing", "alice@example.com", is_admin=True, groups=())
     answer = finish(env, start_login(env))
     assert answer.status == 302
     assert [u["user_id"]["S"] for u in users()] == ["u-existing"]
@@ -261,7 +238,7 @@ def test_client_secret_post_is_used_when_basic_is_not_offered(env: SimpleNamespa
 
 
 def test_a_rotated_signing_key_is_fetched(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(env.oidc_provider, "JWKS_MIN_REFRESH_SECONDS", 0)  # as if the last fetch were old enough
+    monkeypatch.setattr(oidc_provider, "JWKS_MIN_REFRESH_SECONDS", 0)  # as if the last fetch were old enough
     assert finish(env, start_login(env)).status == 302
     jwks_fetches = env.idp.jwks_requests
     assert finish(env, start_login(env)).status == 302
@@ -407,7 +384,7 @@ def test_a_domain_not_allowed_is_refused(env: SimpleNamespace, email: str) -> No
 
 def test_an_empty_domain_list_refuses_everyone(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OIDC_ALLOWED_DOMAINS", "")
-    env.oidc_provider.reset_caches()
+    oidc_provider.reset_caches()
     assert_refused(finish(env, start_login(env)), 401, "login_refused")
     assert users() == []
 
@@ -419,25 +396,25 @@ GOOGLE_CLAIMS: dict[str, Any] = {"email": "alice@example.com", "email_verified":
 def test_google_requires_an_allowed_hosted_domain(env: SimpleNamespace, hd: Any) -> None:
     """A consumer Google account may carry a verified address of the company's domain: with
     Google as issuer, the Workspace hosted domain (``hd``) must be allowed too."""
-    google = env.oidc_provider.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
+    google = oidc_provider.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
                                    OIDC_ALLOWED_DOMAINS=["example.com"], PUBLIC_BASE_URL=PUBLIC_BASE_URL)
     claims = {**GOOGLE_CLAIMS, **({} if hd is None else {"hd": hd})}
-    with pytest.raises(env.oidc_provider.LoginRefusedError, match="Google Workspace"):
-        env.login._admitted_email(claims, google)
+    with pytest.raises(oidc_provider.LoginRefusedError, match="Google Workspace"):
+        login_module._admitted_email(claims, google)
 
 
 def test_google_admits_an_allowed_hosted_domain_and_other_issuers_need_none(env: SimpleNamespace) -> None:
-    google = env.oidc_provider.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
+    google = oidc_provider.OidcSettings(OIDC_ISSUER="https://accounts.google.com", OIDC_CLIENT_ID=CLIENT_ID,
                                    OIDC_ALLOWED_DOMAINS=["example.com"], PUBLIC_BASE_URL=PUBLIC_BASE_URL)
     assert google.is_google
-    assert env.login._admitted_email({**GOOGLE_CLAIMS, "hd": "Example.com"}, google) == "alice@example.com"
-    other = env.oidc_provider.get_oidc_settings()
+    assert login_module._admitted_email({**GOOGLE_CLAIMS, "hd": "Example.com"}, google) == "alice@example.com"
+    other = oidc_provider.get_oidc_settings()
     assert not other.is_google
-    assert env.login._admitted_email(GOOGLE_CLAIMS, other) == "alice@example.com"
+    assert login_module._admitted_email(GOOGLE_CLAIMS, other) == "alice@example.com"
 
 
 def test_a_deactivated_user_cannot_sign_in(env: SimpleNamespace) -> None:
-    make_user(env.models, "u-off", email="alice@example.com", is_active=False)
+    make_user("u-off", "alice@example.com", is_active=False, groups=())
     assert_refused(finish(env, start_login(env)), 401, "login_refused")
 
 
@@ -492,7 +469,6 @@ def test_logout_revokes_the_session_so_a_copied_cookie_stops_working(env: Simple
 def test_login_and_callback_are_rate_limited_per_ip(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LOGIN_RATE_LIMIT_PER_MINUTE", "3")
     monkeypatch.setattr(routes, "_now", lambda: 1_900_000_020 + 15.0)  # one window, 45 s left
-    from insightmesh.auth.settings import get_auth_settings
 
     get_auth_settings.cache_clear()
     login = start_login(env, source_ip="192.0.2.99")  # 1
@@ -509,7 +485,7 @@ def test_login_and_callback_are_rate_limited_per_ip(env: SimpleNamespace, monkey
 
 def test_sign_in_not_configured_is_503(env: SimpleNamespace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OIDC_CLIENT_ID", "")
-    env.oidc_provider.reset_caches()
+    oidc_provider.reset_caches()
     answer = request(env.app, "GET", "/auth/login")
     assert answer.status == 503
     assert answer.body["error"]["code"] == "identity_provider_unavailable"
@@ -527,10 +503,9 @@ def test_http_issuer_is_refused_without_insecure_transport(env: SimpleNamespace,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OAUTH_INSECURE_TRANSPORT", "false")
     env.app = build_app()
-    from insightmesh.config import get_settings
 
     get_settings.cache_clear()
-    env.oidc_provider.reset_caches()
+    oidc_provider.reset_caches()
     assert request(env.app, "GET", "/auth/login").status == 503
 
 

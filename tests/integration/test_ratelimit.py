@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import json
+import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
 import boto3
 import pytest
-from moto import mock_aws
 
 from insightmesh.api import RateLimitedError, create_app
+from insightmesh.api import ratelimit as ratelimit_module
+from insightmesh.api.ratelimit_table import RateLimitCounter
 from insightmesh.config import Settings, load_settings
 from insightmesh.observability import get_logger
+from tests.integration.conftest import drop_stale_connections
+from tests.integration.conftest import items as table_items
 
-TABLE = "insightmesh-test-rate-limit"
 WINDOW_START = 1_700_000_040  # a multiple of 60
 
 
@@ -30,34 +32,9 @@ class FakeClock:
         return self.now
 
 
-def _reload_ratelimit() -> ModuleType:
-    # pynamodb reads the table name and endpoint from the environment when the model class is
-    # created, so the module is (re)imported after the environment is set.
-    # The counters model lives in ratelimit_table, which the limiter imports on first use.
-    importlib.reload(importlib.import_module("insightmesh.api.ratelimit_table"))
-    return importlib.reload(importlib.import_module("insightmesh.api.ratelimit"))
-
-
-def _counter_model() -> Any:
-    return importlib.import_module("insightmesh.api.ratelimit_table").RateLimitCounter
-
-
 @pytest.fixture
-def ratelimit(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
-    monkeypatch.setenv("RATE_LIMIT_TABLE", TABLE)
-    with mock_aws():
-        boto3.client("dynamodb").create_table(
-            TableName=TABLE,
-            AttributeDefinitions=[{"AttributeName": "key", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "key", "KeyType": "HASH"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
-        module = _reload_ratelimit()
-        assert _counter_model().Meta.table_name == TABLE
-        assert _counter_model().Meta.host is None
-        yield module
-    monkeypatch.undo()
-    _reload_ratelimit()  # leave the module bound to the environment the process started with
+def ratelimit(tables: dict[str, str]) -> ModuleType:
+    return ratelimit_module
 
 
 @pytest.fixture
@@ -66,7 +43,7 @@ def clock() -> FakeClock:
 
 
 def stored_items() -> dict[str, dict[str, Any]]:
-    items = boto3.client("dynamodb").scan(TableName=TABLE)["Items"]
+    items = table_items("RATE_LIMIT_TABLE")
     return {item["key"]["S"]: item for item in items}
 
 
@@ -165,7 +142,7 @@ def test_a_limit_of_zero_disables_limiting(ratelimit: ModuleType, clock: FakeClo
 
 
 def test_a_missing_table_lets_the_request_through(ratelimit: ModuleType, clock: FakeClock) -> None:
-    boto3.client("dynamodb").delete_table(TableName=TABLE)
+    boto3.client("dynamodb").delete_table(TableName=os.environ["RATE_LIMIT_TABLE"])
     logger = get_logger()
     stream = io.StringIO()
     previous = logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
@@ -193,10 +170,10 @@ def test_an_unreachable_endpoint_lets_the_request_through(
 ) -> None:
     # Nothing listens on that port: every connection is refused.
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_loopback_port()}")
-    module = _reload_ratelimit()
-    assert _counter_model().Meta.host.startswith("http://127.0.0.1:")
+    drop_stale_connections()  # the model reads the endpoint when it next connects
+    assert RateLimitCounter._get_connection().connection.host.startswith("http://127.0.0.1:")
 
-    limiter = module.RateLimiter("admin", 1, clock=clock)
+    limiter = ratelimit.RateLimiter("admin", 1, clock=clock)
     limiter.hit("c")
     limiter.hit("c")  # over the limit, but the limiter cannot know: fail open
 
@@ -204,31 +181,8 @@ def test_an_unreachable_endpoint_lets_the_request_through(
 # -- as a route middleware ----------------------------------------------------------------------
 
 
-def http_event(path: str, source_ip: str, request_id: str) -> dict[str, Any]:
-    return {
-        "version": "2.0",
-        "routeKey": "$default",
-        "rawPath": path,
-        "rawQueryString": "",
-        "headers": {"host": "api.example.com", "x-request-id": request_id, "x-forwarded-for": source_ip},
-        "requestContext": {
-            "accountId": "123456789012",
-            "apiId": "api",
-            "domainName": "api.example.com",
-            "domainPrefix": "api",
-            "http": {"method": "GET", "path": path, "protocol": "HTTP/1.1", "sourceIp": source_ip,
-                     "userAgent": "pytest"},
-            "requestId": "gw-" + request_id,
-            "routeKey": "$default",
-            "stage": "$default",
-            "time": "21/Oct/2025:07:28:00 +0000",
-            "timeEpoch": 1761031680000,
-        },
-        "isBase64Encoded": False,
-    }
-
-
-def test_the_middleware_limits_per_source_ip(ratelimit: ModuleType, clock: FakeClock) -> None:
+def test_the_middleware_limits_per_source_ip(ratelimit: ModuleType, clock: FakeClock,
+                                             http_event: Callable[..., dict[str, Any]]) -> None:
     settings = load_settings(Settings)
     app = create_app("limited", settings=settings)
     limiter = ratelimit.RateLimiter("limited", 2, clock=clock)
@@ -237,10 +191,12 @@ def test_the_middleware_limits_per_source_ip(ratelimit: ModuleType, clock: FakeC
     def agents() -> dict[str, list[str]]:
         return {"agents": ["help"]}
 
-    statuses = [app.resolve(http_event("/api/agents", "192.0.2.1", f"r{n}"), None)["statusCode"]
-                for n in range(2)]
-    refused = app.resolve(http_event("/api/agents", "192.0.2.1", "r-refused"), None)
-    other_client = app.resolve(http_event("/api/agents", "192.0.2.2", "r-other"), None)
+    def get(source_ip: str, request_id: str) -> dict[str, Any]:
+        return app.resolve(http_event("GET", "/api/agents", source_ip=source_ip, request_id=request_id), None)
+
+    statuses = [get("192.0.2.1", f"r{n}")["statusCode"] for n in range(2)]
+    refused = get("192.0.2.1", "r-refused")
+    other_client = get("192.0.2.2", "r-other")
 
     assert statuses == [200, 200]
     assert refused["statusCode"] == 429

@@ -9,8 +9,10 @@ installed; agent mode ends only by the hand of whoever started it; a forged resp
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,8 @@ from typing import Any
 import boto3
 import pytest
 
+from insightmesh.auth.settings import get_auth_settings
+from insightmesh.auth.tokens import create_token
 from insightmesh.conversation import gate, worker, workspaces
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id
 from insightmesh.directory.models import Identity, Membership, User
@@ -26,7 +30,7 @@ from insightmesh.llm import offline
 from insightmesh.slack import client as slack_client
 from insightmesh.slack import profiles
 from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.integration.admin_fixtures import DYNAMO_CALLS, template_tables
+from tests.integration.conftest import DynamoCalls, load_handler
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,24 +46,23 @@ def new_ts() -> str:
 
 
 @pytest.fixture
-def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSandbox]:
-    with template_tables(monkeypatch):
-        sandbox = SlackSandbox(port=0).start()
-        monkeypatch.setenv("SLACK_API_URL", sandbox.url)
-        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-first-install")
-        monkeypatch.setenv("LLM_PROVIDER", "offline")
-        monkeypatch.delenv("SLACK_GUEST_POLICY", raising=False)
-        monkeypatch.delenv("SLACK_USER_RATE_LIMIT_PER_MINUTE", raising=False)
+def env(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[SlackSandbox]:
+    sandbox = SlackSandbox(port=0).start()
+    monkeypatch.setenv("SLACK_API_URL", sandbox.url)
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-first-install")
+    monkeypatch.setenv("LLM_PROVIDER", "offline")
+    monkeypatch.delenv("SLACK_GUEST_POLICY", raising=False)
+    monkeypatch.delenv("SLACK_USER_RATE_LIMIT_PER_MINUTE", raising=False)
+    slack_client.reset_for_tests()
+    profiles.clear_cache()
+    workspaces.clear_cache()
+    try:
+        yield sandbox
+    finally:
+        sandbox.stop()
         slack_client.reset_for_tests()
         profiles.clear_cache()
         workspaces.clear_cache()
-        try:
-            yield sandbox
-        finally:
-            sandbox.stop()
-            slack_client.reset_for_tests()
-            profiles.clear_cache()
-            workspaces.clear_cache()
 
 
 def message(user: str, text: str, *, channel: str = DM, thread_ts: str | None = None) -> ConversationRequest:
@@ -234,8 +237,6 @@ def test_deactivation_drops_the_cached_client_and_bot_identity(env: SlackSandbox
 
 
 def _table(variable: str) -> str:
-    import os
-
     return os.environ[variable]
 
 
@@ -299,9 +300,7 @@ def signed_sample(name: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", ["app_uninstalled", "tokens_revoked"])
 def test_the_ingress_acknowledges_an_uninstall_and_records_the_workspace_inactive(
-        env: SlackSandbox, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    import importlib.util
-
+        env: SlackSandbox, monkeypatch: pytest.MonkeyPatch, name: str, dynamo_calls: DynamoCalls) -> None:
     monkeypatch.setenv("SLACK_SIGNING_SECRET", "insightmesh-local-signing-secret")
     spec = importlib.util.spec_from_file_location(f"ingress_{name}", ROOT / "functions/slack_ingress/handler.py")
     assert spec is not None and spec.loader is not None
@@ -309,7 +308,7 @@ def test_the_ingress_acknowledges_an_uninstall_and_records_the_workspace_inactiv
     spec.loader.exec_module(handler)
 
     responses: list[dict[str, Any]] = []
-    calls = DYNAMO_CALLS.during(lambda: responses.append(handler.lambda_handler(signed_sample(name), None)))
+    calls = dynamo_calls.during(lambda: responses.append(handler.lambda_handler(signed_sample(name), None)))
     retry = handler.lambda_handler(signed_sample(name), None)
 
     assert (responses[0]["statusCode"], retry["statusCode"]) == (200, 200)
@@ -321,11 +320,7 @@ def test_the_ingress_acknowledges_an_uninstall_and_records_the_workspace_inactiv
 
 
 # -- the API shows the state -------------------------------------------------------------------------------------
-def test_get_api_workspaces_shows_the_state_to_admins_only(env: SlackSandbox) -> None:
-    from insightmesh.auth.settings import get_auth_settings
-    from insightmesh.auth.tokens import create_token
-    from tests.integration.admin_fixtures import http_event, load_handler
-
+def test_get_api_workspaces_shows_the_state_to_admins_only(env: SlackSandbox, http_event: Any) -> None:
     get_auth_settings.cache_clear()
     User("admin-1", email="admin@corp.example", display_name="admin", is_admin=True).save()
     User("member-1", email="member@corp.example", display_name="member").save()
@@ -371,7 +366,7 @@ def test_slack_user_sync_puts_no_guest_or_outsider_in_all_users(env: SlackSandbo
     assert len(list(Membership.query(ALL_USERS))) == 1
 
 
-def test_the_checks_cost_one_write_per_message_and_cached_reads(env: SlackSandbox) -> None:
+def test_the_checks_cost_one_write_per_message_and_cached_reads(env: SlackSandbox, dynamo_calls: DynamoCalls) -> None:
     env.add_users({"id": "U0ALICE01", "name": "alice"})
     conversations, limits = _table("CONVERSATIONS_TABLE"), _table("RATE_LIMIT_TABLE")
 
@@ -379,8 +374,8 @@ def test_the_checks_cost_one_write_per_message_and_cached_reads(env: SlackSandbo
         assert workspaces.is_active(TEAM)
         assert gate.admit(message("U0ALICE01", "hi")).verdict is gate.Verdict.ADMIT
 
-    first = DYNAMO_CALLS.during(check)
-    second = DYNAMO_CALLS.during(check)
+    first = dynamo_calls.during(check)
+    second = dynamo_calls.during(check)
 
     assert first == [f"GetItem:{conversations}", f"UpdateItem:{limits}"]
     assert second == [f"UpdateItem:{limits}"]  # workspace state cached for 30 s

@@ -32,7 +32,6 @@ from insightmesh.directory.users import ALL_USERS, ensure_system_groups
 from insightmesh.resilience import CircuitBreaker
 from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.integration.admin_fixtures import template_tables
 from tests.job_context import RecordingContext, run
 from tests.standins.google_directory_server import GoogleDirectoryServer
 
@@ -65,12 +64,6 @@ def identities(provider: str) -> dict[str, Identity]:
 
 def members_of(group: str) -> set[str]:
     return {membership.user_id for membership in Membership.query(group, consistent_read=True)}
-
-
-@pytest.fixture
-def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    with template_tables(monkeypatch) as names:
-        yield names
 
 
 @pytest.fixture
@@ -119,19 +112,21 @@ def google_job(tokens: Tokens | None = None) -> GoogleWorkspaceSync:
 def test_parameters_are_validated():
     slack_parameters = SlackUserSync.Parameters
     assert slack_parameters.model_validate({}).model_dump() == {"email_domains": [], "page_size": 200,
-                                                                 "deactivate_missing": True}
+                                                                 "deactivate_missing": True,
+                                                                 "max_deactivate_percent": 20}
     normalised = slack_parameters.model_validate({"email_domains": ["Corp.Example", "corp.example.", "b.co"]})
     assert normalised.model_dump()["email_domains"] == ["corp.example", "b.co"]
     for bad in ({"email_domains": ["not a domain"]}, {"email_domains": ["@corp.example"]},
                 {"email_domains": ["localhost"]}, {"page_size": 0}, {"page_size": 1001}, {"page_size": "many"},
-                {"surprise": 1}):
+                {"surprise": 1}, {"max_deactivate_percent": -1}, {"max_deactivate_percent": 101}):
         with pytest.raises(ValidationError):
             slack_parameters.model_validate(bad)
 
     google_parameters = GoogleWorkspaceSync.Parameters
     defaults = google_parameters.model_validate({"credential_id": "cred-1"}).model_dump()
     assert defaults == {"credential_id": "cred-1", "customer": "my_customer", "domain": None, "sync_groups": True,
-                        "primary": True, "page_size": 200, "deactivate_missing": True}
+                        "primary": True, "page_size": 200, "deactivate_missing": True,
+                        "max_deactivate_percent": 20}
     assert google_parameters.model_validate({"credential_id": "c", "domain": "Corp.Example"}).model_dump()[
         "domain"] == "corp.example"
     for bad in ({}, {"credential_id": ""}, {"credential_id": "c", "page_size": 501},
@@ -248,7 +243,7 @@ def test_slack_user_gone_or_deleted_is_deactivated_by_the_next_run(tables, slack
 
     slack.remove_users("U2")
     slack.add_users({"id": "U3", "email": "carol@corp.example", "deleted": True})
-    second = run(SlackUserSync(), Context(SlackUserSync, {}))
+    second = run(SlackUserSync(), Context(SlackUserSync, {"max_deactivate_percent": 100}))  # 2 of 3 left
     assert (second.summary["deactivated"], second.summary["skipped_deleted"], second.summary["swept"]) == (2, 1, True)
     assert User.get(user_of[f"slack#{TEAM}:U1"]).is_active is True
     for gone in ("U2", "U3"):
@@ -292,14 +287,15 @@ def test_slack_sync_stopped_before_its_sweep_finishes_the_sweep_next_run(tables,
     run(SlackUserSync(), Context(SlackUserSync, {"page_size": 100}))
     slack.remove_users(*[f"U{n:08d}" for n in range(151, 301)])
 
-    stop_once_listed = Context(SlackUserSync, {"page_size": 100},
+    stop_once_listed = Context(SlackUserSync, {"page_size": 100, "max_deactivate_percent": 50},
                                stop_when=lambda c: bool(c.checkpoints) and c.checkpoints[-1]["listing_done"])
     stopped = run(SlackUserSync(), stop_once_listed)
     assert stopped.complete is False and stopped.summary["deactivated"] == 0
     assert stop_once_listed.saved is not None and stop_once_listed.saved["listing_done"] is True
     calls_before = len(slack.calls("users.list"))
 
-    finishing = Context(SlackUserSync, {"page_size": 100}, checkpoint=stop_once_listed.saved)
+    finishing = Context(SlackUserSync, {"page_size": 100, "max_deactivate_percent": 50},
+                        checkpoint=stop_once_listed.saved)
     finished = run(SlackUserSync(), finishing)
     assert len(slack.calls("users.list")) == calls_before  # nothing left to list: only the sweep
     assert (finished.complete, finished.summary["deactivated"], finished.summary["swept"]) == (True, 150, True)

@@ -12,21 +12,14 @@ import pytest
 from pynamodb.exceptions import PutError
 
 from insightmesh import resilience
-from insightmesh.conversation import replies, threads
+from insightmesh.conversation import replies, threads, worker
 from insightmesh.conversation.models import ThreadRecord, item_size
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id, thread_key
 from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox
-from tests.integration.admin_fixtures import DYNAMO_CALLS, template_tables
 
 TEAM, CHANNEL = "T0SIZE", "C0SIZE"
 KEY = thread_key(TEAM, CHANNEL, "1700000000.000100")
-
-
-@pytest.fixture
-def tables(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    with template_tables(monkeypatch) as names:
-        yield names
 
 
 def raw_items(table: str) -> list[dict[str, Any]]:
@@ -69,25 +62,25 @@ def test_a_thread_with_big_non_ascii_files_and_long_meddic_notes_saves_and_loads
     assert loaded.history[-1] == state.history[-1]
 
 
-def test_loading_is_one_query_and_an_unchanged_save_writes_only_the_thread_item(tables):
+def test_loading_is_one_query_and_an_unchanged_save_writes_only_the_thread_item(tables, dynamo_calls):
     threads.save_thread(big_thread())
 
     loaded: list[threads.ThreadState] = []
-    assert DYNAMO_CALLS.during(lambda: loaded.append(threads.load_thread(KEY))) == [
+    assert dynamo_calls.during(lambda: loaded.append(threads.load_thread(KEY))) == [
         f"Query:{tables['CONVERSATIONS_TABLE']}"]
     state = loaded[0]
     state.history.append({"role": "user", "content": "one more"})
-    assert DYNAMO_CALLS.during(lambda: threads.save_thread(state)) == [f"PutItem:{tables['CONVERSATIONS_TABLE']}"]
+    assert dynamo_calls.during(lambda: threads.save_thread(state)) == [f"PutItem:{tables['CONVERSATIONS_TABLE']}"]
 
 
-def test_a_new_file_is_one_batch_write_and_a_dropped_file_loses_its_item(tables):
+def test_a_new_file_is_one_batch_write_and_a_dropped_file_loses_its_item(tables, dynamo_calls):
     state = threads.ThreadState(key=KEY, files=[{"id": f"F{i}", "name": "a", "text": "x"} for i in range(5)])
     threads.save_thread(state)
     state = threads.load_thread(KEY)
     state.files.append({"id": "F5", "name": "b", "text": "new"})
     del state.files[0]
 
-    calls = DYNAMO_CALLS.during(lambda: threads.save_thread(state))
+    calls = dynamo_calls.during(lambda: threads.save_thread(state))
 
     # (BatchWriteItem names its tables inside RequestItems: the recorder shows "-")
     assert calls == ["BatchWriteItem:-", f"PutItem:{tables['CONVERSATIONS_TABLE']}"]
@@ -110,11 +103,11 @@ def test_files_kept_inline_by_an_older_version_are_still_read_and_moved_out(tabl
 # -- the worker: a save that fails after the reply -------------------------------------------------------
 
 @pytest.fixture
-def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSandbox]:
+def world(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[SlackSandbox]:
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-size")
     slack_client.reset_for_tests()
     resilience._breakers.clear()
-    with SlackSandbox(port=0, team_id=TEAM) as sandbox, template_tables(monkeypatch):
+    with SlackSandbox(port=0, team_id=TEAM) as sandbox:
         monkeypatch.setenv("SLACK_API_URL", sandbox.url)
         yield sandbox
     slack_client.reset_for_tests()
@@ -122,16 +115,10 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSandbox]:
 
 
 def test_a_save_that_fails_after_the_reply_still_gives_one_reply_and_no_redelivery(world, monkeypatch, capsys):
-    from insightmesh.conversation import worker
-
     def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
         raise PutError("Failed to put item", cause=None)
 
-    # The class the worker uses now: test_conversation_state reloads the models module, which
-    # leaves this module's ThreadRecord import pointing at the class before the reload.
-    from insightmesh.conversation import models
-
-    monkeypatch.setattr(models.ThreadRecord, "save", refuse)
+    monkeypatch.setattr(ThreadRecord, "save", refuse)
     ts = world.add_user_message(channel=CHANNEL, user="U0ALICE", text="<@UBOTLOCAL> hello")["ts"]
     request = ConversationRequest(kind=RequestKind.MESSAGE, request_id=message_request_id(TEAM, CHANNEL, ts),
                                   team_id=TEAM, channel_id=CHANNEL, channel_type="channel", user_id="U0ALICE",

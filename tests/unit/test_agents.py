@@ -236,6 +236,21 @@ def test_help_with_no_usable_agents_lists_none() -> None:
     reply = HelpAgent().handle(context("", usable=[]))
 
     assert [line for line in reply.text.splitlines() if line.startswith("- ")] == []
+    assert "meddic" not in reply.text and "assistant" not in reply.text
+    assert "ask an InsightMesh admin" in reply.text
+
+
+def test_help_never_suggests_an_agent_the_user_may_not_use() -> None:
+    usable = [AgentSummary("assistant", "Assistant", "General questions.", ("ask",)),
+              AgentSummary("profile", "Profile", "Your profile.", ())]
+
+    reply = HelpAgent().handle(context("", usable=usable))
+
+    assert "meddic" not in reply.text.lower()
+    assert "`profile ...` or `-profile ...`" in reply.text
+    assert "Anything else goes to the assistant." in reply.text
+    with_meddic = HelpAgent().handle(context("", usable=[*usable, AgentSummary("meddic", "Coach", "Deals.", ())]))
+    assert "`meddic ...` or `-meddic ...`" in with_meddic.text
 
 
 # -- assistant -------------------------------------------------------------------------------------------

@@ -290,11 +290,25 @@ def test_an_invalid_body_is_a_422_with_details(app: InsightMeshResolver) -> None
     response = call(app, event)
 
     error = assert_envelope(response, 422, "validation_error", "req-422")
-    assert error["message"] == "the request is not valid"
+    # The message names the first problem by its field, and says there are more.
+    assert error["message"].startswith("the request is not valid: name: ")
+    assert error["message"].endswith("(and 1 more problem)")
     locations = {tuple(detail["loc"]) for detail in error["details"]}
     assert ("body", "name") in locations
     assert ("body", "quantity") in locations
     assert all(detail["msg"] and detail["type"] for detail in error["details"])
+
+
+def test_a_validators_own_message_is_the_422s_message(app: InsightMeshResolver) -> None:
+    from insightmesh.api.app import validation_summary
+
+    details = [{"loc": ["body", "schedule", "expression"], "type": "value_error",
+                "msg": "Value error, at(2020-01-01T00:00:00) is in the past"}]
+    assert validation_summary(details) == (
+        "the request is not valid: schedule.expression: at(2020-01-01T00:00:00) is in the past")
+    assert validation_summary([{"loc": ["body"], "msg": "Field required", "type": "missing"}]) == (
+        "the request is not valid: body: Field required")
+    assert validation_summary([]) == "the request is not valid"
 
 
 def test_a_missing_body_field_is_a_422(app: InsightMeshResolver) -> None:

@@ -23,7 +23,7 @@ from slack_sdk.signature import SignatureVerifier
 from slack_sdk.webhook import WebhookClient
 
 from insightmesh_local import local_auth
-from insightmesh_local.chat import add_parser, in_progress, run_chat, sandbox_url_for
+from insightmesh_local.chat import add_parser, in_progress, run_chat, sandbox_url_for, unescape, user_for_email
 from insightmesh_local.slack_sandbox import SlackSandbox
 from tests.helpers import free_port
 
@@ -94,9 +94,11 @@ class FakeBot:
                 time.sleep(1.5 if "slow" in question else 0.2)  # slow: longer than the chat's settle time
                 client.chat_update(channel=event["channel"], ts=placeholder["ts"], text="Searching the wiki…")
                 time.sleep(0.2)
-                client.chat_update(channel=event["channel"], ts=placeholder["ts"], text=f"You asked: {question}",
+                # Slack's text escapes &, < and > (as the worker's formatting does)
+                shown = question.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+                client.chat_update(channel=event["channel"], ts=placeholder["ts"], text=f"You asked: {shown}",
                                    blocks=[{"type": "section", "text": {"type": "mrkdwn",
-                                                                        "text": f"You asked: {question}"}},
+                                                                        "text": f"You asked: {shown}"}},
                                            *FEEDBACK],
                                    metadata={"event_type": "insightmesh_reply",
                                              "event_payload": {"status": "answered"}})
@@ -291,3 +293,32 @@ def test_the_chat_reads_the_secret_from_the_data_dir(bot, sandbox, tmp_path, mon
     status, _output = converse(args, ["what is our refund policy?"])
     assert status == 0
     assert any(m["text"] == "what is our refund policy?" for m in sandbox.messages())
+
+
+def test_replies_show_slacks_escapes_as_the_characters(bot, sandbox):
+    args = chat_args(port=bot.port, sandbox_url=sandbox.url)
+    status, output = converse(args, ["is 2 < 3 && 5 > 4?"])
+    assert status == 0
+    assert "insightmesh> You asked: is 2 < 3 && 5 > 4?" in output
+    assert "&lt;" not in output and "&gt;" not in output and "&amp;" not in output
+    assert unescape("&amp;lt; stays &lt;") == "&lt; stays <"  # one level: &amp;lt; is the text "&lt;"
+
+
+def test_the_chat_user_and_its_email_are_said_and_email_chooses_them(bot, sandbox):
+    status, output = converse(chat_args(port=bot.port, sandbox_url=sandbox.url), ["hello"])
+    assert status == 0 and "as U0TESTER <user-U0TESTER@example.com>" in output
+
+    parser = argparse.ArgumentParser(prog="insightmesh")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["chat", "--port", str(bot.port), "--sandbox-url", sandbox.url, "--signing-secret",
+                              SECRET, "--email", "Alice@Example.com", "--settle", "0.6", "--timeout", "10"])
+    status, output = converse(args, ["who am I?"])
+    user = user_for_email("alice@example.com")
+    assert status == 0 and f"as {user} <alice@example.com>" in output
+    event = bot.events()[-1]
+    assert event["user"] == user and event["channel"] == f"D{user}"
+    # the worker asks Slack who sent it: the sandbox's profile carries the address
+    profile = WebClient(base_url=sandbox.url, token="xoxb-any", timeout=5).users_info(user=user)["user"]["profile"]
+    assert profile["email"] == "alice@example.com"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["chat", "--email", "not-an-email"])

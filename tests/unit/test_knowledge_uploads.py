@@ -11,6 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from insightmesh.knowledge import pipeline as pipeline_module
 from insightmesh.knowledge import uploads
 from insightmesh.knowledge.base import IngestReport, SourceDocument
 
@@ -48,10 +49,18 @@ class Pipeline:
         return report
 
 
+@pytest.fixture(autouse=True)
+def audited(monkeypatch):
+    """The audit entries the uploads would write (the log itself is tested with moto)."""
+    entries: list[dict] = []
+    monkeypatch.setattr(uploads, "record_ingest", lambda **entry: entries.append(entry) or True)
+    return entries
+
+
 @pytest.fixture
 def pipeline(monkeypatch):
     recorder = Pipeline()
-    monkeypatch.setattr(uploads.pipeline, "ingest_documents", recorder)
+    monkeypatch.setattr(pipeline_module, "ingest_documents", recorder)
     return recorder
 
 
@@ -166,7 +175,7 @@ def test_the_sweep_removes_what_the_source_has_beyond_the_keep_list(monkeypatch)
     records = [SimpleNamespace(document_id=f"local:{name}") for name in ("a", "b", "c")]
     monkeypatch.setattr(uploads.KnowledgeDocument.by_source, "query",
                         lambda source, **kwargs: queried.append(source) or iter(records))
-    monkeypatch.setattr(uploads.pipeline, "remove_documents", lambda ids: removed.extend(ids) or len(removed))
+    monkeypatch.setattr(pipeline_module, "remove_documents", lambda ids: removed.extend(ids) or len(removed))
     assert uploads._sweep(SOURCE, {"local:a", "local:z"}) == 2
     assert queried == [SOURCE] and removed == ["local:b", "local:c"]
 
@@ -182,7 +191,7 @@ class Clock:
 def test_running_out_of_time_reports_the_rest_and_sweeps_nothing(monkeypatch, swept):
     recorder = Pipeline(stop_after=1)
     recorder.clock = Clock(300_000)
-    monkeypatch.setattr(uploads.pipeline, "ingest_documents", recorder)
+    monkeypatch.setattr(pipeline_module, "ingest_documents", recorder)
     result = uploads.handle({"source": SOURCE, "documents": [doc("a.md"), doc("b.md"), doc("c.md")],
                              "sweep": True, "keep_document_ids": []}, recorder.clock)
     assert result["new"] == 1 and result["failed"] == 2 and result["seen"] == 3
@@ -196,3 +205,47 @@ def test_acl_principals_are_normalised_or_refused():
         "domain:example.com", "group:sales@example.com")
     with pytest.raises(ValueError, match="user:bob"):
         uploads.normalise_acl(["user:bob"])
+
+
+def test_a_directory_group_is_named_by_its_name():
+    assert uploads.normalise_acl(["group:Sales", "group:sales@example.com"]) == ("group:sales",
+                                                                                 "group:sales@example.com")
+    for bad in ("group:s", "group:sales team", "group:-sales", "group:"):
+        with pytest.raises(ValueError, match="group:<group name>"):
+            uploads.normalise_acl([bad])
+
+
+def test_a_document_shared_with_a_group_that_does_not_exist_is_rejected(pipeline, audited, monkeypatch):
+    asked: list[set[str]] = []
+    monkeypatch.setattr(uploads, "missing_groups", lambda names: asked.append(set(names)) or {"sles"})
+    result = uploads.handle({"source": SOURCE, "requested_by": "cli:alice", "documents": [
+        doc("typo.md", acl=["group:sles"]), doc("ok.md", acl=["group:sales", "user:bob@example.com"])]})
+    assert asked == [{"sles", "sales"}]
+    assert [d.document_id for d in pipeline.calls[0]["documents"]] == ["local:ok.md-id"]
+    assert result["failed"] == 1 and "no directory group named 'sles'" in result["errors"]["local:typo.md-id"]
+    assert "POST /api/groups" in result["errors"]["local:typo.md-id"]
+    [entry] = audited
+    assert entry["actor"].label == "cli:alice" and entry["source"] == SOURCE
+    assert entry["rejected"] == {"local:typo.md-id": ("typo.md", ("group:sles",))}
+
+
+def test_an_upload_without_groups_reads_no_group_table(pipeline, audited, monkeypatch):
+    monkeypatch.setattr(uploads, "missing_groups", lambda names: pytest.fail("no group to look up"))
+    uploads.handle({"source": SOURCE, "documents": [doc("a.md", acl=["group:sales@example.com"])]})
+    assert audited[0]["actor"].label == uploads.UNKNOWN_ACTOR
+
+
+def test_the_function_imports_no_vector_store_client_at_init():
+    """Its init stays inside Lambda's 10 s init phase on a slow machine: qdrant_client (seconds of
+    imports) is loaded by the first upload, not by the handler module."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).parents[2]
+    heavy = ("qdrant_client", "insightmesh.knowledge.pipeline")
+    probe = ("import sys; sys.path[:0] = [sys.argv[1], sys.argv[2]]; import handler; "
+             f"print(sorted(name for name in {heavy!r} if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, str(root / "layers" / "common" / "python"),
+                           str(root / "functions" / "knowledge_ingest")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

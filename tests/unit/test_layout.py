@@ -84,6 +84,7 @@ SIDEWAYS: Final[dict[tuple[str, str], str]] = {
     ("knowledge", "llm"): "the embedders reuse the LLM's HTTP client, Bedrock runtime and retry policy",
     ("directory", "slack"): "Slack is a directory provider: its user sync and first contact read Slack profiles",
     ("admin", "conversation"): "the control plane lists the workspaces the conversation context installed",
+    ("health", "knowledge"): "readiness checks the knowledge store, with its API key read as the store reads it",
 }
 
 # Outside the layer: the local runtime and CLI, and the Lambda handlers.

@@ -9,8 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from insightmesh.jobs.schedule_expressions import (
+    PastScheduleError,
     ScheduleExpression,
     ScheduleExpressionError,
+    UnknownTimezoneError,
+    check_timezone,
     parse_schedule_expression,
 )
 
@@ -550,9 +553,35 @@ def test_invalid_expressions(expression: str, message: str) -> None:
     "timezone", ["Mars/Olympus_Mons", "", "not a zone", "../etc/passwd", "America/New York"]
 )
 def test_unknown_time_zone(timezone: str) -> None:
-    with pytest.raises(ScheduleExpressionError, match="time zone") as excinfo:
+    with pytest.raises(UnknownTimezoneError, match="time zone") as excinfo:
         parse_schedule_expression("cron(0 8 * * ? *)", timezone)
-    assert "'cron(0 8 * * ? *)'" in str(excinfo.value)
+    assert isinstance(excinfo.value, ScheduleExpressionError)
+    assert "cron(" not in str(excinfo.value)  # the time zone is wrong, not the expression
+
+
+def test_check_timezone_accepts_iana_names_and_refuses_others() -> None:
+    assert check_timezone("Europe/Paris") == "Europe/Paris"
+    with pytest.raises(UnknownTimezoneError, match="unknown time zone 'Mars/Olympus'"):
+        check_timezone("Mars/Olympus")
+
+
+def test_an_at_time_not_after_not_before_is_refused_on_the_zones_wall_clock() -> None:
+    # 09:30 in Tokyo is 00:30 UTC: at 01:00 UTC it has passed there, though 09:30 UTC has not.
+    now = utc(2026, 3, 1, 1, 0)
+    with pytest.raises(PastScheduleError, match=r"at\(2026-03-01T09:30:00\) is in the past") as excinfo:
+        parse_schedule_expression("at(2026-03-01T09:30:00)", "Asia/Tokyo", not_before=now)
+    assert "Asia/Tokyo" in str(excinfo.value) and "2026-03-01T10:00:00" in str(excinfo.value)
+    assert parse_schedule_expression("at(2026-03-01T09:30:00)", "UTC", not_before=now).next_fire(now) is not None
+    with pytest.raises(PastScheduleError, match=r"at\(2020-01-01T00:00:00\) is in the past"):
+        parse_schedule_expression("at(2020-01-01T00:00:00)", not_before=now)
+    with pytest.raises(PastScheduleError):  # "now" itself is not a time to come
+        parse_schedule_expression("at(2026-03-01T01:00:00)", not_before=now)
+
+
+def test_not_before_does_not_affect_rate_or_cron() -> None:
+    now = utc(2026, 3, 1)
+    for expression in ("rate(5 minutes)", "cron(0 8 * * ? 2020-2199)"):
+        assert parse_schedule_expression(expression, NEW_YORK, not_before=now).next_fire(now) is not None
 
 
 def test_unknown_time_zone_message_names_the_zone() -> None:

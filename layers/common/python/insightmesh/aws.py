@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import boto3
@@ -57,17 +58,32 @@ def client(service: str, *, timeouts: Timeouts = DEFAULT_TIMEOUTS, attempts: int
         return existing
 
 
+class _FromEnvironment:
+    """A ``Meta`` attribute read from the environment each time pynamodb reads it (a descriptor),
+    so a model binds its table when it is first used rather than when its module is imported."""
+
+    def __init__(self, read: Callable[[], str | None]) -> None:
+        self._read = read
+
+    def __get__(self, instance: object, owner: type | None = None) -> str | None:
+        return self._read()
+
+
 def model_meta(table_env: str, *, connect_timeout: int = 2, read_timeout: int = 5) -> Any:
     """The ``Meta`` of a pynamodb model whose table name is in environment variable ``table_env``.
 
-    ``table_env`` is kept on the Meta so the template consistency test can find the table that
-    the template binds to that variable.
+    The table name, region and endpoint (``AWS_ENDPOINT_URL``) are read when pynamodb reads them,
+    not at import: pynamodb rebuilds a model's cached connection whenever ``Meta.table_name`` no
+    longer matches the one it was made for, so a changed variable takes effect without reloading
+    any module. ``table_env`` is kept on the Meta so the template consistency test can find the
+    table that the template binds to that variable.
     """
+    default_name = f"insightmesh-{table_env.lower().replace('_', '-')}"
 
     class Meta:
-        table_name = os.environ.get(table_env, f"insightmesh-{table_env.lower().replace('_', '-')}")
-        region = aws_region()
-        host = os.environ.get("AWS_ENDPOINT_URL") or None
+        table_name = _FromEnvironment(lambda: os.environ.get(table_env, default_name))
+        region = _FromEnvironment(aws_region)
+        host = _FromEnvironment(lambda: os.environ.get("AWS_ENDPOINT_URL") or None)
         connect_timeout_seconds = connect_timeout
         read_timeout_seconds = read_timeout
         max_retry_attempts = 2

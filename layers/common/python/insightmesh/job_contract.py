@@ -4,8 +4,9 @@ A job type is a class with a ``name``, a pydantic ``Parameters`` model (validate
 created or updated, and again when it runs) and ``run(context) -> JobResult``. The runner gives
 it a :class:`JobContext`: the validated parameters, a deadline (``should_stop()``), progress
 reporting, a checkpoint that survives the run, a stored credential's access token
-(``credential_token()``), and ``step()`` to name what it is doing — the step
-is recorded with the error when the job raises.
+(``credential_token()``), ``step()`` to name what it is doing — the step
+is recorded with the error when the job raises — and ``warn()``: short warnings ("listed 0 users")
+recorded on the run and shown by the API, whatever the run's outcome.
 
 A job type raises to fail the run (the runner records the error type, message, traceback excerpt
 and step). It returns ``JobResult(complete=False)`` when it stopped because ``should_stop()``
@@ -67,6 +68,9 @@ class JobContext(Protocol):
     def step(self, name: str) -> None:
         """Name the current step ("fetch users.list page 3"); recorded if the job fails."""
 
+    def warn(self, message: str) -> None:
+        """A short warning for the admin ("listed 0 users"), recorded on the run whatever its outcome."""
+
     def should_stop(self) -> bool:
         """True when the Lambda deadline is near: save a checkpoint and return incomplete."""
 
@@ -78,7 +82,8 @@ class JobContext(Protocol):
         """The checkpoint an earlier, unfinished run of this job saved, if any."""
 
     def save_checkpoint(self, data: Mapping[str, Any]) -> None:
-        """Persist where the work is (JSON-serialisable); the next run continues from it."""
+        """Persist where the work is (JSON-serialisable); the next run continues from it. An empty
+        mapping clears the checkpoint: the next run starts over."""
 
     def credential_token(self, credential_id: str, *, required_scopes: Sequence[str]) -> str:
         """An access token of the stored credential ``credential_id`` holding ``required_scopes``.

@@ -16,8 +16,10 @@ Calls (``AGENTS_TABLE``; see :mod:`insightmesh.agents.catalog`):
 
 Rules: aliases are unique across every registered agent, deleted ones included (a deleted agent
 keeps its aliases, so restoring it can never clash), and an alias may not be another agent's
-name. System (built-in) agents can be neither disabled nor deleted (409). A deleted agent must
-be restored before it is edited, enabled or disabled (409).
+name. System (built-in) agents can be neither disabled nor deleted (409), but they can be
+restricted: ``visibility`` is editable on every agent except ``help``, which stays public (409)
+because it is how people learn which agents they may use and how to get access. A deleted agent
+must be restored before it is edited, enabled or disabled (409).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
 from insightmesh.admin.schemas import AgentOut, AgentPatch
-from insightmesh.agents.catalog import AGENT_KIND, AgentRecord, get_agent
+from insightmesh.agents.catalog import AGENT_KIND, ALWAYS_PUBLIC, PUBLIC, AgentRecord, get_agent
 from insightmesh.api.errors import ConflictError, NotFoundError, ValidationFailedError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
@@ -55,8 +57,7 @@ def agent_out(record: AgentRecord, *, counts: bool = True) -> AgentOut:
         description=record.description,
         aliases=list(record.aliases or []),
         is_system=record.is_system,
-        is_public=record.is_public,
-        requires_admin=record.requires_admin,
+        visibility=record.visibility,
         enabled=record.enabled,
         deleted=record.is_deleted,
         deleted_at=record.deleted_at,
@@ -134,10 +135,14 @@ def _commit_update(record: AgentRecord, actions: list[Action], *, after: AgentOu
 
 
 def update(name: str, patch: AgentPatch, *, actor: Principal, request_id: str) -> AgentOut:
-    """Change display name, description and/or aliases, if the agent is still at ``patch.version``."""
+    """Change display name, description, aliases and/or visibility, if the agent is still at
+    ``patch.version``."""
     record = require_agent(name)
     if record.is_deleted:
         raise ConflictError(f"agent {name!r} is deleted; restore it first")
+    if patch.visibility is not None and patch.visibility != PUBLIC and name in ALWAYS_PUBLIC:
+        raise ConflictError(f"{name} must stay public: it is how people learn which agents they may use and how "
+                            "to get access. Restrict the other agents instead.")
     if record.version != patch.version:
         raise ConflictError(f"agent {name!r} is at version {record.version}, not {patch.version}: "
                             "it was changed by someone else; reload and retry")
@@ -156,6 +161,9 @@ def update(name: str, patch: AgentPatch, *, actor: Principal, request_id: str) -
         _alias_guard(record, patch.aliases, tx)
         actions.append(AgentRecord.aliases.set(list(patch.aliases)))
         changes["aliases"] = list(patch.aliases)
+    if patch.visibility is not None:
+        actions.extend(AgentRecord.visibility_actions(patch.visibility))
+        changes["visibility"] = patch.visibility
     return _commit_update(record, actions, before=before, after=_changed(before, now, **changes),
                           action="agent.update", actor=actor, request_id=request_id, tx=tx)
 

@@ -10,8 +10,9 @@ from insightmesh.audit import log as audit_log
 
 
 def entry_out(entry: audit_log.AuditEntry) -> AuditEntryOut:
-    return AuditEntryOut(id=entry.sk, target=entry.target, at=entry.at, actor=entry.actor, actor_id=entry.actor_id,
-                         action=entry.action, outcome="denied" if entry.outcome == audit_log.DENIED else "allowed",
+    return AuditEntryOut(id=entry.sk, target=entry.target, target_label=entry.target_label, at=entry.at,
+                         actor=entry.actor, actor_id=entry.actor_id, action=entry.action,
+                         outcome="denied" if entry.outcome == audit_log.DENIED else "allowed",
                          reason=entry.reason, before=entry.before, after=entry.after, request_id=entry.request_id)
 
 

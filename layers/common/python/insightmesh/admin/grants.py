@@ -17,6 +17,12 @@ Calls:
   -1`` on the counter, the audit entry.
 
 So an agent's ``group_count``/``user_count`` always equal its grants made through this API.
+
+A user is named by id or by e-mail (``GrantIn.email``: the directory's e-mail lookup, 404 if there
+is none). A grant that would change nothing is refused with a 409 that says why and what to do
+(:func:`_refuse_no_op`): an allow on a ``public`` agent (everyone may use it already) or on an
+``admins`` agent (no one else may, whatever the grant), a deny on ``help`` (it must stay reachable
+to explain access), and the same effect and expiry as the grant that exists.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from pynamodb.expressions.condition import Condition
 
 from insightmesh.admin.agents import require_agent, target
 from insightmesh.admin.schemas import GrantIn, GrantOut
-from insightmesh.agents.catalog import AgentRecord
+from insightmesh.admin.users import no_such_user, require_person
+from insightmesh.agents.catalog import ADMINS, ALWAYS_PUBLIC, PUBLIC, AgentRecord
 from insightmesh.api.errors import ConflictError, NotFoundError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
@@ -122,29 +129,68 @@ def _unchanged(grant: Grant) -> Condition:
     return unchanged
 
 
+def _principal_of(body: GrantIn) -> tuple[PrincipalType, str]:
+    """Who the grant is for: a group or user by id as given, or the user an e-mail names (404)."""
+    if body.principal_id is not None and body.principal_type is not None:
+        return body.principal_type, body.principal_id
+    if body.user_id is not None:
+        return "user", body.user_id
+    return "user", str(require_person(user_id=None, email=body.email).user_id)
+
+
+def _refuse_no_op(agent: AgentRecord, body: GrantIn) -> None:
+    """409 for a grant that the agent's visibility makes pointless, saying why and what to do instead."""
+    name = agent.name
+    restrict = (f"set visibility to restricted to limit it to grants (PATCH /api/agents/{name} with "
+                f"{{\"visibility\": \"restricted\", \"version\": <version>}})")
+    if body.effect == "allow" and agent.visibility == PUBLIC:
+        raise ConflictError(f"{name} is public: {restrict}. As it is, every active user may use it, so an allow "
+                            "grant would change nothing.")
+    if body.effect == "allow" and agent.visibility == ADMINS:
+        raise ConflictError(f"{name} is for admins only: {restrict}; admins then need a grant too. As it is, an "
+                            "allow grant would let no one else use it.")
+    if body.effect == "deny" and name in ALWAYS_PUBLIC:
+        raise ConflictError(f"{name} cannot be denied: it must stay reachable to tell people which agents they may "
+                            "use and how to get access")
+
+
+def _refuse_duplicate(agent_name: str, body: GrantIn, path: str, existing: Grant | None) -> None:
+    """409 for the grant that exists already, with the same effect and expiry."""
+    if existing is not None and existing.effect == body.effect and existing.expires_at == body.expires_at:
+        until = f" until {existing.expires_at.isoformat()}" if existing.expires_at else ""
+        raise ConflictError(f"{path} already has this {body.effect} grant on {agent_name}{until}: nothing to "
+                            "change; send another effect or expires_at to change it, or DELETE "
+                            f"/api/agents/{agent_name}/grants/{path} to remove it")
+
+
 def put_grant(agent_name: str, body: GrantIn, *, actor: Principal, request_id: str) -> tuple[GrantOut, bool]:
     """Grant (or deny) an agent to a group or user; return the grant and whether it is new."""
     agent = require_agent(agent_name)
     if agent.is_deleted:
         raise ConflictError(f"agent {agent_name!r} is deleted; restore it first")
-    principal = stored_principal(body.principal_type, body.principal_id)
+    _refuse_no_op(agent, body)
+    principal_type, principal_id = _principal_of(body)
+    principal = stored_principal(principal_type, principal_id)
     existing = _get_grant(agent_name, principal)
+    _refuse_duplicate(agent_name, body, f"{principal_type}:{principal_id}", existing)
     now = utc_now()
     grant = Grant(agent_name, principal, effect=body.effect, expires_at=body.expires_at,
                   granted_by=actor.user_id, created_at=existing.created_at if existing else now)
     tx = Tx()
-    missing = NotFoundError(f"no {body.principal_type} {body.principal_id!r}")
-    if body.principal_type == "group":
-        tx.check(Group, body.principal_id, condition=Group.name.exists(), error=missing)
+    if principal_type == "group":
+        missing = NotFoundError(f"no group {principal_id!r}: list groups with GET /api/groups, or create one with "
+                                "POST /api/groups")
+        tx.check(Group, principal_id, condition=Group.name.exists(), error=missing)
     else:
-        tx.check(User, body.principal_id, condition=User.user_id.exists(), error=missing)
+        missing = no_such_user(principal_id)
+        tx.check(User, principal_id, condition=User.user_id.exists(), error=missing)
     agent_usable = AgentRecord.name.exists() & AgentRecord.deleted_at.does_not_exist()
     gone = ConflictError(f"agent {agent_name!r} was deleted meanwhile")
     raced = ConflictError("this grant was changed by someone else; reload and retry")
     if existing is None:
         tx.put(grant, condition=Grant.principal.does_not_exist(), error=raced)
         # Counters commute: no version condition (pynamodb still increments the version).
-        tx.update(agent, [_counter(body.principal_type).add(1)], condition=agent_usable, error=gone,
+        tx.update(agent, [_counter(principal_type).add(1)], condition=agent_usable, error=gone,
                   add_version_condition=False)
     else:
         tx.check(AgentRecord, agent_name, condition=agent_usable, error=gone)

@@ -15,8 +15,10 @@ Calls:
   them first, so no membership or grant is left pointing at nothing — then a transaction deleting
   the group, with the audit entry.
 * members: ``GetItem`` group, one ``Query(group_name)`` page, one ``BatchGetItem`` of the users.
-  Add: ``GetItem`` group and user, then a transaction (group still exists, ``PutItem`` membership
-  with ``attribute_not_exists`` — already a member is a 409 — audit entry). Remove: ``GetItem``
+  Add (a user named by ``user_id``, or by ``email``: the directory's e-mail lookup, a claim
+  ``GetItem`` or a ``Query by-email``): ``GetItem`` group and user, then a transaction (group
+  still exists, ``PutItem`` membership with ``attribute_not_exists`` — already a member is a 409
+  — audit entry). Remove: ``GetItem``
   group and membership, then a transaction (``DeleteItem``, audit entry).
 
 System groups cannot be changed, deleted, or have members added or removed by hand (409):
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 from insightmesh.admin.grants import grants_of
 from insightmesh.admin.schemas import GroupCreate, GroupDetail, GroupOut, GroupPatch, MemberIn, MemberOut
+from insightmesh.admin.users import require_person
 from insightmesh.api.errors import ConflictError, NotFoundError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
@@ -139,16 +142,16 @@ def members_page(name: str, *, limit: int, cursor: str | None) -> Page[MemberOut
 
 
 def add_member(name: str, body: MemberIn, *, actor: Principal, request_id: str) -> MemberOut:
+    """Add the user named by id or by e-mail (404, saying how to find people, if there is none)."""
     _changeable(name)
-    try:
-        user = User.get(body.user_id)
-    except User.DoesNotExist:
-        raise NotFoundError(f"no user {body.user_id!r}") from None
-    membership = Membership(name, body.user_id, added_at=utc_now(), added_by=actor.user_id)
+    user = require_person(user_id=body.user_id, email=body.email)
+    user_id = str(user.user_id)
+    membership = Membership(name, user_id, added_at=utc_now(), added_by=actor.user_id)
+    who = f"{user_id!r}" + (f" ({user.email})" if user.email else "")
     tx = Tx()
     tx.check(Group, name, condition=Group.name.exists(), error=NotFoundError(f"no group named {name!r}"))
     tx.put(membership, condition=Membership.user_id.does_not_exist(),
-           error=ConflictError(f"{body.user_id!r} is already a member of {name!r}"))
+           error=ConflictError(f"{who} is already a member of {name!r}"))
     after = _member_out(membership, user)
     tx.audit(audit_log.entry(actor=actor, action="group.member_add", target=target(name), after=after,
                              request_id=request_id))

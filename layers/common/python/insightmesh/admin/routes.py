@@ -60,6 +60,7 @@ from insightmesh.api.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from insightmesh.auth.guard import authenticate_admin, authenticate_scoped
 from insightmesh.auth.principal import Principal
 from insightmesh.auth.validation import authenticate_before_validation
+from insightmesh.knowledge import listing as knowledge_listing
 
 API_DESCRIPTION: Final = f"""The InsightMesh control plane: agents, grants, groups and members, users, the audit log.
 
@@ -89,6 +90,7 @@ TAGS: Final = [
     Tag(name="groups", description="Groups of users, and their members."),
     Tag(name="users", description="Directory users and admin rights."),
     Tag(name="audit", description="The audit log of admin actions, allowed and denied."),
+    Tag(name="knowledge", description="The documents of the knowledge base: who may read them, and their state."),
     Tag(name="me", description="The caller."),
 ]
 
@@ -141,8 +143,10 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
                            grants_next_cursor=page.next_cursor)
 
     @app.patch("/api/agents/<name>", summary="Edit an agent", tags=["agents"], security=SECURITY,
-               description="Display name, description and aliases. Send the version you read: a concurrent "
-                           "change is a 409. An alias used by another agent (as alias or name) is a 409.",
+               description="Display name, description, aliases and visibility (`public`, `admins` or "
+                           "`restricted`: only users and groups with an allow grant). Send the version you read: a "
+                           "concurrent change is a 409. An alias used by another agent (as alias or name) is a 409; "
+                           "`help` must stay public (409). Every change is audited.",
                responses=responses(200, "The agent after the change", 403, 404, 409))
     def patch_agent(name: AgentName, patch: Annotated[AgentPatch, Body()]) -> AgentOut:
         principal = admin("agent.update", agents.target(name))
@@ -185,8 +189,12 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
 
     @app.post("/api/agents/<name>/grants", summary="Grant or deny an agent to a group or user", tags=["grants"],
               security=SECURITY,
-              description="201 when the grant is new; 200 when it replaces the effect and expiry of an existing "
-                          "one. A deny beats any allow. The agent must not be deleted (409).",
+              description="Name the group or user with principal_type and principal_id, or a user by user_id or "
+                          "email alone (an unknown person is a 404). 201 when the grant is new; 200 when it replaces "
+                          "the effect and expiry of an existing one. A deny beats any allow. 409, saying what to do, "
+                          "when the agent is deleted or the grant would change nothing: an allow on a public agent "
+                          "(set visibility to restricted first) or an admins-only one, a deny on help, or the same "
+                          "effect and expiry again.",
               responses={**responses(201, "The grant, created", 403, 404, 409),
                          200: {"description": "The grant, replaced"}})
     def post_agent_grant(name: AgentName, grant: Annotated[GrantIn, Body()]) -> Response[GrantOut]:
@@ -241,7 +249,8 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
         return groups.members_page(name, limit=limit, cursor=cursor)
 
     @app.post("/api/groups/<name>/members", summary="Add a member", tags=["groups"], security=SECURITY,
-              status_code=201, description="Already a member, or a system group: 409. Unknown user: 404.",
+              status_code=201, description="The user by user_id or by email. Already a member, or a system group: "
+                                           "409. Unknown user: 404 (find people with GET /api/users?email=).",
               responses=responses(201, "The membership, created", 403, 404, 409))
     def add_group_member(name: GroupNamePath, member: Annotated[MemberIn, Body()]) -> MemberOut:
         principal = admin("group.member_add", groups.target(name))
@@ -304,6 +313,28 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
         admin("audit.read", "audit")
         return audit_view.list_page(target=target, start=start, end=end, action=action, actor=actor, limit=limit,
                                     cursor=cursor)
+
+    # -- knowledge --------------------------------------------------------------------------------
+
+    @app.get("/api/knowledge/documents", summary="List the knowledge base's documents", tags=["knowledge"],
+             security=SECURITY,
+             description="Each document's title, source, ACL, status, chunks, modified time and last error. "
+                         "Without source or status: failed documents first, then indexed ones, each by id. acl "
+                         "keeps the documents whose ACL holds that exact principal (group:sales is not "
+                         "group:sales@example.com). Ingests are in the audit log (action knowledge.ingest).",
+             responses=responses(200, "A page of documents", 403))
+    def list_knowledge_documents(
+        source: Annotated[str | None, Query(min_length=1, max_length=512,  # a key: at most 2,048 bytes
+                                            description="e.g. gdrive:<folder id> or local:<path>")] = None,
+        status: Annotated[knowledge_listing.Status | None, Query(description="indexed or failed")] = None,
+        acl: Annotated[str | None, Query(min_length=1, max_length=320,
+                                         description="One principal: anyone, domain:<domain>, user:<e-mail>, "
+                                                     "group:<group name> or group:<group e-mail>.")] = None,
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+    ) -> knowledge_listing.DocumentPage:
+        admin("knowledge.read", "knowledge:*")
+        return knowledge_listing.list_documents(source=source, status=status, acl=acl, limit=limit, cursor=cursor)
 
 
 __all__ = ["register_admin_routes"]

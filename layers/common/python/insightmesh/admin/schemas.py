@@ -11,9 +11,11 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
+from insightmesh.agents.catalog import Visibility
 from insightmesh.api.pagination import Page
+from insightmesh.directory.email_users import MAX_EMAIL_LENGTH, InvalidEmailError, valid_email
 
 NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{1,39}$"
 AGENT_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # = insightmesh.agents.catalog's rule
@@ -24,12 +26,28 @@ PRINCIPAL_PATTERN: Final = r"^(group:[a-z][a-z0-9_-]{1,39}|user:[A-Za-z0-9][A-Za
 MAX_ALIASES: Final = 10
 MAX_DISPLAY_NAME: Final = 80
 MAX_DESCRIPTION: Final = 500
+VISIBILITY_DESCRIPTION: Final = ("Who may use the agent: `public` (every active user), `admins` (admins only) or "
+                                 "`restricted` (only the users and groups with an allow grant). A deny grant always "
+                                 "wins.")
 
 GroupName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Alias = Annotated[str, StringConstraints(pattern=ALIAS_PATTERN)]
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
 DisplayName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_DISPLAY_NAME)]
 Description = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_DESCRIPTION)]
+
+
+def _email(value: str) -> str:
+    try:
+        return valid_email(value)
+    except InvalidEmailError as error:
+        raise ValueError(str(error)) from None
+
+
+# An address, normalised (trimmed, lower-cased) as the directory stores it.
+Email = Annotated[str, StringConstraints(min_length=3, max_length=MAX_EMAIL_LENGTH), AfterValidator(_email)]
+EMAIL_DESCRIPTION: Final = ("A user, by e-mail address: the directory user with that address (404 if there is "
+                            "none; find people with GET /api/users?email= or ?email_prefix=).")
 
 
 class _Request(BaseModel):
@@ -48,9 +66,9 @@ class AgentOut(_Response):
     display_name: str
     description: str
     aliases: list[str]
-    is_system: bool = Field(description="A built-in agent: cannot be disabled or deleted.")
-    is_public: bool
-    requires_admin: bool
+    is_system: bool = Field(description="A built-in agent: cannot be disabled or deleted (it can be restricted, "
+                                        "except help).")
+    visibility: Visibility = Field(description=VISIBILITY_DESCRIPTION)
     enabled: bool
     deleted: bool
     deleted_at: datetime | None
@@ -85,6 +103,18 @@ class AgentPatch(_Request):
     description: Description | None = None
     aliases: list[Alias] | None = Field(default=None, max_length=MAX_ALIASES,
                                         description="Replaces the aliases; unique across agents (409).")
+    visibility: Visibility | None = Field(default=None, description=VISIBILITY_DESCRIPTION + " `help` must stay "
+                                          "public (409): it tells people which agents they may use.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_flags(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for flag, meaning in (("is_public", "public"), ("requires_admin", "admins")):
+                if flag in data:
+                    raise ValueError(f"{flag} is replaced by visibility: send \"visibility\": \"{meaning}\", "
+                                     "\"admins\" or \"restricted\" (only users and groups with an allow grant)")
+        return data
 
     @field_validator("aliases")
     @classmethod
@@ -95,14 +125,28 @@ class AgentPatch(_Request):
 
     @model_validator(mode="after")
     def _something(self) -> AgentPatch:
-        if self.display_name is None and self.description is None and self.aliases is None:
-            raise ValueError("nothing to change: give display_name, description or aliases")
+        if (self.display_name is None and self.description is None and self.aliases is None
+                and self.visibility is None):
+            raise ValueError("nothing to change: give display_name, description, aliases or visibility")
         return self
 
 
 class GrantIn(_Request):
-    principal_type: Literal["group", "user"]
-    principal_id: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    """Who: ``principal_type`` and ``principal_id`` (a group's name or a user's id), or a user by
+    ``user_id`` or ``email`` alone — exactly one of ``principal_id``, ``user_id`` and ``email``."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"principal_type": "group", "principal_id": "sales", "effect": "allow"},
+        {"email": "ada@example.com", "effect": "allow"},
+        {"user_id": "U0ADA", "effect": "deny", "expires_at": "2030-01-01T00:00:00Z"},
+    ]})
+
+    principal_type: Literal["group", "user"] | None = Field(
+        default=None, description="Required with principal_id; implied (user) by user_id or email.")
+    principal_id: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = Field(
+        default=None, description="The group's name, or the user's id.")
+    user_id: UserId | None = Field(default=None, description="A user, by directory user id.")
+    email: Email | None = Field(default=None, description=EMAIL_DESCRIPTION)
     effect: Literal["allow", "deny"] = "allow"
     expires_at: datetime | None = Field(default=None, description="Ignored after this time (UTC if no offset).")
 
@@ -121,6 +165,17 @@ class GrantIn(_Request):
 
     @model_validator(mode="after")
     def _principal_id(self) -> GrantIn:
+        named = [field for field in ("principal_id", "user_id", "email") if getattr(self, field) is not None]
+        if len(named) != 1:
+            raise ValueError("name who the grant is for once: principal_type with principal_id, or user_id, "
+                             "or email")
+        if self.principal_id is None:
+            if self.principal_type == "group":
+                raise ValueError(f"{named[0]} names a user: give principal_type user (or leave it out), or "
+                                 "principal_id for a group")
+            return self
+        if self.principal_type is None:
+            raise ValueError("principal_type (group or user) is required with principal_id")
         pattern = NAME_PATTERN if self.principal_type == "group" else USER_ID_PATTERN
         if not re.fullmatch(pattern, self.principal_id):
             raise ValueError(f"principal_id of a {self.principal_type} must match {pattern}")
@@ -152,7 +207,18 @@ class GroupPatch(_Request):
 
 
 class MemberIn(_Request):
-    user_id: UserId
+    """The user to add, by ``user_id`` or by ``email`` (exactly one)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"email": "ada@example.com"}, {"user_id": "U0ADA"}]})
+
+    user_id: UserId | None = Field(default=None, description="The directory user id.")
+    email: Email | None = Field(default=None, description=EMAIL_DESCRIPTION)
+
+    @model_validator(mode="after")
+    def _one(self) -> MemberIn:
+        if (self.user_id is None) == (self.email is None):
+            raise ValueError("give the user_id or the email of the user to add (exactly one)")
+        return self
 
 
 class MemberOut(_Response):
@@ -196,6 +262,8 @@ class AdminFlagIn(_Request):
 class AuditEntryOut(_Response):
     id: str = Field(description="The entry's sort key: <timestamp>#<uuid>.")
     target: str
+    target_label: str | None = Field(default=None, description="Who or what the target is, for people: a user's "
+                                                               "e-mail next to user:<id> (null when not recorded).")
     at: datetime
     actor: str
     actor_id: str

@@ -20,6 +20,8 @@ bootstrapped outside the API.
 
 from __future__ import annotations
 
+from typing import Final
+
 from insightmesh.admin.schemas import MeOut, UsableAgent, UserDetail, UserOut
 from insightmesh.agents.catalog import list_agents
 from insightmesh.api.errors import ConflictError, NotFoundError, ValidationFailedError
@@ -27,6 +29,7 @@ from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
 from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
+from insightmesh.directory.email_users import find_user_by_email
 from insightmesh.directory.models import Membership, User, email_initial, normalize_email
 from insightmesh.directory.permissions import agents_usable_by
 from insightmesh.directory.users import ALL_USERS
@@ -43,11 +46,35 @@ def user_out(user: User) -> UserOut:
                    last_synced_at=user.last_synced_at, version=user.version)
 
 
+FIND_USERS: Final = "find people with GET /api/users?email=<address> (or ?email_prefix=<start>)"
+
+
+def no_such_user(user_id: str) -> NotFoundError:
+    """The 404 for an unknown user id, saying how to find people (and how to name one by e-mail,
+    when the id looks like an address)."""
+    by_email = f"; to name someone by e-mail, send {{\"email\": \"{user_id}\"}}" if "@" in user_id else ""
+    return NotFoundError(f"no user {user_id!r}: {FIND_USERS}{by_email}")
+
+
 def require_user(user_id: str) -> User:
     try:
         return User.get(user_id)
     except User.DoesNotExist:
-        raise NotFoundError(f"no user {user_id!r}") from None
+        raise no_such_user(user_id) from None
+
+
+def require_person(*, user_id: str | None, email: str | None) -> User:
+    """The user named by ``user_id`` or by ``email`` (exactly one is given; the address already
+    validated): one GetItem by id; by address, the directory's e-mail lookup (the claim, else the
+    ``by-email`` index, then the user). 404, saying how to find people, if there is none."""
+    if user_id is not None:
+        return require_user(user_id)
+    assert email is not None  # the request models require one of the two
+    user = find_user_by_email(email)
+    if user is None:
+        raise NotFoundError(f"no user with e-mail {email}: people are in the directory once they have talked to "
+                            f"the assistant, signed in, or been synced from Slack or Google; {FIND_USERS}")
+    return user
 
 
 def list_page(*, limit: int, cursor: str | None, email: str | None = None,

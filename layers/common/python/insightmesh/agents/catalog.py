@@ -4,6 +4,16 @@ Built-in agents are described in code by :class:`AgentDefinition` and written to
 :func:`seed_agents`; from then on the registry record belongs to the admins (display name,
 description, aliases, visibility, enabled, deleted) and seeding never overwrites their edits.
 
+**Visibility** (:data:`VISIBILITIES`) says who may use an agent: ``public`` (every active user),
+``admins`` (admins only) or ``restricted`` (only the users and groups with an allow grant); a
+deny grant always wins (:mod:`insightmesh.directory.permissions`). It is stored as the item's
+``visibility``. Records written before it existed carry only the booleans ``is_public`` and
+``requires_admin``: :func:`visibility_from_flags` maps them (``requires_admin`` → ``admins``,
+else ``is_public`` → ``public``, else ``restricted``), on read and, once, in storage by
+:func:`migrate_visibility` (run by :func:`seed_agents`, conditional on ``visibility`` being
+absent, so an admin's choice is never overwritten). The booleans are still written, derived from
+``visibility``, for readers that predate it; nothing decides on them.
+
 ``AGENTS_TABLE`` — :class:`AgentRecord`, hash ``name``; GSI ``by-kind`` (hash ``kind``, range
 ``name``, ALL). Access patterns:
 
@@ -12,6 +22,8 @@ description, aliases, visibility, enabled, deleted) and seeding never overwrites
   DynamoDB past 1 MB): :func:`list_agents` — the router and the help listing. Every record has
   ``kind = "agent"``; the index exists so that listing never needs a Scan.
 * ``BatchGetItem(names)`` then ``PutItem`` with ``attribute_not_exists(name)``: :func:`seed_agents`.
+* ``Query by-kind`` then ``UpdateItem`` with ``attribute_not_exists(visibility)`` per record that
+  lacks it: :func:`migrate_visibility` (deploy time, from :func:`seed_agents`).
 * ``UpdateItem`` with the ``version`` condition: admin edits (optimistic locking).
 * ``UpdateItem`` ``ADD group_count|user_count :n`` in the transaction that adds or removes a
   grant (insightmesh.admin.grants): the agent list shows counts without reading grants.
@@ -23,7 +35,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Final
+from typing import Final, Literal, get_args
 
 from pynamodb.attributes import (
     BooleanAttribute,
@@ -33,15 +45,42 @@ from pynamodb.attributes import (
     UTCDateTimeAttribute,
     VersionAttribute,
 )
+from pynamodb.exceptions import UpdateError
+from pynamodb.expressions.update import Action
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
-from insightmesh.aws import model_meta, put_if_absent
+from insightmesh.aws import condition_failed, model_meta, put_if_absent
 from insightmesh.clock import utc_now
 from insightmesh.observability import get_logger
 
 AGENT_KIND: Final = "agent"
 AGENT_NAME_PATTERN: Final = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+
+Visibility = Literal["public", "admins", "restricted"]
+VISIBILITIES: Final[tuple[Visibility, ...]] = get_args(Visibility)
+PUBLIC: Final[Visibility] = "public"
+ADMINS: Final[Visibility] = "admins"
+RESTRICTED: Final[Visibility] = "restricted"
+HELP_AGENT: Final = "help"
+# Agents that must stay public: ``help`` explains who may use what and how to get access.
+ALWAYS_PUBLIC: Final = frozenset({HELP_AGENT})
+
+
+def visibility_from_flags(is_public: bool | None, requires_admin: bool | None) -> Visibility:
+    """The visibility of a record written before ``visibility`` existed (the migration's mapping).
+
+    ``requires_admin`` used to deny every non-admin whatever else held, so it maps to ``admins``
+    (with or without ``is_public``: an admin-only agent that also needed a grant for admins
+    becomes usable by every admin — never by anyone else)."""
+    if requires_admin:
+        return ADMINS
+    return PUBLIC if is_public else RESTRICTED
+
+
+def visibility_flags(visibility: Visibility) -> dict[str, bool]:
+    """The derived booleans written next to ``visibility`` for readers that predate it."""
+    return {"is_public": visibility == PUBLIC, "requires_admin": visibility == ADMINS}
 
 
 class AgentsByKind(GlobalSecondaryIndex["AgentRecord"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
@@ -65,6 +104,10 @@ class AgentRecord(Model):
     # pynamodb types `of` as the element value type, not the attribute class it takes.
     aliases: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, default=list)  # type: ignore[arg-type]
     is_system = BooleanAttribute(default=False)
+    # Who may use the agent (see the module docstring); unset on records older than the field,
+    # read through :attr:`visibility`.
+    visibility_setting = UnicodeAttribute(attr_name="visibility", null=True)
+    # Legacy, derived from ``visibility`` on every write; read only to map records that lack it.
     is_public = BooleanAttribute(default=False)
     requires_admin = BooleanAttribute(default=False)
     enabled = BooleanAttribute(default=True)
@@ -84,6 +127,22 @@ class AgentRecord(Model):
     def is_deleted(self) -> bool:
         return self.deleted_at is not None
 
+    @property
+    def visibility(self) -> Visibility:
+        """Who may use the agent: the stored ``visibility``, else the mapping of the legacy flags.
+        An unknown stored value reads as ``restricted`` (fail closed)."""
+        stored = self.visibility_setting
+        if stored is None:
+            return visibility_from_flags(self.is_public, self.requires_admin)
+        return stored if stored in VISIBILITIES else RESTRICTED
+
+    @staticmethod
+    def visibility_actions(visibility: Visibility) -> list[Action]:
+        """The UpdateItem actions that set ``visibility`` (and its derived legacy flags)."""
+        flags = visibility_flags(visibility)
+        return [AgentRecord.visibility_setting.set(visibility), AgentRecord.is_public.set(flags["is_public"]),
+                AgentRecord.requires_admin.set(flags["requires_admin"])]
+
     def answers_to(self, word: str) -> bool:
         """Whether ``word`` (already normalised by :func:`normalize_agent_word`) names this agent."""
         return word == self.name.casefold() or any(word == alias.casefold() for alias in self.aliases or ())
@@ -98,12 +157,15 @@ class AgentDefinition:
     description: str
     aliases: tuple[str, ...] = ()
     is_system: bool = True
-    is_public: bool = False
-    requires_admin: bool = False
+    visibility: Visibility = RESTRICTED  # the seeded default; admins change it afterwards
 
     def __post_init__(self) -> None:
         if not AGENT_NAME_PATTERN.match(self.name):
             raise ValueError(f"agent name {self.name!r} must match {AGENT_NAME_PATTERN.pattern}")
+        if self.visibility not in VISIBILITIES:
+            raise ValueError(f"visibility of {self.name!r} must be one of {', '.join(VISIBILITIES)}")
+        if self.name in ALWAYS_PUBLIC and self.visibility != PUBLIC:
+            raise ValueError(f"agent {self.name!r} must be public")
 
     def to_record(self, now: datetime) -> AgentRecord:
         return AgentRecord(
@@ -113,8 +175,8 @@ class AgentDefinition:
             description=self.description,
             aliases=list(self.aliases),
             is_system=self.is_system,
-            is_public=self.is_public,
-            requires_admin=self.requires_admin,
+            visibility_setting=self.visibility,
+            **visibility_flags(self.visibility),
             enabled=True,
             created_at=now,
             updated_at=now,
@@ -129,16 +191,19 @@ class SeedReport:
     unchanged: list[str] = field(default_factory=list)
     # Existing built-ins whose ``is_system`` flag had been cleared and was set back to True.
     updated: list[str] = field(default_factory=list)
+    # Records written before ``visibility`` existed, given the visibility their flags meant.
+    migrated: list[str] = field(default_factory=list)
 
 
 def seed_agents(definitions: Sequence[AgentDefinition]) -> SeedReport:
     """Create the agents of ``definitions`` that are missing; idempotent and safe to run concurrently.
 
     An existing record keeps every admin-editable field (display name, description, aliases,
-    is_public, requires_admin, enabled, deleted_at — a deleted built-in stays deleted); the only
-    thing seeding enforces on it is ``is_system = True`` for a built-in. Calls: one
+    visibility, enabled, deleted_at — a deleted built-in stays deleted); the only thing seeding
+    enforces on it is ``is_system = True`` for a built-in. A record that predates ``visibility``
+    gets the one its flags meant (:func:`migrate_visibility`), never the definition's. Calls: one
     ``BatchGetItem`` (per 100 agents), then one conditional ``PutItem`` per missing agent and one
-    ``UpdateItem`` per built-in that lost its ``is_system`` flag.
+    ``UpdateItem`` per built-in that lost its ``is_system`` flag; then :func:`migrate_visibility`.
     """
     names = [definition.name for definition in definitions]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -169,7 +234,33 @@ def seed_agents(definitions: Sequence[AgentDefinition]) -> SeedReport:
             logger.info("built-in agent marked as system again", extra={"agent": definition.name})
         else:
             report.unchanged.append(definition.name)
+    report.migrated = migrate_visibility()
     return report
+
+
+def migrate_visibility() -> list[str]:
+    """Give every record that lacks ``visibility`` the one its legacy flags mean; return their names.
+
+    One ``Query by-kind`` (deleted agents included), then one ``UpdateItem`` per record to migrate,
+    conditional on ``visibility`` still being absent: an admin who set it meanwhile wins, and a
+    second run changes nothing. No version condition (the mapping keeps the meaning), but the
+    version is incremented, as for any change."""
+    migrated: list[str] = []
+    for record in AgentRecord.by_kind.query(AGENT_KIND):
+        if record.visibility_setting is not None:
+            continue
+        visibility = visibility_from_flags(record.is_public, record.requires_admin)
+        try:
+            record.update(actions=[*AgentRecord.visibility_actions(visibility), AgentRecord.updated_at.set(utc_now())],
+                          condition=AgentRecord.name.exists() & AgentRecord.visibility_setting.does_not_exist(),
+                          add_version_condition=False)
+        except UpdateError as error:
+            if not condition_failed(error):
+                raise
+            continue  # set meanwhile (by an admin or another seeder): theirs stands
+        migrated.append(record.name)
+        get_logger().info("agent visibility migrated", extra={"agent": record.name, "visibility": visibility})
+    return migrated
 
 
 def list_agents(*, include_deleted: bool = False) -> list[AgentRecord]:

@@ -86,7 +86,7 @@ class InsightMeshResolver(APIGatewayHttpResolver):
                  "type": str(item.get("type", ""))}
                 for item in error.errors()
             ]
-            return self.error(422, "validation_error", "the request is not valid", details=details)
+            return self.error(422, "validation_error", validation_summary(details), details=details)
 
         @self.exception_handler(ServiceError)
         def _service_error(error: ServiceError) -> Response[Any]:
@@ -228,6 +228,21 @@ ENVELOPE_SCHEMA: dict[str, Any] = {
 _BODY_ERRORS = {"400": "The body is not valid UTF-8 JSON.", "413": "The body is too large.",
                 "415": "The body is not application/json.", "422": "The request is not valid."}
 _PARAMETER_ERRORS = {"422": "The request is not valid."}
+
+
+def validation_summary(details: list[dict[str, Any]]) -> str:
+    """The envelope's one-line message for a 422: the first problem, named by its field, so a client
+    (or the console, or a person reading curl's output) sees what to fix without reading details.
+
+    ``loc`` starts with where the value was (``body``, ``query``, ``path``); the field follows.
+    Pydantic prefixes a validator's own message with "Value error, ", which says nothing here."""
+    if not details:
+        return "the request is not valid"
+    first = details[0]
+    where = [part for part in first["loc"][1:] if part] or list(first["loc"][:1])
+    message = first["msg"].removeprefix("Value error, ")
+    more = f" (and {len(details) - 1} more problem{'s' if len(details) > 2 else ''})" if len(details) > 1 else ""
+    return f"the request is not valid: {'.'.join(where)}: {message}{more}"
 
 
 def complete_openapi(document: dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,8 @@
 ``before`` and ``after`` are stored as JSON after :func:`insightmesh.observability.redact`:
 secret-looking fields and token-like values are masked and e-mail addresses shortened, so the log
 never holds a secret. ``actor`` is the principal's label (e-mail or user id), ``actor_id`` its
-user id (``"system"`` when no principal acted).
+user id (``"system"`` when no principal acted). ``target_label`` says who or what the target is for
+a reader of the log (a user's e-mail next to ``user:<id>``); the key stays the id.
 """
 
 from __future__ import annotations
@@ -104,6 +105,7 @@ class AuditEntry(Model):
 
     target = UnicodeAttribute(hash_key=True)
     sk = UnicodeAttribute(range_key=True)  # "<timestamp>#<uuid4>"
+    target_label = UnicodeAttribute(null=True)  # who or what ``target`` is, e.g. a user's e-mail
     day = UnicodeAttribute()  # YYYY-MM-DD (UTC) of ``at``: the by-day key
     at = UTCDateTimeAttribute()
     actor = UnicodeAttribute()  # e-mail or user id of the principal, or "system"
@@ -153,6 +155,7 @@ def entry(
     reason: str | None = None,
     request_id: str,
     at: datetime | None = None,
+    target_label: str | None = None,
 ) -> AuditEntry:
     """An audit entry, not yet written: pass it to a transaction with ``AuditEntry.put_condition()``
     (or use :func:`record`). ``before``/``after`` are redacted here."""
@@ -164,6 +167,7 @@ def entry(
     return AuditEntry(
         target,
         f"{timestamp(moment)}#{uuid.uuid4()}",
+        target_label=target_label or None,
         day=moment.strftime("%Y-%m-%d"),
         at=moment,
         actor=actor.label if actor is not None else SYSTEM_ACTOR,
@@ -187,10 +191,11 @@ def record(
     outcome: str = ALLOWED,
     reason: str | None = None,
     request_id: str,
+    target_label: str | None = None,
 ) -> AuditEntry:
     """Write one audit entry (one conditional PutItem) and return it."""
     item = entry(actor=actor, action=action, target=target, before=before, after=after,
-                 outcome=outcome, reason=reason, request_id=request_id)
+                 outcome=outcome, reason=reason, request_id=request_id, target_label=target_label)
     item.save(condition=AuditEntry.put_condition())
     return item
 

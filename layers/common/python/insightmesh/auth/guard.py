@@ -46,6 +46,8 @@ READ_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS"})
 READ_SCOPE: Final = "admin:read"
 WRITE_SCOPE: Final = "admin:write"
 WWW_AUTHENTICATE: Final = 'Bearer realm="insightmesh"'
+BEARER_HOW_TO: Final = ("the Authorization header is not a Bearer token: send Authorization: Bearer <token> "
+                        "(an API token from `insightmesh token create`)")
 
 
 def _now() -> float:
@@ -71,13 +73,14 @@ def cookie_header(event: Mapping[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
-def _unauthorized(app: InsightMeshResolver, reason: str, *, invalid_token: bool = False) -> UnauthorizedError:
+def _unauthorized(app: InsightMeshResolver, reason: str, *, invalid_token: bool = False,
+                  message: str | None = None) -> UnauthorizedError:
     app.logger.info("request refused: not authenticated",
                     extra={"reason": reason, "source_ip": source_ip(app.current_event.raw_event),
                            "path": app.current_event.path})
     challenge = WWW_AUTHENTICATE + (', error="invalid_token"' if invalid_token else "")
-    return UnauthorizedError("authentication required" if not invalid_token else "the credentials are not valid",
-                             headers={"WWW-Authenticate": challenge})
+    default = "authentication required" if not invalid_token else "the credentials are not valid"
+    return UnauthorizedError(message or default, headers={"WWW-Authenticate": challenge})
 
 
 def _active_user(user_id: str) -> User | None:
@@ -111,7 +114,9 @@ def _from_bearer(app: InsightMeshResolver, authorization: str) -> Principal:
 
     scheme, _, credential = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not credential.strip():
-        raise _unauthorized(app, "unsupported authorization scheme", invalid_token=True)
+        # Never echo the header: a token sent without its prefix is still a secret.
+        raise _unauthorized(app, "unsupported authorization scheme", invalid_token=True,
+                            message=BEARER_HOW_TO)
     token = verify_token(credential.strip())
     if token is None:
         raise _unauthorized(app, "unknown, revoked, expired or malformed api token", invalid_token=True)

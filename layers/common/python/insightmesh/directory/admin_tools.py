@@ -21,7 +21,7 @@ def make_admin(email: str, *, actor: str) -> tuple[User, bool]:
         return user, False
     before = {"is_admin": bool(user.is_admin), "is_active": bool(user.is_active)}
     user.update(actions=[User.is_admin.set(True), User.is_active.set(True)])
-    audit_cli(action="user.bootstrap_admin", target=f"user:{user.user_id}", before=before,
+    audit_cli(action="user.bootstrap_admin", target=f"user:{user.user_id}", target_label=user.email, before=before,
               after={"is_admin": True, "is_active": True}, actor=actor)
     return user, True
 
@@ -37,8 +37,10 @@ class CliActor:
         return self.user_id
 
 
-def audit_cli(*, action: str, target: str, actor: str, before: Any = None, after: Any = None) -> None:
+def audit_cli(*, action: str, target: str, actor: str, before: Any = None, after: Any = None,
+              target_label: str | None = None) -> None:
+    """Record what a CLI command did; ``target_label`` names the target for people (a user's e-mail)."""
     from insightmesh.audit.log import record
 
     record(actor=CliActor(actor), action=action, target=target, before=before, after=after,
-           request_id=f"cli-{uuid.uuid4()}")
+           request_id=f"cli-{uuid.uuid4()}", target_label=target_label)

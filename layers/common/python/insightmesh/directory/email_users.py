@@ -42,6 +42,14 @@ class InvalidEmailError(ValueError):
     pass
 
 
+class UnknownEmailError(LookupError):
+    """No user has this address (and none was to be created)."""
+
+    def __init__(self, email: str) -> None:
+        super().__init__(f"no user with e-mail {email}")
+        self.email = email
+
+
 def valid_email(email: str | None) -> str:
     """``email`` normalised (trimmed, lower-cased); InvalidEmailError if it is not an address."""
     normalized = normalize_email(email)
@@ -80,7 +88,7 @@ def find_or_create_user_by_email(email: str, *, create: bool = True, display_nam
                                  real_name: str | None = None, primary_provider: str = EMAIL_PROVIDER,
                                  added_by: str = EMAIL_PROVIDER) -> User:
     """The user with ``email``, created (active, not an admin, in ``all_users``) if there is none
-    and ``create``; LookupError if there is none and not ``create``. ``display_name`` defaults to
+    and ``create``; UnknownEmailError (a LookupError) if there is none and not ``create``. ``display_name`` defaults to
     the address's local part; ``primary_provider`` and ``added_by`` (of the membership) say who
     created it."""
     normalized = valid_email(email)
@@ -95,7 +103,7 @@ def find_or_create_user_by_email(email: str, *, create: bool = True, display_nam
         if user is not None:
             return user
     if not create:
-        raise LookupError(f"no user with e-mail {normalized}")
+        raise UnknownEmailError(normalized)
     now = utc_now()
     if claim is None:
         claim = _claim(key, normalized, now)

@@ -1,19 +1,21 @@
-"""May this user use this agent? Grants, groups and flags, evaluated fail-closed.
+"""May this user use this agent? Visibility, grants and groups, evaluated fail-closed.
 
+An agent's ``visibility`` is the one setting that says who may use it: ``public`` (every active
+user), ``admins`` (admins only) or ``restricted`` (only the users and groups with an allow grant).
 Rules, in order (the first that applies decides):
 
 1. the agent is missing, deleted or disabled → deny;
 2. the user is inactive → deny;
-3. the agent ``requires_admin`` and the user is not an admin → deny;
+3. the visibility is ``admins`` and the user is not an admin → deny;
 4. a deny grant for the user or for any group of the user (not expired) → deny — a deny always
-   beats an allow and beats ``is_public``;
-5. the agent ``is_public`` → allow;
-6. an allow grant for the user or for any group of the user (not expired) → allow;
+   beats an allow and beats the visibility;
+5. the visibility is ``public``, or ``admins`` (the user is one, by rule 3) → allow;
+6. (``restricted``) an allow grant for the user or for any group of the user (not expired) → allow;
 7. otherwise → deny ("not granted").
 
-Admins get no blanket pass: being an admin only satisfies rule 3; an admin still needs the agent
-to be public or granted (to them or a group of theirs), and is still subject to deny grants.
-A grant's ``effect`` is ``"allow"`` or ``"deny"``; any other value is treated as a deny.
+Admins get no blanket pass on a ``restricted`` agent: they need a grant like anyone else, and are
+subject to deny grants everywhere. A visibility this module does not know is treated as
+``restricted``; a grant's ``effect`` other than ``"allow"`` is treated as a deny.
 
 Data access of :func:`evaluate`: one ``Query`` of the agent's grants (``GRANTS_TABLE`` hash
 ``agent_name``) and, only when one of those grants names a group, one ``Query`` of the user's
@@ -52,15 +54,17 @@ class Granted(Protocol):
     def enabled(self) -> bool: ...
 
     @property
-    def requires_admin(self) -> bool: ...
-
-    @property
-    def is_public(self) -> bool: ...
+    def visibility(self) -> str: ...  # "public", "admins" or "restricted"
 
 
 G = TypeVar("G", bound=Granted)
 
 CHECK_FAILED: Final = "the permission check failed"
+# The values of ``Granted.visibility`` (insightmesh.agents.catalog.Visibility; the contexts do not
+# import each other).
+PUBLIC: Final = "public"
+ADMINS: Final = "admins"
+RESTRICTED: Final = "restricted"
 
 # What a failed read can raise: pynamodb wraps most botocore errors, but not all of them.
 _DATA_ERRORS: Final = (PynamoDBException, BotoCoreError, ClientError, AttributeDeserializationError)
@@ -141,7 +145,7 @@ def _static_decision(agent: Granted | None, user: User) -> Decision | None:
         return Decision(False, "the agent is disabled")
     if not user.is_active:
         return Decision(False, "the user is inactive")
-    if agent.requires_admin and not user.is_admin:
+    if agent.visibility == ADMINS and not user.is_admin:
         return Decision(False, "requires an admin")
     return None
 
@@ -159,8 +163,10 @@ def _decide(agent: Granted, user: User, grants: Iterable[Grant], groups: set[str
     denying_group = next((grant.group_name for grant in group_grants if grant.effect != ALLOW), None)
     if denying_group is not None:
         return Decision(False, f"denied by group {denying_group}")
-    if agent.is_public:
+    if agent.visibility == PUBLIC:
         return Decision(True, "public agent")
+    if agent.visibility == ADMINS:  # rule 3 let only admins this far
+        return Decision(True, "admins may use it")
     if user_grants:
         return Decision(True, "granted to this user")
     if group_grants:

@@ -56,7 +56,18 @@ paginated Queries (100 keys a page) that read only what is to be deactivated, ea
 by a consistent ``BatchGetItem`` (the GSI is eventually consistent) and written like a sync page.
 The per-item sort key spreads the index's writes across partitions. The sweep runs only when
 every page was processed, and not at all when the run saw no record (an empty provider answer
-deactivates no one). ``scope`` defaults to the provider type; pass the Slack team id for a
+deactivates no one).
+
+**Refusals** (``SyncReport.refusal``, a :class:`SyncRefusal` with the reason and the numbers; the
+job types raise :class:`SyncRefusedError` with it, so the run is recorded ``failed``). A run that
+saw no record is refused whatever else is asked: it counts the scope's active identities (one
+paginated ``Query`` of the index, ``Select=COUNT``) for the message and deactivates no one. With
+``max_deactivate_percent``, before the sweep deactivates anyone, the unseen identities are counted
+the same way (the sweep's two Queries, ``Select=COUNT``); if they are more than that percentage
+of the users the scope manages (those seen plus those unseen), rounded down, the sweep is refused
+and no one is deactivated. The bound is about the sweep — people the provider no longer lists;
+a record the provider itself reports inactive (a Google account suspended) is applied with its page.
+``scope`` defaults to the provider type; pass the Slack team id for a
 per-workspace ``users.list`` (``scope="T123"`` → ``sync_scope = "slack#T123"``), or one
 workspace's sweep would deactivate the other workspaces' users.
 
@@ -99,6 +110,7 @@ from insightmesh.directory.users import ALL_USERS, SLACK_PROVIDER, SYSTEM_ACTOR
 from insightmesh.observability import get_logger
 
 PAGE_LIMIT: Final = 100  # records per slice: the BatchGetItem key limit
+DEFAULT_MAX_DEACTIVATE_PERCENT: Final = 20  # the job types' default bound on one sweep
 # Users created by sync get new_user_id(identity_key) (uuid5, the one id scheme of email_users):
 # a retry recreates the same id.
 
@@ -142,6 +154,45 @@ class ResumeToken:
 
 
 @dataclass(frozen=True)
+class SyncRefusal:
+    """Why a run deactivated no one although it was asked to sweep (module docstring)."""
+
+    reason: str  # "listed 0 users" or "would deactivate 9 of 10 users"
+    listed: int  # records this run saw
+    managed: int  # active identities of the scope before the sweep, seen or not
+    to_deactivate: int  # active identities this run did not see
+    max_percent: float | None = None  # the bound, if one applied
+    allowed: int | None = None  # the most it could deactivate under the bound
+
+    def message(self, provider: str) -> str:
+        """The refusal as the run's error: what happened, the numbers, and what to do."""
+        if self.listed == 0:
+            return (f"{provider} listed 0 users: the sync stopped before deactivating anyone (it manages "
+                    f"{self.managed} active users). An empty answer is taken as a fault (wrong credential, "
+                    "scope or domain), never as everyone leaving: check the job's credential and parameters, "
+                    "then run it again")
+        share = round(100 * self.to_deactivate / self.managed) if self.managed else 100
+        return (f"{provider} listed {self.listed} users: the sync would deactivate {self.to_deactivate} of the "
+                f"{self.managed} users it manages ({share}%), more than max_deactivate_percent={self.max_percent:g} "
+                f"allows ({self.allowed}); it stopped before deactivating anyone. If they really left, raise "
+                "max_deactivate_percent for one run")
+
+    def summary(self) -> dict[str, object]:
+        return {"refused": self.reason, "listed": self.listed, "managed": self.managed,
+                "to_deactivate": self.to_deactivate, "max_deactivate_percent": self.max_percent,
+                "allowed_deactivations": self.allowed}
+
+
+class SyncRefusedError(RuntimeError):
+    """A directory sync that stopped before deactivating anyone (:class:`SyncRefusal`): the job
+    types raise it so that the run is recorded ``failed`` with the reason and the numbers."""
+
+    def __init__(self, refusal: SyncRefusal, provider: str) -> None:
+        super().__init__(refusal.message(provider))
+        self.refusal = refusal
+
+
+@dataclass(frozen=True)
 class SyncReport:
     provider_type: str
     sync_scope: str
@@ -150,6 +201,7 @@ class SyncReport:
     complete: bool
     swept: bool  # the deactivation sweep ran to its end
     resume_token: ResumeToken | None = None
+    refusal: SyncRefusal | None = None  # set: nobody was deactivated, and the job should fail
 
 
 def sync_users(
@@ -163,15 +215,18 @@ def sync_users(
     scope: str | None = None,
     start: SyncProgress | None = None,
     deactivate_missing: bool = True,
+    max_deactivate_percent: float | None = None,
 ) -> SyncReport:
     """Mirror ``pages`` of ``provider_type``'s users into the directory (see the module docstring).
 
     ``run_id`` names the run (no ``#``); reuse it to resume or retry. ``start`` carries the
     counters of the invocations before a resume. ``deactivate_missing=False`` skips the sweep
-    (for a partial listing).
+    (for a partial listing). ``max_deactivate_percent`` bounds the sweep (``None``: no bound);
+    a run that saw no record, or would sweep past the bound, returns a report with a ``refusal``.
     """
     return SyncRun(provider_type, run_id=run_id, now=now, scope=scope).run(
-        pages, checkpoint=checkpoint, should_stop=should_stop, start=start, deactivate_missing=deactivate_missing)
+        pages, checkpoint=checkpoint, should_stop=should_stop, start=start, deactivate_missing=deactivate_missing,
+        max_deactivate_percent=max_deactivate_percent)
 
 
 class SyncRun:
@@ -200,7 +255,10 @@ class SyncRun:
         should_stop: Callable[[], bool] | None = None,
         start: SyncProgress | None = None,
         deactivate_missing: bool = True,
+        max_deactivate_percent: float | None = None,
     ) -> SyncReport:
+        if max_deactivate_percent is not None and not 0 <= max_deactivate_percent <= 100:
+            raise ValueError(f"max_deactivate_percent must be 0-100, got {max_deactivate_percent}")
         progress = start or SyncProgress()
         remaining = iter(pages)
         while True:
@@ -213,12 +271,21 @@ class SyncRun:
             progress = progress + self.sync_page(page)
             if checkpoint is not None:
                 checkpoint(progress)
+        if progress.seen == 0:
+            active = self._count_active()
+            get_logger().warning("directory sync saw no user; nobody deactivated",
+                                 extra={"sync_scope": self.sync_scope, "run_id": self.run_id, "managed": active})
+            return self._report(progress, complete=True, swept=False, refusal=SyncRefusal(
+                "listed 0 users", listed=0, managed=active, to_deactivate=active if deactivate_missing else 0))
         if not deactivate_missing:
             return self._report(progress, complete=True, swept=False)
-        if progress.seen == 0:
-            get_logger().warning("directory sync saw no user; nobody deactivated",
-                                 extra={"sync_scope": self.sync_scope, "run_id": self.run_id})
-            return self._report(progress, complete=True, swept=False)
+        if max_deactivate_percent is not None:
+            refusal = self._over_bound(progress, max_deactivate_percent)
+            if refusal is not None:
+                get_logger().warning("directory sync would deactivate too many users; nobody deactivated",
+                                     extra={"sync_scope": self.sync_scope, "run_id": self.run_id,
+                                            "refusal": refusal.summary()})
+                return self._report(progress, complete=True, swept=False, refusal=refusal)
         for delta in self.sweep():
             progress = progress + delta
             if checkpoint is not None:
@@ -235,12 +302,28 @@ class SyncRun:
             progress = progress + self._sync_slice(page[offset:offset + PAGE_LIMIT])
         return progress
 
+    def _unseen(self) -> tuple[Condition, ...]:
+        """The index conditions of the scope's active identities this run did not mark."""
+        seen_from, seen_to = f"{self.run_id}#", f"{self.run_id}$"  # the marks of this run
+        return (Identity.sync_mark < seen_from, Identity.sync_mark >= seen_to)
+
+    def _count_active(self) -> int:
+        return Identity.by_sync_scope.count(self.sync_scope)
+
+    def _over_bound(self, progress: SyncProgress, max_percent: float) -> SyncRefusal | None:
+        """A refusal if the sweep would deactivate more than ``max_percent`` of the managed users."""
+        unseen = sum(Identity.by_sync_scope.count(self.sync_scope, condition) for condition in self._unseen())
+        managed = progress.seen + unseen
+        allowed = int(managed * max_percent / 100)
+        if unseen <= allowed:
+            return None
+        return SyncRefusal(f"would deactivate {unseen} of {managed} users", listed=progress.seen, managed=managed,
+                           to_deactivate=unseen, max_percent=max_percent, allowed=allowed)
+
     def sweep(self) -> Iterator[SyncProgress]:
         """Deactivate the scope's active identities this run did not see; yields counters per
         page of ≤ 100 identities."""
-        seen_from, seen_to = f"{self.run_id}#", f"{self.run_id}$"  # the marks of this run
-        unseen: tuple[Condition, ...] = (Identity.sync_mark < seen_from, Identity.sync_mark >= seen_to)
-        for condition in unseen:
+        for condition in self._unseen():
             keys: list[str] = []
             for stub in Identity.by_sync_scope.query(self.sync_scope, condition, page_size=PAGE_LIMIT):
                 keys.append(stub.identity_key)
@@ -294,11 +377,12 @@ class SyncRun:
         return plan.tally.freeze()
 
     def _report(self, progress: SyncProgress, *, complete: bool, swept: bool,
-                token: ResumeToken | None = None) -> SyncReport:
-        get_logger().info("directory sync " + ("finished" if complete else "stopped"),
+                token: ResumeToken | None = None, refusal: SyncRefusal | None = None) -> SyncReport:
+        get_logger().info("directory sync " + ("refused" if refusal else "finished" if complete else "stopped"),
                           extra={"sync_scope": self.sync_scope, "run_id": self.run_id, "swept": swept,
                                  "progress": {f.name: getattr(progress, f.name) for f in fields(progress)}})
-        return SyncReport(self.provider_type, self.sync_scope, self.run_id, progress, complete, swept, token)
+        return SyncReport(self.provider_type, self.sync_scope, self.run_id, progress, complete, swept, token,
+                          refusal)
 
 
 def _load_users(user_ids: set[str]) -> tuple[dict[str, User], set[str]]:

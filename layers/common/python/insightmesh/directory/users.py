@@ -8,7 +8,14 @@ user, each conditional or idempotent, so no orphan user can exist and any crash 
 repaired by the next message (an identity whose user is missing gets its membership and user
 written then).
 
-A known user costs two GetItems (identity, user) and no writes.
+A person the directory already knows by e-mail — an e-mail claim (``email#<address>``) written
+when an admin, the CLI, sign-in or a directory sync named them — is joined, not duplicated: the
+first contact's identity takes the claim's user (when it is active and still has the address, as
+the directory sync decides) and the user gets this Slack id. Only a member of the workspace is
+joined this way; a guest, a person of another workspace or a bot is never joined by address.
+
+A known user costs two GetItems (identity, user) and no writes; a first contact with an address
+one more GetItem (the claim), and one more (its user) when there is a claim.
 """
 
 from __future__ import annotations
@@ -76,7 +83,10 @@ def resolve_slack_user(team_id: str, slack_user_id: str, *, profile: ProfileFetc
     fetch = _ProfileOnce(profile)
     identity = _get_identity(key, consistent=False)
     if identity is None:
-        identity = _claim_identity(key, team_id, slack_user_id, fetch())
+        owner = _owner_by_email(team_id, fetch())
+        identity = _claim_identity(key, team_id, slack_user_id, fetch(), user_id=owner.user_id if owner else None)
+        if owner is not None and identity.user_id == owner.user_id:
+            return _add_slack_id(owner, team_id, slack_user_id)
     user = _get_user(identity.user_id, consistent=False)
     if user is None:
         user = _create_user(identity.user_id, team_id, slack_user_id, fetch())
@@ -128,13 +138,37 @@ def _get_user(user_id: str, *, consistent: bool) -> User | None:
         return None
 
 
-def _claim_identity(key: str, team_id: str, slack_user_id: str, info: SlackProfile | None) -> Identity:
-    """Write the identity with a new user id, or return the one a concurrent first contact wrote."""
+def _owner_by_email(team_id: str, info: SlackProfile | None) -> User | None:
+    """The active user an e-mail claim gives this workspace member's address, if any."""
+    email = normalize_email(info.email if info else None)
+    if info is None or email is None or info.is_bot or info.is_app_user or info.is_outsider(team_id):
+        return None
+    from insightmesh.directory.email_users import claim_key  # email_users imports this module
+
+    claim = _get_identity(claim_key(email), consistent=True)
+    owner = _get_user(str(claim.user_id), consistent=True) if claim is not None else None
+    if owner is None or not owner.is_active or owner.email != email:
+        return None
+    return owner
+
+
+def _add_slack_id(user: User, team_id: str, slack_user_id: str) -> User:
+    """Record the Slack id on a user that first contact joined (one UpdateItem)."""
+    user.update(actions=[User.slack_ids.set({**(user.slack_ids or {}), team_id: slack_user_id})])
+    get_logger().info("first contact joined the user its e-mail names", extra={"user_id": user.user_id,
+                                                                                "team_id": team_id})
+    return user
+
+
+def _claim_identity(key: str, team_id: str, slack_user_id: str, info: SlackProfile | None, *,
+                    user_id: str | None = None) -> Identity:
+    """Write the identity with ``user_id`` (a new one if None), or return the one a concurrent first
+    contact wrote."""
     identity = Identity(
         key,
         provider_type=SLACK_PROVIDER,
         provider_user_id=f"{team_id}:{slack_user_id}",
-        user_id=str(uuid.uuid4()),
+        user_id=user_id or str(uuid.uuid4()),
         provider_email=normalize_email(info.email if info else None),
         is_primary=True,
         is_active=True,

@@ -1,14 +1,19 @@
-"""Readiness: every DynamoDB table and SQS queue the stack declares, each checked with a timeout.
+"""Readiness: every DynamoDB table and SQS queue the stack declares, and the knowledge store, each
+checked with a timeout.
 
 The stack declares its resources to every function through environment variables (template
 ``Globals``): names ending in ``_TABLE`` are DynamoDB tables, ``_QUEUE_URL`` are SQS queues and
 ``_DLQ_URL`` are dead-letter queues. A consistency test holds that list against the template, so
-a table or queue added to the template without its variable fails the tests.
+a table or queue added to the template without its variable fails the tests. ``QDRANT_URL``, when
+set, is the knowledge store: Qdrant's ``GET /readyz`` (with the ``api-key`` header when
+``QDRANT_API_KEY`` is configured), one attempt under the same timeout as the other checks, never
+retried; unset (the embedded store of development), there is no server to check.
 
 boto3 is imported by the first readiness check, not at cold start (liveness never needs it).
 
 Per check: ``ok``; ``degraded`` (table not ACTIVE yet, or a DLQ holding messages: work failed);
-``down`` (unreachable, missing, or no answer within the timeout). Overall: the worst of them.
+``down`` (unreachable, missing, an answer other than 200 from the knowledge store, or no answer
+within the timeout). Overall: the worst of them.
 
 ``/health/ready`` is open, so :func:`cached_readiness` keeps the last report in process for
 ``READINESS_CACHE_SECONDS``: however often it is called, the AWS calls (one per resource) are made
@@ -27,11 +32,13 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Literal, TypedDict
+from urllib.parse import urlsplit
 
 from insightmesh.resilience import Timeouts
 
-ResourceKind = Literal["dynamodb_table", "sqs_queue", "sqs_dlq"]
+ResourceKind = Literal["dynamodb_table", "sqs_queue", "sqs_dlq", "knowledge_store"]
 READINESS_CACHE_SECONDS = 5.0
+KNOWLEDGE_STORE_VARIABLE = "QDRANT_URL"
 
 
 class CheckStatus(StrEnum):
@@ -70,7 +77,9 @@ def declared_resources(environ: Mapping[str, str] | None = None) -> list[Resourc
     for variable, value in sorted(environ.items()):
         if not value:
             continue
-        if variable.endswith("_DLQ_URL"):
+        if variable == KNOWLEDGE_STORE_VARIABLE:
+            found.append(Resource(variable, "knowledge_store", value))
+        elif variable.endswith("_DLQ_URL"):
             found.append(Resource(variable, "sqs_dlq", value))
         elif variable.endswith("_QUEUE_URL"):
             found.append(Resource(variable, "sqs_queue", value))
@@ -99,10 +108,43 @@ def _check_queue(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, s
     return CheckStatus.OK, f"{waiting} message(s) waiting"
 
 
+def _check_knowledge_store(resource: Resource, timeouts: Timeouts) -> tuple[CheckStatus, str]:
+    # The standard library's client: botocore has imported it already, so the first readiness
+    # check of a cold start imports no HTTP library of its own.
+    import http.client
+
+    from aws_lambda_powertools.utilities.parameters.exceptions import GetParameterError
+
+    from insightmesh.knowledge.settings import optional_secret
+
+    try:
+        api_key = optional_secret("QDRANT_API_KEY")
+    except GetParameterError:
+        return CheckStatus.DOWN, "QDRANT_API_KEY could not be read"
+    parts = urlsplit(resource.identifier)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return CheckStatus.DOWN, "QDRANT_URL is not an http(s) URL"
+    connection_type = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    connection = connection_type(parts.hostname, parts.port, timeout=max(timeouts.connect, timeouts.read))
+    try:
+        connection.request("GET", parts.path.rstrip("/") + "/readyz", headers={"api-key": api_key} if api_key else {})
+        response = connection.getresponse()
+        status = response.status
+        response.read(4096)  # a short answer ("all shards are ready"): read, so the server finishes cleanly
+    except (OSError, http.client.HTTPException) as error:
+        return CheckStatus.DOWN, type(error).__name__
+    finally:
+        connection.close()
+    if status == 200:
+        return CheckStatus.OK, "qdrant ready"
+    return CheckStatus.DOWN, f"qdrant answered HTTP {status} to /readyz"
+
+
 _CHECKS: dict[str, Callable[[Resource, Timeouts], tuple[CheckStatus, str]]] = {
     "dynamodb_table": _check_table,
     "sqs_queue": _check_queue,
     "sqs_dlq": _check_queue,
+    "knowledge_store": _check_knowledge_store,
 }
 
 
@@ -123,11 +165,19 @@ def _result(resource: Resource, status: CheckStatus, detail: str, started: float
     return {
         "name": resource.variable,
         "kind": resource.kind,
-        "resource": resource.identifier.rsplit("/", 1)[-1],
+        "resource": _shown(resource),
         "status": status.value,
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),
         "detail": detail,
     }
+
+
+def _shown(resource: Resource) -> str:
+    """What a report names: a table's or queue's name; the knowledge store's host and port only."""
+    if resource.kind == "knowledge_store":
+        parts = urlsplit(resource.identifier)
+        return parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else "qdrant"
+    return resource.identifier.rsplit("/", 1)[-1]
 
 
 def check_readiness(resources: list[Resource], *, timeout: float) -> Readiness:

@@ -12,7 +12,9 @@ for the next one, and the last run.
 ``TASK_RUNS_TABLE`` — :class:`TaskRun`, hash ``run_id``; GSIs ``by-job`` (``job_id``),
 ``by-status`` (``status``) and ``by-kind`` (``kind`` = ``"run"``: every run), each ranged by
 ``created_sort`` = ``"<UTC ISO created_at>#<run_id>"`` and listed newest first. TTL
-``expires_at``: a run is kept :data:`RUN_RETENTION_DAYS` days.
+``expires_at``: a run is kept :data:`RUN_RETENTION_DAYS` days. A run's ``warnings`` (short
+strings such as "listed 0 users", at most :data:`MAX_WARNINGS`) are what the job wanted an admin to
+see, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any, Final, Literal
 from pynamodb.attributes import (
     BooleanAttribute,
     JSONAttribute,
+    ListAttribute,
     MapAttribute,
     NumberAttribute,
     TTLAttribute,
@@ -39,6 +42,8 @@ from insightmesh.clock import utc_now
 JOB_KIND: Final = "job"
 RUN_KIND: Final = "run"
 RUN_RETENTION_DAYS: Final = 90
+MAX_WARNINGS: Final = 20
+MAX_WARNING_LENGTH: Final = 300
 
 RunStatus = Literal["queued", "running", "succeeded", "failed", "cancelled", "timed_out", "skipped"]
 RUN_STATUSES: Final[tuple[str, ...]] = ("queued", "running", "succeeded", "failed", "cancelled", "timed_out",
@@ -161,6 +166,7 @@ class TaskRun(Model):
     records_failed = NumberAttribute(default=0)
     summary = JSONAttribute(default=dict)
     error = RunError(null=True)  # type: ignore[no-untyped-call]  # untyped pynamodb MapAttribute init
+    warnings: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     resumed_from = UnicodeAttribute(null=True)  # the run whose checkpoint this run continued
     correlation_id = UnicodeAttribute(null=True)
     expires_at = TTLAttribute(null=True)

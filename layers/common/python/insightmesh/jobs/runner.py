@@ -20,7 +20,8 @@ recorded ``timed_out`` with its progress, and the next run continues from the ch
 
 **Outcome.** ``succeeded`` with counts and a summary; ``failed`` with the error type, message, a
 traceback excerpt and the step (messages and tracebacks redacted); ``timed_out``; ``skipped``;
-``cancelled`` (the job was deleted before a queued run started). A job's exception never fails
+``cancelled`` (the job was deleted before a queued run started). The warnings a job gave
+(``context.warn``) are recorded with any of its outcomes. A job's exception never fails
 the invocation (the run is recorded; retrying is the schedule's business); an infrastructure
 failure before the outcome is recorded does, so SQS or Scheduler retries it.
 """
@@ -48,7 +49,17 @@ from insightmesh.aws import LambdaContextLike, condition_failed, put_if_absent
 from insightmesh.clock import utc_now
 from insightmesh.job_contract import JobParameters, JobResult
 from insightmesh.jobs import schedules
-from insightmesh.jobs.models import FINISHED, RUN_KIND, Job, JobState, TaskRun, created_sort, retention
+from insightmesh.jobs.models import (
+    FINISHED,
+    MAX_WARNING_LENGTH,
+    MAX_WARNINGS,
+    RUN_KIND,
+    Job,
+    JobState,
+    TaskRun,
+    created_sort,
+    retention,
+)
 from insightmesh.jobs.registry import job_type
 from insightmesh.observability import bind_correlation_id, get_logger, redact, redact_text
 
@@ -85,6 +96,7 @@ class RunContext:
     _last_progress: float = field(default=0.0)
     _counts: tuple[int, int, int] = (0, 0, 0)
     _summary: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def job_id(self) -> str:
@@ -103,6 +115,13 @@ class RunContext:
 
     def step(self, name: str) -> None:
         self.current_step = name[:200]
+
+    def warn(self, message: str) -> None:
+        """Kept for the run's record (redacted, each once, at most MAX_WARNINGS), and logged."""
+        text = redact_text(" ".join(message.split()))[:MAX_WARNING_LENGTH]
+        logger.warning("job warning", extra={"job_id": self.job_id, "run_id": self.run_id, "warning": text})
+        if text and text not in self.warnings and len(self.warnings) < MAX_WARNINGS:
+            self.warnings.append(text)
 
     def should_stop(self) -> bool:
         return self.remaining_ms() <= self.margin_ms
@@ -127,11 +146,14 @@ class RunContext:
 
     def save_checkpoint(self, data: Mapping[str, Any]) -> None:
         value = json.loads(json.dumps(dict(data)))  # JSON-serialisable, and a copy
+        actions: list[Action] = [JobState.checkpoint.set(value), JobState.checkpoint_run_id.set(self.run_id),
+                                 JobState.checkpoint_at.set(utc_now())]
+        if not value:  # an empty checkpoint clears it: the next run starts over
+            actions = [JobState.checkpoint.remove(), JobState.checkpoint_run_id.remove(),
+                       JobState.checkpoint_at.remove()]
         JobState(self.job_id).update(
-            actions=[JobState.checkpoint.set(value), JobState.checkpoint_run_id.set(self.run_id),
-                     JobState.checkpoint_at.set(utc_now())],
-            condition=JobState.lease_run_id == self.run_id)  # a run that lost its lease writes nothing
-        self.checkpoint = value
+            actions=actions, condition=JobState.lease_run_id == self.run_id)  # a run that lost its lease writes nothing
+        self.checkpoint = value or None
 
 
 # -- entry points ------------------------------------------------------------------------------------
@@ -264,12 +286,13 @@ def _execute(job: Job, run: TaskRun, context: LambdaContextLike) -> None:
         logger.exception("job run failed", extra={"job_id": job.job_id, "run_id": run.run_id, "step": step_name})
         _finish(run, "failed", started=started, clock_start=clock_start,
                 counts=(processed, succeeded, failed), summary=ctx._summary if ctx is not None else {},
-                error=_error_record(error, step_name))
+                error=_error_record(error, step_name), warnings=ctx.warnings if ctx is not None else ())
         _release(job.job_id, run.run_id, "failed", keep_checkpoint=True)
         return
     if result.complete:
         _finish(run, "succeeded", started=started, clock_start=clock_start,
-                counts=(result.processed, result.succeeded, result.failed), summary=dict(result.summary))
+                counts=(result.processed, result.succeeded, result.failed), summary=dict(result.summary),
+                warnings=ctx.warnings if ctx is not None else ())
         _release(job.job_id, run.run_id, "succeeded", keep_checkpoint=False)
     else:
         seconds = round((ctx.margin_ms if ctx else 0) / 1000, 1)
@@ -277,7 +300,7 @@ def _execute(job: Job, run: TaskRun, context: LambdaContextLike) -> None:
                 counts=(result.processed, result.succeeded, result.failed), summary=dict(result.summary),
                 error={"type": "DeadlineApproaching", "step": ctx.current_step if ctx else None, "traceback": None,
                        "message": f"stopped {seconds} s before the Lambda deadline; the next run continues "
-                                  "from the saved checkpoint"})
+                                  "from the saved checkpoint"}, warnings=ctx.warnings if ctx is not None else ())
         _release(job.job_id, run.run_id, "timed_out", keep_checkpoint=True)
     logger.info("job run finished", extra={"job_id": job.job_id, "run_id": run.run_id,
                                             "complete": result.complete, "processed": result.processed})
@@ -343,7 +366,7 @@ def _error_record(error: BaseException, step: str | None) -> dict[str, Any]:
 
 def _finish(run: TaskRun, status: str, *, started: datetime | None, clock_start: float | None = None,
             counts: tuple[int, int, int] = (0, 0, 0), summary: Mapping[str, Any] | None = None,
-            error: dict[str, Any] | None = None) -> None:
+            error: dict[str, Any] | None = None, warnings: Sequence[str] = ()) -> None:
     finished = utc_now()
     actions: list[Action] = [TaskRun.status.set(status), TaskRun.finished_at.set(finished),
                TaskRun.records_processed.set(counts[0]), TaskRun.records_succeeded.set(counts[1]),
@@ -352,6 +375,8 @@ def _finish(run: TaskRun, status: str, *, started: datetime | None, clock_start:
         actions.append(TaskRun.duration_ms.set(int((time.monotonic() - clock_start) * 1000)))
     if error is not None:
         actions.append(TaskRun.error.set(error))
+    if warnings:
+        actions.append(TaskRun.warnings.set(list(warnings)))
     run.update(actions=actions)
     get_logger("job_runner").info("task run recorded", extra={"run_id": run.run_id, "job_id": run.job_id,
                                                                "status": status})

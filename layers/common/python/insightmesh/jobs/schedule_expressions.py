@@ -33,6 +33,11 @@ Semantics, following the AWS documentation:
     A one-off time on the wall clock of the schedule's time zone. An ambiguous time (clocks falling
     back) means its first occurrence; a time skipped by a spring-forward gap is moved forward by
     the length of the gap (e.g. 02:30 on a night when 02:00 becomes 03:00 fires at 03:30).
+    Given ``not_before`` (the API passes "now"), a time at or before it is refused
+    (:class:`PastScheduleError`): EventBridge Scheduler would fire a past ``at()`` at once.
+
+An unknown time zone raises :class:`UnknownTimezoneError` (also a :class:`ScheduleExpressionError`),
+whose message names the time zone rather than the expression.
 
 All fire times returned are timezone-aware UTC datetimes.
 """
@@ -48,11 +53,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterBadDateError, CroniterError, croniter  # type: ignore[import-untyped]
 
-__all__ = ["ScheduleExpression", "ScheduleExpressionError", "parse_schedule_expression"]
+__all__ = ["PastScheduleError", "ScheduleExpression", "ScheduleExpressionError", "UnknownTimezoneError",
+           "check_timezone", "parse_schedule_expression"]
 
 
 class ScheduleExpressionError(ValueError):
     """A schedule expression (or its time zone) is malformed; the message quotes the expression."""
+
+
+class UnknownTimezoneError(ScheduleExpressionError):
+    """The time zone is not an IANA name; the message names the time zone, not the expression."""
+
+
+class PastScheduleError(ScheduleExpressionError):
+    """An ``at()`` time that is not after ``not_before``: it would fire at once, or never."""
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -197,15 +211,27 @@ class ScheduleExpression:
 
 
 def parse_schedule_expression(
-    expression: str, timezone: str = "UTC", *, start: datetime | None = None
+    expression: str, timezone: str = "UTC", *, start: datetime | None = None, not_before: datetime | None = None
 ) -> ScheduleExpression:
     """Validate ``expression`` and return it ready for evaluation.
 
     ``timezone`` is an IANA name used for ``cron()`` and ``at()``; ``start`` (timezone-aware) is
     when the schedule was created, the anchor of ``rate()`` expressions (default: the Unix epoch).
-    Raises :class:`ScheduleExpressionError` for anything malformed or an unknown time zone.
+    Raises :class:`ScheduleExpressionError` for anything malformed, :class:`UnknownTimezoneError`
+    for an unknown time zone, and — when ``not_before`` (timezone-aware) is given —
+    :class:`PastScheduleError` for an ``at()`` time at or before it, on the zone's wall clock.
     """
-    return ScheduleExpression(expression, timezone, start)
+    parsed = ScheduleExpression(expression, timezone, start)
+    if not_before is None or not isinstance(parsed._compiled, _AtSchedule):
+        return parsed
+    if not_before.tzinfo is None or not_before.utcoffset() is None:
+        raise ValueError(f"not_before must be a timezone-aware datetime, got naive {not_before!r}")
+    if parsed.next_fire(not_before) is None:
+        local_now = not_before.astimezone(ZoneInfo(timezone)).replace(microsecond=0, tzinfo=None)
+        raise PastScheduleError(
+            f"{expression.strip()} is in the past: it is {local_now.isoformat()} in {timezone} now; "
+            "give a time to come")
+    return parsed
 
 
 def _compile(expression: str, timezone: str, start: datetime | None) -> _Compiled:
@@ -233,13 +259,19 @@ def _compile(expression: str, timezone: str, start: datetime | None) -> _Compile
 
 def _load_zone(expression: str, timezone: str) -> tzinfo:
     if not isinstance(timezone, str) or not timezone.strip():
-        raise _error(expression, f"time zone must be a non-empty IANA name, got {timezone!r}")
+        raise UnknownTimezoneError(f"the time zone must be a non-empty IANA name, got {timezone!r}")
     try:
         return ZoneInfo(timezone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise _error(
-            expression, f"unknown time zone {timezone!r} (expected an IANA name such as 'America/New_York')"
+        raise UnknownTimezoneError(
+            f"unknown time zone {timezone!r} (expected an IANA name such as 'America/New_York')"
         ) from None
+
+
+def check_timezone(timezone: str) -> str:
+    """``timezone`` if it is an IANA name, else :class:`UnknownTimezoneError`."""
+    _load_zone("", timezone)
+    return timezone
 
 
 # --------------------------------------------------------------------------------------------- rate

@@ -5,9 +5,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator, model_validator
 
-from insightmesh.jobs.schedule_expressions import ScheduleExpressionError, parse_schedule_expression
+from insightmesh.clock import utc_now
+from insightmesh.jobs.schedule_expressions import (
+    ScheduleExpressionError,
+    UnknownTimezoneError,
+    check_timezone,
+    parse_schedule_expression,
+)
 
 MAX_NAME: Final = 80
 MAX_DESCRIPTION: Final = 500
@@ -31,18 +37,35 @@ class _Response(BaseModel):
 
 
 class ScheduleIn(_Request):
-    expression: str = Field(min_length=6, max_length=256, description=(
-        "rate(5 minutes), cron(0 3 ? * MON-FRI *) or at(2026-12-01T09:00:00) — EventBridge Scheduler syntax."))
+    """A schedule as the API accepts it: a valid expression in a known time zone, and an ``at()``
+    time still to come on that zone's wall clock (a past one would fire at once)."""
+
+    # The time zone is declared (so validated) first: the expression's check reads it.
     timezone: str = Field(default="UTC", min_length=1, max_length=64,
                           description="IANA time zone for cron() and at(), e.g. Europe/Paris.")
+    expression: str = Field(min_length=6, max_length=256, description=(
+        "rate(5 minutes), cron(0 3 ? * MON-FRI *) or at(2026-12-01T09:00:00) — EventBridge Scheduler syntax; "
+        "an at() time must be in the future, in the schedule's time zone."))
 
-    @model_validator(mode="after")
-    def _valid(self) -> ScheduleIn:
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
         try:
-            parse_schedule_expression(self.expression.strip(), self.timezone)
+            return check_timezone(value)
+        except UnknownTimezoneError as error:  # reported on the timezone field, not the expression
+            raise ValueError(f"timezone: {error}") from error
+
+    @field_validator("expression")
+    @classmethod
+    def _valid(cls, value: str, info: ValidationInfo) -> str:
+        timezone = info.data.get("timezone")
+        if not isinstance(timezone, str):
+            return value  # the time zone is refused on its own field
+        try:
+            parse_schedule_expression(value.strip(), timezone, not_before=utc_now())
         except ScheduleExpressionError as error:
             raise ValueError(str(error)) from error
-        return self
+        return value
 
 
 class ScheduleOut(_Response):
@@ -146,6 +169,8 @@ class TaskRunOut(_Response):
     records_succeeded: int
     records_failed: int
     summary: dict[str, Any]
+    warnings: list[str] = Field(default_factory=list, description=(
+        'What the job wanted an admin to see, whatever the outcome, e.g. "listed 0 users".'))
     error: RunErrorOut | None
     resumed_from: str | None = Field(description="The earlier run whose checkpoint this run continued.")
     correlation_id: str | None

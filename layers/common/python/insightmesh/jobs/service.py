@@ -10,7 +10,8 @@ transaction, so each operation orders its two writes so that a failure in betwee
   schedule without a job; when it fires, the runner finds no job and deletes the schedule.
 * update (incl. pause/resume): the schedule is replaced, then the job is written conditional on
   the version read (with its audit entry); if that fails (409: changed meanwhile), the old
-  schedule definition is put back.
+  schedule definition is put back. Resuming a job whose one-off ``at()`` has passed is a 422
+  (it would fire at once), as creating one is.
 * delete: the schedule is deleted, then the job (conditional on its version, with its audit
   entry); if that fails, the schedule is recreated. A job is never left without a schedule by a
   failure the API sees.
@@ -48,6 +49,7 @@ from insightmesh.job_contract import JobParameters
 from insightmesh.jobs import schedules
 from insightmesh.jobs.models import JOB_KIND, RUN_KIND, Job, JobState, TaskRun, created_sort, retention
 from insightmesh.jobs.registry import job_type, job_type_names
+from insightmesh.jobs.schedule_expressions import PastScheduleError, parse_schedule_expression
 from insightmesh.jobs.schemas import (
     JobCreate,
     JobOut,
@@ -209,9 +211,21 @@ def set_enabled(job_id: str, enabled: bool, *, actor: Principal, request_id: str
     return _apply(job, {"enabled": enabled}, actor=actor, request_id=request_id, action=action)
 
 
+def _require_future_at(job: Job) -> None:
+    """Resuming a one-off ``at()`` whose time has passed would fire it at once: 422 instead."""
+    try:
+        parse_schedule_expression(job.schedule_expression, job.schedule_timezone, not_before=utc_now())
+    except PastScheduleError as error:
+        raise ValidationFailedError(
+            f"{error}; give the job a schedule to come (PATCH schedule) to enable it again",
+            details=[{"loc": ["body", "enabled"], "msg": str(error), "type": "value_error"}]) from None
+
+
 def _apply(job: Job, changes: dict[str, Any], *, actor: Principal, request_id: str, action: str) -> JobOut:
     before = _snapshot(job)
     old_spec = _spec(job)
+    if changes.get("enabled") is True and not job.enabled and "schedule" not in changes:
+        _require_future_at(job)  # a new schedule was checked when the request was read
     if "parameters" in changes:
         job.parameters = validate_parameters(job.job_type, changes["parameters"]).model_dump(mode="json")
     for field in ("name", "description", "enabled"):
@@ -321,7 +335,8 @@ def run_out(run: TaskRun, jobs: dict[str, Job]) -> TaskRunOut:
         scheduled_time=run.scheduled_time, created_at=run.created_at, started_at=run.started_at,
         finished_at=run.finished_at, duration_ms=int(run.duration_ms) if run.duration_ms is not None else None,
         records_processed=int(run.records_processed or 0), records_succeeded=int(run.records_succeeded or 0),
-        records_failed=int(run.records_failed or 0), summary=dict(run.summary or {}), error=error,
+        records_failed=int(run.records_failed or 0), summary=dict(run.summary or {}),
+        warnings=list(run.warnings or []), error=error,
         resumed_from=run.resumed_from, correlation_id=run.correlation_id,
     )
 

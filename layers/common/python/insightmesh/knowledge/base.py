@@ -7,18 +7,48 @@ Qdrant query (a payload filter on the keyword-indexed ``acl`` field), never afte
 * ``"anyone"`` — everyone (a Drive file shared with anyone, or a local upload marked public);
 * ``"domain:example.com"`` — everyone whose e-mail is in that domain;
 * ``"user:alice@example.com"`` — that person (e-mail, lower-case);
-* ``"group:sales@example.com"`` — the members of that group (the group's e-mail, lower-case).
+* ``"group:sales"`` — the members of the directory group named ``sales`` (a group an admin made,
+  or one a directory sync mirrors; the name is a lower-case slug, never with an ``@``);
+* ``"group:sales@example.com"`` — the members of the group with that e-mail (a Google group as
+  Drive names it; lower-case). A Drive permission for a group the directory mirrors carries both
+  forms (:mod:`insightmesh.knowledge.sources.gdrive.acl`).
 
-A viewer matches a chunk when any of :meth:`Viewer.principals` is in its ``acl``.
+One prefix, ``group:``, for both: an ``@`` tells an e-mail from a name. A viewer's principals
+hold every group they belong to by name, and by e-mail when the group has one, so either form
+matches its members. A viewer matches a chunk when any of :meth:`Viewer.principals` is in its
+``acl``; :func:`normalise_principals` is the grammar every writer checks.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
 ANYONE: Final = "anyone"
+GROUP_PREFIX: Final = "group:"
+GROUP_NAME_PATTERN: Final = r"[a-z][a-z0-9_-]{1,39}"  # a directory group's name (the admin API's rule)
+PRINCIPAL_RE: Final = re.compile(
+    r"^(anyone|domain:[a-z0-9-]+(\.[a-z0-9-]+)+|(user|group):[^@\s]+@[a-z0-9-]+(\.[a-z0-9-]+)+"
+    rf"|group:{GROUP_NAME_PATTERN})$")
+PRINCIPAL_FORMS: Final = "anyone, domain:<domain>, user:<e-mail>, group:<group name> or group:<group e-mail>"
+
+
+def normalise_principals(principals: Iterable[str]) -> tuple[str, ...]:
+    """Principals lower-cased and deduplicated, in order; ValueError names any that is not one."""
+    normalised = tuple(dict.fromkeys(principal.strip().lower() for principal in principals))
+    bad = [principal for principal in normalised if not PRINCIPAL_RE.match(principal)]
+    if bad:
+        raise ValueError(f"not a principal ({PRINCIPAL_FORMS}): {', '.join(bad)}")
+    return normalised
+
+
+def group_names(principals: Iterable[str]) -> list[str]:
+    """The directory group names among ``principals`` (``group:<name>``, not ``group:<e-mail>``)."""
+    return sorted({principal[len(GROUP_PREFIX):] for principal in principals
+                   if principal.startswith(GROUP_PREFIX) and "@" not in principal})
 
 
 @dataclass(frozen=True)
@@ -37,9 +67,9 @@ class SourceDocument:
 
 @dataclass(frozen=True)
 class Viewer:
-    """Who is asking: their e-mail, the e-mails of their groups, and any further domains they
-    belong to (a channel member the directory does not know yet is a member of the workspace's
-    domain, and nothing more)."""
+    """Who is asking: their e-mail, their groups (each by name, and by e-mail when it has one),
+    and any further domains they belong to (a channel member the directory does not know yet is a
+    member of the workspace's domain, and nothing more)."""
 
     email: str | None
     groups: tuple[str, ...] = ()
@@ -108,9 +138,20 @@ class Passage:
     mime_type: str | None = None
 
 
+@dataclass(frozen=True)
+class DocumentOutcome:
+    """What one ingestion did with one document, and the ACL it was given (for the audit log)."""
+
+    document_id: str
+    title: str
+    outcome: str  # "new" | "changed" | "unchanged" | "failed"
+    acl: tuple[str, ...]
+
+
 @dataclass
 class IngestReport:
-    """Counts of one ingestion (per document) and the documents that failed, with why."""
+    """Counts of one ingestion (per document), the documents that failed, with why, and what
+    became of each document seen (``outcomes``, in order)."""
 
     seen: int = 0
     new: int = 0
@@ -120,3 +161,4 @@ class IngestReport:
     removed: int = 0
     chunks_written: int = 0
     errors: dict[str, str] = field(default_factory=dict)  # document_id -> error message
+    outcomes: list[DocumentOutcome] = field(default_factory=list)

@@ -1,14 +1,17 @@
 """The knowledge base's table: one record per ingested document.
 
 ``KNOWLEDGE_DOCUMENTS_TABLE`` — :class:`KnowledgeDocument`, hash ``document_id``; GSI ``by-source``
-(hash ``source``, range ``document_id``, ALL). Deployed: ``infra/template.yaml``
-(``KnowledgeDocumentsTable``).
+(hash ``source``, range ``document_id``, ALL); GSI ``by-status`` (hash ``status``, range
+``document_id``, ALL). Deployed: ``infra/template.yaml`` (``KnowledgeDocumentsTable``).
 
 * ``GetItem(document_id)``: the record of a document being ingested (its content hash decides
   whether it changed). Documents of the source being swept are read by the sweep's ``Query``
   instead, once per run.
 * ``Query by-source(source)``: every document of a source — the sweep that removes the documents
   a full run no longer saw, and the admin listing of a source.
+* ``Query by-status(status)``: the admin listing without a source (``failed``, then ``indexed``);
+  ``acl`` and, with a source, ``status`` filter as ``FilterExpression``s
+  (:mod:`insightmesh.knowledge.listing`).
 * ``PutItem``: after a document is indexed or fails; ``DeleteItem`` (batched) when it is removed.
 
 ``status``:
@@ -51,6 +54,17 @@ class KnowledgeDocumentsBySource(GlobalSecondaryIndex["KnowledgeDocument"]):  # 
     document_id = UnicodeAttribute(range_key=True)
 
 
+class KnowledgeDocumentsByStatus(GlobalSecondaryIndex["KnowledgeDocument"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
+    """Every document with a status, by id: the admin listing without a source."""
+
+    class Meta:
+        index_name = "by-status"
+        projection = AllProjection()
+
+    status = UnicodeAttribute(hash_key=True)
+    document_id = UnicodeAttribute(range_key=True)
+
+
 class KnowledgeDocument(Model):
     """One document of the knowledge base and what became of it (see the module docstring)."""
 
@@ -70,3 +84,4 @@ class KnowledgeDocument(Model):
     updated_at = UTCDateTimeAttribute(default=utc_now)
 
     by_source = KnowledgeDocumentsBySource()
+    by_status = KnowledgeDocumentsByStatus()

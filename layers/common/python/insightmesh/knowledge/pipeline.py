@@ -59,7 +59,7 @@ from typing import Final
 from pynamodb.exceptions import DoesNotExist
 
 from insightmesh.clock import utc_now
-from insightmesh.knowledge.base import IngestReport, SourceDocument
+from insightmesh.knowledge.base import DocumentOutcome, IngestReport, SourceDocument
 from insightmesh.knowledge.chunking import Chunk, chunk_id, chunk_sections
 from insightmesh.knowledge.embedders import embedder_name, get_embedder
 from insightmesh.knowledge.embedders.base import DenseEmbedder, EmbeddingError, EmbeddingRequestError
@@ -182,6 +182,7 @@ class _Ingestion:
         record = self.record_of(document)
         if record is not None and record.status == INDEXED and record.content_hash == digest:
             report.unchanged += 1
+            report.outcomes.append(DocumentOutcome(document.document_id, document.title, "unchanged", tuple(acl)))
             if record.source != document.source:  # moved between sources: only the record changes
                 record.update(actions=[KnowledgeDocument.source.set(document.source),
                                        KnowledgeDocument.updated_at.set(utc_now())])
@@ -271,6 +272,9 @@ class _Ingestion:
                 self.report.new += 1
             else:
                 self.report.changed += 1
+            self.report.outcomes.append(DocumentOutcome(
+                pending.document.document_id, pending.document.title,
+                "new" if pending.record is None else "changed", tuple(pending.acl)))
             self.report.chunks_written += len(pending.chunks)
             self.logger.debug("knowledge document indexed", extra={
                 "document_id": pending.document.document_id, "chunks": len(pending.chunks),
@@ -282,6 +286,8 @@ class _Ingestion:
         message = f"{type(error).__name__}: {error}"[:MAX_ERROR_CHARS]
         self.report.failed += 1
         self.report.errors[document.document_id] = message
+        self.report.outcomes.append(DocumentOutcome(document.document_id, document.title, "failed",
+                                                    tuple(pending.acl)))
         kept = 0
         if record is not None and int(record.chunk_count or 0) > 0:
             if list(record.acl or []) == pending.acl:

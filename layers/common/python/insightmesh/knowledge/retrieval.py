@@ -2,9 +2,10 @@
 
 **Access control is part of the query**, never a filter over its results: Qdrant is asked only
 for chunks whose ``acl`` payload (keyword-indexed) contains one of :meth:`Viewer.principals` —
-``anyone``, ``user:<e-mail>``, ``domain:<domain>`` and ``group:<group e-mail>`` for each of the
-viewer's groups (``MatchAny``). A chunk the viewer may not see is never a candidate, so it can
-neither be returned nor crowd out what they may see (k=1 still finds the best *visible* chunk).
+``anyone``, ``user:<e-mail>``, ``domain:<domain>``, and for each of the viewer's groups
+``group:<name>`` and, when it has one, ``group:<group e-mail>`` (``MatchAny``). A chunk the
+viewer may not see is never a candidate, so it can neither be returned nor crowd out what they
+may see (k=1 still finds the best *visible* chunk).
 With hybrid search the filter is applied to both prefetches as well as to the fused query.
 
 **Diversity is part of the query too**: ``query_points_groups`` with ``group_by="document_id"``
@@ -16,9 +17,11 @@ of the dense and sparse rankings. ``score_threshold`` applies to that final scor
 provider fails at query time the search falls back to sparse only (logged), rather than failing.
 
 :func:`viewer_for_user` builds a viewer from the directory: the user's e-mail (``GetItem``), their
-groups (``Query Membership.by-user``) and those groups' e-mails (``BatchGetItem``) — a group
-without an e-mail (an admin-made group, not mirrored from Google) contributes nothing. An unknown
-or inactive user is a viewer without e-mail: they see what is shared with ``anyone`` only.
+groups (``Query Membership.by-user``) by name, and those groups' e-mails (``BatchGetItem``) — so a
+document shared with an admin-made group (``group:sales``) reaches its members, and one shared with
+a Google group's address reaches the members the directory sync mirrored. An unknown or inactive
+user is a viewer without e-mail: they see what is shared with ``anyone`` only. The same viewers
+make up a shared conversation's :class:`Audience` (every member must be a viewer of a document).
 """
 
 from __future__ import annotations
@@ -131,6 +134,8 @@ def _with_groups(emails: dict[str, str | None]) -> dict[str, Viewer]:
         for group in Group.batch_get(every[start:start + 100], attributes_to_get=["name", "email"]):
             if group.email and group.email.strip():
                 group_emails[str(group.name)] = group.email.strip().lower()
-    return {user_id: Viewer(email=email, groups=tuple(sorted({group_emails[name] for name in memberships[user_id]
-                                                                if name in group_emails})))
-            for user_id, email in emails.items()}
+
+    def groups(names: list[str]) -> tuple[str, ...]:  # each group by name, and by e-mail when it has one
+        return tuple(sorted({*names, *(group_emails[name] for name in names if name in group_emails)}))
+
+    return {user_id: Viewer(email=email, groups=groups(memberships[user_id])) for user_id, email in emails.items()}

@@ -15,7 +15,8 @@ Event::
                     "modified_time": "2026-11-27T10:00:00+00:00",  # optional, ISO 8601
                     "acl": ["anyone"]}],                   # optional, default ["anyone"]
      "sweep": false,
-     "keep_document_ids": ["local:..."]}                     # optional, with "sweep": true
+     "keep_document_ids": ["local:..."],                     # optional, with "sweep": true
+     "requested_by": "cli:alice"}                            # optional: who ran the upload (audit)
 
 Result: ``{"seen", "new", "changed", "unchanged", "failed", "removed", "chunks_written",
 "errors": {document_id: message}}`` — the pipeline's report, plus the documents rejected here.
@@ -26,7 +27,13 @@ malformed field, content that is not base64, more than :data:`MAX_DOCUMENT_BYTES
 type the extractors do not read, or a ``document_id`` already in the event is *rejected* on its
 own: counted as failed with its reason, while the rest of the batch is ingested. Sources and
 document ids must start with ``local:``: an upload cannot overwrite, or sweep away, documents of
-another source (a Drive folder's ``gdrive:...``).
+another source (a Drive folder's ``gdrive:...``). An ACL naming a directory group
+(``group:<name>``) that does not exist rejects the document (one ``BatchGetItem`` on
+``GROUPS_TABLE`` per invocation): a misspelt group would share it with no one, silently.
+
+**Audit.** Every invocation is one ``knowledge.ingest`` entry in the audit log, ``requested_by``
+as its actor (:mod:`insightmesh.knowledge.ingest_audit`): which documents, with which ACL, and
+what became of them.
 
 **Sweep.** With ``"sweep": true`` the documents of ``source`` that are gone are removed:
 
@@ -39,6 +46,10 @@ another source (a Drive folder's ``gdrive:...``).
   version would be removed for a problem of the upload — and the report says so under the
   source's key in ``errors``.
 
+**Init.** The module imports the pipeline (and with it the vector store's client, seconds of
+imports) on the first upload rather than at import: the function's init stays well inside
+Lambda's 10-second init phase, and the import runs under the invocation's own timeout.
+
 **Time.** The pipeline stops before a document once the invocation's remaining time is below the
 smaller of 30 s and a fifth of its timeout; the documents not reached are reported failed ("run the
 upload again": those already done are then unchanged) and nothing is swept.
@@ -48,7 +59,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, TypedDict
@@ -57,8 +67,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from insightmesh.aws import LambdaContextLike
 from insightmesh.file_types import mime_type_for
-from insightmesh.knowledge import extract, pipeline
-from insightmesh.knowledge.base import ANYONE, IngestReport, SourceDocument
+from insightmesh.knowledge import extract
+from insightmesh.knowledge.base import ANYONE, IngestReport, SourceDocument, group_names, normalise_principals
+from insightmesh.knowledge.ingest_audit import IngestActor, record_ingest
 from insightmesh.knowledge.models import KnowledgeDocument
 from insightmesh.observability import get_logger
 
@@ -67,8 +78,7 @@ logger = get_logger("knowledge_ingest")
 MAX_DOCUMENT_BYTES: Final = 5 * 1024 * 1024
 STOP_MARGIN_MS: Final = 30_000
 UPLOAD_PREFIX: Final = "local:"
-_PRINCIPAL: Final = re.compile(
-    r"^(anyone|domain:[a-z0-9-]+(\.[a-z0-9-]+)+|(user|group):[^@\s]+@[a-z0-9-]+(\.[a-z0-9-]+)+)$")
+UNKNOWN_ACTOR: Final = "unknown"  # an upload that does not say who ran it (older CLIs)
 _URL_SCHEMES: Final = ("file://", "https://", "http://")
 
 
@@ -94,6 +104,7 @@ class UploadEvent(BaseModel):
     documents: list[Any]
     sweep: bool = False
     keep_document_ids: list[str] | None = None
+    requested_by: str | None = Field(default=None, min_length=1, max_length=200)
 
 
 class UploadedDocument(BaseModel):
@@ -130,12 +141,7 @@ class UploadedDocument(BaseModel):
 
 def normalise_acl(principals: Iterable[str]) -> tuple[str, ...]:
     """Principals lower-cased and deduplicated; ValueError names any that is not one."""
-    normalised = tuple(dict.fromkeys(principal.strip().lower() for principal in principals))
-    bad = [principal for principal in normalised if not _PRINCIPAL.match(principal)]
-    if bad:
-        raise ValueError(f"not a principal (anyone, domain:<domain>, user:<e-mail>, group:<e-mail>): "
-                         f"{', '.join(bad)}")
-    return normalised
+    return normalise_principals(principals)
 
 
 def _describe(error: ValidationError) -> str:
@@ -191,6 +197,36 @@ def to_source_document(raw: object, source: str) -> SourceDocument:
     )
 
 
+def missing_groups(names: Iterable[str]) -> set[str]:
+    """The directory group names among ``names`` that no group has (one ``BatchGetItem`` per 100)."""
+    from insightmesh.directory.models import Group
+
+    wanted = sorted(set(names))
+    found: set[str] = set()
+    for start in range(0, len(wanted), 100):
+        found.update(str(group.name) for group in Group.batch_get(wanted[start:start + 100],
+                                                                   attributes_to_get=["name"]))
+    return set(wanted) - found
+
+
+def _refuse_unknown_groups(documents: list[SourceDocument], rejected: dict[str, str]) -> list[SourceDocument]:
+    """``documents`` without those whose ACL names a group that does not exist (moved to ``rejected``)."""
+    names = {name for document in documents for name in group_names(document.acl)}
+    missing = missing_groups(names) if names else set()
+    if not missing:
+        return documents
+    kept = []
+    for document in documents:
+        unknown = [name for name in group_names(document.acl) if name in missing]
+        if unknown:
+            rejected[document.document_id] = (
+                f"acl: no directory group named {', '.join(repr(name) for name in unknown)}: create it first "
+                "(POST /api/groups) or check the name (GET /api/groups lists them)")
+        else:
+            kept.append(document)
+    return kept
+
+
 def _key(raw: object, index: int) -> str:
     if isinstance(raw, Mapping) and isinstance(raw.get("document_id"), str) and raw["document_id"].strip():
         return str(raw["document_id"]).strip()
@@ -217,6 +253,8 @@ def _sweep(source: str, keep: set[str]) -> int:
     """Remove the documents of ``source`` whose ids are not in ``keep``; how many were removed."""
     known = [record.document_id for record in KnowledgeDocument.by_source.query(
         source, attributes_to_get=["document_id"])]
+    from insightmesh.knowledge import pipeline
+
     return pipeline.remove_documents(document_id for document_id in known if document_id not in keep)
 
 
@@ -245,6 +283,8 @@ def handle(event: Mapping[str, Any], context: LambdaContextLike | None = None) -
             continue
         seen_ids.add(document.document_id)
         documents.append(document)
+    parsed = {document.document_id: document for document in documents}
+    documents = _refuse_unknown_groups(documents, rejected)
 
     errors: dict[str, str] = dict(rejected)
     deadline = _Deadline(context)
@@ -255,6 +295,8 @@ def handle(event: Mapping[str, Any], context: LambdaContextLike | None = None) -
     if upload.sweep and keep is None and rejected:
         errors[upload.source] = (f"not swept: {len(rejected)} document(s) of the upload were rejected, "
                                  "so nothing was removed")
+    from insightmesh.knowledge import pipeline  # the vector store's client: on the first upload, not at init
+
     report: IngestReport = pipeline.ingest_documents(
         documents, sweep_source=upload.source if native_sweep else None, should_stop=deadline)
     errors.update(report.errors)
@@ -270,6 +312,10 @@ def handle(event: Mapping[str, Any], context: LambdaContextLike | None = None) -
     result = UploadResult(seen=report.seen + len(rejected) + len(unprocessed), new=report.new,
                           changed=report.changed, unchanged=report.unchanged, failed=failed, removed=removed,
                           chunks_written=report.chunks_written, errors=errors)
+    refused = {key: (parsed[key].title, parsed[key].acl) if key in parsed else ("", ()) for key in rejected}
+    record_ingest(actor=IngestActor(upload.requested_by or UNKNOWN_ACTOR, upload.requested_by or UNKNOWN_ACTOR),
+                  source=upload.source, report=report, rejected=refused, removed=removed,
+                  request_id=str(getattr(context, "aws_request_id", "") or "-"))
     logger.info("upload ingested", extra={
         "source": upload.source, "sweep": upload.sweep, **{k: v for k, v in result.items() if k != "errors"},
         "failed_documents": sorted(errors)[:20]})

@@ -35,8 +35,7 @@ class AssistantAgent:
         description="General questions, answered from the company's knowledge: a conversation with the AI assistant.",
         aliases=("ask", "ai"),
         is_system=True,
-        is_public=True,
-        requires_admin=False,
+        visibility="public",
     )
 
     def handle(self, context: AgentContext) -> AgentReply:

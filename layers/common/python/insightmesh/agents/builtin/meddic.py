@@ -85,8 +85,7 @@ class MeddicAgent:
                     "MEDDPICC analysis.",
         aliases=("meddpicc", "coach"),
         is_system=True,
-        is_public=True,
-        requires_admin=False,
+        visibility="public",
     )
 
     def handle(self, context: AgentContext) -> AgentReply:

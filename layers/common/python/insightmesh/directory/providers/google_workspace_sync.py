@@ -45,6 +45,12 @@ from ``cursor`` with the same sync run id (or finishes its sweep), re-reads the 
 pages is redone: additions are idempotent), or continues the group sweep. A checkpoint of other
 parameters is discarded; a page token Google no longer accepts (HTTP 400) restarts that listing.
 
+**Refusals.** A listing that gives no user to sync, or a sweep that would deactivate more than
+``max_deactivate_percent`` (default 20) of the users the sync manages, deactivates no one: the run
+fails with :class:`~insightmesh.directory.sync.SyncRefusedError` (the reason and the numbers), the
+warning ("listed 0 users", "would deactivate 9 of 10 users") is recorded on the run, the numbers
+are in its summary, and the checkpoint is cleared so that the next run lists again.
+
 **Counts.** ``processed``: users and groups Google listed; ``succeeded``: users synced plus groups
 whose memberships were mirrored; ``failed``: user records the sync could not write plus groups
 that could not be named or written.
@@ -78,7 +84,7 @@ from insightmesh.directory.models import (
     normalize_domain,
     normalize_email,
 )
-from insightmesh.directory.providers import sync_run_id_for
+from insightmesh.directory.providers import max_deactivate_percent_field, refuse, sync_run_id_for
 from insightmesh.directory.sync import ProviderUser, SyncProgress, sync_users
 from insightmesh.directory.users import SYSTEM_ACTOR
 from insightmesh.google_api import (
@@ -134,6 +140,7 @@ class GoogleWorkspaceSyncParameters(JobParameters):
     primary: bool = True  # Google is the source of truth for the people it lists (is_primary_hint)
     page_size: int = Field(default=200, ge=1, le=MAX_USERS_PAGE)
     deactivate_missing: bool = True
+    max_deactivate_percent: float = max_deactivate_percent_field()
 
     @field_validator("domain")
     @classmethod
@@ -423,8 +430,12 @@ class _Run:
         pages: Iterator[Sequence[ProviderUser]] = iter(()) if state.listing_done else self._user_pages(first)
         report = sync_users(PROVIDER, pages, run_id=state.sync_run_id, scope=self.scope, start=state.progress,
                             checkpoint=self._user_page_written, should_stop=self._should_stop,
-                            deactivate_missing=self.parameters.deactivate_missing)
+                            deactivate_missing=self.parameters.deactivate_missing,
+                            max_deactivate_percent=self.parameters.max_deactivate_percent)
         state.progress = report.progress
+        if report.refusal is not None:
+            refuse(self.context, report.refusal, "the Google Workspace directory", counts=self._counts(),
+                   summary=self.summary())
         if not report.complete:
             return False
         state.users_swept = report.swept

@@ -28,6 +28,12 @@ counters carried over. A checkpoint of another workspace or of other parameters 
 the sync starts over (that is always correct, only slower), as is one whose cursor Slack no longer
 accepts (``invalid_cursor``).
 
+**Refusals.** A listing that gives no user to sync, or a sweep that would deactivate more than
+``max_deactivate_percent`` (default 20) of the users the sync manages, deactivates no one: the run
+fails with :class:`~insightmesh.directory.sync.SyncRefusedError` (the reason and the numbers), the
+warning ("listed 0 users", "would deactivate 9 of 10 users") is recorded on the run, the numbers
+are in its summary, and the checkpoint is cleared so that the next run lists again.
+
 **Counts.** ``processed``: users Slack listed (skipped ones included); ``succeeded``: users synced;
 ``failed``: records the sync could not write. Slack errors (``invalid_auth``, ...) propagate as
 ``SlackApiError``: the runner records the failed run with its step.
@@ -43,7 +49,7 @@ from pydantic import Field, field_validator
 from slack_sdk.errors import SlackApiError
 
 from insightmesh.directory.models import normalize_domain, normalize_email
-from insightmesh.directory.providers import sync_run_id_for
+from insightmesh.directory.providers import max_deactivate_percent_field, refuse, sync_run_id_for
 from insightmesh.directory.sync import ProviderUser, SyncProgress, SyncReport, sync_users
 from insightmesh.job_contract import (
     JobContext,
@@ -69,6 +75,7 @@ class SlackUserSyncParameters(JobParameters):
     email_domains: list[str] = Field(default_factory=list, max_length=100)
     page_size: int = Field(default=200, ge=1, le=MAX_PAGE_SIZE)
     deactivate_missing: bool = True
+    max_deactivate_percent: float = max_deactivate_percent_field()
 
     @field_validator("email_domains")
     @classmethod
@@ -253,8 +260,13 @@ class SlackUserSync:
         pages: Iterator[Sequence[ProviderUser]] = iter(()) if listing.listing_done else listing.pages()
         report: SyncReport = sync_users(PROVIDER, pages, run_id=sync_run_id, scope=team_id, start=start,
                                         checkpoint=report_progress, should_stop=context.should_stop,
-                                        deactivate_missing=parameters.deactivate_missing)
+                                        deactivate_missing=parameters.deactivate_missing,
+                                        max_deactivate_percent=parameters.max_deactivate_percent)
         progress = report.progress
+        if report.refusal is not None:
+            refuse(context, report.refusal, "Slack users.list",
+                   counts=(listing.committed.listed, progress.seen, progress.failed),
+                   summary=summary(progress, swept=False, complete=True))
         if not report.complete:
             sweeping = report.resume_token is not None and report.resume_token.sweeping
             context.save_checkpoint(checkpoint_data(progress, sweeping=sweeping))

@@ -32,13 +32,14 @@ the exported or actual MIME type, ``webViewLink``, ``modifiedTime``) handed to
 :func:`insightmesh.knowledge.pipeline.ingest_documents` a listing page at a time; the pipeline
 decides new / changed / unchanged by content hash and records a document it cannot read as failed.
 Its **ACL** is the file's Drive permissions (inherited ones included, as Drive lists them) and its
-owners: ``user`` → ``user:<email>``, ``group`` → ``group:<email>``, ``domain`` → ``domain:<domain>``,
-lower-case, ``deleted`` permissions skipped (:func:`acl_principals`). ``anyone`` becomes ``anyone``
-only when the file is public on the web (``allowFileDiscovery: true``). A file shared with
-"anyone with the link" (``allowFileDiscovery`` false or absent) is not for everyone — only for
-whoever holds the link — so it is stored with its owners' domains (the organisation it was
-shared in) and its explicit principals, never ``anyone``. A file with no principal left is
-skipped (``skipped_no_readers``).
+owners: ``user`` → ``user:<email>``, ``group`` → ``group:<email>`` (and ``group:<name>`` when a
+directory group has that e-mail: the groups are read once per invocation, ``Query Groups.by-kind``),
+``domain`` → ``domain:<domain>``, lower-case, ``deleted`` permissions skipped
+(:func:`acl_principals`). ``anyone`` becomes ``anyone`` only when the file is public on the web
+(``allowFileDiscovery: true``). A file shared with "anyone with the link" (``allowFileDiscovery``
+false or absent) is not for everyone — only for whoever holds the link — so it is stored with its
+owners' domains (the organisation it was shared in) and its explicit principals, never ``anyone``. A
+file with no principal left is skipped (``skipped_no_readers``).
 
 **Not ingested, counted as skipped** (never failed): folders' other Google types (Forms, Drawings,
 shortcuts, ...: ``skipped_google_type``), MIME types the extractors do not read
@@ -80,6 +81,10 @@ so): ``{"version", "parameters", "source", "run_id", "root_done", "stack" (folde
 page at ``page_token``, skips what ``done`` lists, and goes on with ``stack``; a checkpoint of other
 parameters starts over, and so does one whose page token Google no longer accepts (HTTP 400) —
 re-downloads are cheap, since the pipeline skips unchanged content. A stopped run never sweeps.
+
+**Audit.** A listing page that wrote or failed a document is one ``knowledge.ingest`` entry in
+the audit log (actor ``job:<job id>``, the documents and their ACLs:
+:mod:`insightmesh.knowledge.ingest_audit`); a page where nothing changed writes none.
 
 **Counts.** ``processed`` = ``seen`` (files considered for the knowledge base: new + changed +
 unchanged + failed), ``succeeded`` = ``seen - failed``, ``failed``. The summary has ``seen``, ``new``,
@@ -241,6 +246,21 @@ class Knowledge:
         for record in KnowledgeDocument.by_source.query(source, attributes_to_get=["document_id"]):
             yield str(record.document_id)
 
+    def directory_groups(self) -> dict[str, str]:
+        """The directory groups that have an e-mail, by e-mail: ``Query Groups.by-kind`` (paged; the
+        groups a Workspace sync mirrors), once per invocation."""
+        from insightmesh.directory.models import GROUP_KIND, Group
+
+        return {group.email.strip().lower(): str(group.name) for group in Group.by_kind.query(GROUP_KIND)
+                if group.email and group.email.strip()}
+
+    def audit(self, report: IngestReport, *, source: str, job_id: str, run_id: str) -> None:
+        """A ``knowledge.ingest`` audit entry for a page that wrote or failed documents."""
+        from insightmesh.knowledge.ingest_audit import IngestActor, record_ingest
+
+        record_ingest(actor=IngestActor(f"job:{job_id}", f"job:{job_id}"), source=source, report=report,
+                      request_id=run_id, changes_only=True)
+
     def remove(self, document_ids: Sequence[str]) -> int:
         from insightmesh.knowledge.pipeline import remove_documents
 
@@ -309,6 +329,7 @@ class _Run:
         self._retries_base = (0, 0)
         self._seen_here: set[str] = set()  # file ids handled by this invocation (a file in two folders once)
         self._in_flight = IngestReport()  # the pipeline's running report of the current page
+        self._directory_groups: dict[str, str] | None = None  # group e-mail -> directory group name
         self.log = get_logger()
 
     # -- the whole run ---------------------------------------------------------------------------
@@ -487,6 +508,7 @@ class _Run:
         counts.add_report(report)
         for key, message in report.errors.items():
             self._error(key, message)
+        self.knowledge.audit(report, source=self.source, job_id=self.context.job_id, run_id=self.context.run_id)
         self.log.debug("google drive page ingested", extra={"page": page_label, "seen": report.seen})
 
     def _documents(self, items: Sequence[Mapping[str, Any]],
@@ -570,8 +592,10 @@ class _Run:
         listed = item.get("permissions")
         owners = item.get("owners")
         owner_items = [owner for owner in owners if isinstance(owner, Mapping)] if isinstance(owners, list) else []
+        if self._directory_groups is None:
+            self._directory_groups = self.knowledge.directory_groups()
         if isinstance(listed, list):
-            return acl_principals([p for p in listed if isinstance(p, Mapping)], owner_items)
+            return acl_principals([p for p in listed if isinstance(p, Mapping)], owner_items, self._directory_groups)
         self.context.step(f"permissions of {name}")
         self.state.counts.permission_lookups += 1
         try:
@@ -582,7 +606,7 @@ class _Run:
             if error.reason not in CREDENTIAL_REASONS and (error.status in (400, 403) or (error.status or 0) >= 500):
                 raise _FileFailed(f"permissions unavailable: {error}") from error
             raise
-        return acl_principals(permissions, owner_items)
+        return acl_principals(permissions, owner_items, self._directory_groups)
 
     def _unchanged(self, item: Mapping[str, Any], name: str, acl: tuple[str, ...], plan: tuple[str, ...],
                    record: KnowledgeDocument) -> bool:
