@@ -138,6 +138,7 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", f"/api/users/{MEMBER_ID}/admin", {"is_admin": True}),
     ("GET", "/api/audit", None),
     ("GET", "/api/workspaces", None),
+    ("GET", "/api/knowledge/documents", None),
     ("GET", "/api/me/tokens", None),
     ("DELETE", "/api/me/tokens/0123456789abcdef", None),
 ]
