@@ -37,7 +37,7 @@ class TargetError(RuntimeError):
 class Target:
     description: str
     environment: dict[str, str]
-    console_url: str = ""  # the console's base URL (ends with /console/)
+    console_url: str = ""  # the console's home URL (ends with /console, no slash)
 
 
 def _local_target(port: int, data_dir: str | None = None) -> Target:
@@ -48,7 +48,7 @@ def _local_target(port: int, data_dir: str | None = None) -> Target:
     environment = {**stack["environment"], "AWS_ENDPOINT_URL": stack["endpoint"], "AWS_REGION": stack["region"],
                    "AWS_DEFAULT_REGION": stack["region"], **LOCAL_CREDENTIALS}
     return Target(f"local stack {stack['stack_name']} ({stack['endpoint']})", environment,
-                  console_url=f"http://127.0.0.1:{port}/console/")
+                  console_url=f"http://127.0.0.1:{port}/console")
 
 
 def _aws_target(stack_name: str, template_path: Path, region: str | None) -> Target:
@@ -70,8 +70,8 @@ def _aws_target(stack_name: str, template_path: Path, region: str | None) -> Tar
                    for output in stack.get("Outputs", [])}
     except (BotoCoreError, ClientError) as error:
         raise TargetError(f"cannot read stack {stack_name!r}: {error}") from error
-    console_url = outputs.get("ConsoleUrl") or (outputs["ApiUrl"].rstrip("/") + "/console/" if "ApiUrl" in outputs
-                                                else "")
+    console_url = (outputs.get("ConsoleUrl") or (outputs["ApiUrl"].rstrip("/") + "/console" if "ApiUrl" in outputs
+                                                 else "")).rstrip("/")
     environment = {name: physical[logical] for name, logical in wanted.items() if logical in physical}
     missing = sorted(set(wanted) - set(environment))
     if missing:
@@ -254,7 +254,7 @@ def cmd_login_link(args: argparse.Namespace, target: Target) -> int:
     minutes = int(LINK_TTL.total_seconds() // 60)
     print(f"a single-use sign-in link for {args.email} on {target.description}, valid {minutes} minutes:",
           file=sys.stderr)
-    print(f"{target.console_url}login?{urlencode({'token': token})}")
+    print(f"{target.console_url}/login?{urlencode({'token': token})}")
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The console in a real Chromium, through `insightmesh dev` (issue 13's scenarios 1, 2, 6, 7, 8).
+"""The console in a real Chromium, through `insightmesh dev` (issue 13's scenarios 1, 2, 3, 6, 7, 8).
 
 Debian's /usr/bin/chromium, driven by Playwright for Python (never its own browser download). Every
 page must carry the Content-Security-Policy and log no console error; each page's screenshot goes
@@ -98,7 +98,7 @@ class Tab:
         link = cli(self.server, "login-link", "--email", email)
         self.page.goto(link)
         self.page.get_by_role("button", name=f"Sign in as {email}").click()
-        self.page.wait_for_url(self.url("/console/"))
+        self.page.wait_for_url(self.url("/console"))
 
     def close(self) -> None:
         self.context.close()
@@ -115,7 +115,7 @@ def tab(chromium: Any, server: DevServer) -> Iterator[Tab]:
 
 def test_scenario_1_sign_in_with_a_login_link(tab: Tab) -> None:
     tab.goto("/")
-    assert tab.page.url == tab.url("/console/")
+    assert tab.page.url == tab.url("/console")
     assert tab.page.get_by_role("heading", name="Sign in to the InsightMesh console").is_visible()
     tab.shot("sign-in")
     link = cli(tab.server, "login-link", "--email", ADMIN)
@@ -124,7 +124,7 @@ def test_scenario_1_sign_in_with_a_login_link(tab: Tab) -> None:
     tab.shot("login-link")
     tab.bytes = 0
     tab.page.get_by_role("button", name=f"Sign in as {ADMIN}").click()
-    tab.page.wait_for_url(tab.url("/console/"))
+    tab.page.wait_for_url(tab.url("/console"))
     tab.page.wait_for_load_state("load")
     assert tab.page.get_by_role("heading", name="My access").is_visible()
     assert tab.page.get_by_role("link", name="Groups").is_visible()
@@ -139,7 +139,7 @@ def test_scenario_8_a_login_link_works_once(chromium: Any, server: DevServer) ->
         first.page.goto(link)
         second.page.goto(link)  # both show the button: showing spends nothing
         first.page.get_by_role("button", name=f"Sign in as {MEMBER}").click()
-        first.page.wait_for_url(first.url("/console/"))
+        first.page.wait_for_url(first.url("/console"))
         second.page.get_by_role("button", name=f"Sign in as {MEMBER}").click()
         assert second.page.get_by_role("heading", name="This sign-in link cannot be used").is_visible()
         assert "already used" in second.page.content()
@@ -187,7 +187,7 @@ def test_a_member_revokes_a_token_after_confirming_and_it_fits_390px(chromium: A
         assert tab.page.get_by_role("heading", name="Revoke an API token").is_visible()
         tab.shot("revoke-confirm-390")
         tab.page.get_by_role("button", name="Revoke token").click()
-        tab.page.wait_for_url(tab.url("/console/?notice=token-revoked"))
+        tab.page.wait_for_url(tab.url("/console?notice=token-revoked"))
         assert tab.page.get_by_role("status").inner_text() == "The token is revoked."
         assert tab.page.get_by_role("link", name="Revoke the token member laptop").count() == 0
         assert tab.page.evaluate("document.documentElement.scrollWidth") <= 390
@@ -236,3 +236,59 @@ def test_scenarios_2_and_7_create_a_group_add_a_member_and_script_is_text(tab: T
     tab.page.set_viewport_size(NARROW)
     assert tab.page.evaluate("document.documentElement.scrollWidth") <= 390
     tab.shot("groups-390")
+
+
+def test_scenario_3_restrict_meddic_to_a_group(tab: Tab) -> None:
+    tab.sign_in(ADMIN)
+    tab.page.get_by_role("link", name="Groups").click()
+    tab.page.get_by_label("Name").fill("coached")
+    tab.page.get_by_role("button", name="Create group").click()
+    tab.page.wait_for_url(tab.url("/console/groups/coached?notice=group-created"))
+
+    tab.page.get_by_role("navigation", name="Console pages").get_by_role("link", name="Agents").click()
+    assert tab.page.get_by_role("heading", name="Agents", exact=True).is_visible()
+    row = tab.page.get_by_role("row").filter(has=tab.page.get_by_role("link", name="meddic", exact=True))
+    assert "everyone" in row.inner_text()
+    tab.shot("agents")
+    tab.page.get_by_role("link", name="meddic", exact=True).click()
+    tab.page.wait_for_url(tab.url("/console/agents/meddic"))
+
+    # An allow on a public agent would change nothing: the API's 409 says what to do, in place.
+    to_group = tab.page.get_by_role("form", name="Grant to a group")
+    to_group.get_by_label("Group").select_option("coached")
+    to_group.get_by_role("button", name="Grant to the group").click()
+    alert = tab.page.get_by_role("alert")
+    assert "restricted" in alert.inner_text()
+    tab.shot("agent-grant-refused")
+
+    tab.page.get_by_role("radio", name="by grant").check()
+    tab.page.get_by_role("button", name="Save settings").click()
+    tab.page.wait_for_url(tab.url("/console/agents/meddic?notice=agent-updated"))
+    assert tab.page.get_by_role("status").inner_text() == "The agent's settings are saved."
+    assert tab.page.get_by_role("radio", name="by grant").is_checked()
+    to_group = tab.page.get_by_role("form", name="Grant to a group")
+    to_group.get_by_label("Group").select_option("coached")
+    to_group.get_by_role("button", name="Grant to the group").click()
+    tab.page.wait_for_url(tab.url("/console/agents/meddic?notice=grant-added"))
+    assert tab.page.get_by_role("rowheader", name="group coached").is_visible()
+    tab.shot("agent")
+
+    # The API, with the browser's own session, has the grant.
+    answer = tab.page.request.get(tab.url("/api/agents/meddic/grants"))
+    assert answer.status == 200
+    grants = answer.json()["items"]
+    assert [(grant["principal"], grant["effect"]) for grant in grants] == [("group:coached", "allow")]
+
+    tab.page.get_by_role("link", name="Remove the grant of group coached").click()
+    assert tab.page.get_by_role("heading", name="Remove a grant").is_visible()
+    tab.shot("agent-remove-grant-confirm")
+    tab.page.get_by_role("link", name="Cancel").click()
+    tab.page.wait_for_url(tab.url("/console/agents/meddic"))
+    tab.page.set_viewport_size(NARROW)
+    assert tab.page.evaluate("document.documentElement.scrollWidth") <= 390
+    tab.shot("agent-390")
+    tab.goto("/console/agents")
+    assert tab.page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert "by grant" in tab.page.get_by_role("row").filter(
+        has=tab.page.get_by_role("link", name="meddic", exact=True)).inner_text()
+    tab.shot("agents-390")

@@ -125,17 +125,17 @@ def sign_in(console: ModuleType, user_id: str) -> Browser:
     shown = browser.request("GET", "/console/login", query={"token": token})
     assert shown.status == 200 and 'method="post" action="/console/login"' in shown.body
     done = browser.request("POST", "/console/login", form={"token": token})
-    assert done.status == 303 and done.headers["Location"] == "/console/"
+    assert done.status == 303 and done.headers["Location"] == "/console"
     assert "im_session" in browser.cookies
     return browser
 
 
-def test_root_and_console_redirect_and_every_response_has_the_csp(console: ModuleType) -> None:
+def test_root_redirects_to_console_and_every_response_has_the_csp(console: ModuleType) -> None:
     browser = Browser(console)
-    for path in ("/", "/console"):
-        page = browser.request("GET", path)
-        assert page.status == 303 and page.headers["Location"] == "/console/"
-    for page in (browser.request("GET", "/console/"), browser.request("GET", "/console/nope"),
+    page = browser.request("GET", "/")
+    assert page.status == 303 and page.headers["Location"] == "/console"  # no slash: /console/{proxy+} may not match
+    assert browser.request("GET", "/console").status == browser.request("GET", "/console/").status == 200
+    for page in (browser.request("GET", "/console"), browser.request("GET", "/console/nope"),
                  browser.request("GET", "/console/login", query={"token": "unknown"})):
         csp = page.headers["Content-Security-Policy"]
         assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "base-uri 'none'" in csp
@@ -169,6 +169,7 @@ def test_a_login_link_signs_in_once_and_is_audited(console: ModuleType) -> None:
     assert browser.request("POST", "/console/login", form={"token": token}).status == 303
     home = browser.request("GET", "/console/")
     assert "My access" in home.body and ADMIN_EMAIL in home.body and 'href="/console/groups"' in home.body
+    assert 'href="/console/agents"' in home.body and 'href="/console/"' not in home.body
 
     again = Browser(console)
     assert again.request("GET", "/console/login", query={"token": token}).status == 400
@@ -221,7 +222,7 @@ def test_a_member_revokes_their_own_token_after_confirming(console: ModuleType) 
     assert forged.status == 403 and list_tokens(MEMBER_ID)[0].revoked_at is None
     csrf = browser.csrf(confirm)
     done = browser.request("POST", f"/console/tokens/{token.token_id}/revoke", form={"csrf_token": csrf})
-    assert done.status == 303 and done.headers["Location"] == "/console/?notice=token-revoked"
+    assert done.status == 303 and done.headers["Location"] == "/console?notice=token-revoked"
     assert list_tokens(MEMBER_ID)[0].revoked_at is not None
     assert "token.revoke" in [entry.action for entry in AuditEntry.query(f"user:{MEMBER_ID}")]
 
@@ -265,3 +266,129 @@ def test_the_console_handler_is_the_only_new_function_path() -> None:
         code = source.read_text()
         assert "pynamodb" not in code and "insightmesh.directory" not in code, source  # no second path to data
     assert Path(CONSOLE).is_file()
+
+
+# -- Agents (issue 13, section 3) ----------------------------------------------------------------------
+
+
+def agent_version(browser: Browser, name: str) -> str:
+    found = re.search(r'name="version" value="(\d+)"', browser.request("GET", f"/console/agents/{name}").body)
+    assert found
+    return found.group(1)
+
+
+def settings(browser: Browser, csrf: str, version: str, **changes: str) -> dict[str, str]:
+    form = {"csrf_token": csrf, "version": version, "display_name": "MEDDIC coach", "description": "Deal coaching",
+            "aliases": "", "visibility": "public"}
+    form.update(changes)
+    return form
+
+
+def test_the_agents_list_shows_state_visibility_and_counts_and_a_member_gets_a_403(console: ModuleType) -> None:
+    browser = sign_in(console, ADMIN_ID)
+    page = browser.request("GET", "/console/agents")
+    assert page.status == 200 and 'href="/console/agents" aria-current="page"' in page.body
+    assert 'href="/console/agents/meddic"' in page.body and 'href="/console/agents/help"' in page.body
+    assert "everyone" in page.body and '<th scope="col">Who may use it</th>' in page.body
+    member = sign_in(console, MEMBER_ID)
+    refused = member.request("GET", "/console/agents")
+    assert refused.status == 403 and "requires an admin" in refused.body
+    assert member.request("GET", "/console/agents/meddic").status == 403  # the API's own refusal
+
+
+def test_an_admin_restricts_meddic_grants_a_group_and_a_person_and_removes_a_grant(console: ModuleType) -> None:
+    from insightmesh.audit.log import AuditEntry
+
+    browser = sign_in(console, ADMIN_ID)
+    csrf = browser.csrf(browser.request("GET", "/console/groups"))
+    assert browser.request("POST", "/console/groups", form={"csrf_token": csrf, "name": "sales"}).status == 303
+    # An allow on a public agent changes nothing: the API's 409 says what to do, shown in place.
+    public = browser.request("POST", "/console/agents/meddic/grants",
+                             form={"csrf_token": csrf, "kind": "group", "group": "sales", "effect": "allow"})
+    assert public.status == 200 and 'role="alert"' in public.body and "restricted" in public.body
+    assert '<option value="sales" selected>' in public.body  # the form keeps its values
+
+    version = agent_version(browser, "meddic")
+    saved = browser.request("POST", "/console/agents/meddic",
+                            form=settings(browser, csrf, version, aliases="coach, deals", visibility="restricted"))
+    assert saved.status == 303 and saved.headers["Location"] == "/console/agents/meddic?notice=agent-updated"
+    page = browser.request("GET", "/console/agents/meddic")
+    assert 'value="restricted" checked' in page.body and 'value="coach, deals"' in page.body
+    assert "by grant" in page.body
+
+    # A concurrent change: the stale version is the API's 409, in place, and the form shows what is stored now.
+    stale = browser.request("POST", "/console/agents/meddic", form=settings(browser, csrf, version,
+                                                                           display_name="Someone else's"))
+    assert stale.status == 200 and 'role="alert"' in stale.body and "changed by someone else" in stale.body
+    assert 'value="MEDDIC coach"' in stale.body and "Someone else&#39;s" not in stale.body
+
+    group = browser.request("POST", "/console/agents/meddic/grants",
+                            form={"csrf_token": csrf, "kind": "group", "group": "sales", "effect": "allow",
+                                  "expires_at": ""})
+    assert group.status == 303 and group.headers["Location"] == "/console/agents/meddic?notice=grant-added"
+    person = browser.request("POST", "/console/agents/meddic/grants",
+                             form={"csrf_token": csrf, "kind": "user", "email": MEMBER_EMAIL, "effect": "deny",
+                                   "expires_at": "2099-01-01T00:00"})
+    assert person.status == 303
+    unknown = browser.request("POST", "/console/agents/meddic/grants",
+                              form={"csrf_token": csrf, "kind": "user", "email": "nobody@example.com"})
+    assert unknown.status == 200 and 'role="alert"' in unknown.body and 'value="nobody@example.com"' in unknown.body
+    page = browser.request("GET", "/console/agents/meddic")
+    assert 'href="/console/groups/sales"' in page.body and f"<code>{MEMBER_ID}</code>" in page.body
+    assert "2099-01-01 00:00 UTC" in page.body
+    listing = browser.request("GET", "/console/agents").body
+    assert "by grant" in listing
+
+    confirm = browser.request("GET", "/console/agents/meddic/grants/group/sales/remove")
+    assert confirm.status == 200 and "Remove the allow grant of group “sales” on the agent “meddic”?" in confirm.body
+    assert 'href="/console/groups/sales"' in browser.request("GET", "/console/agents/meddic").body  # still there
+    removed = browser.request("POST", "/console/agents/meddic/grants/group/sales/remove", form={"csrf_token": csrf})
+    assert removed.status == 303 and removed.headers["Location"] == "/console/agents/meddic?notice=grant-removed"
+    assert 'href="/console/groups/sales"' not in browser.request("GET", "/console/agents/meddic").body
+    actions = [entry.action for entry in AuditEntry.query("agent:meddic")]
+    assert {"agent.update", "grant.put", "grant.delete"} <= set(actions)
+
+
+def test_a_built_in_agent_cannot_be_disabled_or_deleted_and_the_409_is_in_place(console: ModuleType) -> None:
+    browser = sign_in(console, ADMIN_ID)
+    page = browser.request("GET", "/console/agents/meddic")
+    assert "cannot be disabled or deleted" in page.body
+    csrf = browser.csrf(page)
+    disabled = browser.request("POST", "/console/agents/meddic/disable", form={"csrf_token": csrf})
+    assert disabled.status == 200 and 'role="alert"' in disabled.body and "cannot be disabled" in disabled.body
+    confirm = browser.request("GET", "/console/agents/meddic/delete")
+    assert confirm.status == 200 and "Delete the agent “meddic”?" in confirm.body
+    deleted = browser.request("POST", "/console/agents/meddic/delete", form={"csrf_token": csrf})
+    assert deleted.status == 200 and "cannot be deleted" in deleted.body
+    forged = browser.request("POST", "/console/agents/meddic/disable", form={"csrf_token": "forged"})
+    assert forged.status == 403
+    help_page = browser.request("POST", "/console/agents/help", form=settings(
+        browser, csrf, agent_version(browser, "help"), display_name="Help", visibility="admins"))
+    assert help_page.status == 200 and "must stay public" in help_page.body
+
+
+def test_an_admin_disables_enables_deletes_after_confirming_and_restores_an_agent(console: ModuleType) -> None:
+    from insightmesh.agents.catalog import AgentRecord
+
+    AgentRecord("forecast", display_name="Forecast", description="Pipeline forecasts", aliases=[],
+                is_public=True, is_system=False).save()
+    browser = sign_in(console, ADMIN_ID)
+    page = browser.request("GET", "/console/agents/forecast")
+    csrf = browser.csrf(page)
+    assert "Disable agent" in page.body and 'href="/console/agents/forecast/delete"' in page.body
+    for action, notice, shown in (("disable", "agent-disabled", "Enable agent"),
+                                  ("enable", "agent-enabled", "Disable agent")):
+        done = browser.request("POST", f"/console/agents/forecast/{action}", form={"csrf_token": csrf})
+        assert done.status == 303 and done.headers["Location"] == f"/console/agents/forecast?notice={notice}"
+        assert shown in browser.request("GET", "/console/agents/forecast").body
+    confirm = browser.request("GET", "/console/agents/forecast/delete")
+    assert confirm.status == 200 and "Delete the agent “forecast”?" in confirm.body
+    assert AgentRecord.get("forecast").deleted_at is None  # the confirmation page changes nothing
+    deleted = browser.request("POST", "/console/agents/forecast/delete", form={"csrf_token": csrf})
+    assert deleted.status == 303
+    page = browser.request("GET", "/console/agents/forecast")
+    assert "Restore agent" in page.body and "restore it to change its settings" in page.body
+    assert '<span class="state deleted">deleted</span>' in browser.request("GET", "/console/agents").body
+    restored = browser.request("POST", "/console/agents/forecast/restore", form={"csrf_token": csrf})
+    assert restored.status == 303 and restored.headers["Location"] == "/console/agents/forecast?notice=agent-restored"
+    assert "Disable agent" in browser.request("GET", "/console/agents/forecast").body

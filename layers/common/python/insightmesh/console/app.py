@@ -35,7 +35,7 @@ from insightmesh.observability import get_logger
 CSP: Final = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
               "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 HTML: Final = "text/html; charset=utf-8"
-HOME: Final = "/console/"
+HOME: Final = "/console"  # API Gateway: /console/ against /console/{proxy+} is not documented
 PAGE_SIZE: Final = 25
 NOTICES: Final = {
     "token-revoked": "The token is revoked.",
@@ -44,10 +44,19 @@ NOTICES: Final = {
     "group-deleted": "The group is deleted.",
     "member-added": "The member is added.",
     "member-removed": "The member is removed.",
+    "agent-updated": "The agent's settings are saved.",
+    "agent-enabled": "The agent is enabled.",
+    "agent-disabled": "The agent is disabled.",
+    "agent-deleted": "The agent is deleted.",
+    "agent-restored": "The agent is restored.",
+    "grant-added": "The grant is saved.",
+    "grant-removed": "The grant is removed.",
 }
+# How the console names an agent's visibility (the API's values are public, admins, restricted).
+VISIBILITY: Final = {"public": "everyone", "admins": "admins only", "restricted": "by grant"}
 # The admin pages of issue 13, in navigation order; those not built yet are shown as to come.
-ADMIN_PAGES: Final = (("Dashboard", None), ("Agents", None), ("Groups", "/console/groups"), ("Users", None),
-                      ("Jobs", None), ("Credentials", None), ("Knowledge", None), ("Audit", None))
+ADMIN_PAGES: Final = (("Dashboard", None), ("Agents", "/console/agents"), ("Groups", "/console/groups"),
+                      ("Users", None), ("Jobs", None), ("Credentials", None), ("Knowledge", None), ("Audit", None))
 ERROR_TITLES: Final = {400: "This request cannot be used", 401: "Sign in", 403: "Not allowed", 404: "Not found",
                        409: "Conflict", 422: "Not valid", 429: "Too many requests"}
 
@@ -115,6 +124,7 @@ def environment() -> Environment:
     env.filters["when"] = _when
     env.filters["sentence"] = _sentence
     env.filters["urlpart"] = lambda value: quote(str(value), safe="")
+    env.globals["visibility"] = VISIBILITY
     return env
 
 
@@ -219,10 +229,11 @@ def invalid(error: ValidationError) -> ApiFailure:
 
 def build_console_app(apps: Sequence[Resolver]) -> ConsoleResolver:
     """The console, dispatching to ``apps`` (the admin and tasks APIs, built by their factories)."""
-    from insightmesh.console import pages
+    from insightmesh.console import agent_pages, pages
 
     app = ConsoleResolver(api=InProcessApi(apps), settings=get_settings(), logger=get_logger("console"))
     pages.register(app)
+    agent_pages.register(app)
     return app
 
 

@@ -37,10 +37,6 @@ def register(app: ConsoleResolver) -> None:
     def _root() -> Response[str]:
         return redirect(HOME)
 
-    @app.get("/console")
-    def _console() -> Response[str]:
-        return redirect(HOME)
-
     @app.get("/console/static/<name>")
     def _static(name: str) -> Response[str]:
         asset = assets.by_fingerprinted_name(name)
@@ -84,7 +80,8 @@ def register(app: ConsoleResolver) -> None:
 
     # -- My access ----------------------------------------------------------------------------------
 
-    @app.get("/console/")
+    @app.get("/console")
+    @app.get("/console/")  # the home is /console; /console/ is kept for old links and local use
     def _home() -> Response[str]:
         session = app.session()
         if session is None:
