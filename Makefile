@@ -10,7 +10,7 @@ EMULATOR_PORT ?= 4566
 # between them: see tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 
-.PHONY: install dev test test-unit test-integration test-e2e lint typecheck bench chaos validate build deploy clean
+.PHONY: install dev test test-unit test-integration test-e2e test-browser chromium-check lint typecheck bench chaos validate build deploy clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required (set PYTHON=...)")'
@@ -26,9 +26,9 @@ install: $(STAMP)
 dev: $(STAMP)
 	$(BIN)/insightmesh dev --port $(PORT) --emulator-port $(EMULATOR_PORT)
 
-## Lint, type-check and run the unit, integration and e2e tiers.
-test: $(STAMP) lint typecheck
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/unit tests/integration tests/e2e
+## Lint, type-check and run the unit, integration, e2e and browser tiers.
+test: $(STAMP) lint typecheck chromium-check
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/unit tests/integration tests/e2e tests/browser
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
@@ -38,6 +38,13 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(BIN)/pytest -q tests/e2e
+
+## The console in Debian's Chromium (Playwright for Python; never Playwright's browser download).
+test-browser: $(STAMP) chromium-check
+	$(BIN)/pytest -q tests/browser
+
+chromium-check:
+	@test -x /usr/bin/chromium || echo "make test: no Chromium at /usr/bin/chromium, so the browser tests are skipped (apt-get install chromium)"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -94,8 +94,8 @@ def _fresh_knowledge_presence() -> Iterator[None]:
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """How `make test` shares the tests between its workers (pytest-xdist, ``--dist loadfile``).
 
-    Each test file is one unit of work, so a module's fixtures are built once; the e2e modules are
-    one unit between them. They run one after another, as without xdist, so one `insightmesh dev`
+    Each test file is one unit of work, so a module's fixtures are built once; the e2e and browser
+    modules (each starts `insightmesh dev`) are one unit between them. They run one after another, as without xdist, so one `insightmesh dev`
     at a time shares the machine with the other worker's tests. xdist hands out the largest units
     first, so the e2e unit starts at once and the other files fill in beside it.
     """
@@ -106,6 +106,6 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     class FilesWithTheE2eTierAsOne(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]  # the test file, relative to the project
-            return "tests/e2e" if path.startswith("tests/e2e/") else path
+            return "tests/e2e" if path.startswith(("tests/e2e/", "tests/browser/")) else path
 
     return FilesWithTheE2eTierAsOne(config, log)

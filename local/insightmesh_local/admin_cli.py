@@ -1,4 +1,4 @@
-"""`insightmesh admin bootstrap` and `insightmesh token create`: the operator's way in.
+"""`insightmesh admin bootstrap`, `insightmesh token create` and `insightmesh login-link`: the operator's way in.
 
 Bootstrapping the first admin never happens over HTTP: these commands write to the stack's
 tables directly, with the caller's own AWS credentials — against the running local system
@@ -37,6 +37,7 @@ class TargetError(RuntimeError):
 class Target:
     description: str
     environment: dict[str, str]
+    console_url: str = ""  # the console's home URL (ends with /console, no slash)
 
 
 def _local_target(port: int, data_dir: str | None = None) -> Target:
@@ -46,7 +47,8 @@ def _local_target(port: int, data_dir: str | None = None) -> Target:
         raise TargetError(f"{error} (or use --stack-name for a deployed stack)") from error
     environment = {**stack["environment"], "AWS_ENDPOINT_URL": stack["endpoint"], "AWS_REGION": stack["region"],
                    "AWS_DEFAULT_REGION": stack["region"], **LOCAL_CREDENTIALS}
-    return Target(f"local stack {stack['stack_name']} ({stack['endpoint']})", environment)
+    return Target(f"local stack {stack['stack_name']} ({stack['endpoint']})", environment,
+                  console_url=f"http://127.0.0.1:{port}/console")
 
 
 def _aws_target(stack_name: str, template_path: Path, region: str | None) -> Target:
@@ -63,14 +65,19 @@ def _aws_target(stack_name: str, template_path: Path, region: str | None) -> Tar
         physical = {summary["LogicalResourceId"]: summary["PhysicalResourceId"]
                     for page in paginator.paginate(StackName=stack_name)
                     for summary in page["StackResourceSummaries"]}
+        outputs = {output["OutputKey"]: output["OutputValue"]
+                   for stack in session.client("cloudformation").describe_stacks(StackName=stack_name)["Stacks"]
+                   for output in stack.get("Outputs", [])}
     except (BotoCoreError, ClientError) as error:
         raise TargetError(f"cannot read stack {stack_name!r}: {error}") from error
+    console_url = (outputs.get("ConsoleUrl") or (outputs["ApiUrl"].rstrip("/") + "/console" if "ApiUrl" in outputs
+                                                 else "")).rstrip("/")
     environment = {name: physical[logical] for name, logical in wanted.items() if logical in physical}
     missing = sorted(set(wanted) - set(environment))
     if missing:
         raise TargetError(f"stack {stack_name} has no table for {', '.join(missing)}: deploy the current template")
     environment["AWS_REGION"] = environment["AWS_DEFAULT_REGION"] = session.region_name or "us-east-1"
-    return Target(f"AWS stack {stack_name} ({session.region_name})", environment)
+    return Target(f"AWS stack {stack_name} ({session.region_name})", environment, console_url=console_url)
 
 
 def resolve_target(args: argparse.Namespace) -> Target:
@@ -222,6 +229,35 @@ def cmd_token_revoke(args: argparse.Namespace, target: Target) -> int:
     return 0
 
 
+@_targeted("login-link")
+def cmd_login_link(args: argparse.Namespace, target: Target) -> int:
+    from urllib.parse import urlencode
+
+    with contextlib.redirect_stdout(sys.stderr):
+        from insightmesh.auth.login_links import LINK_TTL, issue_link
+        from insightmesh.directory import admin_tools
+
+        try:
+            user = _user_for(args.email, create=False)
+        except (LookupError, ValueError) as error:
+            print(f"insightmesh login-link: {error} (a link signs in an existing user only)", file=sys.stderr)
+            return 1
+        if not user.is_active:
+            print(f"insightmesh login-link: {args.email} is deactivated", file=sys.stderr)
+            return 1
+        token = issue_link(user, created_by=_actor())
+        admin_tools.audit_cli(action="auth.login_link.issue", target=f"user:{user.user_id}",
+                              after={"valid_for_seconds": int(LINK_TTL.total_seconds())}, actor=_actor())
+    if not target.console_url:
+        print("insightmesh login-link: the stack has no ConsoleUrl or ApiUrl output", file=sys.stderr)
+        return 1
+    minutes = int(LINK_TTL.total_seconds() // 60)
+    print(f"a single-use sign-in link for {args.email} on {target.description}, valid {minutes} minutes:",
+          file=sys.stderr)
+    print(f"{target.console_url}/login?{urlencode({'token': token})}")
+    return 0
+
+
 def add_parsers(sub: Any) -> None:
     def target_options(command: argparse.ArgumentParser) -> None:
         command.add_argument("--port", type=int, default=3000, help="the local dev server's port (default 3000)")
@@ -261,3 +297,9 @@ def add_parsers(sub: Any) -> None:
     revoke.add_argument("token_id")
     target_options(revoke)
     revoke.set_defaults(run=cmd_token_revoke)
+
+    link = sub.add_parser("login-link", help="print a single-use console sign-in link (5 minutes) for an existing "
+                                             "active user")
+    link.add_argument("--email", required=True)
+    target_options(link)
+    link.set_defaults(run=cmd_login_link)

@@ -4,7 +4,8 @@ Routes come from every function's ``HttpApi`` and ``Api`` events. An ``HttpApi``
 payload format it declares (2.0 by default, or 1.0); an ``Api`` (REST) event gets the REST proxy
 format. Route selection follows API Gateway: the most specific route wins (static segments, then
 ``{param}``, then ``{proxy+}``); an HttpApi event with no Path and Method is the ``$default``
-route; with no match, 404, or 405 when the path exists with other methods.
+route; with no match, 404, or 405 when the path exists with other methods. A trailing slash does
+not change the route (``/console/`` is served by the ``/console`` route, with its raw path kept).
 """
 
 from __future__ import annotations
@@ -93,11 +94,12 @@ def routes_from(specs: list[FunctionSpec]) -> list[Route]:
 def _match(routes: list[Route], method: str, path: str) -> tuple[Route | None, dict[str, str], set[str]]:
     other_methods: set[str] = set()
     default = None
+    trimmed = path.rstrip("/") if len(path) > 1 and path.endswith("/") else None
     for route in routes:
         if route.pattern is None:
             default = route
             continue
-        found = route.pattern.match(path)
+        found = route.pattern.match(path) or (route.pattern.match(trimmed) if trimmed else None)
         if not found:
             continue
         if route.method in ("ANY", method):

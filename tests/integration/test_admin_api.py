@@ -143,8 +143,13 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("POST", f"/api/users/{MEMBER_ID}/admin", {"is_admin": True}),
     ("GET", "/api/audit", None),
     ("GET", "/api/workspaces", None),
+    ("GET", "/api/knowledge/documents", None),
+    ("GET", "/api/me/tokens", None),
+    ("DELETE", "/api/me/tokens/0123456789abcdef", None),
 ]
-ADMIN_ONLY = [route for route in ROUTES if route[:2] not in {("GET", "/api/me"), ("GET", "/api/agents")}]
+OPEN_TO_MEMBERS = {("GET", "/api/me"), ("GET", "/api/agents"), ("GET", "/api/me/tokens"),
+                   ("DELETE", "/api/me/tokens/0123456789abcdef")}
+ADMIN_ONLY = [route for route in ROUTES if route[:2] not in OPEN_TO_MEMBERS]
 
 
 @pytest.mark.parametrize(("method", "path", "body"), ROUTES, ids=[f"{m} {p}" for m, p, _ in ROUTES])
@@ -917,8 +922,9 @@ def test_the_openapi_document_is_complete(api: Api) -> None:
         if not path.startswith("/api/"):
             continue
         responses = operation["responses"]
-        errors = {401, 422, 429} | ({403} if (method, path) not in {("GET", "/api/me"), ("GET", "/api/agents")}
-                                   else set())
+        open_to_members = {("GET", "/api/me"), ("GET", "/api/agents"), ("GET", "/api/me/tokens"),
+                           ("DELETE", "/api/me/tokens/<token_id>")}
+        errors = {401, 422, 429} | ({403} if (method, path) not in open_to_members else set())
         for status in errors:
             schema = responses[str(status)]["content"]["application/json"]["schema"]
             assert schema == {"$ref": "#/components/schemas/ErrorResponse"}, (method, path, status)

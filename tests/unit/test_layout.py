@@ -66,7 +66,7 @@ PLATFORM: Final = frozenset(
      "file_types"}
 )
 DOMAIN: Final = frozenset({"directory", "auth", "llm", "knowledge", "credentials", "agents", "slack", "health"})
-APPLICATION: Final = frozenset({"conversation", "admin", "jobs"})
+APPLICATION: Final = frozenset({"conversation", "admin", "jobs", "console"})
 LAYERS: Final = {**{c: 0 for c in PLATFORM}, **{c: 1 for c in DOMAIN}, **{c: 2 for c in APPLICATION}}
 LAYER_NAMES: Final = ("platform", "domain", "application")
 

@@ -289,6 +289,22 @@ class MeOut(_Response):
     is_admin: bool
     via: Literal["token", "session"]
     agents: list[UsableAgent] = Field(description="The agents you may use.")
+    groups: list[str] = Field(default_factory=list, description="The groups you are a member of, by name.")
+
+
+class TokenOut(_Response):
+    token_id: str = Field(description="The token's public id (never its secret).")
+    name: str
+    scopes: list[str]
+    state: Literal["active", "expired", "revoked"]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenList(_Response):
+    items: list[TokenOut] = Field(description="Every token of yours, newest first (revoked and expired included).")
 
 
 AgentPage = Page[AgentOut]

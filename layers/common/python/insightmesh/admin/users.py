@@ -129,11 +129,13 @@ def set_admin(user_id: str, is_admin: bool, *, actor: Principal, request_id: str
 
 
 def me(principal: Principal) -> MeOut:
-    """Who is calling and the agents they may use: GetItem user, Query by-kind, then
-    ``agents_usable_by`` (one memberships Query and one BatchGetItem per 100 keys)."""
+    """Who is calling, their groups and the agents they may use: GetItem user, Query memberships
+    ``by-user``, Query by-kind, then ``agents_usable_by`` (one memberships Query and one
+    BatchGetItem per 100 keys)."""
     user = require_user(principal.user_id)
+    groups = sorted(row.group_name for row in Membership.by_user.query(user.user_id))
     usable = agents_usable_by(user, list_agents())
     return MeOut(user_id=user.user_id, email=user.email, display_name=user.display_name, is_admin=user.is_admin,
-                 via=principal.via,
+                 via=principal.via, groups=groups,
                  agents=[UsableAgent(name=agent.name, display_name=agent.display_name, description=agent.description,
                                      aliases=list(agent.aliases or [])) for agent in usable])

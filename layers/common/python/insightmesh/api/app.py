@@ -123,6 +123,11 @@ class InsightMeshResolver(APIGatewayHttpResolver):
             self.logger.exception("unhandled error", extra={"error_type": type(error).__name__})
             return self.error(500, "internal_error", "an internal error occurred")
 
+    def serves(self, path: str) -> bool:
+        """Whether one of this app's routes (any method) matches ``path``: how an in-process
+        dispatcher (the console's) picks the app API Gateway would route ``path`` to."""
+        return any(route.rule.match(path) for route in self._static_routes + self._dynamic_routes)
+
     # -- entry point ---------------------------------------------------------------------------
     def _body_size(self, event: dict[str, Any]) -> int:
         body = event.get("body") or ""

@@ -5,9 +5,12 @@
   cookie and clears ``im_login``; a refused callback → 400/401/503 error envelope;
 * ``POST /auth/logout`` → 204, revokes the session server-side (its record is deleted, so a copy
   of the cookie stops working too) and clears the cookie;
-* ``GET /auth/session`` → ``{user_id, email, is_admin, csrf_token}`` or 401.
+* ``GET /auth/session`` → ``{user_id, email, is_admin, csrf_token}`` or 401;
+* ``GET /auth/login-link?token=...`` → ``{email, expires_at}`` of an unspent link (nothing spent);
+* ``POST /auth/login-link`` ``{"token": ...}`` → the same body and the ``im_session`` cookie: spends
+  a single-use sign-in link (:mod:`insightmesh.auth.login_links`); unknown, used or expired → 400.
 
-Login and callback share a per source IP rate limit (``auth-login`` scope,
+Login, callback and login-link share a per source IP rate limit (``auth-login`` scope,
 ``LOGIN_RATE_LIMIT_PER_MINUTE``, default 20). Several cookies in one response travel in the
 payload 2.0 top-level ``cookies`` list (powertools ``Response(cookies=...)``).
 """
@@ -15,15 +18,23 @@ payload 2.0 top-level ``cookies`` list (powertools ``Response(cookies=...)``).
 from __future__ import annotations
 
 import time
-from typing import Any, Final
+from typing import Annotated, Any, Final
 
 from aws_lambda_powertools.event_handler import Response, content_types
+from aws_lambda_powertools.event_handler.openapi.params import Body
+from pydantic import BaseModel, ConfigDict, Field
 
 from insightmesh.api.app import InsightMeshResolver
 from insightmesh.api.ratelimit import RateLimiter, source_ip
 from insightmesh.auth.settings import get_auth_settings
 
 LOGIN_SCOPE: Final = "auth-login"
+
+
+class LoginLinkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    token: str = Field(min_length=1, max_length=128)
 
 
 def _now() -> float:
@@ -93,3 +104,24 @@ def register_auth_routes(app: InsightMeshResolver) -> None:
         body = {"user_id": principal.user_id, "email": principal.email, "is_admin": principal.is_admin,
                 "csrf_token": principal.csrf_token}
         return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body)
+
+    @app.get("/auth/login-link", include_in_schema=False)
+    def _peek_login_link() -> Response[Any]:
+        from insightmesh.auth.login_links import peek_link
+
+        limit_login()
+        preview = peek_link(app.current_event.query_string_parameters.get("token") or "")
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON,
+                        body={"email": preview.email, "expires_at": preview.expires_at})
+
+    @app.post("/auth/login-link", include_in_schema=False)
+    def _login_link(link: Annotated[LoginLinkIn, Body()]) -> Response[Any]:
+        from insightmesh.auth.login_links import spend_link
+        from insightmesh.auth.sessions import RawCookie
+
+        limit_login()
+        signed_in = spend_link(link.token, request_id=app.correlation_id)
+        body = {"user_id": signed_in.user.user_id, "email": signed_in.user.email,
+                "is_admin": signed_in.user.is_admin, "csrf_token": signed_in.csrf_token}
+        return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=body,
+                        cookies=[RawCookie(signed_in.session_cookie)])

@@ -1,0 +1,23 @@
+"""The admin API's resolver, built in one place: ``functions/admin_api`` serves it, and the console
+dispatches to it in-process (``functions/console``), so no route is registered twice by hand."""
+
+from __future__ import annotations
+
+from insightmesh.admin.me_routes import register_me_routes
+from insightmesh.admin.routes import register_admin_routes
+from insightmesh.admin.workspaces import register_workspace_routes
+from insightmesh.api import InsightMeshResolver, create_app
+from insightmesh.auth.routes import register_auth_routes
+
+
+def build_admin_app() -> InsightMeshResolver:
+    """The control plane under /api (agents, grants, groups, users, audit, me, workspaces) and /auth."""
+    app = create_app("admin_api", title="InsightMesh admin API", openapi_path="/api/openapi.json", json_only=True)
+    register_admin_routes(app)
+    register_me_routes(app)
+    register_workspace_routes(app)
+    register_auth_routes(app)
+    return app
+
+
+__all__ = ["build_admin_app"]
