@@ -95,9 +95,10 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """How `make test` shares the tests between its workers (pytest-xdist, ``--dist loadfile``).
 
     Each test file is one unit of work, so a module's fixtures are built once; the e2e and browser
-    modules (each starts `insightmesh dev`) are one unit between them. They run one after another, as without xdist, so one `insightmesh dev`
-    at a time shares the machine with the other worker's tests. xdist hands out the largest units
-    first, so the e2e unit starts at once and the other files fill in beside it.
+    modules (each starts `insightmesh dev`) are one unit between them. They run one after another,
+    as without xdist, so one `insightmesh dev` at a time shares the machine with the other worker's
+    tests. xdist hands out the largest units first, so the e2e unit starts at once and the other
+    files fill in beside it.
     """
     if config.getoption("dist") != "loadfile":
         return None
