@@ -32,9 +32,11 @@ from botocore import handlers as botocore_handlers
 from moto import mock_aws
 from pynamodb.models import Model
 
+from insightmesh import resilience
 from insightmesh.auth import oidc_provider
 from insightmesh.auth.settings import get_auth_settings
 from insightmesh.directory.models import Membership, User
+from insightmesh.knowledge import store as store_module
 from insightmesh_local.template import Template, load_template
 
 ROOT = Path(__file__).parents[2]
@@ -324,3 +326,27 @@ def save_user(user_id: str = "u-1", email: str | None = "alice@example.com", *, 
 def make_user(tables: dict[str, str]) -> Callable[..., User]:
     """:func:`save_user`, in the ``tables``: ``make_user("u-1", "alice@example.com", is_admin=True)``."""
     return save_user
+
+
+# -- the knowledge base --------------------------------------------------------------------------------
+
+# Every variable that chooses the knowledge store or the embedder: cleared, so a developer's shell
+# cannot point a test at a real Qdrant or embedding service.
+KNOWLEDGE_VARIABLES = (
+    "QDRANT_URL", "QDRANT_API_KEY", "QDRANT_API_KEY_SECRET_ID", "QDRANT_PATH", "QDRANT_COLLECTION",
+    "EMBEDDING_PROVIDER", "EMBEDDING_BASE_URL", "EMBEDDING_MODEL", "EMBEDDING_DIMENSIONS", "EMBEDDING_API_KEY",
+    "EMBEDDING_API_KEY_SECRET_ID", "EMBEDDING_BATCH_SIZE",
+)
+
+
+@pytest.fixture
+def knowledge(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tables: dict[str, str]) -> Iterator[dict[str, str]]:
+    """moto tables, an embedded Qdrant in ``tmp_path``, offline embeddings."""
+    for name in KNOWLEDGE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
+    store_module.reset_for_tests()
+    resilience._breakers.clear()
+    yield tables
+    store_module.reset_for_tests()
+    resilience._breakers.clear()

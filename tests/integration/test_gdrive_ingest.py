@@ -23,7 +23,6 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from insightmesh import resilience
 from insightmesh.auth.settings import get_auth_settings
 from insightmesh.config import get_settings
 from insightmesh.credentials import google as google_oauth
@@ -33,7 +32,6 @@ from insightmesh.credentials.models import Credential
 from insightmesh.directory.models import User
 from insightmesh.google_api import GoogleApiError, GoogleAuthError
 from insightmesh.jobs.registry import job_type, job_type_names
-from insightmesh.knowledge import store as store_module
 from insightmesh.knowledge.base import ANYONE, Viewer
 from insightmesh.knowledge.models import INDEXED, KnowledgeDocument
 from insightmesh.knowledge.retrieval import retrieve
@@ -55,9 +53,6 @@ pytestmark = pytest.mark.timeout(120)
 
 CLIENT_ID, CLIENT_SECRET = "insightmesh-drive-test", "drive-test-client-secret-0123456789"
 REDIRECT_URI = "https://api.example.com/api/credentials/google/callback"
-KNOWLEDGE_VARIABLES = ("QDRANT_URL", "QDRANT_API_KEY", "QDRANT_API_KEY_SECRET_ID", "QDRANT_PATH", "QDRANT_COLLECTION",
-                       "EMBEDDING_PROVIDER", "EMBEDDING_BASE_URL", "EMBEDDING_MODEL", "EMBEDDING_DIMENSIONS",
-                       "EMBEDDING_API_KEY", "EMBEDDING_API_KEY_SECRET_ID", "EMBEDDING_BATCH_SIZE")
 OWNER = "owner@corp.example"
 STAFF, SALES = "staff@corp.example", "sales@corp.example"
 
@@ -107,17 +102,6 @@ class Tokens:
 # -- fixtures ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def knowledge(monkeypatch: pytest.MonkeyPatch, tmp_path, tables: dict[str, str]) -> Iterator[dict[str, str]]:
-    """moto tables, an embedded Qdrant in ``tmp_path``, offline embeddings."""
-    for name in KNOWLEDGE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    store_module.reset_for_tests()
-    resilience._breakers.clear()
-    yield tables
-    store_module.reset_for_tests()
-    resilience._breakers.clear()
 
 
 @pytest.fixture

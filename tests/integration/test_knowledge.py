@@ -9,7 +9,6 @@ stand-in's ``/v1/embeddings`` on loopback.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +16,6 @@ from typing import Any
 import pytest
 from qdrant_client import models
 
-from insightmesh import resilience
 from insightmesh.directory.models import Group, Membership, User
 from insightmesh.knowledge import store as store_module
 from insightmesh.knowledge.base import ANYONE, SourceDocument, Viewer
@@ -32,25 +30,9 @@ from tests.knowledge_corpus import generate_corpus, hit_rate_and_mrr
 from tests.knowledge_fixtures import docx_bytes, minimal_pdf, pptx_bytes, xlsx_bytes
 from tests.standins.openai_server import start as start_openai
 
-KNOWLEDGE_VARIABLES = (
-    "QDRANT_URL", "QDRANT_API_KEY", "QDRANT_API_KEY_SECRET_ID", "QDRANT_PATH", "QDRANT_COLLECTION",
-    "EMBEDDING_PROVIDER", "EMBEDDING_BASE_URL", "EMBEDDING_MODEL", "EMBEDDING_DIMENSIONS", "EMBEDDING_API_KEY",
-    "EMBEDDING_API_KEY_SECRET_ID", "EMBEDDING_BATCH_SIZE",
-)
 SOURCE = "local:/handbook"
 
 
-@pytest.fixture
-def knowledge(monkeypatch: pytest.MonkeyPatch, tmp_path, tables: dict[str, str]) -> Iterator[dict[str, str]]:
-    """moto tables, an embedded Qdrant in ``tmp_path``, offline embeddings."""
-    for name in KNOWLEDGE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    store_module.reset_for_tests()
-    resilience._breakers.clear()
-    yield tables
-    store_module.reset_for_tests()
-    resilience._breakers.clear()
 
 
 def doc(name: str, text: str, *, title: str | None = None, acl: tuple[str, ...] = (ANYONE,),

@@ -12,30 +12,13 @@ from typing import Any
 
 import pytest
 
-from insightmesh import resilience
-from insightmesh.knowledge import store as store_module
 from insightmesh.knowledge.base import ANYONE, Audience, IngestReport
 from tests.integration.conftest import DYNAMO_CALLS, build_http_event, load_handler
 
-KNOWLEDGE_VARIABLES = (
-    "QDRANT_URL", "QDRANT_API_KEY", "QDRANT_API_KEY_SECRET_ID", "QDRANT_PATH", "QDRANT_COLLECTION",
-    "EMBEDDING_PROVIDER", "EMBEDDING_BASE_URL", "EMBEDDING_MODEL", "EMBEDDING_DIMENSIONS", "EMBEDDING_API_KEY",
-    "EMBEDDING_API_KEY_SECRET_ID", "EMBEDDING_BATCH_SIZE",
-)
 SOURCE = "local:/srv/sales"
 SALES_FACT = "The Q3 pipeline target for the sales team is twelve million euros."
 
 
-@pytest.fixture
-def knowledge(monkeypatch: pytest.MonkeyPatch, tmp_path, tables: dict[str, str]) -> Iterator[dict[str, str]]:
-    for name in KNOWLEDGE_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("QDRANT_PATH", str(tmp_path / "qdrant"))
-    store_module.reset_for_tests()
-    resilience._breakers.clear()
-    yield tables
-    store_module.reset_for_tests()
-    resilience._breakers.clear()
 
 
 def people() -> None:
