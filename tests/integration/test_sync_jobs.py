@@ -31,7 +31,6 @@ from insightmesh.directory.sync import ProviderUser, sync_users
 from insightmesh.directory.users import ALL_USERS, ensure_system_groups
 from insightmesh.resilience import CircuitBreaker
 from insightmesh.slack import client as slack_client
-from insightmesh_local.slack_sandbox import SlackSandbox
 from tests.job_context import RecordingContext, run
 from tests.standins.google_directory_server import GoogleDirectoryServer
 
@@ -66,17 +65,6 @@ def members_of(group: str) -> set[str]:
     return {membership.user_id for membership in Membership.query(group, consistent_read=True)}
 
 
-@pytest.fixture
-def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSandbox]:
-    sandbox = SlackSandbox(port=0).start()
-    monkeypatch.setenv("SLACK_API_URL", sandbox.url)
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-sync-test")
-    slack_client.reset_for_tests()
-    try:
-        yield sandbox
-    finally:
-        sandbox.stop()
-        slack_client.reset_for_tests()
 
 
 class Tokens:

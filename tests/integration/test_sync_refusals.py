@@ -20,7 +20,6 @@ from insightmesh.directory.sync import ProviderUser, SyncRefusedError, sync_user
 from insightmesh.jobs import runner, service
 from insightmesh.jobs.models import JOB_KIND, RUN_KIND, Job, JobState, TaskRun, created_sort, retention
 from insightmesh.resilience import CircuitBreaker
-from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox
 from tests.job_context import RecordingContext, run
 from tests.standins.google_directory_server import GoogleDirectoryServer
@@ -32,17 +31,6 @@ GOOD_TOKEN = "ya29.refusal-token"
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def slack(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[SlackSandbox]:
-    sandbox = SlackSandbox(port=0).start()
-    monkeypatch.setenv("SLACK_API_URL", sandbox.url)
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-refusal-test")
-    slack_client.reset_for_tests()
-    try:
-        yield sandbox
-    finally:
-        sandbox.stop()
-        slack_client.reset_for_tests()
 
 
 @pytest.fixture
@@ -115,7 +103,8 @@ def test_without_a_bound_the_sweep_runs_as_before(tables: dict[str, str]) -> Non
 # -- the Slack job against the sandbox ---------------------------------------------------------------
 
 
-def test_slack_listing_nobody_fails_the_run_and_deactivates_nobody(slack: SlackSandbox) -> None:
+def test_slack_listing_nobody_fails_the_run_and_deactivates_nobody(
+        slack: SlackSandbox, tables: dict[str, str]) -> None:
     slack.add_users(people(10))
     run(SlackUserSync(), RecordingContext(SlackUserSync, {}))
     assert len(active_slack_users()) == 10
@@ -134,7 +123,8 @@ def test_slack_listing_nobody_fails_the_run_and_deactivates_nobody(slack: SlackS
         "listed 0 users", 0, 10, 0)
 
 
-def test_slack_sweep_past_the_bound_fails_and_a_raised_bound_lets_it_through(slack: SlackSandbox) -> None:
+def test_slack_sweep_past_the_bound_fails_and_a_raised_bound_lets_it_through(
+        slack: SlackSandbox, tables: dict[str, str]) -> None:
     slack.add_users(people(10))
     run(SlackUserSync(), RecordingContext(SlackUserSync, {}))
     slack.remove_users("U000", "U001", "U002")  # 30% gone
@@ -193,7 +183,8 @@ class LambdaContext:
         return 600_000
 
 
-def test_the_runner_records_the_refused_run_failed_with_reason_numbers_and_warning(slack: SlackSandbox) -> None:
+def test_the_runner_records_the_refused_run_failed_with_reason_numbers_and_warning(
+        slack: SlackSandbox, tables: dict[str, str]) -> None:
     slack.add_users(people(4))
     job = Job("d" * 32, kind=JOB_KIND, created_sort=created_sort(NOW, "d" * 32), job_type="slack_user_sync",
               name="Slack directory", schedule_expression="rate(1 day)", schedule_anchor=NOW, parameters={},
