@@ -34,7 +34,9 @@ def dev(sandbox, dev_logs):
         sandbox.set_channel(f"D{user}", [], kind="im", user=user)
     with running(env={"SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e-groups",
                       "SLACK_API_URL": sandbox.url, "LLM_PROVIDER": "offline",
-                      "CHANNEL_AUDIENCE_CACHE_SECONDS": "0"}, log_dir=dev_logs) as server:
+                      "CHANNEL_AUDIENCE_CACHE_SECONDS": "0",
+                      # Alice and Bob say hello before the first ingest: search on every question
+                      "KNOWLEDGE_EMPTY_RECHECK_SECONDS": "0"}, log_dir=dev_logs) as server:
         yield server
 
 

@@ -14,7 +14,7 @@ AudienceRetriever`: the knowledge base searched with the access of everyone who 
 reply. If the store is unreachable the answer goes on without it (logged), as a conversation must
 not fail because search did. While no document has ever been
 ingested (one ``Scan`` with ``Limit=1`` on the documents table, remembered for
-:data:`EMPTY_RECHECK_SECONDS`), the search is skipped altogether — a deployment without a knowledge
+``KNOWLEDGE_EMPTY_RECHECK_SECONDS``, default :data:`EMPTY_RECHECK_SECONDS`), the search is skipped altogether — a deployment without a knowledge
 base pays neither the vector store's client import (~1 s on a cold worker) nor its calls.
 """
 
@@ -112,6 +112,13 @@ def shared_documents(files: Sequence[dict[str, str]]) -> tuple[SharedDocument, .
     return tuple(SharedDocument(name=item.get("name", "file"), text=item.get("text", "")) for item in files)
 
 
+def empty_recheck_seconds() -> float:
+    """How long an empty knowledge base is believed empty: the first document ingested is searched
+    at most this long after (``KNOWLEDGE_EMPTY_RECHECK_SECONDS``; 0 checks on every question)."""
+    value = os.environ.get("KNOWLEDGE_EMPTY_RECHECK_SECONDS", "").strip()
+    return max(0.0, float(value)) if value else EMPTY_RECHECK_SECONDS
+
+
 def knowledge_base_has_documents() -> bool:
     """Whether any document was ever ingested (see the module docstring)."""
     global _known_documents, _empty_until
@@ -125,7 +132,7 @@ def knowledge_base_has_documents() -> bool:
     found = next(iter(KnowledgeDocument.scan(limit=1, attributes_to_get=["document_id"])), None) is not None
     with _documents_lock:
         _known_documents = found
-        _empty_until = 0.0 if found else time.monotonic() + EMPTY_RECHECK_SECONDS
+        _empty_until = 0.0 if found else time.monotonic() + empty_recheck_seconds()
     return found
 
 
