@@ -338,8 +338,10 @@ class LocalRuntime:
         if not self.ready.is_set() or self.scheduler is None or self.functions is None:
             return _json(503, {"message": "the runtime is starting"})
         if parts == ["schedules"] and request.method == "GET":
+            self.scheduler.refresh()  # what the API just created is listed, not only after the next poll
             return _json(200, {"schedules": self.scheduler.describe()})
         if len(parts) == 3 and parts[0] == "schedules" and parts[2] == "fire" and request.method == "POST":
+            self.scheduler.refresh()
             try:
                 entry = self.scheduler.fire(parts[1])
             except KeyError:

@@ -110,6 +110,7 @@ class Scheduler:
         self.clock = clock
         self.entries: dict[str, Entry] = {}
         self._lock = threading.RLock()
+        self._refresh_lock = threading.Lock()  # one listing at a time: the poller's, or a control request's
         self._thread = threading.Thread(target=self.run, name="scheduler", daemon=True)
 
     # -- sources ---------------------------------------------------------------------------------
@@ -123,6 +124,10 @@ class Scheduler:
 
     def refresh(self) -> None:
         """Re-read EventBridge Scheduler schedules from the emulator (created, changed, deleted)."""
+        with self._refresh_lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
         client = self.clients("scheduler")
         seen: set[str] = set()
         paginator = client.get_paginator("list_schedules")
