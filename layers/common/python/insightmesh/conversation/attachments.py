@@ -12,10 +12,10 @@ reported in the reply, never fatal to it.
 **Knowledge.** The agent's ``retrieve(question)`` is :class:`insightmesh.conversation.audience.
 AudienceRetriever`: the knowledge base searched with the access of everyone who will read the
 reply. If the store is unreachable the answer goes on without it (logged), as a conversation must
-not fail because search did. While no document has ever been
-ingested (one ``Scan`` with ``Limit=1`` on the documents table, remembered for
-``KNOWLEDGE_EMPTY_RECHECK_SECONDS``, default :data:`EMPTY_RECHECK_SECONDS`), the search is skipped altogether — a deployment without a knowledge
-base pays neither the vector store's client import (~1 s on a cold worker) nor its calls.
+not fail because search did. While no document has ever been ingested (one ``Scan`` with
+``Limit=1`` on the documents table, remembered for ``KNOWLEDGE_EMPTY_RECHECK_SECONDS``, default
+:data:`EMPTY_RECHECK_SECONDS`), the search is skipped altogether — a deployment without a
+knowledge base pays neither the vector store's client import (~1 s on a cold worker) nor its calls.
 """
 
 from __future__ import annotations
