@@ -9,7 +9,7 @@ import zipfile
 from insightmesh.knowledge.extract import DOCX, XLSX, extraction_limits
 from insightmesh.knowledge.models import FAILED, INDEXED, KnowledgeDocument
 from insightmesh.knowledge.pipeline import ingest_documents
-from tests.integration.test_knowledge import SOURCE, doc, knowledge  # noqa: F401 - the fixture
+from tests.integration.test_knowledge import SOURCE, doc
 from tests.knowledge_fixtures import docx_bytes, xlsx_bytes
 
 
@@ -23,7 +23,7 @@ def _bomb() -> bytes:
     return out.getvalue()
 
 
-def test_a_file_past_a_limit_is_that_documents_failure_and_the_others_are_indexed(knowledge, monkeypatch):  # noqa: F811
+def test_a_file_past_a_limit_is_that_documents_failure_and_the_others_are_indexed(knowledge, monkeypatch):
     monkeypatch.setenv("EXTRACT_MAX_EXPANDED_MB", "5")
     extraction_limits.cache_clear()
     try:
