@@ -6,7 +6,9 @@ A grant is stored as :class:`insightmesh.directory.models.Grant` (hash ``agent_n
 
 Calls:
 
-* list an agent's grants: one ``GetItem`` (the agent, for 404) and one ``Query(agent_name)``.
+* list an agent's grants: one ``GetItem`` (the agent, for 404), one ``Query(agent_name)`` and, if
+  the page names users, one ``BatchGetItem`` of them for their e-mails.
+* one grant: ``GetItem`` agent (404), ``GetItem`` grant and, for a user, ``BatchGetItem`` of them.
 * a group's grants (group detail): one ``Query by-principal``.
 * add: ``GetItem`` agent, ``GetItem`` grant, then one ``TransactWriteItems``: ``ConditionCheck``
   that the group or user exists, ``PutItem`` of the grant (``attribute_not_exists``), ``UpdateItem``
@@ -91,17 +93,40 @@ def _scope(agent_name: str) -> str:
     return f"grants|{agent_name}"
 
 
+def with_emails(grants: list[GrantOut]) -> list[GrantOut]:
+    """The user grants with their e-mail: one ``BatchGetItem`` of the users a page names (none if none)."""
+    user_ids = sorted({grant.principal_id for grant in grants if grant.principal_type == "user"})
+    if not user_ids:
+        return grants
+    emails = {str(user.user_id): user.email for user in User.batch_get(user_ids)}
+    return [grant.model_copy(update={"email": emails.get(grant.principal_id)}) if grant.principal_type == "user"
+            else grant for grant in grants]
+
+
 def grants_page(agent_name: str, *, limit: int, cursor: str | None) -> Page[GrantOut]:
-    """One page of the grants of an (existing) agent, by principal. One Query."""
+    """One page of the grants of an (existing) agent, by principal: one Query, and one BatchGetItem of
+    the users it names, for their e-mails."""
     scope = _scope(agent_name)
     results = Grant.query(agent_name, limit=limit, last_evaluated_key=start_key(cursor, scope=scope))
     grants, last_key = query_page(results, Grant)
-    return Page[GrantOut](items=[grant_out(grant) for grant in grants], next_cursor=key_cursor(last_key, scope=scope))
+    return Page[GrantOut](items=with_emails([grant_out(grant) for grant in grants]),
+                          next_cursor=key_cursor(last_key, scope=scope))
 
 
 def list_grants(agent_name: str, *, limit: int, cursor: str | None) -> Page[GrantOut]:
     require_agent(agent_name)
     return grants_page(agent_name, limit=limit, cursor=cursor)
+
+
+def get_grant(agent_name: str, principal_path: str) -> GrantOut:
+    """One grant (``group:<name>`` / ``user:<id>``) of an agent, with the user's e-mail: what a page
+    confirming its removal names, wherever it stands in the listing. 404 if there is none."""
+    require_agent(agent_name)
+    principal_type, principal_id = parse_principal(principal_path)
+    grant = _get_grant(agent_name, stored_principal(principal_type, principal_id))
+    if grant is None:
+        raise NotFoundError(f"agent {agent_name!r} has no grant for {principal_path}")
+    return with_emails([grant_out(grant)])[0]
 
 
 def grants_of(principal_type: PrincipalType, principal_id: str) -> list[GrantOut]:

@@ -3,7 +3,8 @@
 Calls:
 
 * list groups: one ``Query by-kind(kind="group")`` of up to ``limit`` groups, by name (system
-  groups included, in their place by name), its ``LastEvaluatedKey`` as the cursor. The index
+  groups included, in their place by name), its ``LastEvaluatedKey`` as the cursor; with a name
+  prefix, the same Query with ``begins_with(name, prefix)`` on the range key. The index
   projects every attribute, so no ``BatchGetItem`` follows.
 * show a group: ``GetItem`` + one ``Query by-principal`` of its grants.
 * create: one transaction — ``PutItem`` group (``attribute_not_exists``: 409 if taken; it carries
@@ -63,10 +64,15 @@ def _changeable(name: str) -> Group:
     return group
 
 
-def list_page(*, limit: int, cursor: str | None) -> Page[GroupOut]:
-    """Every group by name: one ``Query by-kind``."""
-    scope = "groups|by-kind"  # not the former registry's "groups": its cursors are refused (422)
-    results = Group.by_kind.query(GROUP_KIND, limit=limit, last_evaluated_key=start_key(cursor, scope=scope))
+def list_page(*, limit: int, cursor: str | None, name_prefix: str | None = None) -> Page[GroupOut]:
+    """Every group by name, or those whose name starts with ``name_prefix``: one ``Query by-kind``
+    (the prefix is a ``begins_with`` on the index's range key, so it reads only the matches)."""
+    prefix = (name_prefix or "").strip().lower()
+    # Not the former registry's "groups": its cursors are refused (422); a prefix's cursor is its own.
+    scope = f"groups|by-kind|{prefix}" if prefix else "groups|by-kind"
+    condition = Group.name.startswith(prefix) if prefix else None
+    results = Group.by_kind.query(GROUP_KIND, condition, limit=limit,
+                                  last_evaluated_key=start_key(cursor, scope=scope))
     found, last_key = query_page(results, Group)
     return Page[GroupOut](items=[group_out(group) for group in found], next_cursor=key_cursor(last_key, scope=scope))
 

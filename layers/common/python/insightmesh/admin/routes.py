@@ -202,6 +202,12 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
         out, created = grants.put_grant(name, grant, actor=principal, request_id=request_id())
         return Response(status_code=201 if created else 200, content_type=content_types.APPLICATION_JSON, body=out)
 
+    @app.get("/api/agents/<name>/grants/<principal>", summary="Show one grant", tags=["grants"],
+             security=SECURITY, responses=responses(200, "The grant, with the user's e-mail", 403, 404))
+    def get_agent_grant(name: AgentName, principal: PrincipalPath) -> GrantOut:
+        admin("grant.read", agents.target(name))
+        return grants.get_grant(name, principal)
+
     @app.delete("/api/agents/<name>/grants/<principal>", summary="Remove a grant", tags=["grants"],
                 security=SECURITY, responses=responses(200, "The grant removed", 403, 404, 409))
     def delete_agent_grant(name: AgentName, principal: PrincipalPath) -> GrantOut:
@@ -212,9 +218,14 @@ def register_admin_routes(app: InsightMeshResolver) -> None:
 
     @app.get("/api/groups", summary="List groups", tags=["groups"], security=SECURITY,
              responses=responses(200, "A page of groups, by name (system groups included)", 403))
-    def list_groups(limit: Limit = DEFAULT_LIMIT, cursor: Cursor = None) -> GroupPage:
+    def list_groups(
+        limit: Limit = DEFAULT_LIMIT,
+        cursor: Cursor = None,
+        name_prefix: Annotated[str | None, Query(min_length=1, max_length=128,
+                                                 description="Start of the group's name (case-insensitive).")] = None,
+    ) -> GroupPage:
         admin("group.read", "group:*")
-        return groups.list_page(limit=limit, cursor=cursor)
+        return groups.list_page(limit=limit, cursor=cursor, name_prefix=name_prefix)
 
     @app.post("/api/groups", summary="Create a group", tags=["groups"], security=SECURITY, status_code=201,
               responses=responses(201, "The group, created", 403, 409))

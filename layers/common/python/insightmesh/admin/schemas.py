@@ -90,6 +90,8 @@ class GrantOut(_Response):
     expired: bool
     granted_by: str | None
     created_at: datetime
+    email: str | None = Field(default=None, description="A user grant's e-mail in a listing (one BatchGetItem a page); "
+                                                        "null for a group, or a user without an address.")
 
 
 class AgentDetail(AgentOut):
@@ -248,8 +250,23 @@ class UserOut(_Response):
     version: int | None
 
 
+class IdentityOut(_Response):
+    """One provider account linked to the user (Slack, Google, e-mail claim, ...)."""
+
+    provider_type: str
+    provider_user_id: str
+    provider_email: str | None
+    is_primary: bool
+    is_active: bool
+    created_at: datetime
+    last_seen_at: datetime | None
+
+
 class UserDetail(UserOut):
     groups: list[str] = Field(description="The groups the user belongs to.")
+    identities: list[IdentityOut] = Field(default_factory=list, description="The user's provider accounts.")
+    agents: list[UsableAgent] = Field(default_factory=list, description="The agents the user may use, by the rule "
+                                                                        "the conversation worker applies.")
 
 
 class AdminFlagIn(_Request):
