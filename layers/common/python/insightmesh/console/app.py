@@ -6,16 +6,22 @@ error envelope decide; the console only renders. What the API refuses is shown i
 error) or as a page (401 → sign in, 403, 404). Forms post back to the console and redirect (303)
 after success, so the pages work without script; ``console.js`` only shows times in the viewer's
 time zone. Every response carries :data:`CSP`; static files are fingerprinted and immutable.
+
+How a page uses the shared pieces: ``session = app.signed_in(admin=True)`` (or the sign-in/403 page
+instead), ``form = app.validated(Model, raw, redisplay)`` (the 422 in place instead), then
+``app.submit(method, path, ..., done=..., redisplay=...)`` (303 with ``?notice=``, or the API's
+error in place); templates ``{% import "macros.html" as ui %}`` for ``ui.alert``, ``ui.table``,
+``ui.pager``, ``ui.csrf`` and ``ui.confirm_link`` (see that file).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 from urllib.parse import parse_qs, quote
 
 from aws_lambda_powertools.event_handler import Response
@@ -51,12 +57,25 @@ NOTICES: Final = {
     "agent-restored": "The agent is restored.",
     "grant-added": "The grant is saved.",
     "grant-removed": "The grant is removed.",
+    "admin-granted": "The user is an admin now.",
+    "admin-revoked": "The user's admin rights are revoked.",
+    "user-token-revoked": "The user's token is revoked.",
+    "credential-deleted": "The credential is revoked at Google and deleted.",
+    "credential-deleted-unrevoked": "The credential is deleted, but Google could not be reached: revoke the app's "
+                                    "access in the Google account.",
+    "job-created": "The job is created.",
+    "job-updated": "The job is saved.",
+    "job-paused": "The job is paused: its schedule will not fire.",
+    "job-resumed": "The job is resumed: its schedule fires again.",
+    "job-deleted": "The job and its schedule are deleted.",
+    "run-queued": "The run is queued.",
 }
 # How the console names an agent's visibility (the API's values are public, admins, restricted).
 VISIBILITY: Final = {"public": "everyone", "admins": "admins only", "restricted": "by grant"}
 # The admin pages of issue 13, in navigation order; those not built yet are shown as to come.
-ADMIN_PAGES: Final = (("Dashboard", None), ("Agents", "/console/agents"), ("Groups", "/console/groups"),
-                      ("Users", None), ("Jobs", None), ("Credentials", None), ("Knowledge", None), ("Audit", None))
+ADMIN_PAGES: Final = (("Dashboard", "/console/dashboard"), ("Agents", "/console/agents"), ("Groups", "/console/groups"),
+                      ("Users", "/console/users"), ("Jobs", "/console/jobs"), ("Credentials", "/console/credentials"),
+                      ("Knowledge", "/console/knowledge"), ("Audit", "/console/audit"))
 ERROR_TITLES: Final = {400: "This request cannot be used", 401: "Sign in", 403: "Not allowed", 404: "Not found",
                        409: "Conflict", 422: "Not valid", 429: "Too many requests"}
 
@@ -110,9 +129,9 @@ def _when(value: Any) -> Markup:
 
 
 def _sentence(value: Any) -> str:
-    """An API message as a sentence: capitalised, with a full stop."""
+    """An API message as a sentence: with a full stop, but not capitalised, since the API's messages
+    often start with an identifier whose case matters ("meddic is public", "u-7 is already a member")."""
     text = str(value).strip()
-    text = text[:1].upper() + text[1:]
     return text if not text or text[-1] in ".!?" else text + "."
 
 
@@ -126,6 +145,20 @@ def environment() -> Environment:
     env.filters["urlpart"] = lambda value: quote(str(value), safe="")
     env.globals["visibility"] = VISIBILITY
     return env
+
+
+FormT = TypeVar("FormT", bound=_Form)
+Redisplay = Callable[[ApiFailure], "Response[str]"]  # the page again, with the error in place
+
+
+class PageInstead(Exception):  # not an error: a page to answer with, raised from a helper
+    """Raised by :meth:`ConsoleResolver.signed_in` and :meth:`~ConsoleResolver.validated`: the
+    resolver answers with ``response`` (the sign-in or 403 page, the form with its error), so a route
+    reads straight through without an ``isinstance`` check after each step."""
+
+    def __init__(self, response: Response[str]) -> None:
+        super().__init__(response.status_code)
+        self.response = response
 
 
 @dataclass(frozen=True)
@@ -150,6 +183,10 @@ class ConsoleResolver(InsightMeshResolver):
         def _not_found(_: PowertoolsNotFound) -> Response[str]:
             return self.page("message.html", status=404, title="Not found",
                              message="There is no console page at this address.")
+
+        @self.exception_handler(PageInstead)  # type: ignore[untyped-decorator]  # powertools: untyped
+        def _page_instead(instead: PageInstead) -> Response[str]:
+            return instead.response
 
         @self.exception_handler(Exception)  # type: ignore[untyped-decorator]  # powertools: untyped
         def _unexpected(error: Exception) -> Response[str]:
@@ -208,6 +245,35 @@ class ConsoleResolver(InsightMeshResolver):
         return Session(user_id=str(body["user_id"]), email=body.get("email"), is_admin=bool(body.get("is_admin")),
                        csrf_token=str(body.get("csrf_token") or ""))
 
+    def signed_in(self, *, admin: bool = False) -> Session:
+        """The caller's session; else (raised, see :class:`PageInstead`) the sign-in page (401), or a
+        403 page when ``admin`` and the caller is not one (for pages whose API also answers members)."""
+        session = self.session()
+        if session is None:
+            raise PageInstead(self.sign_in_page(status=401))
+        if admin and not session.is_admin:
+            raise PageInstead(self.failure(ApiFailure(403, "forbidden", "This page requires an admin."),
+                                           session=session))
+        return session
+
+    def validated(self, model: type[FormT], raw: Mapping[str, str], redisplay: Redisplay) -> FormT:
+        """``raw`` as a ``model``; else (raised) ``redisplay`` of the 422, which keeps the form's values."""
+        try:
+            return model.model_validate(raw)
+        except ValidationError as error:
+            raise PageInstead(redisplay(invalid(error))) from None
+
+    def submit(self, method: str, path: str, *, session: Session, csrf_token: str, done: str,
+               redisplay: Redisplay, body: Any = None, as_page: Collection[int] = (401, 403)) -> Response[str]:
+        """Call the API; on success redirect (303) to ``done`` (with its ``?notice=``); a refusal in
+        ``as_page`` (not signed in, not allowed) is a page, any other is ``redisplay``-ed in place."""
+        answer = self.call(method, path, body=body, csrf_token=csrf_token)
+        if answer.ok:
+            return redirect(done)
+        if answer.status in as_page:
+            return self.failure(answer.error, session=session)
+        return redisplay(answer.error)
+
     def form(self) -> dict[str, str]:
         body = self.current_event.decoded_body or ""
         return {key: values[0] for key, values in parse_qs(body, max_num_fields=20).items()}
@@ -229,11 +295,26 @@ def invalid(error: ValidationError) -> ApiFailure:
 
 def build_console_app(apps: Sequence[Resolver]) -> ConsoleResolver:
     """The console, dispatching to ``apps`` (the admin and tasks APIs, built by their factories)."""
-    from insightmesh.console import agent_pages, pages
+    from insightmesh.console import (
+        agent_pages,
+        audit_pages,
+        credential_pages,
+        dashboard_pages,
+        job_pages,
+        knowledge_pages,
+        pages,
+        user_pages,
+    )
 
     app = ConsoleResolver(api=InProcessApi(apps), settings=get_settings(), logger=get_logger("console"))
     pages.register(app)
     agent_pages.register(app)
+    user_pages.register(app)
+    credential_pages.register(app)
+    job_pages.register(app)
+    knowledge_pages.register(app)
+    audit_pages.register(app)
+    dashboard_pages.register(app)
     return app
 
 

@@ -16,5 +16,14 @@
       element.setAttribute("title", utc);
     }
   }
-  document.addEventListener("DOMContentLoaded", function () { localise(document); });
+  // Audit filters: an empty <input data-timezone> gets the viewer's IANA time zone, so the days
+  // chosen in date inputs are read in the viewer's sense (the server reads them in UTC without it).
+  function timezone(root) {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var inputs = root.querySelectorAll("input[data-timezone]");
+    for (var i = 0; i < inputs.length; i++) {
+      if (!inputs[i].value && zone) { inputs[i].value = zone; }
+    }
+  }
+  document.addEventListener("DOMContentLoaded", function () { localise(document); timezone(document); });
 }());
