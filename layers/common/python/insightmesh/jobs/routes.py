@@ -31,6 +31,7 @@ from insightmesh.jobs.schemas import (
     JobPatch,
     JobTypeList,
     RunStatusName,
+    SchedulePreview,
     TaskRunOut,
     TaskRunPage,
 )
@@ -73,6 +74,19 @@ def register_job_routes(app: InsightMeshResolver) -> None:
     def create_job(job: Annotated[JobCreate, Body()]) -> JobOut:
         principal = admin("job.create", "job:*")
         return service.create_job(job, actor=principal, request_id=request_id())
+
+    @app.get("/api/jobs/schedule-preview", summary="Preview a schedule's next run times", tags=["jobs"],
+             security=SECURITY,
+             description="When the schedule would fire if it were saved now (a rate() counts from now), in UTC; "
+                         "an expression or time zone that POST /api/jobs would refuse is the same 422 here.",
+             responses=responses(200, "The next run times", 403))
+    def preview_schedule(
+        expression: Annotated[str, Query(min_length=1, max_length=256, description="As in a job's schedule.")],
+        timezone: Annotated[str, Query(min_length=1, max_length=64, description="IANA time zone.")] = "UTC",
+        count: Annotated[int, Query(ge=1, le=10, description="How many run times.")] = 3,
+    ) -> SchedulePreview:
+        admin("job.read", "job:*")
+        return service.preview_schedule(expression, timezone, count=count)
 
     @app.get("/api/jobs/<job_id>", summary="Show a job", tags=["jobs"], security=SECURITY,
              responses=responses(200, "The job", 403, 404))

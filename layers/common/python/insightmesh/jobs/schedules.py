@@ -78,6 +78,27 @@ def next_run(expression: str, timezone: str, *, anchor: datetime, enabled: bool,
         return None
 
 
+def upcoming(expression: str, timezone: str, *, anchor: datetime, enabled: bool, count: int = 3,
+             now: datetime | None = None) -> list[datetime]:
+    """The next ``count`` fire times (UTC), as the scheduler will fire them; ``[]`` when paused. The
+    schedule preview of the console and the API: computed here, never by a client."""
+    if not enabled:
+        return []
+    try:
+        parsed = parse_schedule_expression(expression, timezone, start=anchor)
+    except ScheduleExpressionError:
+        return []
+    times: list[datetime] = []
+    after = now or datetime.now(UTC)
+    while len(times) < count:
+        fire = parsed.next_fire(after)
+        if fire is None:
+            break
+        times.append(fire)
+        after = fire
+    return times
+
+
 def _scheduler() -> Any:
     return client("scheduler", timeouts=SCHEDULER_TIMEOUTS, attempts=3)
 

@@ -73,7 +73,19 @@ class ScheduleOut(_Response):
     timezone: str
     enabled: bool
     next_run: datetime | None = Field(description="When the schedule fires next; null when paused or past.")
+    upcoming: list[datetime] = Field(default_factory=list, description=(
+        "The next 3 fire times (UTC), as the scheduler computes them; empty when paused or past."))
     schedule_name: str = Field(description="The EventBridge Scheduler schedule (in the stack's job group).")
+
+
+class SchedulePreview(_Response):
+    """GET /api/jobs/schedule-preview: when a schedule saved now would fire."""
+
+    expression: str
+    timezone: str
+    upcoming: list[datetime] = Field(description="The next fire times (UTC) of the schedule if it were saved "
+                                                 "now (a rate() counts from now); fewer for an at() or a "
+                                                 "cron() that ends.")
 
 
 class JobCreate(_Request):

@@ -59,7 +59,9 @@ from insightmesh.jobs.schemas import (
     LastRun,
     RunErrorOut,
     RunJobOut,
+    ScheduleIn,
     ScheduleOut,
+    SchedulePreview,
     TaskRunOut,
     TaskRunPage,
 )
@@ -106,6 +108,21 @@ def validate_parameters(type_name: str, parameters: dict[str, Any]) -> JobParame
                                     details=details) from None
 
 
+def preview_schedule(expression: str, timezone: str, *, count: int = 3) -> SchedulePreview:
+    """When a schedule saved now would fire (its ``rate()`` anchored now, as create and update do),
+    or 422 with the same messages as POST /api/jobs."""
+    try:
+        schedule = ScheduleIn(expression=expression, timezone=timezone)
+    except ValidationError as error:
+        details = [{"loc": ["query", *map(str, issue["loc"])], "msg": issue["msg"], "type": issue["type"]}
+                   for issue in error.errors()]
+        raise ValidationFailedError("the schedule is not valid", details=details) from None
+    now = utc_now()
+    return SchedulePreview(expression=schedule.expression.strip(), timezone=schedule.timezone,
+                           upcoming=schedules.upcoming(schedule.expression.strip(), schedule.timezone, anchor=now,
+                                                       enabled=True, count=count, now=now))
+
+
 # -- jobs ------------------------------------------------------------------------------------------
 
 
@@ -129,6 +146,8 @@ def job_out(job: Job, state: JobState | None = None, *, now: datetime | None = N
         schedule=ScheduleOut(
             expression=job.schedule_expression, timezone=job.schedule_timezone, enabled=job.enabled,
             next_run=schedules.next_run(job.schedule_expression, job.schedule_timezone, anchor=job.schedule_anchor,
+                                        enabled=job.enabled, now=now),
+            upcoming=schedules.upcoming(job.schedule_expression, job.schedule_timezone, anchor=job.schedule_anchor,
                                         enabled=job.enabled, now=now),
             schedule_name=schedules.schedule_name(job.job_id)),
         parameters=dict(job.parameters or {}), enabled=job.enabled, created_by=job.created_by,
