@@ -147,6 +147,10 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/audit", None),
     ("GET", "/api/workspaces", None),
     ("GET", "/api/knowledge/documents", None),
+    ("GET", "/api/knowledge/summary", None),
+    ("GET", "/api/readiness", None),
+    ("GET", "/api/queues", None),
+    ("GET", "/api/usage", None),
     ("GET", "/api/me/tokens", None),
     ("DELETE", "/api/me/tokens/0123456789abcdef", None),
 ]

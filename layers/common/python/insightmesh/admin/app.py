@@ -4,7 +4,9 @@ dispatches to it in-process (``functions/console``), so no route is registered t
 from __future__ import annotations
 
 from insightmesh.admin.me_routes import register_me_routes
+from insightmesh.admin.operations import register_operations_routes
 from insightmesh.admin.routes import register_admin_routes
+from insightmesh.admin.user_token_routes import register_user_token_routes
 from insightmesh.admin.workspaces import register_workspace_routes
 from insightmesh.api import InsightMeshResolver, create_app
 from insightmesh.auth.routes import register_auth_routes
@@ -15,7 +17,9 @@ def build_admin_app() -> InsightMeshResolver:
     app = create_app("admin_api", title="InsightMesh admin API", openapi_path="/api/openapi.json", json_only=True)
     register_admin_routes(app)
     register_me_routes(app)
+    register_user_token_routes(app)
     register_workspace_routes(app)
+    register_operations_routes(app)
     register_auth_routes(app)
     return app
 

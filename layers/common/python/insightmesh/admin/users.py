@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from insightmesh.admin.schemas import MeOut, UsableAgent, UserDetail, UserOut
+from insightmesh.admin.schemas import IdentityOut, MeOut, UsableAgent, UserDetail, UserOut
 from insightmesh.agents.catalog import list_agents
 from insightmesh.api.errors import ConflictError, NotFoundError, ValidationFailedError
 from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
@@ -30,7 +30,7 @@ from insightmesh.audit import log as audit_log
 from insightmesh.audit.tx import Tx
 from insightmesh.auth.principal import Principal
 from insightmesh.directory.email_users import find_user_by_email
-from insightmesh.directory.models import Membership, User, email_initial, normalize_email
+from insightmesh.directory.models import Identity, Membership, User, email_initial, normalize_email
 from insightmesh.directory.permissions import agents_usable_by
 from insightmesh.directory.users import ALL_USERS
 
@@ -107,10 +107,27 @@ def _search_prefix(email_prefix: str, *, limit: int, cursor: str | None) -> Page
 
 
 def detail(user_id: str) -> UserDetail:
-    """The user and their groups: one GetItem, one Query of memberships ``by-user``."""
+    """The user, their groups, identities and the agents they may use: one GetItem, one Query of
+    memberships ``by-user``, one Query of identities ``by-user``, then what :func:`me` reads for the
+    agents (Query by-kind, and ``agents_usable_by``: the rule the conversation worker applies)."""
     user = require_user(user_id)
     groups = sorted(row.group_name for row in Membership.by_user.query(user_id))
-    return UserDetail(**user_out(user).model_dump(), groups=groups)
+    identities = sorted(Identity.by_user.query(user_id), key=lambda row: (not row.is_primary, row.identity_key))
+    return UserDetail(**user_out(user).model_dump(), groups=groups,
+                      identities=[identity_out(identity) for identity in identities], agents=usable_agents(user))
+
+
+def identity_out(identity: Identity) -> IdentityOut:
+    return IdentityOut(provider_type=identity.provider_type, provider_user_id=identity.provider_user_id,
+                       provider_email=identity.provider_email, is_primary=identity.is_primary,
+                       is_active=identity.is_active, created_at=identity.created_at,
+                       last_seen_at=identity.last_seen_at)
+
+
+def usable_agents(user: User) -> list[UsableAgent]:
+    """The agents ``user`` may use, as the worker decides it (``agents_usable_by``)."""
+    return [UsableAgent(name=agent.name, display_name=agent.display_name, description=agent.description,
+                        aliases=list(agent.aliases or [])) for agent in agents_usable_by(user, list_agents())]
 
 
 def set_admin(user_id: str, is_admin: bool, *, actor: Principal, request_id: str) -> UserOut:
@@ -134,8 +151,5 @@ def me(principal: Principal) -> MeOut:
     BatchGetItem per 100 keys)."""
     user = require_user(principal.user_id)
     groups = sorted(row.group_name for row in Membership.by_user.query(user.user_id))
-    usable = agents_usable_by(user, list_agents())
     return MeOut(user_id=user.user_id, email=user.email, display_name=user.display_name, is_admin=user.is_admin,
-                 via=principal.via, groups=groups,
-                 agents=[UsableAgent(name=agent.name, display_name=agent.display_name, description=agent.description,
-                                     aliases=list(agent.aliases or [])) for agent in usable])
+                 via=principal.via, groups=groups, agents=usable_agents(user))
