@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import unquote, urlencode
 
 import pytest
 
@@ -306,7 +306,8 @@ def test_an_admin_restricts_meddic_grants_a_group_and_a_person_and_removes_a_gra
     public = browser.request("POST", "/console/agents/meddic/grants",
                              form={"csrf_token": csrf, "kind": "group", "group": "sales", "effect": "allow"})
     assert public.status == 200 and 'role="alert"' in public.body and "restricted" in public.body
-    assert '<option value="sales" selected>' in public.body  # the form keeps its values
+    assert 'list="grant-group-choices" value="sales"' in public.body  # the form keeps its values
+    assert "meddic is public" in public.body and "Meddic is public" not in public.body  # identifiers keep their case
 
     version = agent_version(browser, "meddic")
     saved = browser.request("POST", "/console/agents/meddic",
@@ -334,11 +335,16 @@ def test_an_admin_restricts_meddic_grants_a_group_and_a_person_and_removes_a_gra
                               form={"csrf_token": csrf, "kind": "user", "email": "nobody@example.com"})
     assert unknown.status == 200 and 'role="alert"' in unknown.body and 'value="nobody@example.com"' in unknown.body
     page = browser.request("GET", "/console/agents/meddic")
-    assert 'href="/console/groups/sales"' in page.body and f"<code>{MEMBER_ID}</code>" in page.body
+    assert 'href="/console/groups/sales"' in page.body
+    assert f'user <span title="{MEMBER_ID}">{MEMBER_EMAIL}</span>' in page.body  # the e-mail, not the id
+    assert f'aria-label="Remove the grant of user {MEMBER_EMAIL}"' in page.body
     assert "2099-01-01 00:00 UTC" in page.body
     listing = browser.request("GET", "/console/agents").body
     assert "by grant" in listing
 
+    person_confirm = browser.request("GET", f"/console/agents/meddic/grants/user/{MEMBER_ID}/remove")
+    assert f"Remove the deny grant of user “{MEMBER_EMAIL}” on the agent “meddic”?" in person_confirm.body
+    assert browser.request("GET", "/console/agents/meddic/grants/group/nope/remove").status == 404
     confirm = browser.request("GET", "/console/agents/meddic/grants/group/sales/remove")
     assert confirm.status == 200 and "Remove the allow grant of group “sales” on the agent “meddic”?" in confirm.body
     assert 'href="/console/groups/sales"' in browser.request("GET", "/console/agents/meddic").body  # still there
@@ -392,3 +398,71 @@ def test_an_admin_disables_enables_deletes_after_confirming_and_restores_an_agen
     restored = browser.request("POST", "/console/agents/forecast/restore", form={"csrf_token": csrf})
     assert restored.status == 303 and restored.headers["Location"] == "/console/agents/forecast?notice=agent-restored"
     assert "Disable agent" in browser.request("GET", "/console/agents/forecast").body
+
+
+# -- the Agents page's group picker, the shared helpers and macros -------------------------------------
+
+
+def many_groups(count: int) -> None:
+    from insightmesh.directory.models import Group
+
+    with Group.batch_write() as batch:
+        for n in range(count):
+            batch.save(Group(f"team-{n:03d}", description=f"Team {n}"))
+
+
+def test_the_grant_form_finds_any_of_1000_groups_by_the_start_of_its_name(console: ModuleType) -> None:
+    many_groups(1000)
+    browser = sign_in(console, ADMIN_ID)
+    page = browser.request("GET", "/console/agents/meddic")
+    assert 'role="search" aria-label="Find groups"' in page.body and "team-0" not in page.body  # no list of all
+    found = browser.request("GET", "/console/agents/meddic", query={"group_q": "TEAM-99"})
+    assert found.status == 200
+    names = re.findall(r'aria-label="Choose the group (team-\d+)"', found.body)
+    assert names == [f"team-{n}" for n in range(990, 1000)]
+    assert '<option value="team-999"></option>' in found.body  # the datalist offers them too
+    chosen = browser.request("GET", "/console/agents/meddic", query={"group_q": "team-99", "group": "team-999"})
+    assert 'list="grant-group-choices" value="team-999"' in chosen.body
+    none = browser.request("GET", "/console/agents/meddic", query={"group_q": "zzz"})
+    assert "No group's name starts with “zzz”." in none.body
+    csrf = browser.csrf(page)
+    version = agent_version(browser, "meddic")
+    assert browser.request("POST", "/console/agents/meddic",
+                           form=settings(browser, csrf, version, visibility="restricted")).status == 303
+    granted = browser.request("POST", "/console/agents/meddic/grants",
+                              form={"csrf_token": csrf, "kind": "group", "group": "team-999", "effect": "allow"})
+    assert granted.status == 303  # a group far past the first 100
+    assert 'href="/console/groups/team-999"' in browser.request("GET", "/console/agents/meddic").body
+    unknown = browser.request("POST", "/console/agents/meddic/grants",
+                              form={"csrf_token": csrf, "kind": "group", "group": "team-x", "effect": "allow"})
+    assert unknown.status == 200 and 'role="alert"' in unknown.body and 'value="team-x"' in unknown.body
+
+
+def test_the_groups_list_pages_with_the_apis_cursor_first_and_next(console: ModuleType) -> None:
+    many_groups(30)
+    browser = sign_in(console, ADMIN_ID)
+    first = browser.request("GET", "/console/groups")
+    following = re.search(r'href="/console/groups\?cursor=([^"]+)">Next page</a>', first.body)
+    assert following and "First page" not in first.body
+    second = browser.request("GET", "/console/groups", query={"cursor": unquote(following.group(1))})
+    assert second.status == 200 and '<a href="/console/groups">First page</a>' in second.body
+    assert "team-029" in second.body and "team-000" not in second.body
+
+
+def test_a_post_without_a_session_is_the_sign_in_page_and_a_members_a_403(console: ModuleType) -> None:
+    for path in ("/console/groups", "/console/groups/sales/members", "/console/agents/meddic/grants"):
+        page = Browser(console).request("POST", path, form={"csrf_token": "x", "name": "sales"})
+        assert page.status == 401 and "Sign in to the InsightMesh console" in page.body, path
+    member = sign_in(console, MEMBER_ID)
+    refused = member.request("POST", "/console/agents/meddic/grants", form={"csrf_token": "x", "kind": "group"})
+    assert refused.status == 403 and "requires an admin" in refused.body
+
+
+def test_an_invalid_form_is_shown_again_with_the_422_in_place(console: ModuleType) -> None:
+    browser = sign_in(console, ADMIN_ID)
+    csrf = browser.csrf(browser.request("GET", "/console/groups"))
+    assert browser.request("POST", "/console/groups", form={"csrf_token": csrf, "name": "sales"}).status == 303
+    page = browser.request("POST", "/console/groups/sales", form={"csrf_token": csrf, "description": "x" * 2001})
+    assert page.status == 200 and 'role="alert"' in page.body and "check these fields: description" in page.body
+    bad = browser.request("POST", "/console/agents/meddic/grants", form={"csrf_token": csrf, "kind": "robot"})
+    assert bad.status == 200 and 'role="alert"' in bad.body and "check these fields: kind" in bad.body

@@ -3,22 +3,25 @@
 As everywhere in the console, each route asks the API and renders its answer; what the API
 refuses (a 409 for a concurrent change, an alias taken, a grant that would change nothing; a 422)
 is shown in place, next to the form that was sent, with the form's values kept. Deleting an agent
-and removing a grant go through a confirmation page first.
+and removing a grant go through a confirmation page first. The group to grant is typed, or picked
+from a search by the start of its name (so it works with any number of groups); grants to people
+show their e-mail, which the API resolves.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any, Literal
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from insightmesh.console.api import ApiFailure
-from insightmesh.console.app import PAGE_SIZE, ConsoleResolver, Session, _Form, invalid, redirect
+from insightmesh.console.app import PAGE_SIZE, ConsoleResolver, Session, _Form
 
 Section = Literal["settings", "state", "grant"]
-GROUP_CHOICES = 100  # the groups offered in the grant form (one page of GET /api/groups)
+GROUP_CHOICES = 10  # the groups offered for a searched name prefix (GET /api/groups?name_prefix=)
 
 
 class AgentForm(_Form):
@@ -56,19 +59,10 @@ def grant_body(form: GrantForm) -> dict[str, Any]:
 def register(app: ConsoleResolver) -> None:
     """Add the Agents routes to ``app``."""
 
-    def admin_session() -> Session | Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
-        if not session.is_admin:  # GET /api/agents answers a member too (the agents they may use)
-            return app.failure(ApiFailure(403, "forbidden", "This page requires an admin."), session=session)
-        return session
-
     @app.get("/console/agents")
     def _agents() -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
+        # admin=True: GET /api/agents answers a member too (the agents they may use)
+        session = app.signed_in(admin=True)
         cursor = app.query("cursor") or ""
         answer = app.call("GET", "/api/agents", query={"limit": str(PAGE_SIZE), "cursor": cursor,
                                                        "include_deleted": "true"})
@@ -86,55 +80,46 @@ def register(app: ConsoleResolver) -> None:
         grants = app.call("GET", f"/api/agents/{name}/grants", query={"limit": str(PAGE_SIZE), "cursor": cursor})
         if not grants.ok:
             return app.failure(grants.error, session=session)
-        groups = app.call("GET", "/api/groups", query={"limit": str(GROUP_CHOICES)})
-        if not groups.ok:
-            return app.failure(groups.error, session=session)
+        # The group picker: the groups whose name starts with what was searched (any number of groups).
+        group_search = (app.query("group_q") or "").strip()
+        found: list[Any] = []
+        search_error = None
+        if group_search:
+            groups = app.call("GET", "/api/groups", query={"name_prefix": group_search, "limit": str(GROUP_CHOICES)})
+            found, search_error = (groups.body["items"], None) if groups.ok else ([], groups.error)
         kept = dict(values or {})
         if section == "settings" and kept.get("version") != str(agent.body["version"]):
             kept = {}  # changed meanwhile: show what is stored now, with its version
+        chosen = kept.get("group", "") if kept.get("kind") == "group" else (app.query("group") or "")
         return app.page("agent.html", session=session, agent=agent.body, grants=grants.body["items"],
-                        next_cursor=grants.body.get("next_cursor"), request_cursor=cursor,
-                        groups=groups.body["items"], error=error, section=section, values=kept)
+                        next_cursor=grants.body.get("next_cursor"), request_cursor=cursor, group_search=group_search,
+                        found_groups=found, search_error=search_error, chosen_group=chosen, error=error,
+                        section=section, values=kept)
 
     @app.get("/console/agents/<name>")
     def _agent(name: str) -> Response[str]:
-        session = admin_session()
-        return agent_page(session, name) if isinstance(session, Session) else session
+        return agent_page(app.signed_in(admin=True), name)
 
-    def change(name: str, method: str, path: str, body: Any, csrf_token: str, notice: str, section: Section,
-               raw: dict[str, str], done: str | None = None) -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
-        answer = app.call(method, path, body=body, csrf_token=csrf_token)
-        if answer.ok:
-            return redirect(f"{done or f'/console/agents/{name}'}?notice={notice}")
-        if answer.status in (401, 403) or (answer.status == 404 and section != "grant"):
-            return app.failure(answer.error, session=session)
-        return agent_page(session, name, error=answer.error, section=section, values=raw)
-
-    def refused(name: str, error: ValidationError, section: Section, raw: dict[str, str]) -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
-        return agent_page(session, name, error=invalid(error), section=section, values=raw)
+    def change(name: str, method: str, path: str, notice: str, section: Section, *, model: type[_Form] = _Form,
+               body: Callable[[Any], Any] = lambda _: None) -> Response[str]:
+        """A change to agent ``name``; a refusal is shown next to the form of ``section`` (a 404 there —
+        no such group or person — too)."""
+        return app.post_back(method, path, model=model, body=body, admin=True,
+                             done=f"/console/agents/{name}?notice={notice}",
+                             as_page=(401, 403) if section == "grant" else (401, 403, 404),
+                             redisplay=lambda session, error, raw: agent_page(session, name, error=error,
+                                                                              section=section, values=raw))
 
     @app.post("/console/agents/<name>")
     def _update_agent(name: str) -> Response[str]:
-        raw = app.form()
-        try:
-            form = AgentForm.model_validate(raw)
-        except ValidationError as error:
-            return refused(name, error, "settings", raw)
-        body = {"version": form.version, "display_name": form.display_name, "description": form.description,
-                "aliases": aliases(form.aliases), "visibility": form.visibility}
-        return change(name, "PATCH", f"/api/agents/{name}", body, form.csrf_token, "agent-updated", "settings", raw)
+        return change(name, "PATCH", f"/api/agents/{name}", "agent-updated", "settings", model=AgentForm,
+                      body=lambda form: {"version": form.version, "display_name": form.display_name,
+                                         "description": form.description, "aliases": aliases(form.aliases),
+                                         "visibility": form.visibility})
 
     def state_route(action: str, notice: str) -> None:
         def _state(name: str) -> Response[str]:
-            raw = app.form()
-            return change(name, "POST", f"/api/agents/{name}/{action}", None, raw.get("csrf_token", ""), notice,
-                          "state", raw)
+            return change(name, "POST", f"/api/agents/{name}/{action}", notice, "state")
 
         app.post(f"/console/agents/<name>/{action}")(_state)
 
@@ -143,9 +128,7 @@ def register(app: ConsoleResolver) -> None:
 
     @app.get("/console/agents/<name>/delete")
     def _confirm_delete(name: str) -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
+        session = app.signed_in(admin=True)
         agent = app.call("GET", f"/api/agents/{name}")
         if not agent.ok:
             return app.failure(agent.error, session=session)
@@ -157,44 +140,30 @@ def register(app: ConsoleResolver) -> None:
 
     @app.post("/console/agents/<name>/delete")
     def _delete_agent(name: str) -> Response[str]:
-        raw = app.form()
-        return change(name, "DELETE", f"/api/agents/{name}", None, raw.get("csrf_token", ""), "agent-deleted",
-                      "state", raw)
+        return change(name, "DELETE", f"/api/agents/{name}", "agent-deleted", "state")
 
     @app.post("/console/agents/<name>/grants")
     def _add_grant(name: str) -> Response[str]:
-        raw = app.form()
-        try:
-            form = GrantForm.model_validate(raw)
-        except ValidationError as error:
-            return refused(name, error, "grant", raw)
-        return change(name, "POST", f"/api/agents/{name}/grants", grant_body(form), form.csrf_token, "grant-added",
-                      "grant", raw)
+        return change(name, "POST", f"/api/agents/{name}/grants", "grant-added", "grant", model=GrantForm,
+                      body=grant_body)
 
     @app.get("/console/agents/<name>/grants/<kind>/<principal_id>/remove")
     def _confirm_remove(name: str, kind: str, principal_id: str) -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
-        grants = app.call("GET", f"/api/agents/{name}/grants", query={"limit": "100"})
-        if not grants.ok:
-            return app.failure(grants.error, session=session)
-        principal = f"{kind}:{principal_id}"
-        grant = next((item for item in grants.body["items"] if item["principal"] == principal), None)
-        if grant is None:
-            return app.failure(ApiFailure(404, "not_found", f"The agent {name} has no grant for {principal}."),
-                               session=session)
+        session = app.signed_in(admin=True)
+        # The one grant, wherever it stands among the agent's grants, with the person's e-mail.
+        answer = app.call("GET", f"/api/agents/{name}/grants/{kind}:{principal_id}")
+        if not answer.ok:
+            return app.failure(answer.error, session=session)
+        grant = answer.body
+        who = grant.get("email") or principal_id
         return app.page("confirm.html", session=session, title="Remove a grant",
-                        question=f"Remove the {grant['effect']} grant of {kind} “{principal_id}” on the agent "
-                                 f"“{name}”?",
+                        question=f"Remove the {grant['effect']} grant of {kind} “{who}” on the agent “{name}”?",
                         action=f"/console/agents/{name}/grants/{kind}/{principal_id}/remove", button="Remove grant",
                         cancel=f"/console/agents/{name}")
 
     @app.post("/console/agents/<name>/grants/<kind>/<principal_id>/remove")
     def _remove_grant(name: str, kind: str, principal_id: str) -> Response[str]:
-        raw = app.form()
-        return change(name, "DELETE", f"/api/agents/{name}/grants/{kind}:{principal_id}", None,
-                      raw.get("csrf_token", ""), "grant-removed", "grant", raw)
+        return change(name, "DELETE", f"/api/agents/{name}/grants/{kind}:{principal_id}", "grant-removed", "grant")
 
 
 __all__ = ["register"]

@@ -10,8 +10,9 @@ time zone. Every response carries :data:`CSP`; static files are fingerprinted an
 How a page uses the shared pieces: ``session = app.signed_in(admin=True)`` (or the sign-in/403 page
 instead), ``form = app.validated(Model, raw, redisplay)`` (the 422 in place instead), then
 ``app.submit(method, path, ..., done=..., redisplay=...)`` (303 with ``?notice=``, or the API's
-error in place); templates ``{% import "macros.html" as ui %}`` for ``ui.alert``, ``ui.table``,
-``ui.pager``, ``ui.csrf`` and ``ui.confirm_link`` (see that file).
+error in place) — or the three at once, ``app.post_back(method, path, done=..., redisplay=...)``;
+templates ``{% import "macros.html" as ui %}`` for ``ui.alert``, ``ui.table``, ``ui.pager``,
+``ui.csrf`` and ``ui.confirm_link`` (see that file).
 """
 
 from __future__ import annotations
@@ -149,6 +150,7 @@ def environment() -> Environment:
 
 FormT = TypeVar("FormT", bound=_Form)
 Redisplay = Callable[[ApiFailure], "Response[str]"]  # the page again, with the error in place
+PageAgain = Callable[["Session", ApiFailure, dict[str, str]], "Response[str]"]  # ... for a session and form values
 
 
 class PageInstead(Exception):  # not an error: a page to answer with, raised from a helper
@@ -273,6 +275,21 @@ class ConsoleResolver(InsightMeshResolver):
         if answer.status in as_page:
             return self.failure(answer.error, session=session)
         return redisplay(answer.error)
+
+    def post_back(self, method: str, path: str, *, done: str, redisplay: PageAgain, model: type[_Form] = _Form,
+                  body: Callable[[Any], Any] = lambda _: None, admin: bool = False,
+                  as_page: Collection[int] = (401, 403)) -> Response[str]:
+        """A form's whole post-back: :meth:`signed_in`, the form as ``model`` (:meth:`validated`), the
+        API called with ``body(form)`` (:meth:`submit`); a refusal is ``redisplay(session, error, raw)``,
+        the page again with the error in place and the form's values kept."""
+        session, raw = self.signed_in(admin=admin), self.form()
+
+        def again(error: ApiFailure) -> Response[str]:
+            return redisplay(session, error, raw)
+
+        form = self.validated(model, raw, again)
+        return self.submit(method, path, session=session, csrf_token=form.csrf_token, body=body(form), done=done,
+                           redisplay=again, as_page=as_page)
 
     def form(self) -> dict[str, str]:
         body = self.current_event.decoded_body or ""

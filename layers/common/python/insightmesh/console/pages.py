@@ -7,6 +7,7 @@ the 403 page.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aws_lambda_powertools.event_handler import Response
@@ -23,7 +24,7 @@ from insightmesh.console.app import (
     LoginForm,
     MemberForm,
     Session,
-    invalid,
+    _Form,
     redirect,
 )
 
@@ -96,9 +97,7 @@ def register(app: ConsoleResolver) -> None:
 
     @app.get("/console/tokens/<token_id>/revoke")
     def _confirm_revoke(token_id: str) -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
+        session = app.signed_in()
         tokens = app.call("GET", "/api/me/tokens")
         if not tokens.ok:
             return app.failure(tokens.error, session=session)
@@ -124,42 +123,33 @@ def register(app: ConsoleResolver) -> None:
     # shows the form rather than an error document (and logs no failed load).
     def groups_page(session: Session, *, error: ApiFailure | None = None,
                     values: dict[str, str] | None = None) -> Response[str]:
-        answer = app.call("GET", "/api/groups", query={"limit": str(PAGE_SIZE), "cursor": app.query("cursor") or ""})
+        cursor = app.query("cursor") or ""
+        answer = app.call("GET", "/api/groups", query={"limit": str(PAGE_SIZE), "cursor": cursor})
         if not answer.ok:
             return app.failure(answer.error, session=session)
         return app.page("groups.html", session=session, groups=answer.body["items"],
-                        next_cursor=answer.body.get("next_cursor"), error=error, values=values or {})
+                        next_cursor=answer.body.get("next_cursor"), request_cursor=cursor, error=error,
+                        values=values or {})
 
     @app.get("/console/groups")
     def _groups() -> Response[str]:
-        session = app.session()
-        return groups_page(session) if session else app.sign_in_page(status=401)
+        return groups_page(app.signed_in())
 
     @app.post("/console/groups")
     def _create_group() -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
-        raw = app.form()
-        try:
-            form = GroupForm.model_validate(raw)
-        except ValidationError as error:
-            return groups_page(session, error=invalid(error), values=raw)
-        answer = app.call("POST", "/api/groups", body={"name": form.name, "description": form.description},
-                          csrf_token=form.csrf_token)
-        if not answer.ok:
-            if answer.status in (401, 403):
-                return app.failure(answer.error, session=session)
-            return groups_page(session, error=answer.error, values=raw)
-        return redirect(f"/console/groups/{form.name}?notice=group-created")
+        name = app.form().get("name", "").strip()
+        return app.post_back("POST", "/api/groups", model=GroupForm,
+                             done=f"/console/groups/{name}?notice=group-created",
+                             body=lambda form: {"name": form.name, "description": form.description},
+                             redisplay=lambda session, error, raw: groups_page(session, error=error, values=raw))
 
     def group_page(session: Session, name: str, *, error: ApiFailure | None = None,
                    values: dict[str, str] | None = None) -> Response[str]:
         group = app.call("GET", f"/api/groups/{name}")
         if not group.ok:
             return app.failure(group.error, session=session)
-        members = app.call("GET", f"/api/groups/{name}/members",
-                           query={"limit": str(PAGE_SIZE), "cursor": app.query("cursor") or ""})
+        cursor = app.query("cursor") or ""
+        members = app.call("GET", f"/api/groups/{name}/members", query={"limit": str(PAGE_SIZE), "cursor": cursor})
         if not members.ok:
             return app.failure(members.error, session=session)
         search = (app.query("q") or "").strip()
@@ -170,42 +160,28 @@ def register(app: ConsoleResolver) -> None:
             found, search_error = (users.body["items"], None) if users.ok else ([], users.error)
         return app.page("group.html", session=session, group=group.body,
                         members=members.body["items"], next_cursor=members.body.get("next_cursor"),
-                        search=search, found=found, search_error=search_error, error=error, values=values or {})
+                        request_cursor=cursor, search=search, found=found, search_error=search_error, error=error,
+                        values=values or {})
 
     @app.get("/console/groups/<name>")
     def _group(name: str) -> Response[str]:
-        session = app.session()
-        return group_page(session, name) if session else app.sign_in_page(status=401)
+        return group_page(app.signed_in(), name)
 
-    def change(name: str, method: str, path: str, body: Any, csrf_token: str, notice: str,
-               raw: dict[str, str], done: str | None = None) -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
-        answer = app.call(method, path, body=body, csrf_token=csrf_token)
-        if answer.ok:
-            return redirect(f"{done or f'/console/groups/{name}'}?notice={notice}")
-        if answer.status in (401, 403, 404):
-            return app.failure(answer.error, session=session)
-        return group_page(session, name, error=answer.error, values=raw)
+    def change(name: str, method: str, path: str, notice: str, *, model: type[_Form] = _Form,
+               body: Callable[[Any], Any] = lambda _: None, done: str | None = None) -> Response[str]:
+        """A change to group ``name``; a refusal is shown on the group page (a 404 — the group is gone — is a page)."""
+        return app.post_back(method, path, model=model, body=body, as_page=(401, 403, 404),
+                             done=f"{done or f'/console/groups/{name}'}?notice={notice}",
+                             redisplay=lambda session, error, raw: group_page(session, name, error=error, values=raw))
 
     @app.post("/console/groups/<name>")
     def _update_group(name: str) -> Response[str]:
-        raw = app.form()
-        try:
-            form = DescriptionForm.model_validate(raw)
-        except ValidationError as error:
-            session = app.session()
-            return group_page(session, name, error=invalid(error), values=raw) if session \
-                else app.sign_in_page(status=401)
-        return change(name, "PATCH", f"/api/groups/{name}", {"description": form.description}, form.csrf_token,
-                      "group-updated", raw)
+        return change(name, "PATCH", f"/api/groups/{name}", "group-updated", model=DescriptionForm,
+                      body=lambda form: {"description": form.description})
 
     @app.get("/console/groups/<name>/delete")
     def _confirm_delete(name: str) -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
+        session = app.signed_in()
         group = app.call("GET", f"/api/groups/{name}")
         if not group.ok:
             return app.failure(group.error, session=session)
@@ -216,27 +192,16 @@ def register(app: ConsoleResolver) -> None:
 
     @app.post("/console/groups/<name>/delete")
     def _delete_group(name: str) -> Response[str]:
-        raw = app.form()
-        return change(name, "DELETE", f"/api/groups/{name}", None, raw.get("csrf_token", ""), "group-deleted", raw,
-                      done="/console/groups")
+        return change(name, "DELETE", f"/api/groups/{name}", "group-deleted", done="/console/groups")
 
     @app.post("/console/groups/<name>/members")
     def _add_member(name: str) -> Response[str]:
-        raw = app.form()
-        try:
-            form = MemberForm.model_validate(raw)
-        except ValidationError as error:
-            session = app.session()
-            return group_page(session, name, error=invalid(error), values=raw) if session \
-                else app.sign_in_page(status=401)
-        return change(name, "POST", f"/api/groups/{name}/members", {"user_id": form.user_id}, form.csrf_token,
-                      "member-added", raw)
+        return change(name, "POST", f"/api/groups/{name}/members", "member-added", model=MemberForm,
+                      body=lambda form: {"user_id": form.user_id})
 
     @app.get("/console/groups/<name>/members/<user_id>/remove")
     def _confirm_remove(name: str, user_id: str) -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
+        session = app.signed_in()
         group = app.call("GET", f"/api/groups/{name}")
         if not group.ok:
             return app.failure(group.error, session=session)
@@ -251,9 +216,7 @@ def register(app: ConsoleResolver) -> None:
 
     @app.post("/console/groups/<name>/members/<user_id>/remove")
     def _remove_member(name: str, user_id: str) -> Response[str]:
-        raw = app.form()
-        return change(name, "DELETE", f"/api/groups/{name}/members/{user_id}", None, raw.get("csrf_token", ""),
-                      "member-removed", raw)
+        return change(name, "DELETE", f"/api/groups/{name}/members/{user_id}", "member-removed")
 
 
 __all__ = ["register"]
