@@ -21,9 +21,12 @@
   function timezone(root) {
     var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
     var inputs = root.querySelectorAll("input[data-timezone]");
+    if (!zone) { return; }
     for (var i = 0; i < inputs.length; i++) {
-      if (!inputs[i].value && zone) { inputs[i].value = zone; }
+      if (!inputs[i].value) { inputs[i].value = zone; }
     }
+    var shown = root.querySelectorAll("[data-timezone-shown]");  // the hint names the zone sent
+    for (var j = 0; j < shown.length; j++) { shown[j].textContent = zone; }
   }
   document.addEventListener("DOMContentLoaded", function () { localise(document); timezone(document); });
 }());
