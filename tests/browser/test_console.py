@@ -159,9 +159,10 @@ def test_scenario_3_restrict_meddic_to_a_group(tab: Tab) -> None:
 
     # An allow on a public agent would change nothing: the API's 409 says what to do, in place.
     to_group = tab.page.get_by_role("form", name="Grant to a group")
-    to_group.get_by_label("Group").select_option("coached")
+    to_group.get_by_label("Group").fill("coached")  # typed: the picker does not list every group
     to_group.get_by_role("button", name="Grant to the group").click()
     alert = tab.page.get_by_role("alert")
+    assert "meddic is public" in alert.inner_text()  # the API's message keeps the agent's name as it is
     assert "restricted" in alert.inner_text()
     tab.shot("agent-grant-refused")
 
@@ -170,8 +171,14 @@ def test_scenario_3_restrict_meddic_to_a_group(tab: Tab) -> None:
     tab.page.wait_for_url(tab.url("/console/agents/meddic?notice=agent-updated"))
     assert tab.page.get_by_role("status").inner_text() == "The agent's settings are saved."
     assert tab.page.get_by_role("radio", name="by grant").is_checked()
+    # Picked by the start of its name (no script needed: a GET search, then a link that fills the form).
+    search = tab.page.get_by_role("search", name="Find groups")
+    search.get_by_label("Group name starts with").fill("coa")
+    search.get_by_role("button", name="Find groups").click()
+    tab.page.get_by_role("link", name="Choose the group coached").click()
     to_group = tab.page.get_by_role("form", name="Grant to a group")
-    to_group.get_by_label("Group").select_option("coached")
+    assert to_group.get_by_label("Group").input_value() == "coached"
+    tab.shot("agent-group-picker")
     to_group.get_by_role("button", name="Grant to the group").click()
     tab.page.wait_for_url(tab.url("/console/agents/meddic?notice=grant-added"))
     assert tab.page.get_by_role("rowheader", name="group coached").is_visible()
@@ -182,6 +189,18 @@ def test_scenario_3_restrict_meddic_to_a_group(tab: Tab) -> None:
     assert answer.status == 200
     grants = answer.json()["items"]
     assert [(grant["principal"], grant["effect"]) for grant in grants] == [("group:coached", "allow")]
+
+    # A person's grant shows their e-mail, here and on the confirmation page.
+    to_person = tab.page.get_by_role("form", name="Grant to a person")
+    to_person.get_by_label("E-mail").fill(MEMBER)
+    to_person.get_by_label("Effect").select_option("deny")
+    to_person.get_by_role("button", name="Grant to the person").click()
+    tab.page.wait_for_url(tab.url("/console/agents/meddic?notice=grant-added"))
+    assert tab.page.get_by_role("rowheader", name=f"user {MEMBER}").is_visible()
+    tab.page.get_by_role("link", name=f"Remove the grant of user {MEMBER}").click()
+    assert tab.page.get_by_text(f"Remove the deny grant of user “{MEMBER}” on the agent “meddic”?").is_visible()
+    tab.page.get_by_role("button", name="Remove grant").click()
+    tab.page.wait_for_url(tab.url("/console/agents/meddic?notice=grant-removed"))
 
     tab.page.get_by_role("link", name="Remove the grant of group coached").click()
     assert tab.page.get_by_role("heading", name="Remove a grant").is_visible()
