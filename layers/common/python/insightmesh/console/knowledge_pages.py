@@ -44,9 +44,7 @@ def register(app: ConsoleResolver) -> None:
 
     @app.get(PATH)
     def _knowledge() -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
+        session = app.signed_in()  # a member's call is the API's 403, shown as a page
         raw = {name: app.query(name) or "" for name in ("source", "status", "acl")}
         cursor = app.query("cursor") or ""
         error: ApiFailure | None = None
