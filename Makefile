@@ -59,6 +59,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/slack_ingress.py
 	$(BIN)/python benchmarks/request_path.py
 	$(BIN)/python benchmarks/admin_api.py
+	$(BIN)/python benchmarks/console_pages.py
 	$(BIN)/python benchmarks/directory_sync.py
 	$(BIN)/python benchmarks/user_sync.py
 	$(BIN)/python benchmarks/retrieval.py

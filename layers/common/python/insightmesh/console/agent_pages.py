@@ -73,26 +73,20 @@ def register(app: ConsoleResolver) -> None:
 
     def agent_page(session: Session, name: str, *, error: ApiFailure | None = None, section: Section | None = None,
                    values: dict[str, str] | None = None) -> Response[str]:
-        agent = app.call("GET", f"/api/agents/{name}")
-        if not agent.ok:
-            return app.failure(agent.error, session=session)
+        agent = app.fetch(f"/api/agents/{name}", session=session)
         cursor = app.query("cursor") or ""
-        grants = app.call("GET", f"/api/agents/{name}/grants", query={"limit": str(PAGE_SIZE), "cursor": cursor})
-        if not grants.ok:
-            return app.failure(grants.error, session=session)
+        grants = app.fetch(f"/api/agents/{name}/grants", session=session,
+                           query={"limit": str(PAGE_SIZE), "cursor": cursor})
         # The group picker: the groups whose name starts with what was searched (any number of groups).
         group_search = (app.query("group_q") or "").strip()
-        found: list[Any] = []
-        search_error = None
-        if group_search:
-            groups = app.call("GET", "/api/groups", query={"name_prefix": group_search, "limit": str(GROUP_CHOICES)})
-            found, search_error = (groups.body["items"], None) if groups.ok else ([], groups.error)
+        found, search_error = app.search("/api/groups", {"name_prefix": group_search, "limit": str(GROUP_CHOICES)}) \
+            if group_search else ([], None)
         kept = dict(values or {})
-        if section == "settings" and kept.get("version") != str(agent.body["version"]):
+        if section == "settings" and kept.get("version") != str(agent["version"]):
             kept = {}  # changed meanwhile: show what is stored now, with its version
         chosen = kept.get("group", "") if kept.get("kind") == "group" else (app.query("group") or "")
-        return app.page("agent.html", session=session, agent=agent.body, grants=grants.body["items"],
-                        next_cursor=grants.body.get("next_cursor"), request_cursor=cursor, group_search=group_search,
+        return app.page("agent.html", session=session, agent=agent, grants=grants["items"],
+                        next_cursor=grants.get("next_cursor"), request_cursor=cursor, group_search=group_search,
                         found_groups=found, search_error=search_error, chosen_group=chosen, error=error,
                         section=section, values=kept)
 
@@ -129,9 +123,7 @@ def register(app: ConsoleResolver) -> None:
     @app.get("/console/agents/<name>/delete")
     def _confirm_delete(name: str) -> Response[str]:
         session = app.signed_in(admin=True)
-        agent = app.call("GET", f"/api/agents/{name}")
-        if not agent.ok:
-            return app.failure(agent.error, session=session)
+        app.fetch(f"/api/agents/{name}", session=session)  # a 404 page for an agent that is not there
         return app.page("confirm.html", session=session, title="Delete an agent",
                         question=f"Delete the agent “{name}”? Nobody can use it until it is restored; its grants "
                                  "and aliases are kept.",
@@ -151,10 +143,7 @@ def register(app: ConsoleResolver) -> None:
     def _confirm_remove(name: str, kind: str, principal_id: str) -> Response[str]:
         session = app.signed_in(admin=True)
         # The one grant, wherever it stands among the agent's grants, with the person's e-mail.
-        answer = app.call("GET", f"/api/agents/{name}/grants/{kind}:{principal_id}")
-        if not answer.ok:
-            return app.failure(answer.error, session=session)
-        grant = answer.body
+        grant = app.fetch(f"/api/agents/{name}/grants/{kind}:{principal_id}", session=session)
         who = grant.get("email") or principal_id
         return app.page("confirm.html", session=session, title="Remove a grant",
                         question=f"Remove the {grant['effect']} grant of {kind} “{who}” on the agent “{name}”?",

@@ -8,11 +8,12 @@ after success, so the pages work without script; ``console.js`` only shows times
 time zone. Every response carries :data:`CSP`; static files are fingerprinted and immutable.
 
 How a page uses the shared pieces: ``session = app.signed_in(admin=True)`` (or the sign-in/403 page
-instead), ``form = app.validated(Model, raw, redisplay)`` (the 422 in place instead), then
-``app.submit(method, path, ..., done=..., redisplay=...)`` (303 with ``?notice=``, or the API's
-error in place) — or the three at once, ``app.post_back(method, path, done=..., redisplay=...)``;
-templates ``{% import "macros.html" as ui %}`` for ``ui.alert``, ``ui.table``, ``ui.pager``,
-``ui.csrf`` and ``ui.confirm_link`` (see that file).
+instead), ``body = app.fetch(path, session=session)`` (or the API's refusal as a page instead),
+``items, error = app.search(path, query)``, ``form = app.validated(Model, raw, redisplay)`` (the
+422 in place instead), then ``app.submit(method, path, ..., done=..., redisplay=...)`` (303 with
+``?notice=``, or the API's error in place) — or the three at once, ``app.post_back(method, path,
+done=..., redisplay=...)``; templates ``{% import "macros.html" as ui %}`` for ``ui.alert``,
+``ui.table``, ``ui.pager``, ``ui.csrf`` and ``ui.confirm_link`` (see that file).
 """
 
 from __future__ import annotations
@@ -246,6 +247,18 @@ class ConsoleResolver(InsightMeshResolver):
         body = answer.body
         return Session(user_id=str(body["user_id"]), email=body.get("email"), is_admin=bool(body.get("is_admin")),
                        csrf_token=str(body.get("csrf_token") or ""))
+
+    def fetch(self, path: str, *, session: Session | None, query: Mapping[str, str] | None = None) -> Any:
+        """The body of a GET the page cannot do without; else (raised) the API's refusal as a page."""
+        answer = self.call("GET", path, query=query)
+        if not answer.ok:
+            raise PageInstead(self.failure(answer.error, session=session))
+        return answer.body
+
+    def search(self, path: str, query: Mapping[str, str]) -> tuple[list[Any], ApiFailure | None]:
+        """The items of a GET a page can do without (a search's results), or its refusal to show in place."""
+        answer = self.call("GET", path, query=query)
+        return (list(answer.body["items"]), None) if answer.ok else ([], answer.error)
 
     def signed_in(self, *, admin: bool = False) -> Session:
         """The caller's session; else (raised, see :class:`PageInstead`) the sign-in page (401), or a

@@ -145,21 +145,15 @@ def register(app: ConsoleResolver) -> None:
 
     def group_page(session: Session, name: str, *, error: ApiFailure | None = None,
                    values: dict[str, str] | None = None) -> Response[str]:
-        group = app.call("GET", f"/api/groups/{name}")
-        if not group.ok:
-            return app.failure(group.error, session=session)
+        group = app.fetch(f"/api/groups/{name}", session=session)
         cursor = app.query("cursor") or ""
-        members = app.call("GET", f"/api/groups/{name}/members", query={"limit": str(PAGE_SIZE), "cursor": cursor})
-        if not members.ok:
-            return app.failure(members.error, session=session)
+        members = app.fetch(f"/api/groups/{name}/members", session=session,
+                            query={"limit": str(PAGE_SIZE), "cursor": cursor})
         search = (app.query("q") or "").strip()
-        found: list[Any] = []
-        search_error = None
-        if search:
-            users = app.call("GET", "/api/users", query={"email_prefix": search, "limit": "10"})
-            found, search_error = (users.body["items"], None) if users.ok else ([], users.error)
-        return app.page("group.html", session=session, group=group.body,
-                        members=members.body["items"], next_cursor=members.body.get("next_cursor"),
+        found, search_error = app.search("/api/users", {"email_prefix": search, "limit": "10"}) if search \
+            else ([], None)
+        return app.page("group.html", session=session, group=group,
+                        members=members["items"], next_cursor=members.get("next_cursor"),
                         request_cursor=cursor, search=search, found=found, search_error=search_error, error=error,
                         values=values or {})
 
@@ -182,9 +176,7 @@ def register(app: ConsoleResolver) -> None:
     @app.get("/console/groups/<name>/delete")
     def _confirm_delete(name: str) -> Response[str]:
         session = app.signed_in()
-        group = app.call("GET", f"/api/groups/{name}")
-        if not group.ok:
-            return app.failure(group.error, session=session)
+        app.fetch(f"/api/groups/{name}", session=session)  # a 404 page for a group that is gone
         return app.page("confirm.html", session=session, title="Delete a group",
                         question=f"Delete the group “{name}”? Only an empty group without grants can be deleted.",
                         action=f"/console/groups/{name}/delete", button="Delete group",
@@ -202,13 +194,8 @@ def register(app: ConsoleResolver) -> None:
     @app.get("/console/groups/<name>/members/<user_id>/remove")
     def _confirm_remove(name: str, user_id: str) -> Response[str]:
         session = app.signed_in()
-        group = app.call("GET", f"/api/groups/{name}")
-        if not group.ok:
-            return app.failure(group.error, session=session)
-        user = app.call("GET", f"/api/users/{user_id}")
-        if not user.ok:
-            return app.failure(user.error, session=session)
-        who = user.body.get("email") or user_id
+        app.fetch(f"/api/groups/{name}", session=session)  # a 404 page for a group that is gone
+        who = app.fetch(f"/api/users/{user_id}", session=session).get("email") or user_id
         return app.page("confirm.html", session=session, title="Remove a member",
                         question=f"Remove {who} from the group “{name}”?",
                         action=f"/console/groups/{name}/members/{user_id}/remove", button="Remove member",

@@ -1,0 +1,173 @@
+"""The console's pages: server time through the local gateway with 10,000 users and 1,000 groups.
+
+Starts ``insightmesh dev`` (its own ports and data folder; the API rate limits raised so that the
+benchmark's own requests are not refused), seeds its emulator directly — pynamodb batch writes to
+the tables the dev server uses, as the CLI does, not 11,000 API calls — with 10,000 users (with
+e-mails, all in ``all_users``), 1,000 groups (the first 100 with 20 members each, ``team-0000`` with
+500), and grants on ``meddic`` (300 groups, 50 people). An admin signs in with a login link; then each
+console page is requested N times (default 40) with httpx over loopback, and p50/p95 are printed.
+
+The pages are the ones listed in :data:`PAGES` (those of issue 13, some with a search or a large
+detail) plus any the console's navigation links to; a page that answers 404 (not built yet) is
+skipped with a note. Figures, not pass/fail: the target is p95 ≤ 300 ms where the API allows.
+
+    python benchmarks/console_pages.py [--requests N] [--users 10000] [--groups 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import statistics
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "local"))
+
+import httpx  # noqa: E402
+
+from insightmesh_local import local_auth  # noqa: E402
+from insightmesh_local.stack import LOCAL_CREDENTIALS  # noqa: E402
+from tests.e2e.dev_server import DevServer, run_cli  # noqa: E402
+
+ADMIN = "bench-admin@example.com"
+# (label, path): every console page of issue 13, a search or a large detail where the page has one.
+PAGES: list[tuple[str, str]] = [
+    ("My access", "/console"),
+    ("Dashboard", "/console/dashboard"),
+    ("Agents", "/console/agents"),
+    ("Agent meddic (350 grants)", "/console/agents/meddic"),
+    ("Agent meddic, group search", "/console/agents/meddic?group_q=team-05"),
+    ("Groups", "/console/groups"),
+    ("Group team-0000 (500 members)", "/console/groups/team-0000"),
+    ("Group, people search", "/console/groups/team-0000?q=user0001"),
+    ("Users", "/console/users"),
+    ("Users, e-mail search", "/console/users?q=user0001"),
+    ("User", "/console/users/bench-00001"),
+    ("Jobs", "/console/jobs"),
+    ("Job form", "/console/jobs/new"),
+    ("Credentials", "/console/credentials"),
+    ("Knowledge", "/console/knowledge"),
+    ("Audit", "/console/audit"),
+]
+
+
+def seed(users: int, groups: int) -> None:
+    """Straight into the dev server's tables (``os.environ`` points the models at its emulator)."""
+    from insightmesh.directory.models import Grant, Group, Membership, User, group_principal, user_principal
+
+    now = datetime.now(UTC)
+    with User.batch_write() as user_batch, Membership.batch_write() as members:
+        for n in range(users):
+            user_id = f"bench-{n:05d}"
+            user_batch.save(User(user_id, email=f"user{n:05d}@bench.example", display_name=f"User {n}",
+                                 is_active=True, created_at=now))
+            members.save(Membership("all_users", user_id, added_at=now, added_by="bench"))
+    with Group.batch_write() as group_batch, Membership.batch_write() as members:
+        for g in range(groups):
+            name = f"team-{g:04d}"
+            group_batch.save(Group(name, description=f"Team {g}", created_at=now))
+            size = 500 if g == 0 else (20 if g < 100 else 0)
+            for n in range(size):
+                user_id = f"bench-{(g * 37 + n) % users:05d}"
+                members.save(Membership(name, user_id, added_at=now, added_by="bench"))
+    with Grant.batch_write() as grants:
+        for g in range(min(300, groups)):
+            grants.save(Grant("meddic", group_principal(f"team-{g:04d}"), effect="allow", created_at=now))
+        for n in range(min(50, users)):
+            grants.save(Grant("meddic", user_principal(f"bench-{n:05d}"), effect="deny", created_at=now))
+
+
+def percentiles(samples: list[float]) -> tuple[float, float]:
+    ordered = sorted(samples)
+    return statistics.median(ordered), ordered[min(len(ordered) - 1, round(len(ordered) * 0.95) - 1)]
+
+
+def sign_in(client: httpx.Client, dev: DevServer) -> None:
+    link = run_cli("login-link", "--email", ADMIN, "--port", str(dev.port), timeout=120)
+    assert link.returncode == 0, link.stderr
+    url = link.stdout.strip()
+    token = re.search(r"token=([^&\s]+)", url)
+    assert token, url
+    answer = client.post("/console/login", data={"token": token.group(1)})
+    assert answer.status_code == 303 and "im_session" in client.cookies, answer.text
+
+
+def discovered(client: httpx.Client) -> list[tuple[str, str]]:
+    """The pages the console's navigation links to that :data:`PAGES` does not name."""
+    home = client.get("/console").text
+    nav = home.split('aria-label="Console pages"', 1)[-1].split("</nav>", 1)[0]
+    known = {path for _, path in PAGES}
+    return [(f"{label} (from the navigation)", path)
+            for path, label in re.findall(r'<a href="(/console[^"?#]*)"[^>]*>([^<]+)</a>', nav) if path not in known]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=40, help="requests per page (after 3 warm-up requests)")
+    parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--groups", type=int, default=1_000)
+    args = parser.parse_args()
+
+    dev = DevServer("--parameter-overrides", "ApiRateLimitPerMinute=100000", "ApiIpRateLimitPerMinute=100000")
+    try:
+        dev.wait_ready()
+        os.environ[local_auth.ENVIRONMENT_VARIABLE] = dev.secret
+        stack = local_auth.ControlClient(dev.port, dev.data_dir).request("stack")
+        os.environ.update({**stack["environment"], "AWS_ENDPOINT_URL": stack["endpoint"],
+                           "AWS_REGION": stack["region"], "AWS_DEFAULT_REGION": stack["region"], **LOCAL_CREDENTIALS})
+        bootstrap = run_cli("admin", "bootstrap", "--email", ADMIN, "--port", str(dev.port), timeout=120)
+        assert bootstrap.returncode == 0, bootstrap.stderr
+        started = time.perf_counter()
+        seed(args.users, args.groups)
+        print(f"console pages: seeded {args.users:,} users and {args.groups:,} groups in "
+              f"{time.perf_counter() - started:.1f} s; python {sys.version.split()[0]}, {os.cpu_count()} cores")
+
+        with httpx.Client(base_url=dev.url, timeout=60, follow_redirects=False) as client:
+            sign_in(client, dev)
+            pages = PAGES + discovered(client)
+            rows: list[tuple[str, str, float, float, int]] = []
+            for label, path in pages:
+                first = client.get(path)
+                if first.status_code == 404:
+                    print(f"  skipped {path}: 404 (not built when this ran)")
+                    continue
+                if first.status_code != 200:
+                    print(f"  skipped {path}: {first.status_code} {first.text[:200]!r}")
+                    continue
+                for _ in range(2):
+                    client.get(path)
+                samples = []
+                for _ in range(args.requests):
+                    began = time.perf_counter()
+                    answer = client.get(path)
+                    samples.append((time.perf_counter() - began) * 1000)
+                    assert answer.status_code == 200, (path, answer.status_code)
+                p50, p95 = percentiles(samples)
+                rows.append((label, path, p50, p95, len(first.content)))
+        print(f"\nthrough the local gateway (HTTP → console function → in-process API → emulator), "
+              f"{args.requests} requests a page:")
+        print(f"{'page':<34}{'path':<44}{'p50 ms':>8}{'p95 ms':>8}{'KB':>6}")
+        for label, path, p50, p95, size in rows:
+            flag = "" if p95 <= 300 else "  > 300"
+            print(f"{label:<34}{path:<44}{p50:>8.0f}{p95:>8.0f}{size / 1024:>6.0f}{flag}")
+        return 0
+    finally:
+        dev.process.send_signal(signal.SIGTERM)
+        try:
+            dev.process.wait(timeout=60)
+        finally:
+            dev.log.close()
+            if dev.data_dir is not None:
+                shutil.rmtree(dev.data_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
