@@ -17,11 +17,11 @@ from typing import Any, Final
 from urllib.parse import parse_qs
 
 from aws_lambda_powertools.event_handler import Response
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from insightmesh.auth.sessions import RawCookie
 from insightmesh.console.api import ApiFailure
-from insightmesh.console.app import PAGE_SIZE, ConsoleResolver, Session, _Form, invalid, redirect
+from insightmesh.console.app import PAGE_SIZE, ConsoleResolver, Session, _Form, redirect
 from insightmesh.credentials.schemas import GOOGLE_SCOPES, MAX_NAME_LENGTH
 
 SCOPE_LABELS: Final = {
@@ -47,37 +47,28 @@ def register(app: ConsoleResolver) -> None:
         values["scopes"] = fields.get("scopes", [])
         return values
 
-    def credentials_page(session: Session, *, error: ApiFailure | None = None,
+    def credentials_page(session: Session, error: ApiFailure | None = None,
                          values: dict[str, Any] | None = None) -> Response[str]:
         cursor = app.query("cursor") or ""
-        answer = app.call("GET", "/api/credentials", query={"limit": str(PAGE_SIZE), "cursor": cursor})
-        if not answer.ok:
-            return app.failure(answer.error, session=session)
-        return app.page("credentials.html", session=session, credentials=answer.body["items"],
-                        next_cursor=answer.body.get("next_cursor"), request_cursor=cursor, error=error,
+        listing = app.fetch("/api/credentials", session=session, query={"limit": str(PAGE_SIZE), "cursor": cursor})
+        return app.page("credentials.html", session=session, credentials=listing["items"],
+                        next_cursor=listing.get("next_cursor"), request_cursor=cursor, error=error,
                         values=values or {"scopes": ["drive.readonly"]}, scope_labels=SCOPE_LABELS)
 
     @app.get("/console/credentials")
     def _credentials() -> Response[str]:
-        session = app.session()
-        return credentials_page(session) if session else app.sign_in_page(status=401)
+        return credentials_page(app.signed_in())
 
     @app.post("/console/credentials/connect")
     def _connect() -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
-        raw = posted()
-        try:
-            form = ConnectForm.model_validate(raw)
-        except ValidationError as error:
-            return credentials_page(session, error=invalid(error), values=raw)
+        session, raw = app.signed_in(), posted()
+        form = app.validated(ConnectForm, raw, lambda error: credentials_page(session, error, raw))
         answer = app.call("POST", "/api/credentials/google/authorize", body={"name": form.name, "scopes": form.scopes},
                           csrf_token=form.csrf_token)
         if answer.status in (401, 403):
             return app.failure(answer.error, session=session)
         if not answer.ok:
-            return credentials_page(session, error=answer.error, values=raw)
+            return credentials_page(session, answer.error, raw)
         page = app.page("connect.html", session=session, url=answer.body["authorization_url"],
                         expires_at=answer.body.get("state_expires_at"))
         page.cookies.extend(RawCookie(cookie) for cookie in answer.set_cookies)
@@ -85,30 +76,25 @@ def register(app: ConsoleResolver) -> None:
 
     @app.get("/console/credentials/<credential_id>/delete")
     def _confirm_delete(credential_id: str) -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
-        credential = app.call("GET", f"/api/credentials/{credential_id}")
-        if not credential.ok:
-            return app.failure(credential.error, session=session)
+        session = app.signed_in()
+        credential = app.fetch(f"/api/credentials/{credential_id}", session=session)
         return app.page("confirm.html", session=session, title="Delete a credential",
-                        question=f"Delete the credential “{credential.body['name']}”? Its access is revoked at Google "
-                                 "and the jobs that use it fail until they are given another one.",
+                        question=f"Delete the credential “{credential['name']}”? Its access is revoked at Google and "
+                                 "the jobs that use it fail until they are given another one.",
                         action=f"/console/credentials/{credential_id}/delete", button="Delete credential",
                         cancel="/console/credentials")
 
     @app.post("/console/credentials/<credential_id>/delete")
     def _delete(credential_id: str) -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
+        session = app.signed_in()
         answer = app.call("DELETE", f"/api/credentials/{credential_id}", csrf_token=app.form().get("csrf_token", ""))
         if answer.ok:
+            # Google unreachable: deleted all the same, and the admin is told to revoke it in the account.
             notice = "credential-deleted" if answer.body.get("revoked") else "credential-deleted-unrevoked"
             return redirect(f"/console/credentials?notice={notice}")
         if answer.status in (401, 403):
             return app.failure(answer.error, session=session)
-        return credentials_page(session, error=answer.error)
+        return credentials_page(session, answer.error)
 
 
 __all__ = ["register"]
