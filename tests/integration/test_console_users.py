@@ -15,7 +15,7 @@ import boto3
 import httpx
 import pytest
 
-from tests.integration.conftest import ROOT, build_http_event
+from tests.integration.conftest import ROOT, DynamoCalls, build_http_event
 from tests.integration.conftest import load_handler as _load
 from tests.integration.test_console import ADMIN_ID, MEMBER_EMAIL, MEMBER_ID, Browser, console, sign_in
 from tests.standins.google_oauth_server import GoogleOAuthServer
@@ -78,6 +78,23 @@ def test_a_users_detail_has_their_identities_and_the_agents_the_worker_would_let
     assert "meddic" not in names and "help" in names  # restricted without a grant: not usable
     expected = [agent.name for agent in agents_usable_by(User.get(MEMBER_ID), list_agents())]
     assert names == expected
+
+
+def test_a_users_detail_costs_the_same_calls_whatever_their_groups_and_identities(
+        console: ModuleType, dynamo_calls: DynamoCalls) -> None:
+    from insightmesh.admin import users
+
+    def detail() -> None:
+        users.detail(MEMBER_ID)
+
+    few = dynamo_calls.operations_during(detail)
+    link_identity(MEMBER_ID)
+    for number in range(20):
+        in_group(MEMBER_ID, f"ucpages-{number}")
+    assert dynamo_calls.operations_during(detail) == few
+    # The user; memberships (the groups, and again inside agents_usable_by), identities, the agents;
+    # the grants of every (agent, principal) in one BatchGetItem (of up to 100 keys: 3 agents x 21 here).
+    assert few == ["BatchGetItem", "GetItem", "Query", "Query", "Query", "Query"]
 
 
 def test_an_admin_lists_and_revokes_another_users_token_audited_and_a_member_cannot(console: ModuleType) -> None:
