@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -25,11 +25,10 @@ from slack_sdk.errors import SlackApiError
 from insightmesh.agents.base import AgentContext, AgentSummary, AgentThread, AgentUser
 from insightmesh.agents.catalog import AgentRecord, list_agents
 from insightmesh.agents.registry import DEFAULT_AGENT, builtin_definitions, implementation
-from insightmesh.conversation import agent_mode, gate, replies, threads, workspaces
+from insightmesh.conversation import agent_mode, feedback, gate, replies, threads, workspaces
 from insightmesh.conversation.attachments import read_shared_files, shared_documents
 from insightmesh.conversation.audience import AudienceRetriever, private_follow_up_text
 from insightmesh.conversation.memory import as_messages, remember
-from insightmesh.conversation.models import FeedbackRecord
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, thread_key
 from insightmesh.conversation.routing import Route, route_message
 from insightmesh.directory.models import User
@@ -355,12 +354,7 @@ def process_action(request: ConversationRequest) -> None:
         call_slack(lambda c: c.chat_postMessage(channel=request.channel_id, thread_ts=request.thread_ts,
                                                 text="Left agent mode — back to the assistant."))
     elif request.action_id in ("feedback_up", "feedback_down") and request.ts:
-        now = datetime.now(UTC)
-        FeedbackRecord(
-            f"reply#{request.team_id}#{request.channel_id}#{request.ts}", f"user#{request.user_id}",
-            vote="up" if request.action_id == "feedback_up" else "down",
-            request_id=request.action_value, created_at=now, expires_at=now + timedelta(days=365),
-        ).save()
+        feedback.record_vote(request)  # stored per reply, counted per agent and day
         call_slack(lambda c: c.chat_postEphemeral(channel=request.channel_id, user=request.user_id,
                                                   thread_ts=request.thread_ts, text="Thanks for the feedback!"))
     replies.set_answered(claim.record, None, None)

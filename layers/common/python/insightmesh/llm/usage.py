@@ -15,6 +15,13 @@ Access patterns:
 * one subject over a range of days (a month, a billing period) — ``Query`` on ``subject`` with
   ``period BETWEEN :from AND :to`` (or ``begins_with(period, "2025-10")``): the range key sorts
   ISO days chronologically, so no index is needed.
+* feedback on an agent's replies — :class:`FeedbackCounts`, subject ``feedback#<agent>``, the
+  same day key, ``up`` and ``down``: ``record_feedback`` is one ``UpdateItem ADD`` per vote (a
+  changed vote moves one count from the old side to the new on the day of the change, so a day's
+  side may dip below zero while the sum over days stays right), fail-soft like ``record_usage``.
+  Counting the per-thread feedback items instead would need a Scan.
+* many subjects over a few days (the dashboard's usage per agent) — ``BatchGetItem`` on
+  (subject, day) keys, 100 keys a call (:mod:`insightmesh.llm.usage_report`).
 
 pynamodb (and botocore) cost ~100 ms to import: the conversation worker imports this module when
 it records the first usage, not at cold start (``insightmesh.llm`` exposes it lazily).
@@ -23,10 +30,11 @@ it records the first usage, not at cold start (``insightmesh.llm`` exposes it la
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, Literal
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.exceptions import PynamoDBException
+from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
@@ -35,6 +43,8 @@ from insightmesh.observability import get_logger
 
 AGENT_PREFIX: Final = "agent#"
 USER_PREFIX: Final = "user#"
+FEEDBACK_PREFIX: Final = "feedback#"
+Vote = Literal["up", "down"]
 PERIOD_FORMAT: Final = "%Y-%m-%d"
 
 
@@ -52,6 +62,21 @@ class UsageRecord(Model):
     @property
     def total_tokens(self) -> int:
         return int(self.prompt_tokens) + int(self.completion_tokens)
+
+
+class FeedbackCounts(Model):
+    """👍 (``up``) and 👎 (``down``) votes on one agent's replies on one UTC day."""
+
+    Meta = model_meta("USAGE_TABLE", connect_timeout=1, read_timeout=2)
+
+    subject = UnicodeAttribute(hash_key=True)
+    period = UnicodeAttribute(range_key=True)
+    up = NumberAttribute(default=0)
+    down = NumberAttribute(default=0)
+
+
+def feedback_subject(agent: str) -> str:
+    return f"{FEEDBACK_PREFIX}{agent}"
 
 
 def agent_subject(agent: str) -> str:
@@ -101,3 +126,20 @@ def usage_for(subject: str, period: str) -> UsageRecord | None:
         return UsageRecord.get(subject, period)
     except UsageRecord.DoesNotExist:
         return None
+
+
+def record_feedback(*, agent: str, vote: Vote, previous: str | None = None, when: datetime | None = None) -> None:
+    """Count one vote on ``agent``'s reply for the day; ``previous`` is the voter's earlier vote on the
+    same reply (the same vote again counts nothing). Never raises for a storage failure."""
+    if previous == vote:
+        return
+    side = {"up": FeedbackCounts.up, "down": FeedbackCounts.down}
+    actions: list[Action] = [side[vote].add(1)]
+    if previous in side:
+        actions.append(side[previous].add(-1))
+    period = period_of(when)
+    try:
+        FeedbackCounts(feedback_subject(agent), period).update(actions=actions)
+    except PynamoDBException as error:
+        get_logger().warning("feedback not counted; storage unavailable",
+                             extra={"agent": agent, "period": period, "error": str(error)})
