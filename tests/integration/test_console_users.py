@@ -285,10 +285,13 @@ def test_connect_google_sends_the_browser_to_google_with_the_binding_cookie_and_
     consent = httpx.get(url, follow_redirects=False, timeout=5)
     assert consent.status_code == 302 and consent.headers["location"].startswith(REDIRECT_URI + "?")
     query = dict(httpx.URL(consent.headers["location"]).params)
+    elsewhere = Browser(api("tasks")).request("GET", "/api/credentials/google/callback", query=query)
+    assert elsewhere.status == 400 and 'from <a href="/console/credentials">the credentials</a>' in elsewhere.body
     tasks = Browser(api("tasks"))
     tasks.cookies = browser.cookies
     done = tasks.request("GET", "/api/credentials/google/callback", query=query)
     assert done.status == 200, done.body
+    assert '<a href="/console/credentials">Back to the credentials</a>' in done.body
 
     listing = browser.request("GET", "/console/credentials")
     assert "Drive sync" in listing.body and '<span class="state active">active</span>' in listing.body

@@ -19,6 +19,8 @@ from typing import Final
 from insightmesh.credentials.schemas import GOOGLE_SCOPE_PREFIX, CredentialSummary
 
 CONTENT_TYPE: Final = "text/html; charset=utf-8"
+# The console's page the flow starts from, on the same origin (the browser came back from Google to it).
+CONSOLE_CREDENTIALS: Final = "/console/credentials"
 _STYLE: Final = ("body{font-family:system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem;"
                  "line-height:1.5;color:#1f2328}h1{font-size:1.4rem}code{background:#f6f8fa;padding:0 .2rem}"
                  ".muted{color:#59636e;font-size:.9rem}")
@@ -70,14 +72,15 @@ def connected_page(summary: CredentialSummary, *, request_id: str) -> str:
     if not summary.refreshable:
         body += ("<p>Google gave no refresh token: the credential will expire with its access token. "
                  "Connect it again to renew it.</p>")
-    body += "<p>You can close this window.</p>"
+    body += f'<p><a href="{CONSOLE_CREDENTIALS}">Back to the credentials</a> in the console.</p>'
     return render("Google credential connected", body, request_id=request_id)
 
 
 def error_page(message: str, *, request_id: str) -> str:
     """The page shown when the callback is refused: nothing was stored."""
     body = (f"<p>{_escape(message)}</p>"
-            "<p>Nothing was stored. Start the connection again from InsightMesh.</p>")
+            f'<p>Nothing was stored. Start the connection again from <a href="{CONSOLE_CREDENTIALS}">the '
+            "credentials</a> in the console.</p>")
     return render("The Google credential was not connected", body, request_id=request_id)
 
 
