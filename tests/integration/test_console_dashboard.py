@@ -116,7 +116,7 @@ def test_the_dashboard_shows_every_section(dashboard: dict[str, str], console: M
     runs = section(page.body, "runs-title")
     order = [runs.index(f'href="/console/runs/{run_id}"') for run_id in ("run-going", "run-failed", "run-ok")]
     assert order == sorted(order)  # running and failed first, the latest others after
-    assert "SlackApiError: channel_not_found" in runs
+    assert "SlackApiError: channel_not_found" in runs and 'href="/console/jobs"' in runs
     usage = section(page.body, "usage-title")
     assert '<svg class="usage-chart"' in usage and 'role="img"' in usage and "<title id=" in usage
     assert "1,500 tok · 1 req" in usage and "135 tok · 2 req" in usage
@@ -128,6 +128,7 @@ def test_the_dashboard_shows_every_section(dashboard: dict[str, str], console: M
     assert re.search(r"<dt>Documents</dt><dd>3</dd>.*<dt>Chunks</dt><dd>10</dd>.*<dt>Failures</dt>"
                      r'<dd class="dep down">1</dd>', knowledge, re.S)
     assert "Doc c" in knowledge and "the PDF is encrypted" in knowledge
+    assert 'href="/console/knowledge?status=failed"' in knowledge
     assert 'role="alert"' not in page.body
 
 

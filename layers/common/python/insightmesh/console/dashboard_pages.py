@@ -96,9 +96,7 @@ def register(app: ConsoleResolver) -> None:
 
     @app.get("/console/dashboard")
     def _dashboard() -> Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
+        session = app.signed_in()
         readiness = app.call("GET", "/api/readiness")
         if readiness.status in (401, 403):  # the caller, not a source: the API's 403 page (audited)
             return app.failure(readiness.error, session=session)
