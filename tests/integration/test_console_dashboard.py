@@ -3,6 +3,7 @@ task runs, usage and feedback per agent, the knowledge base — each section fai
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -145,8 +146,6 @@ def test_an_empty_stack_shows_empty_states(dashboard: dict[str, str], console: M
 def test_one_failing_source_shows_its_error_in_place_and_the_rest_render(
     dashboard: dict[str, str], console: ModuleType, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import os
-
     record("help", "U1", 100, 20)
     boto3.client("dynamodb", region_name="us-east-1").delete_table(TableName=os.environ["USAGE_TABLE"])
     page = admin_browser(console).request("GET", "/console/dashboard")
@@ -172,8 +171,6 @@ def test_one_failing_source_shows_its_error_in_place_and_the_rest_render(
 
 def test_the_task_runs_section_fails_in_place(dashboard: dict[str, str], console: ModuleType,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     boto3.client("dynamodb", region_name="us-east-1").delete_table(TableName=os.environ["TASK_RUNS_TABLE"])
     boto3.client("dynamodb", region_name="us-east-1").delete_table(
         TableName=os.environ["KNOWLEDGE_DOCUMENTS_TABLE"])
@@ -251,8 +248,11 @@ def test_queues_readiness_and_knowledge_summary_are_admin_only(dashboard: dict[s
     readiness = api(admin, "/api/readiness").body
     assert readiness["status"] == "ok"
     assert {"name", "kind", "resource", "status", "detail"} <= set(readiness["checks"][0])
-    assert api(admin, "/api/knowledge/summary").body == {"documents": 2, "indexed": 1, "failed": 1, "chunks": 5,
-                                                         "complete": True}
+    summaries: list[Any] = []
+    calls = DYNAMO_CALLS.during(lambda: summaries.append(api(admin, "/api/knowledge/summary").body))
+    assert summaries == [{"documents": 2, "indexed": 1, "failed": 1, "chunks": 5, "complete": True}]
+    knowledge_table = os.environ["KNOWLEDGE_DOCUMENTS_TABLE"]
+    assert [call for call in calls if knowledge_table in call] == [f"Query:{knowledge_table}"] * 2  # one per status
     for path in ("/api/queues", "/api/readiness", "/api/usage", "/api/knowledge/summary"):
         refused = api(member, path)
         assert refused.status == 403, path
@@ -285,7 +285,8 @@ def test_a_vote_on_a_reply_is_counted_for_the_agent_that_answered_once(dashboard
             return 0, 0
         return int(found.up), int(found.down)
 
-    vote("feedback_up")
+    calls = DYNAMO_CALLS.operations_during(lambda: vote("feedback_up"))
+    assert calls == ["GetItem", "GetItem", "PutItem", "UpdateItem"]  # the earlier vote, the agent; store, count
     assert counts() == (1, 0)
     vote("feedback_up")  # the same click again counts nothing
     assert counts() == (1, 0)
