@@ -15,7 +15,8 @@ One table, five kinds of item, all addressed by key (no Scan, no index):
   dead-letter consumer moves it to ``apologising`` then ``answered`` with conditional updates.
 * dead letter — pk the request's pk, sk ``deadletter#<request id>`` (an unreadable message:
   pk ``deadletter#<SQS message id>``): one PutItem per dead-lettered message, with its reason.
-* feedback — pk ``reply#<team>#<channel>#<reply ts>``, sk ``user#<user>``: one PutItem per vote.
+* feedback — pk ``reply#<team>#<channel>#<reply ts>``, sk ``user#<user>``: one PutItem per vote,
+  after a GetItem of the voter's earlier vote (``conversation.feedback``: counted once per agent).
 
 Every item carries ``expires_at`` (TTL): threads and their files 30 days after their last write,
 requests 7 days (longer than any Slack retry or SQS redelivery), dead letters 90 days, feedback

@@ -1,8 +1,9 @@
 """LLM token usage per agent and per user per day (``USAGE_TABLE``; template: ``UsageTable``).
 
 Item: ``subject`` (hash key, ``agent#<name>`` or ``user#<slack user id>``), ``period`` (range
-key, the UTC day ``YYYY-MM-DD``), ``prompt_tokens``, ``completion_tokens``, ``calls``. No TTL,
-no index: the table is the usage history.
+key, the UTC day ``YYYY-MM-DD``), ``prompt_tokens``, ``completion_tokens``, ``calls``; or, with
+subject ``feedback#<agent>``, ``up`` and ``down`` (:class:`FeedbackCounts`). No TTL, no index: the
+table is the usage history.
 
 Access patterns:
 
