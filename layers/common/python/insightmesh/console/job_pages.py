@@ -8,6 +8,8 @@ is sent as typed, so the API's 422 names it and is shown in place with the form'
 The schedule preview is the API's (``GET /api/jobs/schedule-preview`` for a form, the job's own
 ``schedule.upcoming`` on its page): the console never computes a fire time itself. A run's page
 refreshes itself (``<meta http-equiv="refresh">``, CSP-safe) while the run is queued or running.
+A refusal shown in place is a 200 page, as on the console's other pages: the form is the answer,
+and a browser would log a 4xx document as a console error.
 """
 
 from __future__ import annotations
@@ -291,9 +293,8 @@ def register(app: ConsoleResolver) -> None:
     # -- the form: create and edit -------------------------------------------------------------
 
     def form_page(session: Session, draft: Draft, *, job: Mapping[str, Any] | None = None,
-                  error: ApiFailure | None = None, preview: Mapping[str, Any] | None = None,
-                  status: int = 200) -> Response[str]:
-        return app.page("job_form.html", status=status, session=session, draft=draft, job=job, error=error,
+                  error: ApiFailure | None = None, preview: Mapping[str, Any] | None = None) -> Response[str]:
+        return app.page("job_form.html", session=session, draft=draft, job=job, error=error,
                         preview=preview, time_zones=time_zones())
 
     @app.get("/console/jobs/new")
@@ -320,7 +321,7 @@ def register(app: ConsoleResolver) -> None:
         if answer.status in (401, 403):
             return app.failure(answer.error, session=session)
         if not answer.ok:
-            return form_page(session, draft, job=job, error=answer.error, status=answer.status)
+            return form_page(session, draft, job=job, error=answer.error)
         return form_page(session, draft, job=job, preview=answer.body)
 
     @app.post("/console/jobs/new")
@@ -334,7 +335,7 @@ def register(app: ConsoleResolver) -> None:
             return app.failure(types, session=session)
         chosen = next((item for item in types if item["name"] == raw.get("job_type")), None)
         if chosen is None:
-            return app.page("job_type.html", status=422, session=session, job_types=types,
+            return app.page("job_type.html", session=session, job_types=types,
                             asked=raw.get("job_type"))
         draft = draft_of(chosen, raw, enabled=raw.get("enabled") == "true")
         if raw.get("action") == "preview":
@@ -347,7 +348,7 @@ def register(app: ConsoleResolver) -> None:
             return redirect(f"/console/jobs/{answer.body['job_id']}?notice=job-created")
         if answer.status in (401, 403):
             return app.failure(answer.error, session=session)
-        return form_page(session, draft, error=answer.error, status=answer.status)
+        return form_page(session, draft, error=answer.error)
 
     def load_job(session: Session, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | Response[str]:
         job = app.call("GET", f"/api/jobs/{job_id}")
@@ -407,12 +408,11 @@ def register(app: ConsoleResolver) -> None:
             return app.failure(answer.error, session=session)
         if answer.status == 409:  # changed meanwhile: the form keeps the values, with the stored version
             shown = job
-        return form_page(session, draft, job=shown, error=answer.error, status=answer.status)
+        return form_page(session, draft, job=shown, error=answer.error)
 
     # -- one job: its page, state, run now, delete -----------------------------------------------
 
-    def job_page(session: Session, job_id: str, *, error: ApiFailure | None = None,
-                 status: int = 200) -> Response[str]:
+    def job_page(session: Session, job_id: str, *, error: ApiFailure | None = None) -> Response[str]:
         loaded = load_job(session, job_id)
         if not isinstance(loaded, tuple):
             return loaded
@@ -421,7 +421,7 @@ def register(app: ConsoleResolver) -> None:
         runs = app.call("GET", "/api/task-runs", query={"job_id": job_id, "limit": str(RUNS_SHOWN), "cursor": cursor})
         if not runs.ok:
             return app.failure(runs.error, session=session)
-        return app.page("job.html", status=status, session=session, job=job, job_type=chosen,
+        return app.page("job.html", session=session, job=job, job_type=chosen,
                         controls=controls(chosen["parameters_schema"], stored=job["parameters"]),
                         runs=runs.body["items"], next_cursor=runs.body.get("next_cursor"), request_cursor=cursor,
                         error=error)
@@ -443,7 +443,7 @@ def register(app: ConsoleResolver) -> None:
                             else f"/console/jobs?notice={notice}")
         if answer.status in (401, 403, 404):
             return app.failure(answer.error, session=session)
-        return job_page(session, job_id, error=answer.error, status=answer.status)
+        return job_page(session, job_id, error=answer.error)
 
     def action_route(name: str, notice: str) -> None:
         def _action(job_id: str) -> Response[str]:
