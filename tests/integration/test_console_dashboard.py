@@ -111,8 +111,8 @@ def test_the_dashboard_shows_every_section(dashboard: dict[str, str], console: M
     assert '<span class="dep ok">ok</span>' in ready
     assert '<span class="dep degraded">degraded</span>' in ready  # the job DLQ holds a message
     queues = section(page.body, "queues-title")
-    assert re.search(r'<tr class="dlq-full">\s*<th scope="row">dash-jobs-dlq <span class="badge">DLQ</span></th>'
-                     r'\s*<td class="num">1</td>', queues)
+    assert re.search(r'<tr class="dlq-full">\s*<th scope="row">Job <span class="badge">DLQ</span>\s*'
+                     r'<span class="resource">dash-jobs-dlq</span></th>\s*<td class="num">1</td>', queues)
     assert "dash-conversations-dlq.fifo" in queues and "dash-conversations.fifo" in queues
     runs = section(page.body, "runs-title")
     order = [runs.index(f'href="/console/runs/{run_id}"') for run_id in ("run-going", "run-failed", "run-ok")]
@@ -166,7 +166,7 @@ def test_one_failing_source_shows_its_error_in_place_and_the_rest_render(
     queues = section(admin_browser(console).request("GET", "/console/dashboard").body, "queues-title")
     assert '<span class="dep down">unreadable</span> AWS.SimpleQueueService.NonExistentQueue' in queues \
         or '<span class="dep down">unreadable</span> QueueDoesNotExist' in queues
-    assert re.search(r'dash-jobs</th>\s*<td class="num">0</td>', queues)  # the other queues still shown
+    assert re.search(r'dash-jobs</span></th>\s*<td class="num">0</td>', queues)  # the other queues still shown
 
 
 def test_the_task_runs_section_fails_in_place(dashboard: dict[str, str], console: ModuleType,

@@ -24,11 +24,11 @@ FIRST_STATUSES: Final = ("running", "failed", "timed_out")  # shown before the o
 FAILURES_SHOWN: Final = 5
 MEASURES: Final = ("requests", "tokens", "feedback_up", "feedback_down")  # a usage row with any of them is shown
 # The chart's geometry, in SVG user units (the SVG scales to its box through its viewBox).
-CHART_WIDTH: Final = 640
-LABEL_WIDTH: Final = 150
+CHART_WIDTH: Final = 480
+LABEL_WIDTH: Final = 120
 ROW_HEIGHT: Final = 28
-BAR_HEIGHT: Final = 16
-VALUE_WIDTH: Final = 150
+BAR_HEIGHT: Final = 18
+VALUE_WIDTH: Final = 140
 
 
 @dataclass(frozen=True)
