@@ -11,21 +11,33 @@ The pages are the ones listed in :data:`PAGES` (those of issue 13, some with a s
 detail) plus any the console's navigation links to; a page that answers 404 (not built yet) is
 skipped with a note. Figures, not pass/fail: the target is p95 ≤ 300 ms where the API allows.
 
-    python benchmarks/console_pages.py [--requests N] [--users 10000] [--groups 1000]
+With ``--profile``, each page is then also served once in this process (functions/console's
+handler, against the same emulator, with the same session cookie): the AWS calls it makes, by
+operation, and with ``--profile-top K`` the K functions where its time goes (cProfile, cumulative).
+
+    python benchmarks/console_pages.py [--requests N] [--users 10000] [--groups 1000] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import importlib.util
+import io
 import os
+import pstats
 import re
 import shutil
 import signal
 import statistics
 import sys
 import time
+import uuid
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT))
@@ -109,11 +121,73 @@ def discovered(client: httpx.Client) -> list[tuple[str, str]]:
             for path, label in re.findall(r'<a href="(/console[^"?#]*)"[^>]*>([^<]+)</a>', nav) if path not in known]
 
 
+def profile(pages: list[tuple[str, str]], cookies: dict[str, str], top: int) -> None:
+    """Each page once in-process (see the module doc): AWS calls by operation, and where the time goes."""
+    import botocore.client
+
+    calls: Counter[str] = Counter()
+    original = botocore.client.BaseClient._make_api_call
+
+    def counted(client: Any, operation: str, params: Any) -> Any:
+        calls[operation] += 1
+        return original(client, operation, params)
+
+    botocore.client.BaseClient._make_api_call = counted  # type: ignore[method-assign]
+    # The session cookie is signed with the stack's SECRET_KEY: /_local/stack names only the tables,
+    # so the key's secret is found in the emulator by its logical id (AppSecret), as the functions read it.
+    import boto3
+
+    secrets = boto3.client("secretsmanager").list_secrets()["SecretList"]
+    app_secret = next((secret["ARN"] for secret in secrets if "appsecret" in secret["Name"].lower()), None)
+    if app_secret is None:
+        print(f"\n--profile: no AppSecret among the emulator's secrets ({[s['Name'] for s in secrets]}): skipped")
+        return
+    os.environ["SECRET_KEY_SECRET_ID"] = app_secret
+    code = ROOT / "functions" / "console" / "handler.py"
+    spec = importlib.util.spec_from_file_location("console_handler", code)
+    assert spec is not None and spec.loader is not None
+    handler = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(handler)
+
+    def event(path: str) -> dict[str, Any]:
+        parts = urlsplit(path)
+        query = dict(pair.split("=", 1) for pair in parts.query.split("&")) if parts.query else None
+        return {"version": "2.0", "routeKey": "ANY /console/{proxy+}", "rawPath": parts.path,
+                "rawQueryString": parts.query, "queryStringParameters": query,
+                "cookies": [f"{name}={value}" for name, value in cookies.items()],
+                "headers": {"host": "127.0.0.1", "user-agent": "bench"},
+                "requestContext": {"http": {"method": "GET", "path": parts.path, "sourceIp": "127.0.0.1",
+                                            "userAgent": "bench"}, "requestId": str(uuid.uuid4()),
+                                   "stage": "$default"},
+                "isBase64Encoded": False}
+
+    print("\nin this process, one request a page after a warm-up: AWS calls by operation")
+    for label, path in pages:
+        handler.lambda_handler(event(path), None)
+        calls.clear()
+        profiler = cProfile.Profile()
+        began = time.perf_counter()
+        profiler.enable()
+        answer = handler.lambda_handler(event(path), None)
+        profiler.disable()
+        took = (time.perf_counter() - began) * 1000
+        summary = ", ".join(f"{operation} {count}" for operation, count in sorted(calls.items()))
+        print(f"{label:<34}{answer['statusCode']:>4}{took:>8.0f} ms  {sum(calls.values()):>3} calls: {summary}")
+        if top:
+            out = io.StringIO()
+            pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(top)
+            lines = [line for line in out.getvalue().splitlines() if "/" in line or "ncalls" in line]
+            print("\n".join(line.replace(str(ROOT) + "/", "").replace("/work/main/.venv/lib/python3.11/", "")
+                            for line in lines))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=40, help="requests per page (after 3 warm-up requests)")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--groups", type=int, default=1_000)
+    parser.add_argument("--profile", action="store_true", help="also count each page's AWS calls in-process")
+    parser.add_argument("--profile-top", type=int, default=0, help="with --profile: the K costliest functions")
     args = parser.parse_args()
 
     dev = DevServer("--parameter-overrides", "ApiRateLimitPerMinute=100000", "ApiIpRateLimitPerMinute=100000")
@@ -132,6 +206,7 @@ def main() -> int:
 
         with httpx.Client(base_url=dev.url, timeout=60, follow_redirects=False) as client:
             sign_in(client, dev)
+            session_cookies = {cookie.name: str(cookie.value) for cookie in client.cookies.jar}
             pages = PAGES + discovered(client)
             rows: list[tuple[str, str, float, float, int]] = []
             for label, path in pages:
@@ -158,6 +233,8 @@ def main() -> int:
         for label, path, p50, p95, size in rows:
             flag = "" if p95 <= 300 else "  > 300"
             print(f"{label:<34}{path:<44}{p50:>8.0f}{p95:>8.0f}{size / 1024:>6.0f}{flag}")
+        if args.profile:
+            profile([(label, path) for label, path, *_ in rows], session_cookies, args.profile_top)
         return 0
     finally:
         dev.process.send_signal(signal.SIGTERM)

@@ -466,3 +466,28 @@ def test_an_invalid_form_is_shown_again_with_the_422_in_place(console: ModuleTyp
     assert page.status == 200 and 'role="alert"' in page.body and "check these fields: description" in page.body
     bad = browser.request("POST", "/console/agents/meddic/grants", form={"csrf_token": csrf, "kind": "robot"})
     assert bad.status == 200 and 'role="alert"' in bad.body and "check these fields: kind" in bad.body
+
+
+def test_an_agents_grants_page_from_its_detail_then_by_cursor_with_emails(console: ModuleType,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    from insightmesh.directory.models import Grant, User, user_principal
+
+    with User.batch_write() as users, Grant.batch_write() as grants:
+        for n in range(120):
+            users.save(User(f"u-{n:03d}", email=f"person{n:03d}@example.com", display_name=f"P{n}"))
+            grants.save(Grant("meddic", user_principal(f"u-{n:03d}"), effect="deny", granted_by=ADMIN_ID))
+    browser = sign_in(console, ADMIN_ID)
+    api, called = console.app.api, []
+    original = api.call
+    monkeypatch.setattr(api, "call", lambda method, path, **kwargs: called.append(path) or original(method, path,
+                                                                                                    **kwargs))
+    first = browser.request("GET", "/console/agents/meddic")
+    assert called == ["/auth/session", "/api/agents/meddic"]  # the grants come with the agent
+    shown = re.findall(r'user <span title="u-(\d+)">person\d+@example.com</span>', first.body)
+    assert shown == [f"{n:03d}" for n in range(100)]  # the detail's first page, e-mails included
+    following = re.search(r'href="/console/agents/meddic\?cursor=([^"]+)">Next page</a>', first.body)
+    assert following and "First page" not in first.body
+    second = browser.request("GET", "/console/agents/meddic", query={"cursor": unquote(following.group(1))})
+    shown = re.findall(r'user <span title="u-(\d+)">person\d+@example.com</span>', second.body)
+    assert shown == [f"{n:03d}" for n in range(100, 120)]
+    assert '<a href="/console/agents/meddic">First page</a>' in second.body and "Next page" not in second.body

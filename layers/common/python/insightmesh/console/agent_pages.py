@@ -21,6 +21,8 @@ from insightmesh.console.api import ApiFailure
 from insightmesh.console.app import PAGE_SIZE, ConsoleResolver, Session, _Form
 
 Section = Literal["settings", "state", "grant"]
+# The grants a page shows: the first page is the agent detail's (the API's DETAIL_GRANTS), so the others match it.
+GRANTS_PAGE = 100
 GROUP_CHOICES = 10  # the groups offered for a searched name prefix (GET /api/groups?name_prefix=)
 
 
@@ -75,8 +77,12 @@ def register(app: ConsoleResolver) -> None:
                    values: dict[str, str] | None = None) -> Response[str]:
         agent = app.fetch(f"/api/agents/{name}", session=session)
         cursor = app.query("cursor") or ""
-        grants = app.fetch(f"/api/agents/{name}/grants", session=session,
-                           query={"limit": str(PAGE_SIZE), "cursor": cursor})
+        if cursor:
+            page = app.fetch(f"/api/agents/{name}/grants", session=session,
+                             query={"limit": str(GRANTS_PAGE), "cursor": cursor})
+            grants, next_cursor = page["items"], page.get("next_cursor")
+        else:  # the agent's detail carries its first page of grants: one API call (and its guard) less
+            grants, next_cursor = agent["grants"], agent.get("grants_next_cursor")
         # The group picker: the groups whose name starts with what was searched (any number of groups).
         group_search = (app.query("group_q") or "").strip()
         found, search_error = app.search("/api/groups", {"name_prefix": group_search, "limit": str(GROUP_CHOICES)}) \
@@ -85,10 +91,9 @@ def register(app: ConsoleResolver) -> None:
         if section == "settings" and kept.get("version") != str(agent["version"]):
             kept = {}  # changed meanwhile: show what is stored now, with its version
         chosen = kept.get("group", "") if kept.get("kind") == "group" else (app.query("group") or "")
-        return app.page("agent.html", session=session, agent=agent, grants=grants["items"],
-                        next_cursor=grants.get("next_cursor"), request_cursor=cursor, group_search=group_search,
-                        found_groups=found, search_error=search_error, chosen_group=chosen, error=error,
-                        section=section, values=kept)
+        return app.page("agent.html", session=session, agent=agent, grants=grants, next_cursor=next_cursor,
+                        request_cursor=cursor, group_search=group_search, found_groups=found,
+                        search_error=search_error, chosen_group=chosen, error=error, section=section, values=kept)
 
     @app.get("/console/agents/<name>")
     def _agent(name: str) -> Response[str]:
