@@ -160,12 +160,14 @@ def test_the_api_422_is_shown_in_place_with_the_values_kept(jobs: ModuleType) ->
     message = alert(refused)
     assert "parameters are not valid" in message and "parameters.email_domains" in message
     assert 'value="Kept name"' in refused.body and "example.com\nnot a domain!</textarea>" in refused.body
+    assert 'name="param.email_domains" aria-invalid="true" aria-errormessage="job-form-error"' in refused.body
+    assert refused.body.count('aria-invalid="true"') == 1
     assert '<option selected>Europe/Paris</option>' in refused.body
     assert stored_jobs() == [] and schedules() == []
 
     bad_schedule = browser.request("POST", "/console/jobs/new", form=new_job_form(browser, expression="cron(1 2)"))
     assert bad_schedule.status == 200 and "schedule.expression" in alert(bad_schedule)
-    assert 'value="cron(1 2)"' in bad_schedule.body
+    assert 'value="cron(1 2)"' in bad_schedule.body and 'name="expression" aria-invalid="true"' in bad_schedule.body
 
 
 def test_the_preview_is_the_apis_next_three_runs_in_the_chosen_time_zone(jobs: ModuleType) -> None:
@@ -188,6 +190,7 @@ def test_the_preview_is_the_apis_next_three_runs_in_the_chosen_time_zone(jobs: M
 
     wrong = browser.request("POST", "/console/jobs/new", form={**form, "timezone": "Mars/Olympus"})
     assert wrong.status == 200 and "timezone" in alert(wrong) and "Mars/Olympus" in alert(wrong)
+    assert 'name="timezone" aria-invalid="true"' in wrong.body and 'name="expression" aria-invalid' not in wrong.body
 
 
 def test_the_job_page_shows_the_stored_schedules_next_runs_and_pause_resume(jobs: ModuleType) -> None:

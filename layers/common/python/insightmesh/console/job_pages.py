@@ -234,6 +234,19 @@ def _setup() -> None:
     env.filters["duration"] = duration
 
 
+def invalid_fields(error: ApiFailure | None) -> frozenset[str]:
+    """The form fields an API error's details name: ``body.parameters.page_size`` is
+    ``param.page_size``, ``body.schedule.expression`` or ``query.expression`` is ``expression``."""
+    names = set()
+    for detail in error.details if error is not None else []:
+        loc = [str(part) for part in detail.get("loc") or [] if str(part) not in ("body", "query", "schedule")]
+        if len(loc) >= 2 and loc[0] == "parameters":
+            names.add(PARAM + loc[1])
+        elif loc:
+            names.add(loc[0])
+    return frozenset(names)
+
+
 def form_fields(body: str) -> dict[str, str]:
     return {key: values[0] for key, values in parse_qs(body, max_num_fields=MAX_FIELDS).items()}
 
@@ -295,7 +308,7 @@ def register(app: ConsoleResolver) -> None:
     def form_page(session: Session, draft: Draft, *, job: Mapping[str, Any] | None = None,
                   error: ApiFailure | None = None, preview: Mapping[str, Any] | None = None) -> Response[str]:
         return app.page("job_form.html", session=session, draft=draft, job=job, error=error,
-                        preview=preview, time_zones=time_zones())
+                        invalid=invalid_fields(error), preview=preview, time_zones=time_zones())
 
     @app.get("/console/jobs/new")
     def _new_job() -> Response[str]:
