@@ -491,3 +491,20 @@ def test_an_agents_grants_page_from_its_detail_then_by_cursor_with_emails(consol
     shown = re.findall(r'user <span title="u-(\d+)">person\d+@example.com</span>', second.body)
     assert shown == [f"{n:03d}" for n in range(100, 120)]
     assert '<a href="/console/agents/meddic">First page</a>' in second.body and "Next page" not in second.body
+
+
+def test_a_refused_session_lookup_is_its_page_not_the_sign_in_page(console: ModuleType,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from insightmesh.console.api import ApiResponse
+
+    browser = sign_in(console, ADMIN_ID)
+    api = console.app.api
+    original = api.call
+    limited = ApiResponse(429, {"error": {"code": "rate_limited", "message": "too many requests, retry in 20 s",
+                                          "request_id": "r-1"}})
+    monkeypatch.setattr(api, "call", lambda method, path, **kwargs: limited if path == "/auth/session"
+                        else original(method, path, **kwargs))
+    for path in ("/console", "/console/groups", "/console/agents/meddic"):
+        page = browser.request("GET", path)
+        assert page.status == 429 and "Too many requests" in page.body and "retry in 20 s" in page.body, path
+        assert "Sign in to the InsightMesh console" not in page.body

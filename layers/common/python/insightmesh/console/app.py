@@ -241,9 +241,13 @@ class ConsoleResolver(InsightMeshResolver):
                              query={key: value for key, value in (query or {}).items() if value}, body=body)
 
     def session(self) -> Session | None:
+        """The caller's session, ``None`` when signed out (401); any other refusal — a 429 when the
+        caller's rate limit is spent, say — is raised as its page, not shown as the sign-in page."""
         answer = self.call("GET", "/auth/session")
-        if not answer.ok or not isinstance(answer.body, dict):
+        if answer.status == 401:
             return None
+        if not answer.ok or not isinstance(answer.body, dict):
+            raise PageInstead(self.failure(answer.error))
         body = answer.body
         return Session(user_id=str(body["user_id"]), email=body.get("email"), is_admin=bool(body.get("is_admin")),
                        csrf_token=str(body.get("csrf_token") or ""))
