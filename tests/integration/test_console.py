@@ -200,10 +200,13 @@ def test_an_expired_link_or_one_of_a_deactivated_user_is_refused_with_a_page(con
 def test_a_member_sees_my_access_and_an_admin_page_is_a_403_page(console: ModuleType) -> None:
     from insightmesh.auth.tokens import create_token
 
-    create_token(MEMBER_ID, name="laptop script", scopes=["admin:read"])
+    _, token = create_token(MEMBER_ID, name="laptop script", scopes=["admin:read"])
     browser = sign_in(console, MEMBER_ID)
     home = browser.request("GET", "/console/")
     assert home.status == 200 and "laptop script" in home.body and "all_users" in home.body
+    assert (f'<a class="button small" href="/console/tokens/{token.token_id}/revoke" '
+            'aria-label="Revoke the token laptop script">Revoke</a>') in home.body
+    assert '<th scope="col">Last used</th>' in home.body
     assert 'href="/console/groups"' not in home.body
     refused = browser.request("GET", "/console/groups")
     assert refused.status == 403 and "Not allowed" in refused.body and "requires an admin" in refused.body
