@@ -13,7 +13,7 @@ from urllib.parse import unquote, urlencode
 
 import pytest
 
-from tests.integration.conftest import ROOT, template_tables
+from tests.integration.conftest import ROOT, DynamoCalls, template_tables
 from tests.integration.conftest import load_handler as _load
 
 CONSOLE = ROOT / "functions" / "console" / "handler.py"
@@ -511,3 +511,32 @@ def test_a_refused_session_lookup_is_its_page_not_the_sign_in_page(console: Modu
         page = browser.request("GET", path)
         assert page.status == 429 and "Too many requests" in page.body and "retry in 20 s" in page.body, path
         assert "Sign in to the InsightMesh console" not in page.body
+
+
+def test_a_page_authenticates_its_browser_request_once_however_many_api_calls_it_makes(
+        console: ModuleType, dynamo_calls: DynamoCalls) -> None:
+    import os
+
+    browser = sign_in(console, ADMIN_ID)
+    limits, states, users = (os.environ[name] for name in ("RATE_LIMIT_TABLE", "AUTH_STATES_TABLE", "USERS_TABLE"))
+
+    def my_access() -> None:
+        assert browser.request("GET", "/console").status == 200
+
+    for _ in range(2):  # nothing is remembered from one browser request to the next
+        calls = dynamo_calls.during(my_access)
+        # The session lookup, GET /api/me and GET /api/me/tokens: three API calls, one authentication
+        # (the IP's and the principal's rate-limit hits, the session, the user; GET /api/me reads the
+        # user once more, for the agents they may use). Without it: 6, 3 and 4.
+        assert calls.count(f"UpdateItem:{limits}") == 2
+        assert calls.count(f"GetItem:{states}") == 1
+        assert calls.count(f"GetItem:{users}") == 2
+
+
+def test_a_remembered_session_still_needs_the_csrf_token_on_every_change(console: ModuleType) -> None:
+    from insightmesh.directory.models import Group
+
+    browser = sign_in(console, ADMIN_ID)
+    refused = browser.request("POST", "/console/groups", form={"name": "forged", "csrf_token": "not-the-token"})
+    assert refused.status == 403 and "X-CSRF-Token" in refused.body
+    assert Group.count("forged") == 0

@@ -34,6 +34,7 @@ from markupsafe import Markup
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from insightmesh.api.app import InsightMeshResolver
+from insightmesh.auth.guard import one_request
 from insightmesh.auth.sessions import RawCookie
 from insightmesh.config import get_settings
 from insightmesh.console import assets
@@ -199,7 +200,9 @@ class ConsoleResolver(InsightMeshResolver):
                              message="The console could not show this page.", request_id=self.correlation_id)
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
-        response = super().resolve(event, context)
+        # A page's API calls serve one browser request: they authenticate it once (see guard).
+        with one_request():
+            response = super().resolve(event, context)
         headers = response["headers"]
         headers["Content-Security-Policy"] = CSP
         path = str(event.get("rawPath") or "")
