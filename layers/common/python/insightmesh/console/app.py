@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
 from typing import Any, Final, TypeVar
-from urllib.parse import parse_qs, quote
+from urllib.parse import parse_qs, quote, urlencode
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError as PowertoolsNotFound
@@ -138,6 +138,14 @@ def _sentence(value: Any) -> str:
     return text if not text or text[-1] in ".!?" else text + "."
 
 
+def _query(params: Mapping[str, object] | None, **more: object) -> str:
+    """``actor=a%40b&cursor=…`` for a pager link: the page's filters (and the cursor) with the empty
+    ones left out, since the API's cursor is signed for the filters it was issued with. Jinja's own
+    ``urlencode`` filter cannot leave out the empty values."""
+    kept = {name: value for name, value in {**(params or {}), **more}.items() if value}
+    return urlencode(kept)
+
+
 @cache
 def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True,
@@ -146,6 +154,7 @@ def environment() -> Environment:
     env.filters["when"] = _when
     env.filters["sentence"] = _sentence
     env.filters["urlpart"] = lambda value: quote(str(value), safe="")
+    env.filters["query"] = _query
     env.globals["visibility"] = VISIBILITY
     return env
 

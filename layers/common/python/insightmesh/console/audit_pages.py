@@ -70,14 +70,6 @@ class AuditFilters(_Form):
         return datetime.combine(self.end_day, time.max, self.zone).isoformat() if self.end_day else ""
 
 
-def filter_query(values: dict[str, str], *, cursor: str = "") -> str:
-    """``?actor=…&from=…`` for a pager link: every filter kept (the cursor is signed for them)."""
-    kept = {name: values[name] for name in FILTERS if values.get(name)}
-    if cursor:
-        kept["cursor"] = cursor
-    return f"?{urlencode(kept)}" if kept else ""
-
-
 def target_href(target: str) -> str | None:
     """The console page of an audit target, where one exists (``agent:meddic`` → its agent page)."""
     kind, _, name = target.partition(":")
@@ -128,8 +120,7 @@ def register(app: ConsoleResolver) -> None:
                 error = answer.error
         filtered = any(raw[name] for name in FILTERS if name != "tz")
         return app.page("audit.html", session=session, entries=entries, error=error, values=raw, zone=zone,
-                        filtered=filtered, request_cursor=cursor, first_page=PATH + filter_query(raw),
-                        next_page=PATH + filter_query(raw, cursor=next_cursor) if next_cursor else None)
+                        filtered=filtered, request_cursor=cursor, next_cursor=next_cursor)
 
 
-__all__ = ["AuditFilters", "details", "filter_query", "register", "target_href"]
+__all__ = ["AuditFilters", "details", "register", "target_href"]

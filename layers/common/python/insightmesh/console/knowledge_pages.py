@@ -12,7 +12,6 @@ refuses (a 422, say an ACL principal it cannot read) is shown in place with the 
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import urlencode
 
 from aws_lambda_powertools.event_handler import Response
 from pydantic import Field, ValidationError
@@ -29,14 +28,6 @@ class KnowledgeFilters(_Form):
     source: str = Field(default="", max_length=512)
     status: Literal["", "indexed", "failed"] = ""
     acl: str = Field(default="", max_length=320)
-
-
-def filter_query(values: dict[str, str], *, cursor: str = "") -> str:
-    """``?source=…&status=…`` for a pager or source link: the filters kept, empty ones left out."""
-    kept = {name: values[name] for name in ("source", "status", "acl") if values.get(name)}
-    if cursor:
-        kept["cursor"] = cursor
-    return f"?{urlencode(kept)}" if kept else ""
 
 
 def register(app: ConsoleResolver) -> None:
@@ -66,9 +57,7 @@ def register(app: ConsoleResolver) -> None:
                 error = answer.error
         filtered = any(raw.values())
         return app.page("knowledge.html", session=session, documents=documents, error=error, values=raw,
-                        filtered=filtered, request_cursor=cursor,
-                        first_page=PATH + filter_query(raw),
-                        next_page=PATH + filter_query(raw, cursor=next_cursor) if next_cursor else None)
+                        filtered=filtered, request_cursor=cursor, next_cursor=next_cursor)
 
 
-__all__ = ["KnowledgeFilters", "filter_query", "register"]
+__all__ = ["KnowledgeFilters", "register"]
