@@ -271,37 +271,25 @@ def register(app: ConsoleResolver) -> None:
     """Add the Jobs routes to ``app``."""
     _setup()
 
-    def admin_session() -> Session | Response[str]:
-        session = app.session()
-        if session is None:
-            return app.sign_in_page(status=401)
-        if not session.is_admin:  # GET /api/job-types answers a member too
-            return app.failure(ApiFailure(403, "forbidden", "This page requires an admin."), session=session)
-        return session
-
     def posted() -> dict[str, str]:
         try:
             return form_fields(app.current_event.decoded_body or "")
         except ValueError:  # more fields than any job form has
             return {}
 
-    def job_types() -> list[dict[str, Any]] | ApiFailure:
-        answer = app.call("GET", "/api/job-types")
-        return list(answer.body["items"]) if answer.ok else answer.error
+    # Every page here is an admin's (signed_in(admin=True)): GET /api/job-types answers a member too.
+    def job_types(session: Session) -> list[dict[str, Any]]:
+        return list(app.fetch("/api/job-types", session=session)["items"])
 
     # -- the list --------------------------------------------------------------------------------
 
     @app.get("/console/jobs")
     def _jobs() -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
+        session = app.signed_in(admin=True)
         cursor = app.query("cursor") or ""
-        answer = app.call("GET", "/api/jobs", query={"limit": str(PAGE_SIZE), "cursor": cursor})
-        if not answer.ok:
-            return app.failure(answer.error, session=session)
-        return app.page("jobs.html", session=session, jobs=answer.body["items"],
-                        next_cursor=answer.body.get("next_cursor"), request_cursor=cursor)
+        jobs = app.fetch("/api/jobs", session=session, query={"limit": str(PAGE_SIZE), "cursor": cursor})
+        return app.page("jobs.html", session=session, jobs=jobs["items"], next_cursor=jobs.get("next_cursor"),
+                        request_cursor=cursor)
 
     # -- the form: create and edit -------------------------------------------------------------
 
@@ -312,12 +300,8 @@ def register(app: ConsoleResolver) -> None:
 
     @app.get("/console/jobs/new")
     def _new_job() -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
-        types = job_types()
-        if isinstance(types, ApiFailure):
-            return app.failure(types, session=session)
+        session = app.signed_in(admin=True)
+        types = job_types(session)
         chosen = next((item for item in types if item["name"] == app.query("type")), None)
         if chosen is None:
             return app.page("job_type.html", session=session, job_types=types, asked=app.query("type"))
@@ -339,13 +323,9 @@ def register(app: ConsoleResolver) -> None:
 
     @app.post("/console/jobs/new")
     def _create_job() -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
+        session = app.signed_in(admin=True)
         raw = posted()
-        types = job_types()
-        if isinstance(types, ApiFailure):
-            return app.failure(types, session=session)
+        types = job_types(session)
         chosen = next((item for item in types if item["name"] == raw.get("job_type")), None)
         if chosen is None:
             return app.page("job_type.html", session=session, job_types=types,
@@ -363,28 +343,20 @@ def register(app: ConsoleResolver) -> None:
             return app.failure(answer.error, session=session)
         return form_page(session, draft, error=answer.error)
 
-    def load_job(session: Session, job_id: str) -> tuple[dict[str, Any], dict[str, Any]] | Response[str]:
-        job = app.call("GET", f"/api/jobs/{job_id}")
-        if not job.ok:
-            return app.failure(job.error, session=session)
-        types = job_types()
-        if isinstance(types, ApiFailure):
-            return app.failure(types, session=session)
-        chosen = next((item for item in types if item["name"] == job.body["job_type"]), None)
+    def load_job(session: Session, job_id: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The job and its type; else (raised, see PageInstead) the API's refusal as a page."""
+        job: dict[str, Any] = app.fetch(f"/api/jobs/{job_id}", session=session)
+        types = job_types(session)
+        chosen = next((item for item in types if item["name"] == job["job_type"]), None)
         if chosen is None:  # a type no longer known: its parameters are shown as JSON
-            chosen = {"name": job.body["job_type"], "title": job.body["job_type"], "description": "",
-                      "parameters_schema": {"properties": {key: {} for key in job.body["parameters"]}}}
-        return job.body, chosen
+            chosen = {"name": job["job_type"], "title": job["job_type"], "description": "",
+                      "parameters_schema": {"properties": {key: {} for key in job["parameters"]}}}
+        return job, chosen
 
     @app.get("/console/jobs/<job_id>/edit")
     def _edit_job(job_id: str) -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
-        loaded = load_job(session, job_id)
-        if not isinstance(loaded, tuple):
-            return loaded
-        job, chosen = loaded
+        session = app.signed_in(admin=True)
+        job, chosen = load_job(session, job_id)
         draft = Draft(job_type=chosen, name=job["name"], description=job["description"],
                       expression=job["schedule"]["expression"], timezone=job["schedule"]["timezone"],
                       enabled=job["enabled"],
@@ -393,13 +365,8 @@ def register(app: ConsoleResolver) -> None:
 
     @app.post("/console/jobs/<job_id>/edit")
     def _update_job(job_id: str) -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
-        loaded = load_job(session, job_id)
-        if not isinstance(loaded, tuple):
-            return loaded
-        job, chosen = loaded
+        session = app.signed_in(admin=True)
+        job, chosen = load_job(session, job_id)
         raw = posted()
         draft = draft_of(chosen, raw, enabled=job["enabled"])
         # The version the form was read at: a change since then is the API's 409, shown in place.
@@ -426,28 +393,21 @@ def register(app: ConsoleResolver) -> None:
     # -- one job: its page, state, run now, delete -----------------------------------------------
 
     def job_page(session: Session, job_id: str, *, error: ApiFailure | None = None) -> Response[str]:
-        loaded = load_job(session, job_id)
-        if not isinstance(loaded, tuple):
-            return loaded
-        job, chosen = loaded
+        job, chosen = load_job(session, job_id)
         cursor = app.query("cursor") or ""
-        runs = app.call("GET", "/api/task-runs", query={"job_id": job_id, "limit": str(RUNS_SHOWN), "cursor": cursor})
-        if not runs.ok:
-            return app.failure(runs.error, session=session)
+        runs = app.fetch("/api/task-runs", session=session,
+                         query={"job_id": job_id, "limit": str(RUNS_SHOWN), "cursor": cursor})
         return app.page("job.html", session=session, job=job, job_type=chosen,
                         controls=controls(chosen["parameters_schema"], stored=job["parameters"]),
-                        runs=runs.body["items"], next_cursor=runs.body.get("next_cursor"), request_cursor=cursor,
+                        runs=runs["items"], next_cursor=runs.get("next_cursor"), request_cursor=cursor,
                         error=error)
 
     @app.get("/console/jobs/<job_id>")
     def _job(job_id: str) -> Response[str]:
-        session = admin_session()
-        return job_page(session, job_id) if isinstance(session, Session) else session
+        return job_page(app.signed_in(admin=True), job_id)
 
     def action(job_id: str, method: str, path: str, notice: str) -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
+        session = app.signed_in(admin=True)
         answer = app.call(method, path, csrf_token=posted().get("csrf_token", ""))
         if answer.ok:
             if isinstance(answer.body, dict) and "run_id" in answer.body:
@@ -469,14 +429,10 @@ def register(app: ConsoleResolver) -> None:
 
     @app.get("/console/jobs/<job_id>/delete")
     def _confirm_delete(job_id: str) -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
-        job = app.call("GET", f"/api/jobs/{job_id}")
-        if not job.ok:
-            return app.failure(job.error, session=session)
+        session = app.signed_in(admin=True)
+        job = app.fetch(f"/api/jobs/{job_id}", session=session)
         return app.page("confirm.html", session=session, title="Delete a job",
-                        question=f"Delete the job “{job.body['name']}” and its schedule? It will not run again; "
+                        question=f"Delete the job “{job['name']}” and its schedule? It will not run again; "
                                  "its runs are kept for 90 days.",
                         action=f"/console/jobs/{job_id}/delete", button="Delete job",
                         cancel=f"/console/jobs/{job_id}")
@@ -489,14 +445,9 @@ def register(app: ConsoleResolver) -> None:
 
     @app.get("/console/runs/<run_id>")
     def _run(run_id: str) -> Response[str]:
-        session = admin_session()
-        if not isinstance(session, Session):
-            return session
-        answer = app.call("GET", f"/api/task-runs/{run_id}")
-        if not answer.ok:
-            return app.failure(answer.error, session=session)
-        return app.page("run.html", session=session, run=answer.body,
-                        refreshing=answer.body["status"] in ACTIVE_RUN)
+        session = app.signed_in(admin=True)
+        run = app.fetch(f"/api/task-runs/{run_id}", session=session)
+        return app.page("run.html", session=session, run=run, refreshing=run["status"] in ACTIVE_RUN)
 
 
 __all__ = ["Control", "controls", "parameters", "register"]
