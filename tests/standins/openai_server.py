@@ -34,8 +34,15 @@ Wire format (what OpenAI documents for ``POST /v1/chat/completions``, non-stream
   ``count_tokens(text) = max(1, len(text) // 4)``: P over the concatenated message contents, C
   over the reply. ``usage`` is left out when ``include_usage`` is false.
 * errors carry OpenAI's envelope ``{"error": {"message", "type", "param", "code"}}``: 400
-  ``invalid_request_error`` (no model, no messages, bad role, ``stream: true``), 401
+  ``invalid_request_error`` (no model, no messages, bad role), 401
   ``invalid_api_key``, 404 for an unknown path, and the failure modes below.
+* streaming (``"stream": true``, as the openai SDK sends for ``stream=True``): ``200
+  text/event-stream``, one ``data: {"object": "chat.completion.chunk", "choices": [{"index": 0,
+  "delta": {"content": <piece>}, "finish_reason": null}]}`` event per token (a word and the
+  space after it), then a chunk with ``finish_reason``, then — with ``stream_options:
+  {"include_usage": true}`` — a chunk with empty ``choices`` and ``usage``, then ``data: [DONE]``.
+  ``stream_rate`` (tokens per second; 0, the default, is as fast as possible) paces the tokens,
+  for benchmarks; ``POST /_control {"stream_rate": 50}`` sets it.
 * ``GET /v1/models`` lists one model (``gpt-4o-mini``).
 * ``POST /v1/embeddings`` (and ``/embeddings``): body ``{"model": str, "input": str | [str, ...],
   "dimensions"?: int, "encoding_format"?: "float"}`` → ``{"object": "list", "data": [{"object":
@@ -190,6 +197,7 @@ class OpenAIStandin(ThreadingHTTPServer):
         self.include_usage = True
         self.api_key: str | None = None
         self.max_input_tokens = 8192
+        self.stream_rate = 0.0
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -265,12 +273,13 @@ class OpenAIStandin(ThreadingHTTPServer):
                 "include_usage": self.include_usage,
                 "api_key_required": self.api_key is not None,
                 "requests": len(self.requests),
+                "stream_rate": self.stream_rate,
             }
 
     def apply_control(self, command: dict[str, Any]) -> None:
         """What ``POST /_control`` does (validated first, so a bad command changes nothing)."""
         unknown = set(command) - {"mode", "script", "retry_after", "hang_seconds", "reply", "include_usage",
-                                  "api_key", "reset"}
+                                  "api_key", "reset", "stream_rate"}
         if unknown:
             raise ValueError(f"unknown control fields: {', '.join(sorted(unknown))}")
         mode = _mode(command["mode"]) if "mode" in command else None
@@ -287,6 +296,8 @@ class OpenAIStandin(ThreadingHTTPServer):
                 self.reply_text = None if command["reply"] is None else str(command["reply"])
             if "include_usage" in command:
                 self.include_usage = bool(command["include_usage"])
+            if "stream_rate" in command:
+                self.stream_rate = max(float(command["stream_rate"]), 0.0)
             if "api_key" in command:
                 self.api_key = None if command["api_key"] is None else str(command["api_key"])
             self.script.extend(script)
@@ -443,7 +454,46 @@ class _Handler(JsonHandler):
         if problem is not None:
             self._send(400, _error(problem[1], "invalid_request_error", param=problem[0]))
             return
+        if request.get("stream"):
+            self._stream(request)
+            return
         self._send(200, _completion(server, request))
+
+    def _stream(self, request: dict[str, Any]) -> None:
+        """The completion as server-sent events (see the module docstring), paced by ``stream_rate``."""
+        server = self.server
+        answer = _completion(server, request)
+        reply = answer["choices"][0]["message"]["content"]
+        with server._lock:
+            rate = server.stream_rate
+        options = request.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage")) and "usage" in answer
+        base = {"id": answer["id"], "object": "chat.completion.chunk", "created": answer["created"],
+                "model": answer["model"], "system_fingerprint": "fp_standin"}
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+
+        def event(chunk: dict[str, Any] | str) -> None:
+            data = chunk if isinstance(chunk, str) else json.dumps({**base, **chunk})
+            self.wfile.write(f"data: {data}\n\n".encode())
+            self.wfile.flush()
+
+        try:
+            event({"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]})
+            for index, token in enumerate(re.findall(r"\S+\s*|\s+", reply)):
+                if rate and index:
+                    time.sleep(1.0 / rate)
+                event({"choices": [{"index": 0, "delta": {"content": token}, "finish_reason": None}]})
+            event({"choices": [{"index": 0, "delta": {}, "finish_reason": answer["choices"][0]["finish_reason"]}]})
+            if include_usage:
+                event({"choices": [], "usage": answer["usage"]})
+            event("[DONE]")
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client went away mid-stream
 
     def _embeddings(self, raw: bytes, mode: str) -> None:
         server = self.server
@@ -524,8 +574,6 @@ def _validate(request: Any) -> tuple[str | None, str] | None:
             return f"messages[{index}].role", f"Invalid value for 'role' in messages[{index}]"
         if not isinstance(message.get("content"), str | list):
             return f"messages[{index}].content", f"Invalid type for 'content' in messages[{index}]"
-    if request.get("stream"):
-        return "stream", "stream is not supported by this stand-in"
     return None
 
 

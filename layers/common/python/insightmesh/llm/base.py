@@ -17,7 +17,7 @@ Errors are domain errors, each with a short ``user_message`` that is safe to pos
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal, Protocol, TypedDict, get_args, runtime_checkable
 
@@ -116,6 +116,50 @@ class LlmClient(Protocol):
         Raises ``LlmUnavailableError``, ``LlmRequestError`` or ``LlmConfigurationError``.
         """
         ...
+
+
+TextSink = Callable[[str], None]
+"""Receives a streamed answer's text, piece by piece, in order (each piece is new text)."""
+
+
+@runtime_checkable
+class StreamingLlmClient(LlmClient, Protocol):
+    """A provider that can also stream: ``on_text`` gets the answer's text as the model writes it,
+    and the returned ``Completion`` (whole text, usage) is the same ``complete`` would return.
+
+    A transient failure before any text was streamed is retried like ``complete``'s; after text
+    was streamed it is not (the reader has seen it): ``LlmUnavailableError`` is raised.
+    """
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        on_text: TextSink,
+        system: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> Completion:
+        ...
+
+
+def stream_or_complete(
+    client: LlmClient,
+    messages: Sequence[ChatMessage],
+    *,
+    on_text: TextSink,
+    system: str | None = None,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+    temperature: float = DEFAULT_TEMPERATURE,
+) -> Completion:
+    """Stream through ``client`` when it can; otherwise complete and hand ``on_text`` the whole text."""
+    if isinstance(client, StreamingLlmClient):
+        return client.stream(messages, on_text=on_text, system=system, max_tokens=max_tokens,
+                             temperature=temperature)
+    completion = client.complete(messages, system=system, max_tokens=max_tokens, temperature=temperature)
+    if completion.text:
+        on_text(completion.text)
+    return completion
 
 
 class LlmError(Exception):

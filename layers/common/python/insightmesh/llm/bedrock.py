@@ -15,6 +15,12 @@ once per process with the configured connect/read timeouts and botocore's own re
 timeouts and connection errors are retried; other errors (``ValidationException``,
 ``AccessDeniedException``, ``ResourceNotFoundException``, ...) raise ``LlmRequestError`` at once.
 
+Streaming (``stream``) is ``ConverseStream`` (boto3 ``converse_stream``, same request): the
+``stream`` of events holds ``contentBlockDelta.delta.text`` pieces (handed to ``on_text`` as they
+come), ``messageStop.stopReason`` and ``metadata.usage``. An error inside the stream (botocore's
+``EventStreamError``, a ``ClientError``: ``throttlingException``, ``modelStreamErrorException``,
+...) is retried only while no text has been streamed yet.
+
 The endpoint is AWS's unless ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME`` (or ``AWS_ENDPOINT_URL``)
 says otherwise — that is how tests point it at a loopback stand-in.
 """
@@ -31,6 +37,7 @@ from insightmesh.llm.base import (
     ChatMessage,
     Completion,
     LlmUnavailableError,
+    TextSink,
     Usage,
     check_request,
     estimate_prompt_tokens,
@@ -163,6 +170,28 @@ class BedrockClient:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         temperature: float = DEFAULT_TEMPERATURE,
     ) -> Completion:
+        return self._call(messages, system, max_tokens, temperature, None)
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        on_text: TextSink,
+        system: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> Completion:
+        """ConverseStream (see the module docstring); ``on_text`` gets each piece of the answer."""
+        return self._call(messages, system, max_tokens, temperature, on_text)
+
+    def _call(
+        self,
+        messages: Sequence[ChatMessage],
+        system: str | None,
+        max_tokens: int,
+        temperature: float,
+        on_text: TextSink | None,
+    ) -> Completion:
         check_request(messages, max_tokens=max_tokens, temperature=temperature)
         from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
         from botocore.exceptions import ConnectionError as BotoConnectionError
@@ -177,17 +206,34 @@ class BedrockClient:
             request["system"] = system_blocks
         client = bedrock_runtime(self.timeouts)
         logger = get_logger()
-        log = {"provider": self.name, "model": self.model}
+        log = {"provider": self.name, "model": self.model, "stream": on_text is not None}
+        streamed = False
 
         def attempt(attempts: int) -> Completion | Refusal:
+            nonlocal streamed
             try:
-                response = client.converse(**request)
+                if on_text is None:
+                    response = client.converse(**request)
+                    return parse_converse_response(response, model=self.model, messages=messages, system=system)
+                parts: list[str] = []
+                final: dict[str, Any] = {}
+                for event in client.converse_stream(**request).get("stream") or ():
+                    piece = stream_event_text(event, final)
+                    if piece:
+                        streamed = True
+                        parts.append(piece)
+                        on_text(piece)
+                return converse_stream_completion("".join(parts), final, model=self.model, messages=messages,
+                                                  system=system)
             except ClientError as error:
                 details = error.response.get("Error", {})
                 metadata = error.response.get("ResponseMetadata", {})
                 code = str(details.get("Code") or "Unknown")
                 status = int(metadata.get("HTTPStatusCode") or 0)
-                if code in RETRYABLE_CODES or status == 429 or status >= 500:
+                if streamed:
+                    raise LlmUnavailableError(f"bedrock stream broke off: {code}", provider=self.name) from error
+                if code[:1].upper() + code[1:] in RETRYABLE_CODES or code == "modelStreamErrorException" \
+                        or status == 429 or status >= 500:
                     headers = metadata.get("HTTPHeaders") or {}
                     retry_after = parse_retry_after(headers.get("retry-after"))
                     logger.warning(
@@ -198,12 +244,39 @@ class BedrockClient:
                 # Returned, not raised: the service is up and said no, which is not a breaker failure.
                 return Refusal(status, code, f"bedrock refused the request: {code} (HTTP {status})")
             except (HTTPClientError, BotoConnectionError) as error:
+                if streamed:
+                    raise LlmUnavailableError("bedrock stream broke off", provider=self.name) from error
                 logger.warning("llm attempt failed", extra={**log, "attempt": attempts, "error": type(error).__name__})
                 raise RetryableError(f"bedrock unreachable ({type(error).__name__})") from error
             except BotoCoreError as error:  # credentials, region, parameter validation: not transient
                 raise LlmUnavailableError(
                     f"bedrock call failed ({type(error).__name__})", provider=self.name
                 ) from error
-            return parse_converse_response(response, model=self.model, messages=messages, system=system)
 
         return run_with_resilience(self.name, self.breaker, self.retry, attempt, log=log, logger=logger)
+
+
+def stream_event_text(event: Any, final: dict[str, Any]) -> str:
+    """The text of one ConverseStream event (``contentBlockDelta``); ``messageStop`` and
+    ``metadata`` are kept in ``final`` (``stopReason``, ``usage``)."""
+    if not isinstance(event, dict):
+        return ""
+    stop = event.get("messageStop")
+    if isinstance(stop, dict) and isinstance(stop.get("stopReason"), str):
+        final["stopReason"] = stop["stopReason"]
+    metadata = event.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("usage"), dict):
+        final["usage"] = metadata["usage"]
+    block = event.get("contentBlockDelta")
+    delta = block.get("delta") if isinstance(block, dict) else None
+    text = delta.get("text") if isinstance(delta, dict) else None
+    return text if isinstance(text, str) else ""
+
+
+def converse_stream_completion(
+    text: str, final: dict[str, Any], *, model: str, messages: Sequence[ChatMessage], system: str | None
+) -> Completion:
+    """The ``Completion`` of a finished ConverseStream: its text, ``metadata.usage`` and stop reason."""
+    return parse_converse_response(
+        {"output": {"message": {"content": [{"text": text}]}}, **final}, model=model, messages=messages, system=system
+    )

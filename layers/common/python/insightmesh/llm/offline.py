@@ -1,8 +1,8 @@
 """The offline LLM: no network, no key, the same answer for the same input.
 
 It is the development default (``LLM_PROVIDER=offline``; production refuses it) and what tests
-use to run a conversation end to end. Every reply starts with ``[offline LLM]`` so nobody can
-take it for a model's answer:
+use to run a conversation end to end (``stream`` hands the same answer over in pieces of three
+words). Every reply starts with ``[offline LLM]`` so nobody can take it for a model's answer:
 
 * normally: ``[offline LLM] You said: "<first 200 characters of the last user message>"
   (<n> messages in the conversation)``;
@@ -19,6 +19,7 @@ reply. A reply longer than ``max_tokens`` tokens is cut to ``max_tokens * 4`` ch
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -28,6 +29,7 @@ from insightmesh.llm.base import (
     DEFAULT_TEMPERATURE,
     ChatMessage,
     Completion,
+    TextSink,
     Usage,
     check_request,
     estimate_prompt_tokens,
@@ -38,6 +40,7 @@ from insightmesh.llm.base import (
 OFFLINE_PREFIX: Final = "[offline LLM]"
 OFFLINE_MODEL: Final = "offline"
 ECHO_CHARS: Final = 200
+STREAM_WORDS: Final = 3  # words per streamed piece
 
 
 def _one_line(text: str) -> str:
@@ -89,3 +92,24 @@ class OfflineClient:
         return Completion(
             text=text, usage=usage, model=OFFLINE_MODEL, provider=self.name, finish_reason=finish_reason
         )
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        on_text: TextSink,
+        system: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> Completion:
+        """The same answer as ``complete``, handed to ``on_text`` in pieces of a few words."""
+        completion = self.complete(messages, system=system, max_tokens=max_tokens, temperature=temperature)
+        for piece in stream_pieces(completion.text):
+            on_text(piece)
+        return completion
+
+
+def stream_pieces(text: str, words: int = STREAM_WORDS) -> list[str]:
+    """``text`` cut after every ``words`` words (whitespace kept), so the pieces join back to it."""
+    tokens = re.findall(r"\S+\s*|\s+", text)
+    return ["".join(tokens[i:i + words]) for i in range(0, len(tokens), words)]

@@ -20,12 +20,21 @@ Resilience (see ``insightmesh.resilience``):
   the breaker (the server is up), and raises ``LlmRequestError``;
 * retries exhausted or the circuit open raise ``LlmUnavailableError``.
 
+Streaming (``stream``): the same request with ``"stream": true`` and ``"stream_options":
+{"include_usage": true}`` (as the openai SDK sends for ``stream=True``); the answer is
+server-sent events, ``data: <chat.completion.chunk>`` lines up to ``data: [DONE]``, whose
+``choices[0].delta.content`` pieces are handed to ``on_text`` as they arrive, and whose last
+chunk carries ``usage`` (estimated, as above, when the server sends none). The same retries and
+breaker apply until the first piece of text; a failure after it raises ``LlmUnavailableError``
+at once, since the reader has already seen part of the answer.
+
 Logs carry the provider, model, status, attempt and token counts — never the key, the prompt or
 the reply.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -40,6 +49,7 @@ from insightmesh.llm.base import (
     ChatMessageDict,
     Completion,
     LlmUnavailableError,
+    TextSink,
     Usage,
     check_request,
     estimate_prompt_tokens,
@@ -164,6 +174,60 @@ def wire_messages(messages: Sequence[ChatMessage], system: str | None) -> list[C
     return wire
 
 
+class SseCompletion:
+    """Reads a chat.completions event stream line by line: ``feed`` returns each line's new text."""
+
+    def __init__(self, provider: str, model: str) -> None:
+        self.provider, self.model = provider, model
+        self.parts: list[str] = []
+        self.done = False
+        self.finish_reason: str | None = None
+        self.reported_model: str | None = None
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+
+    def feed(self, line: str) -> str:
+        if not line.startswith("data:"):
+            return ""  # blank separators, comments (": keep-alive"), event names
+        data = line[len("data:"):].strip()
+        if data == "[DONE]":
+            self.done = True
+            return ""
+        try:
+            chunk = json.loads(data)
+        except ValueError as error:
+            raise LlmUnavailableError(f"{self.provider} streamed invalid JSON", provider=self.provider) from error
+        if not isinstance(chunk, dict):
+            raise LlmUnavailableError(f"{self.provider} streamed a non-object chunk", provider=self.provider)
+        if isinstance(chunk.get("model"), str) and chunk["model"]:
+            self.reported_model = chunk["model"]
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.prompt_tokens = _token_count(usage, "prompt_tokens")
+            self.completion_tokens = _token_count(usage, "completion_tokens")
+        choices = chunk.get("choices")
+        choice = choices[0] if isinstance(choices, list) and choices else None
+        if not isinstance(choice, dict):
+            return ""
+        if isinstance(choice.get("finish_reason"), str):
+            self.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if isinstance(content, str) and content:
+            self.parts.append(content)
+            return content
+        return ""
+
+    def completion(self, messages: Sequence[ChatMessage], system: str | None) -> Completion:
+        text = "".join(self.parts)
+        if self.prompt_tokens is None or self.completion_tokens is None:
+            usage = Usage(estimate_prompt_tokens(messages, system), estimate_tokens(text), estimated=True)
+        else:
+            usage = Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens)
+        return Completion(text=text, usage=usage, model=self.reported_model or self.model, provider=self.provider,
+                          finish_reason=self.finish_reason)
+
+
 class OpenAICompatibleClient:
     """``LlmClient`` for an OpenAI-compatible server (see the module docstring).
 
@@ -220,16 +284,11 @@ class OpenAICompatibleClient:
         key = self._api_key() if callable(self._api_key) else self._api_key
         return "" if key == KEY_PLACEHOLDER else key
 
-    def complete(
-        self,
-        messages: Sequence[ChatMessage],
-        *,
-        system: str | None = None,
-        max_tokens: int = DEFAULT_MAX_TOKENS,
-        temperature: float = DEFAULT_TEMPERATURE,
-    ) -> Completion:
+    def _request(
+        self, messages: Sequence[ChatMessage], system: str | None, max_tokens: int, temperature: float
+    ) -> tuple[dict[str, Any], dict[str, str], httpx.Timeout]:
         check_request(messages, max_tokens=max_tokens, temperature=temperature)
-        body = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": wire_messages(messages, system),
             "max_tokens": max_tokens,
@@ -239,9 +298,94 @@ class OpenAICompatibleClient:
         key = self._key()
         if key:
             headers["Authorization"] = f"Bearer {key}"
-        timeout = httpx.Timeout(
-            self.timeouts.read, connect=self.timeouts.connect, pool=self.timeouts.connect
-        )
+        timeout = httpx.Timeout(self.timeouts.read, connect=self.timeouts.connect, pool=self.timeouts.connect)
+        return body, headers, timeout
+
+    def _check_status(self, response: httpx.Response, attempts: int, log: Mapping[str, object]) -> Refusal | None:
+        """None for a 200; a ``Refusal`` for a 4xx other than 429; raises for what is retried or garbled.
+        A streamed response must have been read (``response.read()``) before a refusal's body is parsed."""
+        status = response.status_code
+        if status == 429 or status >= 500:
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            get_logger().warning(
+                "llm attempt refused",
+                extra={**log, "attempt": attempts, "status": status, "retry_after": retry_after},
+            )
+            raise RetryableError(f"{self._provider} answered HTTP {status}", retry_after=retry_after)
+        if status >= 400:
+            code = _error_code(response)
+            return Refusal(
+                status,
+                code,
+                f"{self._provider} refused the request: HTTP {status}" + (f" ({code})" if code else ""),
+            )
+        if status != 200:
+            raise LlmUnavailableError(f"{self._provider} answered HTTP {status}", provider=self._provider)
+        return None
+
+    def stream(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        on_text: TextSink,
+        system: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> Completion:
+        """Server-sent events (see the module docstring); ``on_text`` gets each piece of the answer."""
+        body, headers, timeout = self._request(messages, system, max_tokens, temperature)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        headers["Accept"] = "text/event-stream"
+        client = http_client(self.base_url)
+        logger = get_logger()
+        log = {"provider": self._provider, "model": self.model, "stream": True}
+        streamed = False
+
+        def attempt(attempts: int) -> Completion | Refusal:
+            nonlocal streamed
+            try:
+                with client.stream("POST", self.url, json=body, headers=headers, timeout=timeout) as response:
+                    if response.status_code != 200:
+                        response.read()
+                        refusal = self._check_status(response, attempts, log)
+                        if refusal is not None:
+                            return refusal
+                    events = SseCompletion(self._provider, self.model)
+                    for line in response.iter_lines():
+                        piece = events.feed(line)
+                        if piece:
+                            streamed = True
+                            on_text(piece)
+                        if events.done:
+                            break
+            except httpx.TimeoutException as error:
+                if streamed:
+                    raise LlmUnavailableError(f"{self._provider} stream timed out", provider=self._provider) from error
+                logger.warning("llm attempt timed out", extra={**log, "attempt": attempts})
+                raise RetryableError(f"{self._provider} timed out ({type(error).__name__})") from error
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
+                if streamed:
+                    raise LlmUnavailableError(f"{self._provider} stream broke off", provider=self._provider) from error
+                logger.warning("llm attempt failed to connect", extra={**log, "attempt": attempts})
+                raise RetryableError(f"{self._provider} connection failed ({type(error).__name__})") from error
+            except httpx.HTTPError as error:
+                raise LlmUnavailableError(
+                    f"{self._provider} request failed ({type(error).__name__})", provider=self._provider
+                ) from error
+            return events.completion(messages, system)
+
+        return run_with_resilience(self._provider, self.breaker, self.retry, attempt, log=log, logger=logger)
+
+    def complete(
+        self,
+        messages: Sequence[ChatMessage],
+        *,
+        system: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> Completion:
+        body, headers, timeout = self._request(messages, system, max_tokens, temperature)
         client = http_client(self.base_url)
         logger = get_logger()
         log = {"provider": self._provider, "model": self.model}
@@ -259,23 +403,9 @@ class OpenAICompatibleClient:
                 raise LlmUnavailableError(
                     f"{self._provider} request failed ({type(error).__name__})", provider=self._provider
                 ) from error
-            status = response.status_code
-            if status == 429 or status >= 500:
-                retry_after = parse_retry_after(response.headers.get("retry-after"))
-                logger.warning(
-                    "llm attempt refused",
-                    extra={**log, "attempt": attempts, "status": status, "retry_after": retry_after},
-                )
-                raise RetryableError(f"{self._provider} answered HTTP {status}", retry_after=retry_after)
-            if status >= 400:
-                code = _error_code(response)
-                return Refusal(
-                    status,
-                    code,
-                    f"{self._provider} refused the request: HTTP {status}" + (f" ({code})" if code else ""),
-                )
-            if status != 200:
-                raise LlmUnavailableError(f"{self._provider} answered HTTP {status}", provider=self._provider)
+            refusal = self._check_status(response, attempts, log)
+            if refusal is not None:
+                return refusal
             try:
                 payload = response.json()
             except ValueError as error:
