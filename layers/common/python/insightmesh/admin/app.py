@@ -3,6 +3,8 @@ dispatches to it in-process (``functions/console``), so no route is registered t
 
 from __future__ import annotations
 
+from insightmesh.admin.channels import register_channel_routes
+from insightmesh.admin.feedback import register_feedback_routes
 from insightmesh.admin.me_routes import register_me_routes
 from insightmesh.admin.operations import register_operations_routes
 from insightmesh.admin.routes import register_admin_routes
@@ -19,6 +21,8 @@ def build_admin_app() -> InsightMeshResolver:
     register_me_routes(app)
     register_user_token_routes(app)
     register_workspace_routes(app)
+    register_feedback_routes(app)
+    register_channel_routes(app)
     register_operations_routes(app)
     register_auth_routes(app)
     return app

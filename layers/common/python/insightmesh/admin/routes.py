@@ -92,6 +92,7 @@ TAGS: Final = [
     Tag(name="audit", description="The audit log of admin actions, allowed and denied."),
     Tag(name="knowledge", description="The documents of the knowledge base: who may read them, and their state."),
     Tag(name="me", description="The caller."),
+    Tag(name="channels", description="Per-channel settings: response mode, agents, knowledge sources, replies."),
 ]
 
 AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN, description="The agent's name.")]

@@ -1,0 +1,208 @@
+"""Per-channel settings: how the bot behaves in one Slack channel, set by admins (``/api/channels``).
+
+* **mode** — ``mentions`` (the default: @mentions, and follow-ups in threads it answered),
+  ``questions`` (also every top-level message that ends in ``?``, without a mention) or ``off``
+  (the bot answers nothing in that channel: no mention, no follow-up, no question; a slash command
+  there is told so, privately).
+* **default_agent** — the agent that answers when the message names none (else the assistant).
+* **allowed_agents** — when set, only these agents answer there; asking another one gets a clear
+  refusal. ``None``: every agent the asker may use.
+* **knowledge_sources** — when set, retrieval there searches only documents of these sources
+  (``gdrive:<folder id>``, ``local:<path>``: the sweep scope a document was ingested with).
+* **reply** — ``thread`` (the default) or ``ephemeral`` (``chat.postEphemeral``: only the asker
+  sees the answer, so it uses the asker's own access and is not kept in the thread's memory).
+
+Where the mode is applied: the ingress never reads settings on its ack path. It forwards a
+question-shaped top-level channel message (``unaddressed``) to the queue — the one SQS send a
+mention costs — and the worker drops it unless the channel's cached settings say ``questions``.
+An ``off`` channel is dropped by the worker the same way. So the ack path keeps at most one AWS
+call, and the cost of "every question" (one SQS message per question in channels the bot is in)
+is paid off the ack path.
+
+Storage: items in the conversations table (``CONVERSATIONS_TABLE``), pk ``channel_settings``,
+sk the channel id — the table already holds the workspace states the same way, every function
+that needs them can read it, and a deployment has at most a few thousand configured channels, so
+no new table (and no new IAM grant for the worker or ingress) is needed. A channel without an
+item has the defaults. Access patterns:
+
+* worker: one ``GetItem`` per channel, cached in the process for ``CHANNEL_SETTINGS_CACHE_SECONDS``
+  (default 30; DMs read nothing);
+* ingress, ``/insightmesh settings`` only: one ``GetItem`` (instead of the SQS send);
+* admin API: list — one ``Query(pk = "channel_settings")`` per page; show — one ``GetItem``;
+  PUT / PATCH / DELETE — one ``GetItem`` and one ``TransactWriteItems`` (the item, conditional on
+  the version read, and its audit entry); validating agents reads the catalog (one ``Query``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Final
+
+from pynamodb.attributes import (
+    ListAttribute,
+    NumberAttribute,
+    TTLAttribute,
+    UnicodeAttribute,
+    UTCDateTimeAttribute,
+)
+from pynamodb.models import Model
+
+from insightmesh.aws import model_meta
+
+SETTINGS_PK: Final = "channel_settings"
+DEFAULT_CACHE_SECONDS: Final = 30.0
+CACHE_ENV: Final = "CHANNEL_SETTINGS_CACHE_SECONDS"
+
+
+class ResponseMode(StrEnum):
+    MENTIONS = "mentions"
+    QUESTIONS = "questions"
+    OFF = "off"
+
+
+class ReplyStyle(StrEnum):
+    THREAD = "thread"
+    EPHEMERAL = "ephemeral"
+
+
+class ChannelSettingsRecord(Model):
+    Meta = model_meta("CONVERSATIONS_TABLE")
+
+    pk = UnicodeAttribute(hash_key=True, default=SETTINGS_PK)
+    sk = UnicodeAttribute(range_key=True)  # the Slack channel id
+    mode = UnicodeAttribute(default=ResponseMode.MENTIONS.value)
+    default_agent = UnicodeAttribute(null=True)
+    allowed_agents: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
+    knowledge_sources: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
+    reply = UnicodeAttribute(default=ReplyStyle.THREAD.value)
+    version = NumberAttribute(default=1)
+    updated_at = UTCDateTimeAttribute(null=True)
+    updated_by = UnicodeAttribute(null=True)
+    expires_at = TTLAttribute(null=True)  # the table's TTL attribute: never set, settings are kept
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """A channel's settings; a channel never configured has these defaults."""
+
+    channel_id: str
+    mode: ResponseMode = ResponseMode.MENTIONS
+    default_agent: str | None = None
+    allowed_agents: tuple[str, ...] | None = None
+    knowledge_sources: tuple[str, ...] | None = None
+    reply: ReplyStyle = ReplyStyle.THREAD
+    version: int = 0  # 0: not stored
+    updated_at: datetime | None = None
+    updated_by: str | None = None
+    configured: bool = field(default=False)
+
+    @classmethod
+    def of(cls, record: ChannelSettingsRecord) -> ChannelSettings:
+        return cls(
+            channel_id=str(record.sk),
+            mode=ResponseMode(record.mode or ResponseMode.MENTIONS.value),
+            default_agent=record.default_agent or None,
+            allowed_agents=tuple(record.allowed_agents) if record.allowed_agents is not None else None,
+            knowledge_sources=tuple(record.knowledge_sources) if record.knowledge_sources is not None else None,
+            reply=ReplyStyle(record.reply or ReplyStyle.THREAD.value),
+            version=int(record.version or 1),
+            updated_at=record.updated_at,
+            updated_by=record.updated_by,
+            configured=True,
+        )
+
+    def allows(self, agent: str) -> bool:
+        return self.allowed_agents is None or agent in self.allowed_agents
+
+
+_cache: dict[str, tuple[float, ChannelSettings]] = {}
+_lock = threading.Lock()
+
+
+def cache_seconds() -> float:
+    """``CHANNEL_SETTINGS_CACHE_SECONDS``: how long a worker remembers a channel's settings (0: not)."""
+    value = os.environ.get(CACHE_ENV, "").strip()
+    try:
+        seconds = float(value) if value else DEFAULT_CACHE_SECONDS
+    except ValueError as error:
+        raise ValueError(f"{CACHE_ENV} must be a number of seconds, not {value!r}") from error
+    if seconds < 0:
+        raise ValueError(f"{CACHE_ENV} must be at least 0")
+    return seconds
+
+
+def read(channel_id: str) -> ChannelSettings:
+    """The stored settings of ``channel_id`` (one GetItem), or the defaults."""
+    try:
+        return ChannelSettings.of(ChannelSettingsRecord.get(SETTINGS_PK, channel_id))
+    except ChannelSettingsRecord.DoesNotExist:
+        return ChannelSettings(channel_id=channel_id)
+
+
+def is_direct(channel_id: str, channel_type: str | None) -> bool:
+    """A DM with the bot: per-channel settings do not apply (nothing is read)."""
+    return channel_type == "im" or channel_id.startswith("D")
+
+
+def cached(channel_id: str, channel_type: str | None = None) -> ChannelSettings:
+    """The settings of ``channel_id``, remembered for :func:`cache_seconds` (DMs: the defaults)."""
+    if is_direct(channel_id, channel_type):
+        return ChannelSettings(channel_id=channel_id)
+    now = time.monotonic()
+    ttl = cache_seconds()
+    with _lock:
+        hit = _cache.get(channel_id)
+    if hit is not None and now - hit[0] < ttl:
+        return hit[1]
+    settings = read(channel_id)
+    if ttl > 0:
+        with _lock:
+            _cache[channel_id] = (now, settings)
+    return settings
+
+
+def forget(channel_id: str | None = None) -> None:
+    """Drop this process's cached settings (one channel, or all)."""
+    with _lock:
+        if channel_id is None:
+            _cache.clear()
+        else:
+            _cache.pop(channel_id, None)
+
+
+def describe(settings: ChannelSettings) -> str:
+    """The settings as Slack mrkdwn, for ``/insightmesh settings``."""
+    modes = {ResponseMode.MENTIONS: "answers @mentions (and follow-ups in its threads)",
+             ResponseMode.QUESTIONS: "answers @mentions and every message that ends in a question mark",
+             ResponseMode.OFF: "off — it answers nothing in this channel"}
+    agents = ", ".join(f"`{name}`" for name in settings.allowed_agents) if settings.allowed_agents is not None \
+        else "every agent you may use"
+    sources = ", ".join(f"`{source}`" for source in settings.knowledge_sources) \
+        if settings.knowledge_sources is not None else "all (what every reader may see)"
+    lines = [
+        f"*InsightMesh in <#{settings.channel_id}>*" + ("" if settings.configured else " (defaults)"),
+        f"• Response mode: {modes[settings.mode]}",
+        f"• Default agent: `{settings.default_agent}`" if settings.default_agent else "• Default agent: the assistant",
+        f"• Allowed agents: {agents}",
+        f"• Knowledge sources: {sources}",
+        "• Replies: " + ("only the asker sees them (ephemeral)" if settings.reply is ReplyStyle.EPHEMERAL
+                         else "in a thread"),
+    ]
+    return "\n".join(lines)
+
+
+def refusal(agent: str, settings: ChannelSettings) -> str | None:
+    """The reply when ``agent`` may not answer in this channel; ``None`` when it may."""
+    if settings.allows(agent):
+        return None
+    allowed = ", ".join(f"`{name}`" for name in settings.allowed_agents or ())
+    return (f"**{agent}** is not available in this channel. Agents here: {allowed}. "
+            "Ask in a direct message, or ask an InsightMesh admin to change this channel's settings.")
+
+
+OFF_TEXT: Final = "InsightMesh is turned off in this channel. Ask in a direct message instead."

@@ -1,0 +1,142 @@
+"""``/api/channels``: per-channel settings through the real admin_api handler (moto).
+
+Validation (unknown agents are a clear 422), audit of every change with before and after,
+members refused (403), pagination with the signed cursor, version conflicts, and the worker's
+cached read seeing a change once its TTL has passed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from insightmesh.conversation import channel_settings
+from insightmesh.conversation.channel_settings import ReplyStyle, ResponseMode
+from tests.integration.test_admin_api import Api, assert_envelope, audit_entries, latest_audit
+from tests.integration.test_admin_api import api as api
+
+CHANNEL = "C0SALES"
+
+
+def test_a_channel_never_set_has_the_defaults(api: Api) -> None:
+    body = api.ok("GET", f"/api/channels/{CHANNEL}")
+    assert body == {"channel_id": CHANNEL, "mode": "mentions", "default_agent": None, "allowed_agents": None,
+                    "knowledge_sources": None, "reply": "thread", "version": 0, "updated_at": None,
+                    "updated_by": None}
+    assert api.ok("GET", "/api/channels") == {"items": [], "next_cursor": None}
+
+
+def test_put_patch_delete_are_stored_and_audited_with_before_and_after(api: Api) -> None:
+    created = api.ok("PUT", f"/api/channels/{CHANNEL}", 201, body={
+        "mode": "questions", "default_agent": "meddic", "allowed_agents": ["help", "meddic"],
+        "knowledge_sources": ["gdrive:sales-folder"], "reply": "ephemeral"})
+    assert (created["mode"], created["default_agent"], created["version"]) == ("questions", "meddic", 1)
+    assert created["updated_by"] == "admin@example.com"
+    entry = latest_audit(f"channel:{CHANNEL}")
+    assert entry.action == "channel.put" and entry.before is None and entry.after["mode"] == "questions"
+
+    patched = api.ok("PATCH", f"/api/channels/{CHANNEL}", body={"mode": "off", "version": 1})
+    assert (patched["mode"], patched["default_agent"], patched["reply"], patched["version"]) == \
+        ("off", "meddic", "ephemeral", 2)
+    entry = latest_audit(f"channel:{CHANNEL}")
+    assert entry.action == "channel.patch" and entry.before["mode"] == "questions" and entry.after["mode"] == "off"
+    assert api.ok("GET", f"/api/channels/{CHANNEL}") == patched
+
+    replaced = api.ok("PUT", f"/api/channels/{CHANNEL}", body={"mode": "mentions"})
+    assert (replaced["default_agent"], replaced["allowed_agents"], replaced["version"]) == (None, None, 3)
+
+    reset = api.ok("DELETE", f"/api/channels/{CHANNEL}")
+    assert reset["version"] == 0 and reset["mode"] == "mentions"
+    assert latest_audit(f"channel:{CHANNEL}").action == "channel.delete"
+    assert [e.action for e in audit_entries(f"channel:{CHANNEL}")] == \
+        ["channel.delete", "channel.put", "channel.patch", "channel.put"]
+    assert_envelope(api.call("DELETE", f"/api/channels/{CHANNEL}"), 404, "not_found")
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"default_agent": "nosuchagent"}, "default_agent"),
+    ({"allowed_agents": ["help", "ghost"]}, "allowed_agents"),
+])
+def test_unknown_agents_are_refused_with_a_clear_422_and_nothing_written(
+    api: Api, body: dict[str, Any], field: str
+) -> None:
+    result = api.call("PUT", f"/api/channels/{CHANNEL}", body=body)
+    assert_envelope(result, 422, "validation_error")
+    assert "unknown agent" in result.body["error"]["message"]
+    assert result.body["error"]["details"][0]["loc"] == ["body", field]
+    assert api.ok("GET", f"/api/channels/{CHANNEL}")["version"] == 0
+    assert audit_entries(f"channel:{CHANNEL}") == []
+
+
+@pytest.mark.parametrize("body", [
+    {"mode": "always"},
+    {"reply": "dm"},
+    {"allowed_agents": []},
+    {"allowed_agents": ["help", "help"]},
+    {"knowledge_sources": ["no-prefix"]},
+    {"unknown": 1},
+    {"allowed_agents": ["meddic"]},  # the assistant answers un-addressed messages: not allowed here
+])
+def test_invalid_settings_are_422(api: Api, body: dict[str, Any]) -> None:
+    assert_envelope(api.call("PUT", f"/api/channels/{CHANNEL}", body=body), 422, "validation_error")
+
+
+def test_bad_channel_ids_are_422(api: Api) -> None:
+    assert_envelope(api.call("GET", "/api/channels/not-a-channel"), 422, "validation_error")
+    assert_envelope(api.call("PUT", "/api/channels/D0DIRECT", body={}), 422, "validation_error")
+
+
+def test_members_are_refused_and_nothing_changes(api: Api) -> None:
+    for method, body in (("GET", None), ("PUT", {"mode": "off"}), ("PATCH", {"mode": "off"}), ("DELETE", None)):
+        assert_envelope(api.call(method, f"/api/channels/{CHANNEL}", as_="member", body=body), 403, "forbidden")
+    assert_envelope(api.call("GET", "/api/channels", as_="member"), 403, "forbidden")
+    assert api.ok("GET", f"/api/channels/{CHANNEL}")["version"] == 0
+
+
+def test_a_stale_version_is_a_conflict(api: Api) -> None:
+    api.ok("PUT", f"/api/channels/{CHANNEL}", 201, body={"mode": "questions"})
+    api.ok("PATCH", f"/api/channels/{CHANNEL}", body={"reply": "ephemeral", "version": 1})
+    assert_envelope(api.call("PATCH", f"/api/channels/{CHANNEL}", body={"mode": "off", "version": 1}),
+                    409, "conflict")
+    assert api.ok("GET", f"/api/channels/{CHANNEL}")["mode"] == "questions"
+
+
+def test_the_list_pages_with_a_signed_cursor(api: Api) -> None:
+    channels = [f"C0PAGE{i}" for i in range(5)]
+    for channel in channels:
+        api.ok("PUT", f"/api/channels/{channel}", 201, body={"mode": "questions"})
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        query = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = api.ok("GET", "/api/channels", query=query)
+        pages += 1
+        assert len(page["items"]) <= 2
+        seen += [item["channel_id"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if not cursor:
+            break
+    assert sorted(seen) == channels and pages >= 3
+    assert_envelope(api.call("GET", "/api/channels", query={"cursor": "forged"}), 422, "validation_error")
+    assert_envelope(api.call("GET", "/api/channels", query={"limit": "101"}), 422, "validation_error")
+
+
+def test_the_worker_reads_settings_through_its_cache(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHANNEL_SETTINGS_CACHE_SECONDS", "600")
+    channel_settings.forget()
+    assert channel_settings.cached(CHANNEL).mode is ResponseMode.MENTIONS
+    api.ok("PUT", f"/api/channels/{CHANNEL}", 201, body={"mode": "off", "reply": "ephemeral"})
+    channel_settings.forget()  # the API drops its own process's copy; a worker's expires with its TTL
+    settings = channel_settings.cached(CHANNEL, "channel")
+    assert (settings.mode, settings.reply) == (ResponseMode.OFF, ReplyStyle.EPHEMERAL)
+    record = channel_settings.ChannelSettingsRecord.get(channel_settings.SETTINGS_PK, CHANNEL)
+    record.mode = "questions"
+    record.save()
+    assert channel_settings.cached(CHANNEL).mode is ResponseMode.OFF  # remembered: no read
+    monkeypatch.setenv("CHANNEL_SETTINGS_CACHE_SECONDS", "0")
+    assert channel_settings.cached(CHANNEL).mode is ResponseMode.QUESTIONS
+    assert channel_settings.cached("D0DM", "im").mode is ResponseMode.MENTIONS  # DMs: no settings
+    monkeypatch.setenv("CHANNEL_SETTINGS_CACHE_SECONDS", "-1")
+    with pytest.raises(ValueError, match="CHANNEL_SETTINGS_CACHE_SECONDS"):
+        channel_settings.cache_seconds()
