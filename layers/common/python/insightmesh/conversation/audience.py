@@ -142,6 +142,7 @@ class AudienceRetriever:
         self._audience: Audience | None = None
         self.questions: list[str] = []
         self.shown: set[str] = set()  # document ids of the passages given to the agent
+        self.titles: dict[str, str] = {}  # their titles, by document id (conversation.provenance)
 
     @property
     def audience(self) -> Audience:
@@ -163,9 +164,17 @@ class AudienceRetriever:
             return ()
         self.questions.append(question)
         self.shown.update(passage.document_id for passage in passages)
+        self.titles.update((passage.document_id, passage.title) for passage in passages)
         logger.info("knowledge searched", extra={"audience": audience.scope, "readers": len(audience.viewers),
                                                  "found": len(passages)})
         return passages
+
+    @property
+    def scope(self) -> str:
+        """``private`` or ``shared`` once searched (whose access decided), else ``none``."""
+        if self._audience is None:
+            return "none"
+        return "private" if self._audience.is_private else "shared"
 
     def private_extras(self) -> list[Passage]:
         """Documents the asker alone may see that would have answered this turn's questions (one

@@ -7,55 +7,108 @@ Scan, the vote is also added to the agent's daily counters in the usage table
 request named by the button's value (its request item: one ``GetItem``); the voter's earlier vote
 on the reply (one ``GetItem``) keeps a repeated or changed click from being counted twice. A
 request item expires after 7 days: a vote on an older reply is stored but not counted.
+
+The vote also copies what produced the answer from that request item (agent, model, prompt
+version, passages, access scope, question and answer: :mod:`insightmesh.conversation.provenance`),
+and a 👎's modal adds its reason and text (``feedback_reason``, stored as a 👎 of its own: a lost
+or late click still leaves the reason). Feedback is kept 365 days (``expires_at``).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Final
 
 from pynamodb.exceptions import PynamoDBException
+from pynamodb.expressions.condition import Condition
 
+from insightmesh.api.errors import ValidationFailedError
+from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
 from insightmesh.conversation.models import FeedbackRecord, RequestRecord, request_sk, thread_pk
 from insightmesh.conversation.requests import ConversationRequest
 from insightmesh.llm.usage import Vote, record_feedback
 from insightmesh.observability import get_logger
 
 FEEDBACK_TTL: Final = timedelta(days=365)
+FEEDBACK_KIND: Final = "feedback"  # the one partition of the feedback-by-time index
+UNKNOWN_AGENT: Final = "-"  # feedback-by-agent's key for a reply whose agent is unknown
 logger = get_logger()
 
 
-def _answering_agent(request: ConversationRequest) -> str | None:
+def _answered(request: ConversationRequest) -> RequestRecord | None:
+    """The request item of the reply voted on: its agent and what produced the answer."""
     if not request.thread_key or not request.action_value:
         return None
     try:
-        answered = RequestRecord.get(thread_pk(request.thread_key), request_sk(request.action_value),
-                                     attributes_to_get=["agent"])
+        return RequestRecord.get(thread_pk(request.thread_key), request_sk(request.action_value),
+                                 attributes_to_get=["agent", "provenance"])
     except RequestRecord.DoesNotExist:
         return None
-    return answered.agent
 
 
-def record_vote(request: ConversationRequest) -> None:
-    """Store the vote of ``request`` (a ``feedback_up``/``feedback_down`` action) and count it."""
+def vote_of(request: ConversationRequest) -> Vote:
+    """👍 is up; 👎 and the 👎 modal's submission (``feedback_reason``) are down."""
+    return "up" if request.action_id == "feedback_up" else "down"
+
+
+def record_vote(request: ConversationRequest, *, reason: str | None = None, comment: str | None = None) -> None:
+    """Store the vote of ``request`` (a ``feedback_up``/``feedback_down`` action, or the 👎 modal's
+    ``feedback_reason`` with its ``reason`` and ``comment``) with what produced the answer, and count it."""
     now = datetime.now(UTC)
-    vote: Vote = "up" if request.action_id == "feedback_up" else "down"
+    vote = vote_of(request)
     pk, sk = f"reply#{request.team_id}#{request.channel_id}#{request.ts}", f"user#{request.user_id}"
     try:
-        previous: str | None = FeedbackRecord.get(pk, sk, attributes_to_get=["vote"]).vote
+        earlier = FeedbackRecord.get(pk, sk, attributes_to_get=["vote", "reason", "comment"])
+        previous: str | None = earlier.vote
     except FeedbackRecord.DoesNotExist:
-        previous = None
+        earlier, previous = None, None
     try:
-        agent = _answering_agent(request)
+        answered = _answered(request)
     except PynamoDBException as error:  # the count is best effort; the vote itself must be stored
         logger.warning("feedback's agent not found; storage unavailable", extra={"error": str(error)})
-        agent = None
+        answered = None
+    agent = answered.agent if answered is not None else None
+    if reason is None and earlier is not None and previous == vote:  # a repeated click keeps the reason
+        reason, comment = earlier.reason, earlier.comment
     FeedbackRecord(pk, sk, vote=vote, request_id=request.action_value, agent=agent, created_at=now,
-                   expires_at=now + FEEDBACK_TTL).save()
+                   expires_at=now + FEEDBACK_TTL, feedback_agent=agent or UNKNOWN_AGENT,
+                   feedback_kind=FEEDBACK_KIND, feedback_at=now.isoformat(), reason=reason, comment=comment,
+                   provenance=answered.provenance if answered is not None else None).save()
     if agent:
         record_feedback(agent=agent, vote=vote, previous=previous, when=now)
     else:
         logger.info("feedback stored, not counted: the reply's agent is unknown", extra={"vote": vote})
 
 
-__all__ = ["record_vote"]
+def _utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def list_feedback(*, agent: str | None, vote: str | None, start: datetime | None, end: datetime | None,
+                  limit: int, cursor: str | None) -> Page[FeedbackRecord]:
+    """Feedback newest first: one Query on ``feedback-by-agent`` (with ``agent``) or
+    ``feedback-by-time``, between ``start`` and ``end`` (either open), ``vote`` as a filter."""
+    start, end = _utc(start), _utc(end)
+    if start is not None and end is not None and end < start:
+        raise ValidationFailedError("end is before start", details=[
+            {"loc": ["query", "end"], "msg": "end is before start", "type": "value_error"}])
+    scope = "feedback:" + json.dumps([agent, vote, start and start.isoformat(), end and end.isoformat()])
+    condition: Condition | None = None
+    if start is not None and end is not None:
+        condition = FeedbackRecord.feedback_at.between(start.isoformat(), end.isoformat())
+    elif start is not None:
+        condition = FeedbackRecord.feedback_at >= start.isoformat()
+    elif end is not None:
+        condition = FeedbackRecord.feedback_at <= end.isoformat()
+    filters = FeedbackRecord.vote == vote if vote else None
+    index = FeedbackRecord.by_agent if agent else FeedbackRecord.by_time
+    results = index.query(agent or FEEDBACK_KIND, range_key_condition=condition, filter_condition=filters,
+                          scan_index_forward=False, limit=limit, last_evaluated_key=start_key(cursor, scope=scope))
+    items, last_key = query_page(results, FeedbackRecord)
+    return Page[FeedbackRecord](items=items, next_cursor=key_cursor(last_key, scope=scope))
+
+
+__all__ = ["FEEDBACK_KIND", "FEEDBACK_TTL", "UNKNOWN_AGENT", "list_feedback", "record_vote", "vote_of"]

@@ -1,6 +1,6 @@
 """The conversations table (``CONVERSATIONS_TABLE``; template: ``ConversationsTable``).
 
-One table, five kinds of item, all addressed by key (no Scan, no index):
+One table, five kinds of item, addressed by key (no Scan) or, for feedback, by two sparse indexes:
 
 * thread — pk ``thread#<team>#<channel>#<thread_ts>``, sk ``thread``: written by the worker
   (PutItem, bounded under :data:`MAX_ITEM_BYTES` as DynamoDB measures it, see :func:`item_size`);
@@ -16,7 +16,10 @@ One table, five kinds of item, all addressed by key (no Scan, no index):
 * dead letter — pk the request's pk, sk ``deadletter#<request id>`` (an unreadable message:
   pk ``deadletter#<SQS message id>``): one PutItem per dead-lettered message, with its reason.
 * feedback — pk ``reply#<team>#<channel>#<reply ts>``, sk ``user#<user>``: one PutItem per vote,
-  after a GetItem of the voter's earlier vote (``conversation.feedback``: counted once per agent).
+  after a GetItem of the voter's earlier vote (``conversation.feedback``: counted once per agent),
+  with what produced the answer (copied from the request item); the 👎 modal's reason is one
+  UpdateItem. Listed by ``GET /api/feedback`` with one Query on the sparse indexes
+  ``feedback-by-agent`` (agent, time) or ``feedback-by-time`` (one ``feedback`` partition, time).
 
 Every item carries ``expires_at`` (TTL): threads and their files 30 days after their last write,
 requests 7 days (longer than any Slack retry or SQS redelivery), dead letters 90 days, feedback
@@ -37,6 +40,7 @@ from pynamodb.attributes import (
     UnicodeAttribute,
     UTCDateTimeAttribute,
 )
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
@@ -71,6 +75,9 @@ class ThreadRecord(Model):
     agent_state = CompactJSONAttribute(default=dict)  # {agent name: state}, e.g. meddic's notes
     # Files shared in the thread were kept here before ThreadFileRecord; read (and moved) only.
     files = JSONAttribute(null=True)
+    # An AI app (assistant container) thread, and the channel its user was last looking at.
+    assistant = BooleanAttribute(null=True)
+    context_channel = UnicodeAttribute(null=True)
     updated_at = UTCDateTimeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
 
@@ -125,7 +132,31 @@ class RequestRecord(Model):
     attempts = NumberAttribute(default=0)
     created_at = UTCDateTimeAttribute(null=True)
     answered_at = UTCDateTimeAttribute(null=True)
+    # What produced the answer (conversation.provenance): copied into a vote's feedback item.
+    provenance = CompactJSONAttribute(null=True)
     expires_at = TTLAttribute(null=True)
+
+
+class FeedbackByAgent(GlobalSecondaryIndex["FeedbackRecord"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
+    """Sparse: only feedback items carry ``feedback_agent``; newest first by ``feedback_at``."""
+
+    class Meta:
+        index_name = "feedback-by-agent"
+        projection = AllProjection()
+
+    feedback_agent = UnicodeAttribute(hash_key=True)
+    feedback_at = UnicodeAttribute(range_key=True)
+
+
+class FeedbackByTime(GlobalSecondaryIndex["FeedbackRecord"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
+    """Sparse: every feedback item under one ``feedback_kind`` (``feedback``), by ``feedback_at``."""
+
+    class Meta:
+        index_name = "feedback-by-time"
+        projection = AllProjection()
+
+    feedback_kind = UnicodeAttribute(hash_key=True)
+    feedback_at = UnicodeAttribute(range_key=True)
 
 
 class FeedbackRecord(Model):
@@ -138,6 +169,16 @@ class FeedbackRecord(Model):
     agent = UnicodeAttribute(null=True)
     created_at = UTCDateTimeAttribute(null=True)
     expires_at = TTLAttribute(null=True)
+    # The indexes' keys (``GET /api/feedback``): agent ("-" if unknown), constant kind, ISO time.
+    feedback_agent = UnicodeAttribute(null=True)
+    feedback_kind = UnicodeAttribute(null=True)
+    feedback_at = UnicodeAttribute(null=True)
+    reason = UnicodeAttribute(null=True)  # the 👎 modal: wrong, outdated, not_helpful, unsafe, other
+    comment = UnicodeAttribute(null=True)  # the modal's optional text
+    provenance = CompactJSONAttribute(null=True)  # what produced the answer (conversation.provenance)
+
+    by_agent = FeedbackByAgent()
+    by_time = FeedbackByTime()
 
 
 def thread_pk(thread_key: str) -> str:

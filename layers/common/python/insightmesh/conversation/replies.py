@@ -3,14 +3,17 @@
 ``claim`` is the dedupe: a conditional put of the request item (TTL 7 days) on its request id.
 A redelivered request finds its item: ``answered`` → nothing is posted; ``placeholder`` → the
 recorded placeholder is updated rather than a new message posted; ``posting`` (a crash between
-posting and recording) → the placeholder is found in the thread by its message metadata.
+posting and recording) → the placeholder is found in the thread by its message metadata;
+``streaming`` → the answer was being streamed into the message ``reply_ts`` (conversation.streaming
+finishes it there rather than starting a second one).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from pynamodb.expressions.update import Action
 
@@ -25,6 +28,7 @@ class Status:
     RECEIVED = "received"
     POSTING = "posting"
     PLACEHOLDER = "placeholder"
+    STREAMING = "streaming"  # the answer is being streamed: reply_ts is the stream's message once known
     ANSWERED = "answered"
 
 
@@ -65,11 +69,23 @@ def set_placeholder(record: RequestRecord, ts: str) -> None:
     record.update(actions=[RequestRecord.status.set(Status.PLACEHOLDER), RequestRecord.placeholder_ts.set(ts)])
 
 
-def set_answered(record: RequestRecord, reply_ts: str | None, agent: str | None) -> None:
+def set_streaming(record: RequestRecord, stream_ts: str | None) -> None:
+    """The answer is being streamed (conversation.streaming): before chat.startStream, then with its ts."""
+    actions: list[Action] = [RequestRecord.status.set(Status.STREAMING)]
+    if stream_ts:
+        actions.append(RequestRecord.reply_ts.set(stream_ts))
+    record.update(actions=actions)
+
+
+def set_answered(record: RequestRecord, reply_ts: str | None, agent: str | None,
+                 provenance: Mapping[str, Any] | None = None) -> None:
+    """``provenance``: what produced the answer (conversation.provenance), in the same UpdateItem."""
     actions: list[Action] = [RequestRecord.status.set(Status.ANSWERED),
                              RequestRecord.answered_at.set(datetime.now(UTC))]
     if reply_ts:
         actions.append(RequestRecord.reply_ts.set(reply_ts))
     if agent:
         actions.append(RequestRecord.agent.set(agent))
+    if provenance:
+        actions.append(RequestRecord.provenance.set(dict(provenance)))
     record.update(actions=actions)

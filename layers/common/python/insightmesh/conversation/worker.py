@@ -25,20 +25,24 @@ from slack_sdk.errors import SlackApiError
 from insightmesh.agents.base import AgentContext, AgentSummary, AgentThread, AgentUser
 from insightmesh.agents.catalog import AgentRecord, list_agents
 from insightmesh.agents.registry import DEFAULT_AGENT, builtin_definitions, implementation
-from insightmesh.conversation import agent_mode, feedback, gate, replies, threads, workspaces
+from insightmesh.conversation import agent_mode, feedback, gate, provenance, replies, threads, workspaces
+from insightmesh.conversation import assistant as assistant_surface
 from insightmesh.conversation.attachments import read_shared_files, shared_documents
 from insightmesh.conversation.audience import AudienceRetriever, private_follow_up_text
 from insightmesh.conversation.memory import as_messages, remember
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, thread_key
 from insightmesh.conversation.routing import Route, route_message
+from insightmesh.conversation.streaming import ReplyStream
+from insightmesh.conversation.thread_context import for_prompt
 from insightmesh.directory.models import User
 from insightmesh.directory.permissions import agents_usable_by, evaluate
 from insightmesh.directory.users import resolve_slack_user
 from insightmesh.llm import get_llm_client
-from insightmesh.llm.base import Completion, LlmClient, LlmError
+from insightmesh.llm.base import Completion, LlmClient, LlmError, TextSink, stream_or_complete
 from insightmesh.llm.usage import record_usage
 from insightmesh.observability import get_logger
 from insightmesh.slack import thread_reply
+from insightmesh.slack.assistant import ThreadStatus
 from insightmesh.slack.client import bot_identity, call_slack
 from insightmesh.slack.formatting import to_mrkdwn
 from insightmesh.slack.profiles import slack_profile
@@ -59,6 +63,12 @@ class RecordingLlm:
 
     def complete(self, messages: Sequence[Any], **kwargs: Any) -> Completion:
         completion = self.inner.complete(messages, **kwargs)
+        record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage)
+        return completion
+
+    def stream(self, messages: Sequence[Any], *, on_text: TextSink, **kwargs: Any) -> Completion:
+        """The answer streamed to ``on_text`` when the provider streams (whole otherwise); usage recorded."""
+        completion = stream_or_complete(self.inner, messages, on_text=on_text, **kwargs)
         record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage)
         return completion
 
@@ -90,6 +100,8 @@ def process(request: ConversationRequest) -> None:
         return
     if request.kind is RequestKind.ACTION:
         process_action(request)
+    elif request.kind is RequestKind.ASSISTANT_THREAD:
+        assistant_surface.process_event(request)
     else:
         process_message(request)
 
@@ -138,10 +150,13 @@ class Turn:
     agent_used: str | None = None
     retriever: AudienceRetriever | None = None
     answer: str = ""
+    reply: ReplyStream | None = None  # the answer shown as it streams (conversation.streaming)
+    status: ThreadStatus | None = None  # in an assistant thread: its status (conversation.assistant)
 
     def progress(self) -> Callable[[str], None]:
-        return thread_reply.Progress(self.channel, self.placeholder_ts) if self.placeholder_ts \
-            else (lambda _text: None)
+        """Where every step reports progress: the placeholder and, in the AI app container, the status."""
+        placeholder = thread_reply.Progress(self.channel, self.placeholder_ts) if self.placeholder_ts else None
+        return assistant_surface.Reporter(placeholder, status=self.status)
 
 
 def process_message(request: ConversationRequest) -> None:
@@ -151,12 +166,14 @@ def process_message(request: ConversationRequest) -> None:
     _resolve_user(turn)
     _post_placeholder(turn)
     _open_thread(turn)
+    turn.status = assistant_surface.begin(request, turn.thread, turn.text)  # title, "is thinking…"
     _read_files(turn)
     _route(turn)
     if not _may_route(turn):
         return
     _answer(turn)  # permission, then the agent
     _reply(turn)
+    assistant_surface.finished(turn.status)
     _remember(turn)
     _answered(turn)
 
@@ -242,8 +259,10 @@ def _answer(turn: Turn) -> None:
             # Who reads the reply decides what it may use: only the asker when it is answered
             # ephemerally (no placeholder), else everyone in the conversation (conversation.audience).
             turn.retriever = AudienceRetriever(turn.request, str(user.user_id), private=turn.placeholder_ts is None)
+            if turn.placeholder_ts:
+                turn.reply = ReplyStream(turn.request, turn.claim.record, turn.channel, turn.placeholder_ts)
             turn.answer = _run_agent(turn.request, route, record, user, turn.thread, llm, turn.progress(),
-                                     turn.agents, turn.retriever)
+                                     turn.agents, turn.retriever, stream=turn.reply or (lambda _text: None))
     if turn.file_problems:
         turn.answer += "\n\n" + "\n".join(f"_{problem}_" for problem in turn.file_problems)
 
@@ -254,8 +273,11 @@ def _reply(turn: Turn) -> None:
     if turn.placeholder_ts is None:
         _respond(turn.request.response_url, final)
     else:
-        thread_reply.show_answer(turn.channel, turn.placeholder_ts, final, turn.request.request_id,
-                                 agent_mode=turn.thread.sticky_agent)
+        if turn.reply is not None:  # stops the stream, then the final formatting on its message
+            turn.reply.finish(final, agent_mode=turn.thread.sticky_agent)
+        else:
+            thread_reply.show_answer(turn.channel, turn.placeholder_ts, final, turn.request.request_id,
+                                     agent_mode=turn.thread.sticky_agent)
 
 
 def _remember(turn: Turn) -> None:
@@ -272,7 +294,9 @@ def _remember(turn: Turn) -> None:
 
 
 def _answered(turn: Turn) -> None:
-    replies.set_answered(turn.claim.record, turn.placeholder_ts, turn.agent_used)
+    reply_ts = turn.reply.reply_ts if turn.reply else turn.placeholder_ts  # a streamed answer's own message
+    replies.set_answered(turn.claim.record, reply_ts, turn.agent_used,  # with what produced it
+                         provenance.of_answer(turn.agent_used, turn.retriever, turn.text, turn.answer))
     logger.info("answered", extra={"agent": turn.agent_used, "route": turn.route.by if turn.route else None,
                                    "request_id": turn.request.request_id})
     if turn.retriever is not None:
@@ -295,10 +319,14 @@ def _offer_privately(request: ConversationRequest, channel: str, thread_ts: str 
 
 def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, user: User,
                thread: threads.ThreadState, llm: LlmClient, progress: Callable[[str], None],
-               agents: Sequence[AgentRecord], retriever: AudienceRetriever) -> str:
+               agents: Sequence[AgentRecord], retriever: AudienceRetriever,
+               stream: TextSink = lambda _text: None) -> str:
     agent = implementation(record.name)
     if agent is None:
         return f"The agent **{record.display_name or record.name}** has no implementation in this deployment."
+    around = for_prompt(request, thread, private=retriever.private)  # the thread above, or a channel's day
+    if around.refusal:
+        return around.refusal
 
     def usable() -> list[AgentSummary]:
         return [AgentSummary(a.name, a.display_name or a.name, a.description, tuple(a.aliases or ()))
@@ -310,13 +338,14 @@ def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, 
                            thread_ts=request.thread_ts),
         text=route.text,
         history=as_messages(thread.history),
-        summary=thread.summary,
+        summary=around.summary,
         state=dict(thread.agent_state.get(record.name) or {}),
         llm=RecordingLlm(llm, record.name, str(user.user_id)),
         progress=progress,
+        stream=stream,
         usable_agents=usable,
         documents=shared_documents(thread.files),
-        retrieve=retriever,
+        retrieve=assistant_surface.searching(retriever, assistant_surface.status_of(progress)),
     )
     try:
         reply = agent.handle(context)
