@@ -48,6 +48,7 @@ class Message:
     deleted: bool = False
     reactions: dict[str, list[str]] = field(default_factory=dict)
     updated_seq: int = 0
+    streaming: bool = False  # chat.startStream until chat.stopStream (slack_sandbox.streams)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -69,6 +70,7 @@ class Message:
             "edited": self.edited,
             "edits": list(self.edits),
             "deleted": self.deleted,
+            "streaming": self.streaming,
             "reactions": [{"name": name, "users": list(users), "count": len(users)}
                           for name, users in self.reactions.items()],
         }
@@ -207,10 +209,11 @@ class SandboxStore:
             self._channels.clear()
 
     def set_channel(self, channel_id: str, members: Iterable[str], *, kind: str = "public",
-                    ext_shared: bool = False, user: str | None = None, name: str | None = None) -> dict[str, Any]:
+                    ext_shared: bool = False, user: str | None = None, name: str | None = None,
+                    bot_member: bool = True) -> dict[str, Any]:
         """Register a conversation for ``conversations.info`` / ``conversations.members``: its
         ``kind`` (public, private, mpim, im), its members (the bot is added unless it is an im with
-        ``user``), whether it is shared with another organisation."""
+        ``user``, or ``bot_member`` is false), whether it is shared with another organisation."""
         if kind not in ("public", "private", "mpim", "im"):
             raise SandboxError("kind must be public, private, mpim or im")
         member_ids = [str(member) for member in members]
@@ -218,7 +221,7 @@ class SandboxStore:
             if not user:
                 raise SandboxError("an im needs the user it is with")
             member_ids = [user, self.bot_user_id]
-        elif self.bot_user_id not in member_ids:
+        elif bot_member and self.bot_user_id not in member_ids:
             member_ids.append(self.bot_user_id)
         channel = {"id": channel_id, "name": name or channel_id.lower(), "kind": kind, "ext_shared": ext_shared,
                    "user": user if kind == "im" else None, "members": member_ids}

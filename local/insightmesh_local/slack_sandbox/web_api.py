@@ -8,6 +8,7 @@ import json
 import time
 from typing import Any
 
+from insightmesh_local.slack_sandbox import assistant, history, streams, views
 from insightmesh_local.slack_sandbox.state import (
     _CURSOR_PREFIX,
     SANDBOX_WARNING,
@@ -37,7 +38,7 @@ class SandboxState(SandboxStore):
             "is_channel": kind == "public", "is_group": kind == "private", "is_im": kind == "im",
             "is_mpim": kind == "mpim", "is_private": kind in ("private", "mpim", "im"),
             "is_shared": bool(found["ext_shared"]), "is_ext_shared": bool(found["ext_shared"]),
-            "is_org_shared": False, "is_member": True,
+            "is_org_shared": False, "is_member": self.bot_user_id in found["members"],
         }
         if kind == "im":
             channel["user"] = found["user"]
@@ -403,6 +404,9 @@ _METHODS = {
     "chat.postEphemeral": SandboxState.chat_post_ephemeral,
     "chat.update": SandboxState.chat_update,
     "chat.delete": SandboxState.chat_delete,
+    "chat.startStream": streams.chat_start_stream,
+    "chat.appendStream": streams.chat_append_stream,
+    "chat.stopStream": streams.chat_stop_stream,
     "users.info": SandboxState.users_info,
     "users.list": SandboxState.users_list,
     "conversations.replies": SandboxState.conversations_replies,
@@ -410,4 +414,7 @@ _METHODS = {
     "conversations.members": SandboxState.conversations_members,
     "reactions.add": SandboxState.reactions_add,
     "reactions.remove": SandboxState.reactions_remove,
+    **assistant.METHODS,  # assistant.threads.setStatus / setSuggestedPrompts / setTitle
+    **history.METHODS,  # conversations.history
+    **views.METHODS,  # views.open / views.publish
 }

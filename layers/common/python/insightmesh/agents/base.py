@@ -61,6 +61,9 @@ class AgentContext:
     state: dict[str, Any]  # this agent's saved state for this thread (empty on the first turn)
     llm: LlmClient
     progress: Callable[[str], None] = lambda _text: None
+    # The answer's text as it is written (the worker streams it into Slack): pass it as ``on_text``
+    # to ``insightmesh.llm.base.stream_or_complete`` for the call that writes the reply.
+    stream: Callable[[str], None] = lambda _text: None
     usable_agents: Callable[[], list[AgentSummary]] = list
     # Files shared in this thread, as text (the worker downloads and extracts them).
     documents: Sequence[SharedDocument] = ()

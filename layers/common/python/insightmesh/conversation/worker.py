@@ -27,6 +27,7 @@ from insightmesh.agents.catalog import AgentRecord, list_agents
 from insightmesh.agents.registry import DEFAULT_AGENT, builtin_definitions, implementation
 from insightmesh.conversation import agent_mode, feedback, gate, provenance, replies, threads, workspaces
 from insightmesh.conversation import assistant as assistant_surface
+from insightmesh.conversation import channel_settings as channel_settings
 from insightmesh.conversation.attachments import read_shared_files, shared_documents
 from insightmesh.conversation.audience import AudienceRetriever, private_follow_up_text
 from insightmesh.conversation.memory import as_messages, remember
@@ -160,6 +161,11 @@ class Turn:
 
 
 def process_message(request: ConversationRequest) -> None:
+    if not channel_settings.admits(request):  # an "off" channel, or a question where only mentions are answered
+        logger.info("not answered: the channel's settings", extra={"request_id": request.request_id})
+        if request.kind is RequestKind.COMMAND:
+            _respond(request.response_url, channel_settings.OFF_TEXT)
+        return
     turn = _claim(request)
     if turn is None or not _gate(turn):
         return
@@ -224,7 +230,8 @@ def _read_files(turn: Turn) -> None:
 
 def _route(turn: Turn) -> None:
     turn.agents = list_agents()
-    turn.route = route_message(turn.text, turn.thread.sticky_agent, turn.agents)
+    turn.route = channel_settings.with_default(route_message(turn.text, turn.thread.sticky_agent, turn.agents),
+                                               turn.request)
     turn.llm = get_llm_client()
 
 
@@ -246,6 +253,8 @@ def _answer(turn: Turn) -> None:
         left = turn.thread.sticky_agent
         turn.thread.sticky_agent = None
         turn.answer = f"Left **{left}** mode — back to the assistant." if left else "You are talking to the assistant."
+    elif refused := channel_settings.refused_here(turn.request, route.agent_name):
+        turn.answer = refused  # not among the channel's allowed agents
     else:
         record = agent_record(route.agent_name, turn.agents)
         decision = evaluate(record, user)
@@ -386,4 +395,6 @@ def process_action(request: ConversationRequest) -> None:
         feedback.record_vote(request)  # stored per reply, counted per agent and day
         call_slack(lambda c: c.chat_postEphemeral(channel=request.channel_id, user=request.user_id,
                                                   thread_ts=request.thread_ts, text="Thanks for the feedback!"))
+    elif request.action_id == "feedback_reason" and request.ts:  # the 👎 modal (conversation.feedback_modal)
+        feedback.record_vote(request, reason=request.feedback_reason, comment=request.text or None)
     replies.set_answered(claim.record, None, None)

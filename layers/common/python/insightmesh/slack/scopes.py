@@ -27,11 +27,18 @@ _USERS: Final = frozenset({"users:read", "users:read.email"})
 
 METHOD_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     "auth.test": frozenset(),
+    "views.open": frozenset(),  # no scope: the interaction's trigger_id is the permission
+    "views.publish": frozenset(),  # no scope: the app's own Home tab (the manifest's home tab feature)
     "chat.postMessage": _WRITE,
     "chat.postEphemeral": _WRITE,
     "chat.update": _WRITE,
     "chat.delete": _WRITE,
-    "assistant.threads.setStatus": _WRITE,
+    "chat.startStream": _WRITE,  # the streaming methods need chat:write (conversation.streaming)
+    "chat.appendStream": _WRITE,
+    "chat.stopStream": _WRITE,
+    "assistant.threads.setStatus": _WRITE,  # chat:write (Slack also still accepts assistant:write)
+    "assistant.threads.setSuggestedPrompts": frozenset({"assistant:write"}),
+    "assistant.threads.setTitle": frozenset({"assistant:write"}),
     "conversations.replies": _HISTORY,
     "conversations.history": _HISTORY,
     "conversations.members": _READ,
@@ -56,6 +63,10 @@ EVENT_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     # Sent to a subscribed app with no scope (docs.slack.dev/reference/events/tokens_revoked,
     # /app_uninstalled): the workspace goes inactive.
     "app_uninstalled": frozenset(),
+    # The AI app container (docs.slack.dev/reference/events/assistant_thread_started): no scope of
+    # their own, but Slack sends them only to an app with assistant:write and the assistant_view feature.
+    "assistant_thread_started": frozenset({"assistant:write"}),
+    "assistant_thread_context_changed": frozenset({"assistant:write"}),
     "tokens_revoked": frozenset(),
 }
 

@@ -17,7 +17,7 @@ from insightmesh.agents.base import AgentContext, AgentReply, SharedDocument
 from insightmesh.agents.catalog import AgentDefinition
 from insightmesh.knowledge.answers import extractive_answer, knowledge_prompt, sources_section
 from insightmesh.knowledge.base import Passage
-from insightmesh.llm.base import ChatMessage
+from insightmesh.llm.base import ChatMessage, stream_or_complete
 
 SYSTEM_PROMPT: Final = (
     "You are InsightMesh, a helpful assistant in the company's Slack. You are talking with {name}. "
@@ -54,7 +54,7 @@ class AssistantAgent:
         if passages:
             system += "\n\n" + knowledge_prompt(passages)
         messages = [*context.history, ChatMessage.user(question or "Hello")]
-        completion = context.llm.complete(messages, system=system)
+        completion = stream_or_complete(context.llm, messages, system=system, on_text=context.stream)
         text = completion.text
         if passages:
             text = f"{text.rstrip()}\n\n{sources_section(passages)}"
