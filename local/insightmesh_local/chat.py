@@ -12,6 +12,8 @@ In-chat commands:
                              response_url issued by the sandbox)
     /click <action_id> [v]   click a button of the bot's latest message in the thread
                              (a signed ``block_actions`` interaction)
+    /thread <who> <text>     post as another person (a user id, or a name) in this thread, before
+                             mentioning the bot there (insightmesh_local.chat_thread; in a channel)
     /new                     start a new thread        /help   this help        /quit   leave
 
 The conversation stays in one thread (the first message's ts) unless ``--new-thread-each``.
@@ -44,6 +46,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from insightmesh_local import local_auth, slack_signing
+from insightmesh_local.chat_thread import post_in_thread
 from insightmesh_local.slack_signing import (
     FORM_CONTENT_TYPE,
     JSON_CONTENT_TYPE,
@@ -71,6 +74,7 @@ HELP = """\
   type a message          a DM to InsightMesh (@insightmesh ... sends an app_mention)
   /insightmesh <text>     the slash command
   /click <action_id> [v]  press a button of the bot's latest message in this thread
+  /thread <who> <text>    post as another person in this thread (in a channel: --channel C...)
   /new                    start a new thread
   /quit                   leave (or Ctrl-D)"""
 
@@ -472,6 +476,8 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
                 print_fn("  (the next message starts a new thread)")
             elif line.startswith("/insightmesh"):
                 chat.command(line[len("/insightmesh"):].strip())
+            elif line.startswith("/thread"):
+                post_in_thread(chat, line)
             elif line.startswith("/click"):
                 parts = line.split(maxsplit=2)
                 if len(parts) < 2:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from insightmesh_local.slack_sandbox import assistant, views
 from insightmesh_local.slack_sandbox.state import SANDBOX_WARNING, Reply, SandboxError
 from insightmesh_local.slack_sandbox.web_api import SandboxState
 
@@ -26,6 +27,8 @@ def control_reply(state: SandboxState, verb: str, name: str, query: dict[str, st
         return Reply(200, state.calls(query.get("method") or None))
     if name == "reset" and verb == "POST":
         state.reset()
+        assistant.reset(state)
+        views.reset(state)
         return Reply(200, {"ok": True, "warning": SANDBOX_WARNING})
     if name == "fail" and verb == "POST":
         body = _object(read_body)
@@ -71,14 +74,44 @@ def control_reply(state: SandboxState, verb: str, name: str, query: dict[str, st
             raise SandboxError("members must be a list of user ids")
         channel = state.set_channel(str(body.get("id") or ""), members, kind=str(body.get("kind") or "public"),
                                     ext_shared=bool(body.get("ext_shared")), user=body.get("user"),
-                                    name=body.get("name"))
+                                    name=body.get("name"), bot_member=body.get("bot_member", True) is not False)
         return Reply(200, {"ok": True, "channel": channel})
+    if name.startswith("assistant"):
+        found = _assistant(state, verb, name, query, read_body)
+        if found is not None:
+            return found
+    if name == "views" and verb == "GET":  # views.open / views.publish (slack_sandbox.views)
+        return Reply(200, {"ok": True, "views": views.views(state, user=query.get("user") or None,
+                                                            method=query.get("method") or None)})
     if name == "ts" and verb == "POST":
         return Reply(200, {"ok": True, "ts": state.next_ts()})
     if name == "health" and verb == "GET":
         return Reply(200, {"ok": True, "sandbox": "slack-web-api", "warning": SANDBOX_WARNING,
                            "bot_user_id": state.bot_user_id, "team_id": state.team_id})
     return Reply(404, {"ok": False, "error": "not_found", "warning": SANDBOX_WARNING})
+
+
+def _assistant(state: SandboxState, verb: str, name: str, query: dict[str, str],
+               read_body: Callable[[Any], Any]) -> Reply | None:
+    """``GET /_sandbox/assistant`` (the threads, their status, prompts and title), ``POST
+    /_sandbox/assistant`` (open the container: ``{"user", "context_channel_id"}``) and ``POST
+    /_sandbox/assistant/context`` (``{"channel", "thread_ts", "context_channel_id"}``)."""
+    if name == "assistant" and verb == "GET":
+        return Reply(200, {"ok": True, "threads": assistant.describe(state, query.get("channel") or None,
+                                                                     query.get("thread_ts") or None)})
+    if name == "assistant" and verb == "POST":
+        body = _object(read_body)
+        thread = assistant.start_thread(state, user=str(body.get("user") or ""),
+                                        context_channel_id=body.get("context_channel_id") or None,
+                                        channel=body.get("channel") or None)
+        return Reply(200, {"ok": True, "thread": thread, "warning": SANDBOX_WARNING})
+    if name == "assistant/context" and verb == "POST":
+        body = _object(read_body)
+        thread = assistant.change_context(state, channel=str(body.get("channel") or ""),
+                                          thread_ts=str(body.get("thread_ts") or ""),
+                                          context_channel_id=str(body.get("context_channel_id") or ""))
+        return Reply(200, {"ok": True, "thread": thread, "warning": SANDBOX_WARNING})
+    return None
 
 
 def _object(read_body: Callable[[Any], Any]) -> dict[str, Any]:
