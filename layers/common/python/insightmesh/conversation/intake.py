@@ -7,7 +7,11 @@ each accepted input becomes a :class:`~insightmesh.conversation.requests.Convers
 The ack path makes as few AWS calls as exactly-once allows: a DM or a mention costs one SQS
 send (its deduplication id drops retries); a follow-up without a mention costs one GetItem on
 the thread first. Nothing is queued or stored for a request that fails verification (401) or
-is malformed (400). If the queue cannot be reached the answer is 503, so Slack retries it later
+is malformed (400). A top-level channel message that ends in "?" without a mention costs one SQS
+send too: whether its channel answers every question is the worker's to decide, from its cached
+settings (:mod:`insightmesh.conversation.channel_settings`), so the ack path reads no settings.
+``/insightmesh settings`` costs one GetItem and no send. If the queue cannot be reached the
+answer is 503, so Slack retries it later
 and nothing is lost. ``app_uninstalled`` and ``tokens_revoked`` (bot tokens) cost one
 TransactWriteItems: the workspace is recorded inactive, with its audit entry
 (:mod:`insightmesh.conversation.workspaces`).
@@ -24,6 +28,7 @@ from aws_lambda_powertools.event_handler import Response
 
 from insightmesh.api import InsightMeshResolver
 from insightmesh.api.errors import BadRequestError, ServiceUnavailableError
+from insightmesh.conversation import feedback_modal
 from insightmesh.conversation.queue import enqueue
 from insightmesh.conversation.requests import (
     MAX_TEXT_CHARS,
@@ -33,7 +38,8 @@ from insightmesh.conversation.requests import (
 )
 from insightmesh.conversation.threads import bot_replied_in
 from insightmesh.observability import get_logger
-from insightmesh.slack import events, webhook
+from insightmesh.slack import assistant, events, webhook
+from insightmesh.slack.assistant import AssistantThreadEvent
 from insightmesh.slack.events import Decision, MalformedPayload, WorkspaceEvent, workspace_event
 
 USAGE: Final = (
@@ -72,8 +78,29 @@ def classify_event(payload: Mapping[str, Any], *, correlation_id: str) -> Classi
         thread_ts=message.thread_ts,
         correlation_id=correlation_id,
         files=message.files,
+        unaddressed=classified.decision is Decision.QUESTION,
     )
     return Classified(classified.decision, classified.reason, request)
+
+
+def assistant_request(opened: AssistantThreadEvent, *, correlation_id: str) -> ConversationRequest:
+    """The AI app container opened (one greeting per thread, whatever the redeliveries), or the
+    channel its user looks at changed: queued in the thread's FIFO group, ahead of its messages."""
+    started = opened.kind == assistant.THREAD_STARTED
+    suffix = "" if started else f":{opened.context_channel_id or '-'}:{opened.event_id or correlation_id}"
+    return ConversationRequest(
+        kind=RequestKind.ASSISTANT_THREAD,
+        request_id=f"{'ast' if started else 'actx'}:{opened.team_id}:{opened.channel_id}:{opened.thread_ts}{suffix}",
+        event_id=opened.event_id,
+        team_id=opened.team_id,
+        channel_id=opened.channel_id,
+        channel_type="im",
+        user_id=opened.user_id,
+        thread_ts=opened.thread_ts,
+        action_id=opened.kind,
+        context_channel_id=opened.context_channel_id,
+        correlation_id=correlation_id,
+    )
 
 
 def command_request(form: Mapping[str, str], *, correlation_id: str) -> ConversationRequest:
@@ -144,6 +171,13 @@ def handle_events(app: InsightMeshResolver) -> Response[Any]:
     if changed is not None:
         return _workspace_changed(changed, request_id=app.correlation_id)
     try:
+        opened = assistant.assistant_event(payload)
+    except assistant.MalformedAssistantEvent as error:
+        raise BadRequestError(f"malformed event: {error}") from error
+    if opened is not None:  # the AI app container: one SQS send, like a message
+        _queue(assistant_request(opened, correlation_id=app.correlation_id))
+        return webhook.ok()
+    try:
         classified = classify_event(payload, correlation_id=app.correlation_id)
     except (MalformedPayload, ValueError) as error:
         raise BadRequestError(f"malformed event: {error}") from error
@@ -188,8 +222,27 @@ def handle_command(app: InsightMeshResolver) -> Response[Any]:
         raise BadRequestError(f"malformed slash command: {error}") from error
     if not request.text:
         return webhook.ok({"response_type": "ephemeral", "text": USAGE})
+    if request.text.lower() == "settings":
+        return webhook.ok({"response_type": "ephemeral", "text": _channel_settings(request)})
     _queue(request)
     return webhook.ok({"response_type": "ephemeral", "text": "On it…"})
+
+
+def _channel_settings(request: ConversationRequest) -> str:
+    """``/insightmesh settings``: the channel's settings, for whoever is in it (Slack posts a
+    command only from a conversation its user is in). One GetItem, instead of the SQS send."""
+    from botocore.exceptions import BotoCoreError, ClientError
+    from pynamodb.exceptions import PynamoDBException
+
+    from insightmesh.conversation import channel_settings
+
+    if channel_settings.is_direct(request.channel_id, request.channel_type):
+        return "Channel settings apply in channels: run `/insightmesh settings` in one. In a DM I answer every message."
+    try:
+        return channel_settings.describe(channel_settings.cached(request.channel_id, request.channel_type))
+    except (PynamoDBException, BotoCoreError, ClientError) as error:
+        logger.error("could not read the channel's settings", extra={"error": type(error).__name__})
+        raise ServiceUnavailableError("the channel's settings could not be read; retry later") from error
 
 
 def handle_interaction(app: InsightMeshResolver) -> Response[Any]:
@@ -201,9 +254,12 @@ def handle_interaction(app: InsightMeshResolver) -> Response[Any]:
     if not isinstance(payload, dict):
         raise BadRequestError("the interaction payload is not a JSON object")
     try:
-        requests = action_requests(payload, correlation_id=app.correlation_id)
+        reason = feedback_modal.submission_request(payload, correlation_id=app.correlation_id)
+        requests = [reason] if reason else action_requests(payload, correlation_id=app.correlation_id)
     except (MalformedPayload, ValueError) as error:
         raise BadRequestError(f"malformed interaction: {error}") from error
+    if payload.get("type") == "block_actions":  # 👎: the reason modal, within the trigger's 3 s
+        feedback_modal.open_for(payload, events.parse_actions(payload))
     for request in requests:
         _queue(request)
     return webhook.ok()

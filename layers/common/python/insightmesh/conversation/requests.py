@@ -25,6 +25,7 @@ class RequestKind(StrEnum):
     MESSAGE = "message"
     COMMAND = "command"
     ACTION = "action"
+    ASSISTANT_THREAD = "assistant_thread"  # the AI app container opened, or its context changed
 
 
 class ConversationRequest(BaseModel):
@@ -43,9 +44,16 @@ class ConversationRequest(BaseModel):
     response_url: str | None = None
     action_id: str | None = None
     action_value: str | None = None
+    feedback_reason: str | None = Field(default=None, max_length=32)  # the 👎 modal's (conversation.feedback_modal)
     correlation_id: str = ""
     received_at: float = Field(default_factory=time.time)
     files: tuple[SlackFileRef, ...] = Field(default=(), max_length=MAX_FILES)
+    # A top-level channel message that ends in "?" without a mention: answered only where the
+    # channel's settings say "questions" (conversation.channel_settings; the worker decides).
+    unaddressed: bool = False
+    # ASSISTANT_THREAD: the event (assistant_thread_started or …_context_changed; in action_id)
+    # and the channel the user is looking at.
+    context_channel_id: str | None = Field(default=None, max_length=64)
 
     @field_validator("response_url")
     @classmethod
