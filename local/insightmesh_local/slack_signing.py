@@ -144,6 +144,20 @@ def url_verification(challenge: str | None = None) -> dict[str, Any]:
             "type": "url_verification"}
 
 
+def assistant_thread_event(kind: str, user: str, channel: str, thread_ts: str, *,
+                           context_channel_id: str | None = None, team: str = DEFAULT_TEAM_ID) -> dict[str, Any]:
+    """``assistant_thread_started`` or ``assistant_thread_context_changed`` (the AI app container),
+    as docs.slack.dev/reference/events/assistant_thread_started shows them."""
+    if kind not in ("assistant_thread_started", "assistant_thread_context_changed"):
+        raise ValueError(f"not an assistant event: {kind!r}")
+    context: dict[str, Any] = {"team_id": team, "enterprise_id": None}
+    if context_channel_id:
+        context["channel_id"] = context_channel_id
+    return {"type": kind, "assistant_thread": {"user_id": user, "context": context, "channel_id": channel,
+                                               "thread_ts": thread_ts},
+            "event_ts": new_ts()}
+
+
 def app_mention_event(
     user: str,
     channel: str,
@@ -411,6 +425,7 @@ __all__ = [
     "FORM_CONTENT_TYPE",
     "JSON_CONTENT_TYPE",
     "app_mention_event",
+    "assistant_thread_event",
     "block_actions_body",
     "block_actions_payload",
     "channel_type_of",

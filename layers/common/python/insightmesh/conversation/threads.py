@@ -56,6 +56,8 @@ class ThreadState:
     stored_files: frozenset[str] = field(default_factory=frozenset, repr=False)  # file ids with an item
     # Stored files whose item expires before the thread would: rewritten (same added_at) on save.
     stale_files: dict[str, datetime] = field(default_factory=dict, repr=False)
+    assistant: bool = False  # an AI app thread (conversation.assistant): statuses and a title
+    context_channel: str | None = None  # there: the channel the user is looking at
 
     def active_sticky_agent(self) -> str | None:
         return self.sticky_agent
@@ -123,6 +125,8 @@ def load_thread(thread_key: str) -> ThreadState:
         files=files,
         stored_files=stored,
         stale_files=stale,
+        assistant=bool(record.assistant),
+        context_channel=record.context_channel,
     )
 
 
@@ -212,6 +216,8 @@ def _thread_record(state: ThreadState, now: datetime) -> Any:
         history=list(state.history),
         summary=state.summary,
         agent_state=state.agent_state,
+        assistant=state.assistant or None,
+        context_channel=state.context_channel,
         updated_at=now,
         expires_at=now + THREAD_TTL,
     )
