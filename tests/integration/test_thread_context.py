@@ -196,6 +196,21 @@ def test_an_answer_only_the_asker_sees_may_summarise_from_anywhere(sandbox: Slac
     assert summarise(sandbox, channel=OTHER, private=True).refusal is None
 
 
+def test_in_the_assistant_container_this_channel_is_the_one_the_user_is_looking_at(sandbox: SlackSandbox) -> None:
+    sales_day(sandbox)
+    ts = say(sandbox, ANN, "summarise this channel today", channel=f"D{ANN}")
+    looking_at_sales = ThreadState(key="k", assistant=True, context_channel=SALES)
+
+    context = thread_context.for_prompt(request("summarise this channel today", ts, ts, channel=f"D{ANN}",
+                                                channel_type="im"), looking_at_sales, private=False)
+    elsewhere = thread_context.for_prompt(request("summarise this channel today", ts, ts, channel=f"D{ANN}",
+                                                  channel_type="im"), ThreadState(key="k"), private=False)
+
+    assert context.refusal is None and "Globex wants a discount" in (context.summary or "")
+    assert elsewhere.summary is None  # no channel in view: nothing read
+    assert [call["args"]["channel"] for call in sandbox.calls("conversations.history")] == [SALES]
+
+
 # -- the sandbox's conversations.history, as Slack answers it --------------------------------------
 
 def test_history_is_newest_first_paged_and_refused_where_the_bot_is_not(sandbox: SlackSandbox) -> None:

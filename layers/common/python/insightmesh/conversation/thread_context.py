@@ -12,7 +12,9 @@ The worker asks :func:`for_prompt` once per turn, where it builds the agent's co
 * **"summarise #channel today"** (``summarise``/``summarize``/``summary`` and a channel link
   ``<#C…>``): ``conversations.history`` of that channel since midnight UTC ("today") or over the
   last 24 hours, with the same bounds — only when **both the bot and the asker are members** of
-  it (``conversations.members``, :mod:`insightmesh.slack.conversations`).
+  it (``conversations.members``, :mod:`insightmesh.slack.conversations`). In the assistant
+  container, "summarise this channel" means the channel the user is looking at (the thread's
+  ``context_channel``, from ``assistant_thread_context_changed``).
 
 **Where a channel summary may be answered** (who reads an answer decides what it may use): where
 every reader may see the source messages — in that channel itself; in a DM with the bot or an
@@ -46,6 +48,7 @@ DEFAULT_MAX_MESSAGES: Final = 50
 DEFAULT_MAX_CHARS: Final = 12_000
 CHANNEL_SUMMARY_MAX_MEMBERS: Final = 1000
 _SUMMARY = re.compile(r"\bsummar(?:ise|ize|y)\b.*?<#([CG][A-Z0-9]+)(?:\|([^>]*))?>", re.IGNORECASE | re.DOTALL)
+_THIS_CHANNEL = re.compile(r"\bsummar(?:ise|ize|y)\b.*?\bth(?:is|e) channel\b", re.IGNORECASE | re.DOTALL)
 _SLACK_DOWN = (SlackApiError, CircuitOpenError, SlackNotConfiguredError)
 
 logger = get_logger("conversation_worker")
@@ -79,6 +82,8 @@ def for_prompt(request: ConversationRequest, thread: ThreadState, *, private: bo
     asked = _SUMMARY.search(request.text or "") if request.kind is not RequestKind.ACTION else None
     if asked is not None:
         return _channel_summary(request, asked.group(1), asked.group(2) or asked.group(1), private=private)
+    if thread.context_channel and _THIS_CHANNEL.search(request.text or ""):  # in the assistant container
+        return _channel_summary(request, thread.context_channel, thread.context_channel, private=private)
     if _new_thread(request, thread):
         return PromptContext(_thread_above(request) or thread.summary)
     return PromptContext(thread.summary)
