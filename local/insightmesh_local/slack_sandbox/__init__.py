@@ -21,7 +21,8 @@ Methods
     page; members are the registered users in registration order; a cursor the sandbox did not
     issue answers ``invalid_cursor``), ``conversations.replies`` (metadata only with
     ``include_all_metadata``; ``limit``/``cursor``), ``reactions.add``/``reactions.remove`` and
-    ``api.test``, ``conversations.info`` and ``conversations.members`` (see ``/_sandbox/channels``);
+    ``api.test``, ``conversations.info`` and ``conversations.members`` (see ``/_sandbox/channels``),
+    ``conversations.history`` (newest first, from the stored messages: :mod:`.history`);
     any other method answers ``unknown_method``. Failure rules apply to every
     method, ``users.list`` included.
 
@@ -63,7 +64,8 @@ Inspection and control (not Slack; for tests and ``insightmesh chat``)
                                    (≤ 100000) generated people at once (U00000001, user1@<domain>...)
     ``POST /_sandbox/users/remove``    {"ids": [...]}: forget registered users (gone from users.list)
     ``POST /_sandbox/channels``   {"id", "members", "kind": public|private|mpim|im, "ext_shared",
-                                   "user" (an im's person)}: a conversation for conversations.info
+                                   "user" (an im's person), "bot_member" (default true)}: a
+                                   conversation for conversations.info
                                    and conversations.members (an unregistered C/G id is a public
                                    channel of the bot and every registered user)
     ``POST /_sandbox/ts``         allocate a fresh message timestamp (a "since" reference point)
