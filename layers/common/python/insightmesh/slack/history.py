@@ -1,7 +1,10 @@
 """What people said in a Slack thread or channel, read back for a prompt: bounded, with names.
 
 :func:`read_thread` pages ``conversations.replies`` (oldest first, 200 a page, at most
-``MAX_PAGES`` pages); :func:`read_channel` pages ``conversations.history`` (newest first) from an
+``MAX_PAGES`` pages: Slack has no newest-first order for replies, so the newest messages of a
+thread are reached by paging through it; a thread longer than 2000 messages is read up to its
+2000th — benchmarks/thread_context.py prints the cost by size); :func:`read_channel` pages
+``conversations.history`` (newest first) from an
 ``oldest`` timestamp. Both return a :class:`Transcript` bounded by :class:`Bounds`:
 
 * **N messages** (``max_messages``) and **M characters** (``max_chars``, the rendered lines).
