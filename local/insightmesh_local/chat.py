@@ -45,7 +45,7 @@ from urllib.parse import urlencode
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from insightmesh_local import local_auth, slack_signing
+from insightmesh_local import chat_assistant, local_auth, slack_signing
 from insightmesh_local.chat_thread import post_in_thread
 from insightmesh_local.slack_signing import (
     FORM_CONTENT_TYPE,
@@ -160,8 +160,10 @@ def _state(message: dict[str, Any]) -> tuple[int, bool]:
 
 
 def in_progress(message: dict[str, Any]) -> bool:
-    """The reply says it is not final: metadata ``event_payload`` with ``status``/``state`` in
-    ``IN_PROGRESS``, or ``final``/``done`` false."""
+    """The reply says it is not final: it is being streamed, or its metadata ``event_payload`` has
+    ``status``/``state`` in ``IN_PROGRESS``, or ``final``/``done`` false."""
+    if message.get("streaming"):  # chat.startStream until chat.stopStream: the text is still growing
+        return True
     payload = (message.get("metadata") or {}).get("event_payload") or {}
     if not isinstance(payload, dict):
         return False
@@ -457,6 +459,12 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
     who = f"{args.user} <{email or _email_of(args)}>"
     print_fn(f"InsightMesh chat as {who} in {args.channel} → http://127.0.0.1:{args.port}/slack/* ; "
              f"replies from the Slack sandbox {args.sandbox_url} (a local stand-in, not Slack). /help for help.")
+    if chat_assistant.enabled(chat):  # --assistant: Slack's AI app container (insightmesh_local.chat_assistant)
+        try:
+            chat_assistant.open_thread(chat)
+        except ChatError as error:
+            (err_fn or print_fn)(f"insightmesh chat: {error}")
+            return 1
     while True:
         try:
             line = input_fn("you> ").strip()
@@ -469,7 +477,9 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
             if line in ("/quit", "/exit"):
                 return 0
             if line == "/help":
-                print_fn(HELP)
+                print_fn(HELP + ("\n" + chat_assistant.HELP if chat_assistant.enabled(chat) else ""))
+            elif chat_assistant.command(chat, line):
+                pass
             elif line == "/new":
                 chat.thread_ts = None
                 chat.known.clear()
@@ -488,6 +498,8 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
                 print_fn(f"  (unknown command {line.split()[0]}; /help lists them)")
             else:
                 chat.say(line)
+                if chat_assistant.enabled(chat):
+                    chat_assistant.after_answer(chat)
         except ChatError as error:
             (err_fn or print_fn)(f"insightmesh chat: {error}")
             return 1
@@ -523,6 +535,11 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     chat.add_argument("--channel", default=None, help="channel id (default: the DM channel D<user>)")
     chat.add_argument("--team", default=None, help="team id (default: the sandbox's)")
     chat.add_argument("--new-thread-each", action="store_true", help="every line starts a new thread")
+    chat.add_argument("--assistant", action="store_true",
+                      help="chat in Slack's AI app container: open an assistant thread (greeting, suggested "
+                           "prompts), then show its statuses and title; /prompt N, /context C…")
+    chat.add_argument("--assistant-context", default=None, metavar="CHANNEL",
+                      help="with --assistant: the channel you are looking at when the container opens")
     chat.add_argument("--settle", type=float, default=1.5,
                       help="seconds a reply must stay unchanged to count as final (default 1.5)")
     chat.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a reply (default 60)")

@@ -196,7 +196,8 @@ def _apologise(request: ConversationRequest, record: RequestRecord, reference: s
         return "none", posted["answered"]
     if "apology" in posted:  # a previous attempt of this consumer showed it
         return "edited" if posted["apology"] == record.placeholder_ts else "posted", posted["apology"]
-    placeholder = record.placeholder_ts or posted.get("placeholder")
+    # A streamed answer's message (conversation.streaming: reply_ts while streaming) replaced the placeholder.
+    placeholder = record.reply_ts or record.placeholder_ts or posted.get("placeholder")
     if placeholder:
         try:
             call_slack(lambda c: c.chat_update(channel=channel, ts=str(placeholder), text=text,

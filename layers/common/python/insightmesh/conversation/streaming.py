@@ -19,8 +19,8 @@ posted. The agent's LLM hands it the answer piece by piece (``AgentContext.strea
 
 Exactly one reply, after a crash: the record says ``streaming`` before ``chat.startStream`` is
 called and holds the stream's ``ts`` once Slack answered. A redelivery that finds a ``ts`` never
-starts a second stream: it stops that message's stream (if Slack still has it open), shows the new
-answer's text on it with ``chat.update`` and finishes it there; one that finds ``streaming``
+starts a second stream: it lets the agent answer again, then stops that message's stream (if Slack
+still has it open) and replaces its text with the whole final answer (``chat.update``); one that finds ``streaming``
 without a ``ts`` (a crash between Slack's answer and the record) looks for the stream in the
 thread first — the bot's message after the placeholder that carries no reply metadata (the queue
 runs one request per thread at a time, so it can only be this request's).
@@ -77,7 +77,7 @@ class ReplyStream:
 
     def __call__(self, piece: str) -> None:
         self.buffer.add(piece)
-        if self.failed or not self.buffer.due():
+        if self.failed or self.recovered or not self.buffer.due():  # a recovered message is finished whole
             return
         part = self.buffer.take()
         if not part:
@@ -99,12 +99,9 @@ class ReplyStream:
         return self.ts or self.placeholder_ts
 
     def _show(self, part: str) -> None:
-        if not self.streaming or self.recovered:
+        if not self.streaming:
             target = self.reply_ts
             assert target is not None
-            if self.recovered and self.buffer.takes == 1:
-                self._stop_quietly(target)
-                self._delete_placeholder()
             call_slack(lambda c: c.chat_update(channel=self.channel, ts=target,
                                                text=to_mrkdwn(self.buffer.shown) + MORE))
             return
