@@ -6,9 +6,12 @@ answering in it with a title and statuses."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
 from slack_sdk import WebClient
@@ -25,10 +28,12 @@ from insightmesh.slack import profiles
 from insightmesh_local import local_auth
 from insightmesh_local.slack_sandbox import SlackSandbox
 from insightmesh_local.slack_sandbox import assistant as sandbox_assistant
-from insightmesh_local.slack_signing import assistant_thread_event, event_callback
+from insightmesh_local.slack_signing import assistant_thread_event, event_callback, sign
+from tests.integration.conftest import DynamoCalls, load_handler
 
 pytestmark = pytest.mark.timeout(120)
 
+ROOT = Path(__file__).parents[2]
 TEAM = "TLOCAL0001"
 ALICE = "U0ALICE01"
 DM = f"D{ALICE}"
@@ -191,3 +196,28 @@ def test_a_dm_outside_the_container_gets_no_assistant_calls(env: SlackSandbox) -
 
     assert bot_messages(env, ts)  # answered as before
     assert not [c for c in env.calls() if c["method"].startswith("assistant.")]
+
+
+# -- the ingress ----------------------------------------------------------------------------------------
+
+def test_the_ingress_acks_an_assistant_event_with_one_sqs_send_and_no_table_read(
+        monkeypatch: pytest.MonkeyPatch, tables: dict[str, str], dynamo_calls: DynamoCalls) -> None:
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "insightmesh-local-signing-secret")
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="conversations.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    monkeypatch.setenv("CONVERSATION_QUEUE_URL", queue)
+    handler = load_handler(ROOT / "functions" / "slack_ingress" / "handler.py")
+    sample = json.loads((ROOT / "events/slack_ingress/assistant_thread_started.json").read_text())
+    headers = sign("insightmesh-local-signing-secret", sample["body"].encode())  # the sample's time is stale
+    sample["headers"].update({"x-slack-request-timestamp": headers["X-Slack-Request-Timestamp"],
+                              "x-slack-signature": headers["X-Slack-Signature"]})
+
+    responses: list[dict[str, Any]] = []
+    calls = dynamo_calls.during(lambda: responses.append(handler.lambda_handler(sample, None)))
+
+    assert responses[0]["statusCode"] == 200 and calls == []  # no DynamoDB call on the ack path
+    [message] = sqs.receive_message(QueueUrl=queue, AttributeNames=["MessageGroupId"],
+                                    MaxNumberOfMessages=10)["Messages"]  # its one AWS call: the send
+    queued = ConversationRequest.model_validate_json(message["Body"])
+    assert queued.kind is RequestKind.ASSISTANT_THREAD and queued.context_channel_id == "C123SALES"
+    assert message["Attributes"]["MessageGroupId"] == "TLOCAL0001:DU123ALICE:1795860001.000100"
