@@ -12,6 +12,8 @@ import pytest
 
 from insightmesh.conversation import channel_settings
 from insightmesh.conversation.channel_settings import ReplyStyle, ResponseMode
+from insightmesh.conversation.requests import ConversationRequest, RequestKind
+from insightmesh.conversation.routing import Route
 from tests.integration.test_admin_api import Api, assert_envelope, audit_entries, latest_audit
 from tests.integration.test_admin_api import api as api
 
@@ -140,3 +142,39 @@ def test_the_worker_reads_settings_through_its_cache(api: Api, monkeypatch: pyte
     monkeypatch.setenv("CHANNEL_SETTINGS_CACHE_SECONDS", "-1")
     with pytest.raises(ValueError, match="CHANNEL_SETTINGS_CACHE_SECONDS"):
         channel_settings.cache_seconds()
+
+
+def _request(channel: str, *, unaddressed: bool = False, channel_type: str = "channel") -> ConversationRequest:
+    return ConversationRequest(kind=RequestKind.MESSAGE, request_id=f"msg:T1:{channel}:1.0", team_id="T1",
+                               channel_id=channel, channel_type=channel_type, user_id="U1", text="why?",
+                               ts="1.0", thread_ts="1.0", unaddressed=unaddressed)
+
+
+@pytest.mark.parametrize(("mode", "mention", "question"), [
+    (None, True, False), ("mentions", True, False), ("questions", True, True), ("off", False, False),
+])
+def test_the_worker_applies_the_response_mode(api: Api, monkeypatch: pytest.MonkeyPatch, mode: str | None,
+                                              mention: bool, question: bool) -> None:
+    monkeypatch.setenv("CHANNEL_SETTINGS_CACHE_SECONDS", "0")
+    if mode:
+        api.ok("PUT", f"/api/channels/{CHANNEL}", 201, body={"mode": mode})
+    assert channel_settings.admits(_request(CHANNEL)) is mention
+    assert channel_settings.admits(_request(CHANNEL, unaddressed=True)) is question
+
+
+def test_the_worker_applies_the_default_and_allowed_agents(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHANNEL_SETTINGS_CACHE_SECONDS", "0")
+    request = _request(CHANNEL)
+    plain = Route(agent_name="help", text="why?")
+    assert channel_settings.with_default(plain, request) == plain
+    assert channel_settings.refused_here(request, "meddic") is None
+    api.ok("PUT", f"/api/channels/{CHANNEL}", 201, body={"default_agent": "meddic", "allowed_agents": ["meddic"]})
+    routed = channel_settings.with_default(plain, request)
+    assert (routed.agent_name, routed.text, routed.by) == ("meddic", "why?", "channel")
+    named = Route(agent_name="help", text="x", by="name")
+    assert channel_settings.with_default(named, request) == named  # a named agent is not replaced
+    refusal = channel_settings.refused_here(request, "help")
+    assert refusal is not None and "not available in this channel" in refusal and "`meddic`" in refusal
+    assert channel_settings.refused_here(request, "meddic") is None
+    dm = _request("D0DM", channel_type="im")  # a DM has no channel settings
+    assert channel_settings.with_default(plain, dm) == plain and channel_settings.refused_here(dm, "help") is None

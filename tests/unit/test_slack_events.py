@@ -114,10 +114,33 @@ def test_thread_follow_up_without_mention_needs_a_thread_check() -> None:
 
 
 def test_top_level_channel_chatter_is_ignored() -> None:
-    result = classify(message_event(USER, CHANNEL, "lunch anyone?", TS))
+    result = classify(message_event(USER, CHANNEL, "lunch at noon, anyone", TS))
 
     assert result.decision is Decision.IGNORE
     assert result.request is None
+
+
+@pytest.mark.parametrize(("text", "channel_type", "decision"), [
+    ("lunch anyone?", "channel", Decision.QUESTION),
+    ("what is the refund policy? ", "group", Decision.QUESTION),
+    ("*is it down?*", "channel", Decision.QUESTION),
+    ("? is not the end", "channel", Decision.IGNORE),
+    ("lunch anyone?", "mpim", Decision.IGNORE),  # group DMs: mentions only
+])
+def test_a_top_level_channel_question_is_queued_for_the_channels_settings(
+    text: str, channel_type: str, decision: Decision
+) -> None:
+    result = classify(message_event(USER, CHANNEL, text, TS, channel_type=channel_type))
+
+    assert result.decision is decision
+    if decision is Decision.QUESTION:  # the worker answers it only in an "every question" channel
+        assert result.request is not None and result.request.unaddressed
+        assert result.request.thread_ts == TS
+
+
+def test_a_mention_is_addressed() -> None:
+    result = classify(app_mention_event(USER, CHANNEL, f"<@{DEFAULT_BOT_USER_ID}> why?", TS))
+    assert result.decision is Decision.ANSWER and result.request is not None and not result.request.unaddressed
 
 
 # -- bots -------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Final
@@ -53,6 +53,8 @@ from pynamodb.attributes import (
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
+from insightmesh.conversation.requests import ConversationRequest
+from insightmesh.conversation.routing import Route
 
 SETTINGS_PK: Final = "channel_settings"
 DEFAULT_CACHE_SECONDS: Final = 30.0
@@ -206,3 +208,30 @@ def refusal(agent: str, settings: ChannelSettings) -> str | None:
 
 
 OFF_TEXT: Final = "InsightMesh is turned off in this channel. Ask in a direct message instead."
+
+
+def for_request(request: ConversationRequest) -> ChannelSettings:
+    """The settings of the conversation ``request`` came from (cached; DMs: the defaults)."""
+    return cached(request.channel_id, request.channel_type)
+
+
+def admits(request: ConversationRequest) -> bool:
+    """Whether the worker answers ``request`` in its channel: never in an ``off`` channel; an
+    unaddressed question only in a ``questions`` channel."""
+    settings = for_request(request)
+    if settings.mode is ResponseMode.OFF:
+        return False
+    return settings.mode is ResponseMode.QUESTIONS if request.unaddressed else True
+
+
+def with_default(route: Route, request: ConversationRequest) -> Route:
+    """The channel's default agent answers a message that named none (and is in no agent mode)."""
+    if route.by != "default" or route.exit:
+        return route
+    default = for_request(request).default_agent
+    return replace(route, agent_name=default, by="channel") if default else route
+
+
+def refused_here(request: ConversationRequest, agent: str) -> str | None:
+    """The refusal when ``agent`` is not among the channel's allowed agents; ``None`` when it may answer."""
+    return refusal(agent, for_request(request))

@@ -28,7 +28,7 @@ from aws_lambda_powertools.event_handler import Response
 
 from insightmesh.api import InsightMeshResolver
 from insightmesh.api.errors import BadRequestError, ServiceUnavailableError
-from insightmesh.conversation import feedback_modal
+from insightmesh.conversation import app_home, feedback_modal, shortcut
 from insightmesh.conversation.queue import enqueue
 from insightmesh.conversation.requests import (
     MAX_TEXT_CHARS,
@@ -38,7 +38,7 @@ from insightmesh.conversation.requests import (
 )
 from insightmesh.conversation.threads import bot_replied_in
 from insightmesh.observability import get_logger
-from insightmesh.slack import assistant, events, webhook
+from insightmesh.slack import assistant, events, home, shortcuts, webhook
 from insightmesh.slack.assistant import AssistantThreadEvent
 from insightmesh.slack.events import Decision, MalformedPayload, WorkspaceEvent, workspace_event
 
@@ -178,6 +178,13 @@ def handle_events(app: InsightMeshResolver) -> Response[Any]:
         _queue(assistant_request(opened, correlation_id=app.correlation_id))
         return webhook.ok()
     try:
+        home_tab = home.home_opened(payload)
+    except MalformedPayload as error:
+        raise BadRequestError(f"malformed event: {error}") from error
+    if home_tab is not None:  # the Home tab: one SQS send; the worker publishes it (conversation.app_home)
+        _queue(app_home.home_request(home_tab, correlation_id=app.correlation_id))
+        return webhook.ok()
+    try:
         classified = classify_event(payload, correlation_id=app.correlation_id)
     except (MalformedPayload, ValueError) as error:
         raise BadRequestError(f"malformed event: {error}") from error
@@ -255,7 +262,9 @@ def handle_interaction(app: InsightMeshResolver) -> Response[Any]:
         raise BadRequestError("the interaction payload is not a JSON object")
     try:
         reason = feedback_modal.submission_request(payload, correlation_id=app.correlation_id)
-        requests = [reason] if reason else action_requests(payload, correlation_id=app.correlation_id)
+        ask = shortcuts.message_ask(payload)  # "Ask InsightMesh about this message"
+        requests = [reason] if reason else [shortcut.shortcut_request(ask, correlation_id=app.correlation_id)] \
+            if ask else action_requests(payload, correlation_id=app.correlation_id)
     except (MalformedPayload, ValueError) as error:
         raise BadRequestError(f"malformed interaction: {error}") from error
     if payload.get("type") == "block_actions":  # 👎: the reason modal, within the trigger's 3 s

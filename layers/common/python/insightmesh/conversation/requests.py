@@ -26,6 +26,7 @@ class RequestKind(StrEnum):
     COMMAND = "command"
     ACTION = "action"
     ASSISTANT_THREAD = "assistant_thread"  # the AI app container opened, or its context changed
+    HOME = "home"  # app_home_opened: publish the user's Home tab (conversation.app_home)
 
 
 class ConversationRequest(BaseModel):

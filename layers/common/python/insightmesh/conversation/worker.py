@@ -25,7 +25,7 @@ from slack_sdk.errors import SlackApiError
 from insightmesh.agents.base import AgentContext, AgentSummary, AgentThread, AgentUser
 from insightmesh.agents.catalog import AgentRecord, list_agents
 from insightmesh.agents.registry import DEFAULT_AGENT, builtin_definitions, implementation
-from insightmesh.conversation import agent_mode, feedback, gate, provenance, replies, threads, workspaces
+from insightmesh.conversation import agent_mode, app_home, feedback, gate, provenance, replies, threads, workspaces
 from insightmesh.conversation import assistant as assistant_surface
 from insightmesh.conversation import channel_settings as channel_settings
 from insightmesh.conversation.attachments import read_shared_files, shared_documents
@@ -103,6 +103,8 @@ def process(request: ConversationRequest) -> None:
         process_action(request)
     elif request.kind is RequestKind.ASSISTANT_THREAD:
         assistant_surface.process_event(request)
+    elif request.kind is RequestKind.HOME:
+        app_home.publish(request)
     else:
         process_message(request)
 
@@ -344,7 +346,7 @@ def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, 
     context = AgentContext(
         user=AgentUser(id=str(user.user_id), name=user_name(user), is_admin=bool(user.is_admin)),
         thread=AgentThread(key=thread.key, team_id=request.team_id, channel_id=request.channel_id,
-                           thread_ts=request.thread_ts),
+                           thread_ts=request.thread_ts, context_channel_id=thread.context_channel),
         text=route.text,
         history=as_messages(thread.history),
         summary=around.summary,

@@ -5,6 +5,9 @@ Which messages are for the bot is decided here, from the payload alone;
 
 Answered: DMs, always; @mentions; follow-ups without a mention in threads where the bot has
 already replied (the caller checks its own records for those: ``Decision.CHECK_THREAD``).
+A top-level message in a channel or private channel that ends in "?" is
+``Decision.QUESTION``: the caller queues it, and the channel's settings decide whether it is
+answered ("every question" mode).
 Ignored: the bot's own and other bots' and apps' messages (``bot_id``, ``app_id``, ``bot_profile``,
 subtype ``bot_message``), Slackbot's (``USLACKBOT``, which carries no ``bot_id``), edits, deletions and
 other subtypes, and the
@@ -26,11 +29,13 @@ ANSWERED_SUBTYPES: Final = frozenset({None, "file_share", "thread_broadcast"})  
 SLACKBOT_USER_ID: Final = "USLACKBOT"
 WORKSPACE_EVENTS: Final = frozenset({"app_uninstalled", "tokens_revoked"})
 ACTION_IDS: Final = frozenset({"exit_agent", "feedback_up", "feedback_down"})
+QUESTION_CHANNEL_TYPES: Final = frozenset({"channel", "group"})  # message.channels, message.groups
 
 
 class Decision(StrEnum):
     ANSWER = "answer"
     CHECK_THREAD = "check_thread"
+    QUESTION = "question"  # a top-level channel question without a mention: for the channel's settings
     IGNORE = "ignore"
 
 
@@ -104,6 +109,12 @@ def _str(value: Any) -> str | None:
     return str(value) if isinstance(value, str | int | float) and str(value) else None
 
 
+def is_question(text: str) -> bool:
+    """A message shaped like a question: it ends in a question mark (Slack's text, trailing
+    spaces and formatting marks aside)."""
+    return text.rstrip().rstrip("*_~`").rstrip().endswith("?")
+
+
 def classify_event(payload: Mapping[str, Any]) -> Classified:
     """An ``event_callback`` payload → answer, check the thread, or ignore (with the reason)."""
     event = payload.get("event")
@@ -137,6 +148,8 @@ def classify_event(payload: Mapping[str, Any]) -> Classified:
             return Classified(Decision.IGNORE, "the app_mention event answers this message")
         elif thread_ts and thread_ts != ts:
             decision = Decision.CHECK_THREAD
+        elif channel_type in QUESTION_CHANNEL_TYPES and is_question(text):
+            decision = Decision.QUESTION
         else:
             return Classified(Decision.IGNORE, "a channel message that is not for the bot")
     else:
