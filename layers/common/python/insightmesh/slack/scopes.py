@@ -63,6 +63,8 @@ EVENT_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     # Sent to a subscribed app with no scope (docs.slack.dev/reference/events/tokens_revoked,
     # /app_uninstalled): the workspace goes inactive.
     "app_uninstalled": frozenset(),
+    # docs.slack.dev/reference/events/app_home_opened: no scope; the Home tab (slack.home).
+    "app_home_opened": frozenset(),
     # The AI app container (docs.slack.dev/reference/events/assistant_thread_started): no scope of
     # their own, but Slack sends them only to an app with assistant:write and the assistant_view feature.
     "assistant_thread_started": frozenset({"assistant:write"}),

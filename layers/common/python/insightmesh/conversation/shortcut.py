@@ -1,0 +1,43 @@
+"""The message shortcut, queued as a question about that message, answered in its thread.
+
+"Ask InsightMesh about this message" (:mod:`insightmesh.slack.shortcuts`) becomes a message
+request: the message's text is the context of the question, the reply goes in the message's
+thread (a new thread under a top-level message), and the worker answers it like a mention there,
+with the access of everyone who reads that thread. One SQS send on the ack path, no AWS read.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from insightmesh.conversation.requests import MAX_TEXT_CHARS, ConversationRequest, RequestKind
+from insightmesh.slack.shortcuts import MessageAsk
+
+QUOTED_CHARS: Final = MAX_TEXT_CHARS - 500
+
+
+def question_about(ask: MessageAsk) -> str:
+    """The question the agent gets: the message quoted, as the context to explain or answer."""
+    author = f" from <@{ask.author}>" if ask.author else ""
+    quoted = "\n".join(f"> {line}" for line in ask.text[:QUOTED_CHARS].splitlines()) or "> (no text)"
+    return (f"Help me with this message{author}: explain it, and answer it if it asks something.\n\n"
+            f"{quoted}")
+
+
+def shortcut_request(ask: MessageAsk, *, correlation_id: str) -> ConversationRequest:
+    return ConversationRequest(
+        kind=RequestKind.MESSAGE,
+        request_id=f"sc:{ask.team_id}:{ask.channel_id}:{ask.message_ts}:{ask.user_id}:{ask.action_ts}",
+        team_id=ask.team_id,
+        channel_id=ask.channel_id,
+        channel_type="im" if ask.channel_id.startswith("D") else None,
+        user_id=ask.user_id,
+        text=question_about(ask),
+        ts=ask.message_ts,
+        thread_ts=ask.thread_ts,
+        response_url=ask.response_url,
+        correlation_id=correlation_id,
+    )
+
+
+__all__ = ["question_about", "shortcut_request"]
