@@ -75,7 +75,9 @@ def test_an_assistant_thread_gets_a_greeting_prompts_a_title_statuses_and_an_ans
     seen = thread(sandbox, ts)
     assert seen["title"] == question
     assert seen["statuses"][0] == "is thinking…" and "Searching the knowledge base…" in seen["statuses"]
-    assert any(question in str(m.get("content")) for m in llm.chat_requests()[-1].body["messages"])
+    prompt = llm.chat_requests()[-1].body["messages"]
+    assert any(question in str(m.get("content")) for m in prompt)
+    assert any("<#C0E2ESALES>" in str(m.get("content")) for m in prompt if m["role"] == "system")  # the context
 
 
 def test_a_context_change_posts_nothing_and_a_plain_dm_gets_no_assistant_calls(sandbox, http):

@@ -41,6 +41,8 @@ class AgentThread:
     team_id: str
     channel_id: str
     thread_ts: str | None
+    # In Slack's AI app container: the channel the user is looking at (assistant_thread_context_changed).
+    context_channel_id: str | None = None
 
 
 @dataclass(frozen=True)

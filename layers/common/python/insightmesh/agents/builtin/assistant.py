@@ -46,6 +46,8 @@ class AssistantAgent:
             return AgentReply(text=_extractive(question, passages, documents), details={"model": OFFLINE,
                                                                                        "passages": len(passages)})
         system = SYSTEM_PROMPT.format(name=context.user.name)
+        if context.thread.context_channel_id:  # the AI app container: where the user is in Slack
+            system += f" In Slack, they are looking at the channel <#{context.thread.context_channel_id}>."
         if context.summary:
             system += f"\n\nSummary of the earlier conversation in this thread:\n{context.summary}"
         if documents:
