@@ -140,3 +140,11 @@ def test_the_sandbox_refuses_what_slack_refuses(slack: SlackSandbox, parent: str
     with pytest.raises(SlackApiError) as stopped:
         client.chat_appendStream(channel=CHANNEL, ts=started["ts"], markdown_text="more")
     assert stopped.value.response["error"] == "message_not_in_streaming_state"
+
+
+def test_where_slack_refuses_to_stream_the_placeholder_is_edited_instead(slack: SlackSandbox, parent: str) -> None:
+    slack.fail("chat.startStream", "error", error="channel_type_not_supported")
+    stream = deliver(slack, request(thread_ts=parent), words(ANSWER), clock=Clock())
+    [message] = bot_messages(slack, parent)
+    assert message["ts"] == stream.reply_ts == stream.placeholder_ts and message["text"] == FINAL
+    assert len(slack.calls("chat.update")) >= 2  # the streamed text on the placeholder, then the final answer
