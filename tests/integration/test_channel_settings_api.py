@@ -11,9 +11,13 @@ from typing import Any
 import pytest
 
 from insightmesh.conversation import channel_settings
+from insightmesh.conversation.audience import AudienceRetriever
 from insightmesh.conversation.channel_settings import ReplyStyle, ResponseMode
 from insightmesh.conversation.requests import ConversationRequest, RequestKind
 from insightmesh.conversation.routing import Route
+from insightmesh.knowledge.base import ANYONE, SourceDocument, Viewer
+from insightmesh.knowledge.pipeline import ingest_documents
+from insightmesh.knowledge.retrieval import retrieve
 from tests.integration.test_admin_api import Api, assert_envelope, audit_entries, latest_audit
 from tests.integration.test_admin_api import api as api
 
@@ -178,3 +182,25 @@ def test_the_worker_applies_the_default_and_allowed_agents(api: Api, monkeypatch
     assert channel_settings.refused_here(request, "meddic") is None
     dm = _request("D0DM", channel_type="im")  # a DM has no channel settings
     assert channel_settings.with_default(plain, dm) == plain and channel_settings.refused_here(dm, "help") is None
+
+
+def test_a_channels_knowledge_sources_restrict_retrieval(api: Api, knowledge: dict[str, str],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHANNEL_SETTINGS_CACHE_SECONDS", "0")
+    documents = [SourceDocument(document_id=f"{source}/{name}", source=source, title=name, mime_type="text/plain",
+                                content=f"The {name} expense policy: receipts are due within 30 days.".encode(),
+                                url=None, modified_time=None, acl=(ANYONE,))
+                 for source, name in (("local:/sales", "sales"), ("local:/finance", "finance"))]
+    assert ingest_documents(documents).new == 2
+    everything = {p.document_id for p in retrieve("expense policy receipts", Viewer(None))}
+    assert everything == {"local:/sales/sales", "local:/finance/finance"}
+    assert {p.document_id for p in retrieve("expense policy receipts", Viewer(None), sources=["local:/sales"])} \
+        == {"local:/sales/sales"}
+    assert retrieve("expense policy receipts", Viewer(None), sources=[]) == []
+
+    request = _request(CHANNEL)
+    answer_privately = AudienceRetriever(request, "u-nobody", private=True)  # the asker's access: no Slack call
+    assert {p.document_id for p in answer_privately("expense policy receipts")} == everything
+    api.ok("PUT", f"/api/channels/{CHANNEL}", 201, body={"knowledge_sources": ["local:/finance"]})
+    restricted = AudienceRetriever(request, "u-nobody", private=True)
+    assert {p.document_id for p in restricted("expense policy receipts")} == {"local:/finance/finance"}

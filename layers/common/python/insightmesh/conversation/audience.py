@@ -34,6 +34,7 @@ from typing import Final
 
 from slack_sdk.errors import SlackApiError
 
+from insightmesh.conversation import channel_settings
 from insightmesh.conversation.attachments import knowledge_base_has_documents
 from insightmesh.conversation.requests import ConversationRequest, RequestKind
 from insightmesh.knowledge.base import Audience, Passage, Viewer
@@ -72,15 +73,16 @@ def cache_seconds() -> float:
     return _setting("CHANNEL_AUDIENCE_CACHE_SECONDS", DEFAULT_CACHE_SECONDS, 0)
 
 
-def _search(question: str, who: Viewer | Audience) -> list[Passage]:
+def _search(question: str, who: Viewer | Audience, sources: Sequence[str] | None = None) -> list[Passage]:
     """The knowledge base searched for ``who``, tuned by ``KNOWLEDGE_TOP_K`` (5),
-    ``KNOWLEDGE_SCORE_THRESHOLD`` (unset) and ``KNOWLEDGE_PER_DOCUMENT`` (2)."""
+    ``KNOWLEDGE_SCORE_THRESHOLD`` (unset) and ``KNOWLEDGE_PER_DOCUMENT`` (2); ``sources``: only
+    documents of these sources (a channel's settings)."""
     from insightmesh.knowledge.retrieval import retrieve  # imports the vector store's client
 
     threshold = os.environ.get("KNOWLEDGE_SCORE_THRESHOLD", "").strip()
     return retrieve(question, who, k=int(os.environ.get("KNOWLEDGE_TOP_K") or 5),
                     score_threshold=float(threshold) if threshold else None,
-                    per_document=int(os.environ.get("KNOWLEDGE_PER_DOCUMENT") or 2))
+                    per_document=int(os.environ.get("KNOWLEDGE_PER_DOCUMENT") or 2), sources=sources)
 
 
 def cached_viewers(user_ids: Sequence[str]) -> dict[str, Viewer]:
@@ -157,7 +159,8 @@ class AudienceRetriever:
             if not knowledge_base_has_documents():
                 return ()
             audience = self.audience
-            passages = _search(question, audience)
+            # The channel's knowledge sources, when an admin restricted them (cached settings).
+            passages = _search(question, audience, channel_settings.for_request(self.request).knowledge_sources)
         except Exception as error:  # noqa: BLE001 - search failing must not fail the answer
             logger.warning("knowledge search failed; answering without it",
                            extra={"error": type(error).__name__, "detail": str(error)[:300]})

@@ -61,6 +61,7 @@ def retrieve(
     k: int = 5,
     score_threshold: float | None = None,
     per_document: int = 2,
+    sources: Sequence[str] | None = None,
 ) -> list[Passage]:
     """The ``k`` best passages for ``question`` that ``viewer`` may see — or, for an
     :class:`Audience`, that every one of its readers may see — at most ``per_document`` from one
@@ -84,7 +85,7 @@ def retrieve(
         return []
     audience = viewer if isinstance(viewer, Audience) else Audience.of(viewer)
     hits = get_store().query(readers=audience.principal_sets(), sparse=sparse if sparse[0] else None, dense=dense,
-                             groups=k, group_size=per_document, score_threshold=score_threshold)
+                             groups=k, group_size=per_document, score_threshold=score_threshold, sources=sources)
     return [_passage(hit) for hit in hits[:k]]
 
 

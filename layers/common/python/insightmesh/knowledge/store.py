@@ -316,16 +316,22 @@ class KnowledgeStore:
         group_size: int = 2,
         score_threshold: float | None = None,
         candidates: int | None = None,
+        sources: Sequence[str] | None = None,
     ) -> list[ScoredChunk]:
         """The best chunks visible to ``principals`` (one viewer) or to every one of ``readers``
         (one principal list per reader: a chunk must match each): at most ``groups`` documents, at
         most ``group_size`` chunks each, best first. Hybrid (RRF) when both vectors are given and
-        the collection has dense vectors; ``candidates`` is each prefetch's depth."""
+        the collection has dense vectors; ``candidates`` is each prefetch's depth. ``sources``:
+        only chunks of documents ingested from one of these sources (a channel's settings), in
+        the same filter as the ACL (``source`` is a keyword index)."""
         self.ensure_collection()
         principal_sets = [list(principals)] if principals else [list(each) for each in readers]
-        if not principal_sets or not all(principal_sets):
+        if not principal_sets or not all(principal_sets) or (sources is not None and not sources):
             return []
         acl = _acl_filter(principal_sets)
+        if sources is not None:
+            acl = models.Filter(must=[*(acl.must or []),
+                                      models.FieldCondition(key="source", match=models.MatchAny(any=list(sources)))])
         has_sparse = sparse is not None and bool(sparse[0])
         use_dense = dense is not None and bool(self.dense_size)
         depth = candidates or min(max(groups * group_size * 10, 50), 500)
