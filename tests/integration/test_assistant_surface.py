@@ -122,6 +122,23 @@ def test_the_sandbox_answers_the_assistant_methods_as_slack_does_and_records_the
     assert [c["ok"] for c in env.calls("assistant.threads.setStatus")] == [True, False]
 
 
+def test_the_status_skips_repeats_stops_at_its_cap_always_clears_and_never_fails_a_turn(env: SlackSandbox) -> None:
+    ts = sandbox_assistant.start_thread(env.state, user=ALICE)["thread_ts"]
+    status = slack_assistant.ThreadStatus(DM, ts)
+
+    for _ in range(3):
+        status("is thinking…")
+    for step in range(30):
+        status(f"step {step}")
+    status.clear()
+    env.fail("assistant.threads.setStatus", "error", error="invalid_thread_ts")
+    slack_assistant.ThreadStatus(DM, ts)("refused, and only logged")
+
+    sent = [c["args"]["status"] for c in env.calls("assistant.threads.setStatus") if c["ok"]]
+    assert sent[0] == "is thinking…" and sent.count("is thinking…") == 1
+    assert len(sent) == slack_assistant.MAX_STATUS_CALLS + 1 and sent[-1] == ""
+
+
 # -- the worker -----------------------------------------------------------------------------------------
 
 def test_a_new_assistant_thread_is_greeted_once_with_prompts_from_the_agents_the_user_may_use(

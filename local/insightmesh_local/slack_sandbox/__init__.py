@@ -22,7 +22,11 @@ Methods
     issue answers ``invalid_cursor``), ``conversations.replies`` (metadata only with
     ``include_all_metadata``; ``limit``/``cursor``), ``reactions.add``/``reactions.remove`` and
     ``api.test``, ``conversations.info`` and ``conversations.members`` (see ``/_sandbox/channels``),
-    ``conversations.history`` (newest first, from the stored messages: :mod:`.history`);
+    ``conversations.history`` (newest first, from the stored messages: :mod:`.history`),
+    ``assistant.threads.setStatus`` / ``setSuggestedPrompts`` / ``setTitle`` (the AI app
+    container, in a DM's thread: :mod:`.assistant`; ``GET /_sandbox/assistant?channel=&thread_ts=``
+    shows what they set, ``POST /_sandbox/assistant`` {user, context_channel_id} opens a thread,
+    ``POST /_sandbox/assistant/context`` {channel, thread_ts, context_channel_id} moves its context);
     any other method answers ``unknown_method``. Failure rules apply to every
     method, ``users.list`` included.
 
