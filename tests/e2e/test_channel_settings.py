@@ -125,3 +125,17 @@ def test_settings_slash_command_shows_the_channels_settings(dev, sandbox, http, 
     shown = response.json()
     assert shown["response_type"] == "ephemeral"
     assert "question mark" in shown["text"] and "`meddic`" in shown["text"]
+
+
+def test_ephemeral_replies_go_to_the_asker_alone(dev, sandbox, http, admin):
+    configure(admin, "C0QUIET", mode="questions", reply="ephemeral")
+    ts = question(http, "C0QUIET", "how many vacation days do I have?", user="U0CAROL")
+
+    def delivered():
+        return [call["args"] for call in sandbox.calls("chat.postEphemeral")
+                if call["args"].get("channel") == "C0QUIET" and "LLM: how many vacation days" in
+                str(call["args"].get("text"))]
+    sent = wait_for(delivered, timeout=60, what="the ephemeral answer")
+    assert sent[0]["user"] == "U0CAROL" and not sent[0].get("thread_ts")  # no thread exists yet: in the channel
+    assert bot_replies(sandbox, "C0QUIET", ts) == []  # no placeholder, nothing anyone else sees
+    assert not [m for m in sandbox.messages(channel="C0QUIET") if m.get("is_bot") and not m.get("ephemeral")]

@@ -53,8 +53,9 @@ from pynamodb.attributes import (
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
-from insightmesh.conversation.requests import ConversationRequest
+from insightmesh.conversation.requests import ConversationRequest, RequestKind
 from insightmesh.conversation.routing import Route
+from insightmesh.observability import get_logger
 
 SETTINGS_PK: Final = "channel_settings"
 DEFAULT_CACHE_SECONDS: Final = 30.0
@@ -235,3 +236,29 @@ def with_default(route: Route, request: ConversationRequest) -> Route:
 def refused_here(request: ConversationRequest, agent: str) -> str | None:
     """The refusal when ``agent`` is not among the channel's allowed agents; ``None`` when it may answer."""
     return refusal(agent, for_request(request))
+
+
+def replies_ephemerally(request: ConversationRequest) -> bool:
+    """A message in a channel whose settings say ``ephemeral``: no placeholder, no stream, and the
+    answer goes to the asker alone (``chat.postEphemeral``), made with the asker's own access."""
+    return request.kind is RequestKind.MESSAGE and for_request(request).reply is ReplyStyle.EPHEMERAL
+
+
+def post_ephemeral(request: ConversationRequest, text: str) -> None:
+    """The answer to the asker alone: in the thread it was asked in, or — for a top-level message,
+    since Slack shows an ephemeral message in a thread only when the thread already exists — in
+    the channel. Slack does not deliver one to someone who is not in the channel
+    (``user_not_in_channel``): that is logged, as there is nobody else it could be shown to."""
+    from slack_sdk.errors import SlackApiError
+
+    from insightmesh.slack.client import call_slack
+
+    in_thread = request.thread_ts if request.thread_ts and request.thread_ts != request.ts else None
+    try:
+        call_slack(lambda client: client.chat_postEphemeral(channel=request.channel_id, user=request.user_id,
+                                                            thread_ts=in_thread, text=text))
+    except SlackApiError as error:
+        if error.response.get("error") != "user_not_in_channel":
+            raise
+        get_logger().warning("ephemeral answer not delivered: the asker left the channel",
+                             extra={"request_id": request.request_id})

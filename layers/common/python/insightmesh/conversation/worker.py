@@ -211,6 +211,9 @@ def _resolve_user(turn: Turn) -> None:
 
 
 def _post_placeholder(turn: Turn) -> None:
+    if channel_settings.replies_ephemerally(turn.request):  # no placeholder: only the asker sees the answer
+        turn.channel, turn.placeholder_ts = turn.request.channel_id, None
+        return
     turn.channel, turn.placeholder_ts = _placeholder(turn.request, turn.claim)
 
 
@@ -281,7 +284,9 @@ def _answer(turn: Turn) -> None:
 def _reply(turn: Turn) -> None:
     """The answer in place of the placeholder, or through the command's response_url."""
     final = to_mrkdwn(turn.answer)
-    if turn.placeholder_ts is None:
+    if turn.placeholder_ts is None and channel_settings.replies_ephemerally(turn.request):
+        channel_settings.post_ephemeral(turn.request, final)
+    elif turn.placeholder_ts is None:
         _respond(turn.request.response_url, final)
     else:
         if turn.reply is not None:  # stops the stream, then the final formatting on its message
@@ -295,7 +300,7 @@ def _remember(turn: Turn) -> None:
     """Thread memory, sticky agent and agent state; the reply is posted, so a failed save is logged."""
     route, llm = turn.route, turn.llm
     assert route is not None and llm is not None
-    if turn.key:
+    if turn.key and not channel_settings.replies_ephemerally(turn.request):  # memory: only what the thread saw
         thread = turn.thread
         if not route.exit:
             thread.history, thread.summary = remember(thread.history, thread.summary, route.text or turn.text,
