@@ -20,8 +20,9 @@ def question_about(ask: MessageAsk) -> str:
     """The question the agent gets: the message quoted, as the context to explain or answer."""
     author = f" from <@{ask.author}>" if ask.author else ""
     quoted = "\n".join(f"> {line}" for line in ask.text[:QUOTED_CHARS].splitlines()) or "> (no text)"
-    return (f"Help me with this message{author}: explain it, and answer it if it asks something.\n\n"
-            f"{quoted}")
+    # Its first word is no agent's name or alias, so the question goes to the thread's agent or the
+    # assistant ("Help …" went to the help agent).
+    return f"Explain this message{author}, and answer it if it asks something:\n\n{quoted}"
 
 
 def shortcut_request(ask: MessageAsk, *, correlation_id: str) -> ConversationRequest:
