@@ -99,3 +99,49 @@ def test_the_views_control_endpoint_lists_them(sandbox, client):
     with httpx.Client(base_url=sandbox.root, timeout=5, headers={local_auth.HEADER: sandbox.secret}) as http:
         listed = http.get("/_sandbox/views", params={"method": "views.publish"}).json()
     assert listed["ok"] and [entry["user_id"] for entry in listed["views"]] == ["U0ALICE"]
+
+
+# -- the ingress side: feedback_modal.open_for ----------------------------------------------------------
+
+@pytest.fixture
+def slack_env(sandbox, monkeypatch):
+    from insightmesh.slack import client as slack_client
+
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-modal-test")
+    monkeypatch.setenv("SLACK_API_URL", sandbox.url)
+    slack_client.reset_for_tests()
+    yield sandbox
+    slack_client.reset_for_tests()
+
+
+def down_click(trigger: str) -> tuple[dict, list]:
+    from insightmesh.slack import events
+
+    payload = slack.block_actions_payload(user_id="U0BOB", channel_id="C0FB", message_ts=REPLY.message_ts,
+                                          thread_ts=REPLY.thread_ts, action_id="feedback_down",
+                                          value=REPLY.request_id, trigger_id=trigger,
+                                          response_url="https://hooks.slack.com/actions/T/1/x")
+    return payload, events.parse_actions(payload)
+
+
+def test_a_thumbs_down_opens_the_modal_about_that_reply(slack_env):
+    from insightmesh.conversation import feedback_modal
+
+    payload, actions = down_click(slack.new_trigger_id())
+    assert feedback_modal.open_for(payload, actions) is True
+    opened = sandbox_views.views(slack_env.state, method="views.open")[0]["view"]
+    submitted = modals.parse_submission(sandbox_views.submission_payload(opened, user_id="U0BOB", values={
+        "reason": {"reason": {"type": "radio_buttons", "selected_option": {"value": "wrong"}}}}))
+    assert submitted is not None and submitted.reply == REPLY and submitted.comment is None
+
+
+def test_a_modal_slack_refuses_never_fails_the_click(slack_env):
+    from insightmesh.conversation import feedback_modal
+
+    payload, actions = down_click(f"{int(time.time()) - 60}.1.abc")  # expired before the ingress got it
+    assert feedback_modal.open_for(payload, actions) is False
+    up_payload = {**payload, "actions": [{**payload["actions"][0], "action_id": "feedback_up"}]}
+    from insightmesh.slack import events
+
+    assert feedback_modal.open_for(up_payload, events.parse_actions(up_payload)) is False  # 👍: no modal
+    assert sandbox_views.views(slack_env.state, method="views.open") == []
