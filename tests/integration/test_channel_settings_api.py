@@ -6,8 +6,11 @@ cached read seeing a change once its TTL has passed."""
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
+import boto3
 import pytest
 
 from insightmesh.conversation import channel_settings
@@ -18,6 +21,8 @@ from insightmesh.conversation.routing import Route
 from insightmesh.knowledge.base import ANYONE, SourceDocument, Viewer
 from insightmesh.knowledge.pipeline import ingest_documents
 from insightmesh.knowledge.retrieval import retrieve
+from insightmesh_local import slack_signing as slack
+from tests.integration.conftest import ROOT, DynamoCalls, load_handler
 from tests.integration.test_admin_api import Api, assert_envelope, audit_entries, latest_audit
 from tests.integration.test_admin_api import api as api
 
@@ -204,3 +209,70 @@ def test_a_channels_knowledge_sources_restrict_retrieval(api: Api, knowledge: di
     api.ok("PUT", f"/api/channels/{CHANNEL}", 201, body={"knowledge_sources": ["local:/finance"]})
     restricted = AudienceRetriever(request, "u-nobody", private=True)
     assert {p.document_id for p in restricted("expense policy receipts")} == {"local:/finance/finance"}
+
+
+# -- the ingress: no settings read on the ack path ------------------------------------------------------
+
+SIGNING_SECRET = "insightmesh-local-signing-secret"
+
+
+def _ingress(monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, str]:
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", SIGNING_SECRET)
+    sqs = boto3.client("sqs")
+    queue = sqs.create_queue(QueueName="conversations.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+    monkeypatch.setenv("CONVERSATION_QUEUE_URL", queue)
+    return load_handler(ROOT / "functions" / "slack_ingress" / "handler.py"), sqs, queue
+
+
+def _signed(sample: str, body: str, content_type: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((ROOT / "events" / "slack_ingress" / sample).read_text())
+    headers = slack.sign(SIGNING_SECRET, body.encode())
+    event["body"] = base64.b64encode(body.encode()).decode() if event.get("isBase64Encoded") else body
+    event["headers"].update({"x-slack-request-timestamp": headers["X-Slack-Request-Timestamp"],
+                             "x-slack-signature": headers["X-Slack-Signature"], "content-type": content_type,
+                             "content-length": str(len(body.encode()))})
+    return event
+
+
+def test_a_channel_question_costs_the_ack_path_one_sqs_send_and_no_table_read(
+        api: Api, monkeypatch: pytest.MonkeyPatch, dynamo_calls: DynamoCalls) -> None:
+    handler, sqs, queue = _ingress(monkeypatch)
+    api.ok("PUT", f"/api/channels/{CHANNEL}", 201, body={"mode": "off"})  # not read by the ingress either way
+    body = json.dumps(slack.event_callback(slack.DEFAULT_TEAM_ID, slack.DEFAULT_APP_ID, slack.message_event(
+        "U0ASKER", CHANNEL, "where is the expense form?", "1796000000.000100", channel_type="channel")))
+    responses: list[dict[str, Any]] = []
+    calls = dynamo_calls.during(lambda: responses.append(handler.lambda_handler(
+        _signed("app_mention.json", body, "application/json"), None)))
+
+    assert responses[0]["statusCode"] == 200 and calls == []
+    [message] = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
+    queued = ConversationRequest.model_validate_json(message["Body"])
+    assert queued.unaddressed and queued.channel_id == CHANNEL  # the worker decides, from its cached settings
+
+
+def test_the_settings_command_reads_one_item_and_queues_nothing(
+        api: Api, monkeypatch: pytest.MonkeyPatch, dynamo_calls: DynamoCalls) -> None:
+    handler, sqs, queue = _ingress(monkeypatch)
+    api.ok("PUT", f"/api/channels/{CHANNEL}", 201, body={"mode": "questions", "reply": "ephemeral"})
+    channel_settings.forget()
+    body = slack.slash_command_body(user_id="U0ANYONE", channel_id=CHANNEL, text="settings",
+                                    response_url="https://hooks.slack.com/commands/T1/1/x").decode()
+    responses: list[dict[str, Any]] = []
+    calls = dynamo_calls.during(lambda: responses.append(handler.lambda_handler(
+        _signed("slash_command.json", body, "application/x-www-form-urlencoded"), None)))
+
+    assert responses[0]["statusCode"] == 200 and [call.split(":")[0] for call in calls] == ["GetItem"]
+    shown = json.loads(responses[0]["body"])
+    assert shown["response_type"] == "ephemeral"
+    assert "question mark" in shown["text"] and "only the asker sees them" in shown["text"]
+    assert "Messages" not in sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)
+
+
+def test_the_worker_reads_a_channels_settings_once_per_ttl(
+        api: Api, monkeypatch: pytest.MonkeyPatch, dynamo_calls: DynamoCalls) -> None:
+    monkeypatch.setenv("CHANNEL_SETTINGS_CACHE_SECONDS", "600")
+    channel_settings.forget()
+    request = _request(CHANNEL)
+    operations = dynamo_calls.operations_during(lambda: [channel_settings.admits(request) for _ in range(5)])
+    assert operations == ["GetItem"]
+    assert dynamo_calls.operations_during(lambda: channel_settings.admits(_request("D0DM", channel_type="im"))) == []
