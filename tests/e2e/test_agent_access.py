@@ -71,7 +71,8 @@ def ask(slack_http, sandbox, user: str, text: str) -> str:
                 continue
             # The worker's last edit says "answered" in its metadata; a placeholder says "placeholder".
             status = ((message.get("metadata") or {}).get("event_payload") or {}).get("status")
-            if status == "answered" or (not status and "Thinking" not in message["text"]):
+            if status == "answered" or (not status and "Thinking" not in message["text"]
+                                        and not message.get("streaming")):  # a streamed answer, still growing
                 return str(message["text"])
         return None
 

@@ -81,7 +81,8 @@ def post(http, event):
 def final_replies(sandbox, channel, thread, count):
     def done():
         replies = [m for m in sandbox.messages(channel=channel, thread_ts=thread)
-                   if m.get("is_bot") and not m.get("ephemeral") and "Thinking" not in m["text"]]
+                   if m.get("is_bot") and not m.get("ephemeral") and "Thinking" not in m["text"]
+                   and not m.get("streaming") and not m.get("deleted")]  # conversation.streaming
         return replies if len(replies) >= count else None
     return wait_for(done, timeout=60, what=f"{count} answer(s) in {channel} {thread}")
 

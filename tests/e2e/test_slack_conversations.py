@@ -55,14 +55,17 @@ def follow_up(http, text, thread_ts, *, channel="C0E2E", user="U0ALICE"):
 
 
 def bot_messages(sandbox, thread_ts, channel="C0E2E"):
+    """What the thread shows: a placeholder a streamed answer replaced is deleted (conversation.streaming)."""
     return [m for m in sandbox.messages(channel=channel, thread_ts=thread_ts)
-            if m.get("is_bot") and not m.get("ephemeral")]
+            if m.get("is_bot") and not m.get("ephemeral") and not m.get("deleted")]
 
 
 def is_final(message):
     """A final reply: the worker's last edit marks its metadata ``answered``; a placeholder
     (``Thinking…``, or an agent's progress such as ``Analysing…``) still says ``placeholder``. A
     plain post without metadata (leaving agent mode) is final too."""
+    if message.get("streaming"):  # a streamed answer still being written (conversation.streaming)
+        return False
     status = ((message.get("metadata") or {}).get("event_payload") or {}).get("status")
     return status == "answered" if status else "Thinking" not in message["text"]
 

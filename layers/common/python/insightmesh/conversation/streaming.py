@@ -17,13 +17,14 @@ posted. The agent's LLM hands it the answer piece by piece (``AgentContext.strea
   with the text so far, at most once every ``UPDATE_INTERVAL`` seconds; ``finish`` replaces it
   with the final answer as before.
 
-Exactly one reply, after a crash: the record says ``streaming`` before ``chat.startStream`` is
-called and holds the stream's ``ts`` once Slack answered. A redelivery that finds a ``ts`` never
-starts a second stream: it lets the agent answer again, then stops that message's stream (if Slack
-still has it open) and replaces its text with the whole final answer (``chat.update``); one that finds ``streaming``
-without a ``ts`` (a crash between Slack's answer and the record) looks for the stream in the
-thread first — the bot's message after the placeholder that carries no reply metadata (the queue
-runs one request per thread at a time, so it can only be this request's).
+Exactly one reply, after a crash: the record says ``streaming`` and holds the stream's ``ts`` as
+soon as Slack answered ``chat.startStream`` (no extra write before it: the request path stays
+lean). A redelivery that finds a ``ts`` never starts a second stream: it lets the agent answer
+again, then stops that message's stream (if Slack still has it open) and replaces its text with
+the whole final answer (``chat.update``). A redelivery that finds no ``ts`` (a crash between
+Slack's answer and the record) looks for the stream in the thread first: the bot's message after
+the placeholder that carries no reply metadata (the queue runs one request per thread at a time,
+so it can only be this request's).
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class ReplyStream:
         self.stream: ChatStream | None = None
         self.ts: str | None = str(record.reply_ts) if record.reply_ts else None  # the stream's message
         self.failed = False  # Slack refused a part: the rest waits for finish()
-        if record.status == replies.Status.STREAMING and self.ts is None and placeholder_ts:
+        redelivered = (record.attempts or 1) > 1
+        if redelivered and self.ts is None and placeholder_ts and \
+                record.status in (replies.Status.PLACEHOLDER, replies.Status.STREAMING):
             self.ts = _find_stream(channel, request.thread_ts, placeholder_ts)
             if self.ts:
                 replies.set_streaming(record, self.ts)
@@ -113,7 +116,6 @@ class ReplyStream:
 
     def _start(self, part: str) -> None:
         request = self.request
-        replies.set_streaming(self.record, None)
         extra: dict[str, Any] = {}
         if not request.channel_id.startswith("D"):  # outside a DM Slack needs the recipient
             extra = {"recipient_team_id": request.team_id, "recipient_user_id": request.user_id}
