@@ -45,7 +45,7 @@ from urllib.parse import urlencode
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from insightmesh_local import chat_assistant, local_auth, slack_signing
+from insightmesh_local import chat_assistant, chat_views, local_auth, slack_signing
 from insightmesh_local.chat_thread import post_in_thread
 from insightmesh_local.slack_signing import (
     FORM_CONTENT_TYPE,
@@ -477,8 +477,9 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
             if line in ("/quit", "/exit"):
                 return 0
             if line == "/help":
-                print_fn(HELP + ("\n" + chat_assistant.HELP if chat_assistant.enabled(chat) else ""))
-            elif chat_assistant.command(chat, line):
+                print_fn(HELP + "\n" + chat_views.HELP
+                         + ("\n" + chat_assistant.HELP if chat_assistant.enabled(chat) else ""))
+            elif chat_assistant.command(chat, line) or chat_views.command(chat, line):
                 pass
             elif line == "/new":
                 chat.thread_ts = None
@@ -494,6 +495,7 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
                     print_fn("  usage: /click <action_id> [value]")
                 else:
                     chat.click(parts[1], parts[2] if len(parts) > 2 else None)
+                    chat_views.after_click(chat, parts[1])  # 👎: the reason modal (insightmesh_local.chat_views)
             elif line.startswith("/"):
                 print_fn(f"  (unknown command {line.split()[0]}; /help lists them)")
             else:
