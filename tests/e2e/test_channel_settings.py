@@ -103,6 +103,17 @@ def test_off_answers_nothing_not_even_a_mention(dev, sandbox, http, admin):
     assert bot_replies(sandbox, "C0OFF", asked) == [] and bot_replies(sandbox, "C0OFF", mentioned) == []
     assert not [m for m in sandbox.messages(channel="C0OFF") if m.get("is_bot")]
 
+    # A slash command there is told so, privately (through its response_url), and nothing else.
+    url = sandbox.response_url(channel="C0OFF", user="U0ALICE")
+    body = slack.slash_command_body(user_id="U0ALICE", channel_id="C0OFF", text="what is new?", response_url=url)
+    ack = http.post("/slack/commands", content=body,
+                    headers=slack.signed_headers(SECRET, body, "application/x-www-form-urlencoded"))
+    assert ack.status_code == 200
+    told = wait_for(lambda: [m for m in sandbox.messages(channel="C0OFF") if "turned off" in m["text"]],
+                    timeout=60, what="the command told the channel is off")
+    assert told[0].get("ephemeral") or told[0].get("response_type") == "ephemeral"
+    assert not [m for m in sandbox.messages(channel="C0OFF") if m.get("is_bot") and "turned off" not in m["text"]]
+
 
 def test_the_default_agent_answers_and_other_agents_are_refused(dev, sandbox, http, admin):
     configure(admin, "C0DEALS", default_agent="meddic", allowed_agents=["help", "meddic"])
