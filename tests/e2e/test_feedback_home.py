@@ -126,3 +126,20 @@ def test_the_message_shortcut_answers_in_the_messages_thread(dev, sandbox, http)
     reply = final_reply(sandbox, "C0SHORT", posted["ts"])
     assert reply["thread_ts"] == posted["ts"]
     assert "Is the Q3 launch still on for May?" in reply["text"]
+
+
+def test_the_shortcut_where_the_bot_is_not_a_member_answers_the_asker_privately(dev, sandbox, http):
+    posted = sandbox.add_user_message(channel="C0NOBOT", user="U0CAROL", text="Who owns the billing service?")
+    sandbox.fail("chat.postMessage", "error", count=5, error="not_in_channel", channel="C0NOBOT")
+    interact(http, {
+        "type": "message_action", "callback_id": "ask_about_message", "trigger_id": slack.new_trigger_id(),
+        "action_ts": new_ts(), "team": {"id": TEAM, "domain": "sandbox"},
+        "user": {"id": "U0ALICE", "name": "alice", "team_id": TEAM}, "channel": {"id": "C0NOBOT", "name": "c0nobot"},
+        "message_ts": posted["ts"], "response_url": sandbox.response_url(channel="C0NOBOT", user="U0ALICE"),
+        "message": {"type": "message", "user": "U0CAROL", "ts": posted["ts"], "text": posted["text"]},
+        "token": "x", "api_app_id": slack.DEFAULT_APP_ID, "is_enterprise_install": False, "enterprise": None})
+    private = wait_for(lambda: [m for m in sandbox.messages(channel="C0NOBOT")
+                                if m.get("ephemeral") and "Who owns the billing service?" in m["text"]],
+                       timeout=60, what="the private answer through response_url")
+    assert private[0]["is_bot"]
+    assert not [m for m in sandbox.messages(channel="C0NOBOT") if m.get("is_bot") and not m.get("ephemeral")]

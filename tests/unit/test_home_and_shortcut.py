@@ -41,7 +41,7 @@ def test_the_shortcut_asks_about_the_message_in_its_thread():
     ask = shortcuts.message_ask(payload)
     assert ask is not None and (ask.message_ts, ask.thread_ts, ask.author) == ("5.5", "4.4", "U2")
     request = shortcut.shortcut_request(ask, correlation_id="c")
-    assert request.kind is RequestKind.MESSAGE and request.thread_ts == "4.4" and request.ts == "5.5"
+    assert request.kind is RequestKind.COMMAND and request.thread_ts == "4.4" and request.ts == "5.5"
     assert "> line one\n> line two?" in request.text and "<@U2>" in request.text
     top_level = shortcuts.message_ask({**payload, "message": {"ts": "5.5", "text": "hi"}})
     assert top_level is not None and top_level.thread_ts == "5.5"  # a new thread under the message

@@ -1,9 +1,11 @@
 """The message shortcut, queued as a question about that message, answered in its thread.
 
-"Ask InsightMesh about this message" (:mod:`insightmesh.slack.shortcuts`) becomes a message
-request: the message's text is the context of the question, the reply goes in the message's
-thread (a new thread under a top-level message), and the worker answers it like a mention there,
-with the access of everyone who reads that thread. One SQS send on the ack path, no AWS read.
+"Ask InsightMesh about this message" (:mod:`insightmesh.slack.shortcuts`) becomes a request
+answered like the slash command: the message's text is the context of the question, the reply
+goes in the message's thread (a new thread under a top-level message) with the access of everyone
+who reads that thread, and where the bot cannot post (a channel it is not in) the answer goes to
+the shortcut's ``response_url``, for the asker alone and with their access only. One SQS send on
+the ack path, no AWS read.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ def question_about(ask: MessageAsk) -> str:
 
 def shortcut_request(ask: MessageAsk, *, correlation_id: str) -> ConversationRequest:
     return ConversationRequest(
-        kind=RequestKind.MESSAGE,
+        kind=RequestKind.COMMAND,  # as a slash command: where the bot may not post, the answer goes to response_url
         request_id=f"sc:{ask.team_id}:{ask.channel_id}:{ask.message_ts}:{ask.user_id}:{ask.action_ts}",
         team_id=ask.team_id,
         channel_id=ask.channel_id,
