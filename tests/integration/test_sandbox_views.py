@@ -109,9 +109,13 @@ def slack_env(sandbox, monkeypatch):
 
     monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-modal-test")
     monkeypatch.setenv("SLACK_API_URL", sandbox.url)
+    from insightmesh.conversation import feedback_modal
+
     slack_client.reset_for_tests()
+    feedback_modal.reset_for_tests()
     yield sandbox
     slack_client.reset_for_tests()
+    feedback_modal.reset_for_tests()
 
 
 def down_click(trigger: str) -> tuple[dict, list]:
@@ -145,3 +149,20 @@ def test_a_modal_slack_refuses_never_fails_the_click(slack_env):
 
     assert feedback_modal.open_for(up_payload, events.parse_actions(up_payload)) is False  # 👍: no modal
     assert sandbox_views.views(slack_env.state, method="views.open") == []
+
+
+def test_a_slow_slack_leaves_the_modal_unopened_and_the_click_acknowledged(slack_env):
+    from insightmesh.conversation import feedback_modal
+
+    slack_env.fail("views.open", "delay", delay=feedback_modal.MODAL_TIMEOUT_SECONDS + 2.0)
+    payload, actions = down_click(slack.new_trigger_id())
+    assert feedback_modal.open_for(payload, actions) is False  # one short attempt, no retry
+
+
+def test_a_rate_limited_views_open_is_not_waited_for(slack_env):
+    from insightmesh.conversation import feedback_modal
+
+    slack_env.fail("views.open", "ratelimit", retry_after=30)
+    payload, actions = down_click(slack.new_trigger_id())
+    assert feedback_modal.open_for(payload, actions) is False
+    assert len(slack_env.calls("views.open")) == 1  # no Retry-After wait and no second try

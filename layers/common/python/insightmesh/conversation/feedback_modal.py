@@ -11,14 +11,18 @@ modal on the empty 200.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, Final
 
 from insightmesh.conversation.requests import ConversationRequest, RequestKind
 from insightmesh.observability import get_logger
 from insightmesh.slack import modals
 from insightmesh.slack.events import SlackAction
 
+if TYPE_CHECKING:
+    from slack_sdk import WebClient
+
 logger = get_logger("slack_ingress")
+MODAL_TIMEOUT_SECONDS: Final = 2  # Slack's trigger_id lives 3 s from the click; the ack must come before that
 
 
 def open_for(payload: Mapping[str, Any], actions: list[SlackAction]) -> bool:
@@ -31,19 +35,53 @@ def open_for(payload: Mapping[str, Any], actions: list[SlackAction]) -> bool:
     from slack_sdk.errors import SlackApiError
 
     from insightmesh.resilience import CircuitOpenError
-    from insightmesh.slack.client import SlackNotConfiguredError, call_slack
+    from insightmesh.slack.client import SlackNotConfiguredError, SlackRequestRefused, slack_breaker
 
     view = modals.feedback_view(modals.ReplyRef(channel_id=down.channel_id, message_ts=down.message_ts,
                                                 thread_ts=down.thread_ts, request_id=down.action_value))
+
+    def attempt() -> object:
+        try:
+            return modal_client().views_open(trigger_id=trigger_id, view=view)
+        except SlackApiError as error:  # Slack answered: it is up (as call_slack counts it)
+            if getattr(error.response, "status_code", 200) >= 500:
+                raise
+            raise SlackRequestRefused(error) from error
+
     try:
-        call_slack(lambda client: client.views_open(trigger_id=trigger_id, view=view))
-    except SlackApiError as error:
-        logger.warning("feedback modal not opened", extra={"error": error.response.get("error")})
+        slack_breaker().call(attempt)
+    except SlackRequestRefused as refused:  # expired_trigger_id, exchanged_trigger_id, ...
+        logger.warning("feedback modal not opened", extra={"error": refused.error.response.get("error")})
         return False
-    except (CircuitOpenError, SlackNotConfiguredError, OSError) as error:
+    except (SlackApiError, CircuitOpenError, SlackNotConfiguredError, OSError) as error:  # a 5xx, timeout, ...
         logger.warning("feedback modal not opened; Slack unavailable", extra={"error": type(error).__name__})
         return False
     return True
+
+
+_modal_client: WebClient | None = None
+
+
+def modal_client() -> WebClient:
+    """The ingress's client for ``views.open``: the click's ack waits for it, and its trigger is dead
+    after 3 s, so one short attempt (:data:`MODAL_TIMEOUT_SECONDS`, no retries and no Retry-After
+    waits, unlike the worker's client); reused by the process."""
+    global _modal_client
+    if _modal_client is None:
+        from slack_sdk import WebClient
+
+        from insightmesh.slack.client import SlackNotConfiguredError, api_url, bot_token
+
+        token = bot_token()
+        if not token or token == "not-configured":  # noqa: S105 - the template's placeholder
+            raise SlackNotConfiguredError("SLACK_BOT_TOKEN is not configured")
+        _modal_client = WebClient(token=token, base_url=api_url(), timeout=MODAL_TIMEOUT_SECONDS, retry_handlers=[])
+    return _modal_client
+
+
+def reset_for_tests() -> None:
+    global _modal_client
+    _modal_client = None
 
 
 def submission_request(payload: Mapping[str, Any], *, correlation_id: str) -> ConversationRequest | None:
@@ -69,4 +107,4 @@ def submission_request(payload: Mapping[str, Any], *, correlation_id: str) -> Co
     )
 
 
-__all__ = ["open_for", "submission_request"]
+__all__ = ["MODAL_TIMEOUT_SECONDS", "modal_client", "open_for", "reset_for_tests", "submission_request"]
