@@ -342,3 +342,20 @@ def test_a_refused_action_is_shown_on_the_jobs_page(jobs: ModuleType, monkeypatc
     page = browser.request("POST", f"/console/jobs/{job_id}/run", form={"csrf_token": csrf})
     assert page.status == 200 and "could not be queued" in alert(page)
     assert "run-status failed" in page.body  # recorded failed, listed among the job's runs
+
+
+def test_the_job_pages_runs_with_the_apis_cursor_newest_first(jobs: ModuleType) -> None:
+    from insightmesh.console.job_pages import RUNS_SHOWN
+
+    browser = sign_in(jobs, ADMIN_ID)
+    job_id = create(browser)
+    csrf = browser.csrf(browser.request("GET", f"/console/jobs/{job_id}"))
+    for _ in range(RUNS_SHOWN + 1):
+        assert browser.request("POST", f"/console/jobs/{job_id}/run", form={"csrf_token": csrf}).status == 303
+    newest = browser.request("GET", f"/console/jobs/{job_id}").body
+    older = re.search(rf'href="/console/jobs/{job_id}\?cursor=([^"]+)">Older runs</a>', newest)
+    assert older and newest.count('href="/console/runs/') == RUNS_SHOWN and "Newest runs" not in newest
+    assert '<nav class="pager" aria-label="Pages of runs">' in newest
+    rest = browser.request("GET", f"/console/jobs/{job_id}", query={"cursor": unquote(html.unescape(older.group(1)))})
+    assert rest.status == 200 and rest.body.count('href="/console/runs/') == 1
+    assert f'href="/console/jobs/{job_id}">Newest runs</a>' in rest.body and "Older runs" not in rest.body

@@ -86,7 +86,7 @@ def test_nothing_declared_is_ready() -> None:
 
 
 def test_everything_present_is_ok(stack: dict[str, str]) -> None:
-    readiness = check_readiness(declared_resources(stack), timeout=2.0)
+    readiness = check_readiness(declared_resources(stack), timeout=10.0)
 
     assert readiness["status"] == "ok"
     checks_by_name = by_name(readiness)
@@ -106,14 +106,14 @@ def test_everything_present_is_ok(stack: dict[str, str]) -> None:
 
 def test_checks_come_back_in_declaration_order(stack: dict[str, str]) -> None:
     resources = declared_resources(stack)
-    readiness = check_readiness(resources, timeout=2.0)
+    readiness = check_readiness(resources, timeout=10.0)
     assert [check["name"] for check in readiness["checks"]] == [resource.variable for resource in resources]
 
 
 def test_a_missing_table_is_down_and_so_is_the_whole(stack: dict[str, str]) -> None:
     resources = declared_resources({**stack, "AUDIT_TABLE": "insightmesh-test-missing"})
 
-    readiness = check_readiness(resources, timeout=2.0)
+    readiness = check_readiness(resources, timeout=10.0)
 
     assert readiness["status"] == "down"
     audit = by_name(readiness)["AUDIT_TABLE"]
@@ -124,7 +124,7 @@ def test_a_missing_table_is_down_and_so_is_the_whole(stack: dict[str, str]) -> N
 
 def test_a_missing_queue_is_down(stack: dict[str, str]) -> None:
     missing = stack["JOBS_QUEUE_URL"].rsplit("/", 1)[0] + "/insightmesh-test-missing"
-    readiness = check_readiness(declared_resources({"OTHER_QUEUE_URL": missing}), timeout=2.0)
+    readiness = check_readiness(declared_resources({"OTHER_QUEUE_URL": missing}), timeout=10.0)
 
     assert readiness["status"] == "down"
     (check,) = readiness["checks"]
@@ -136,7 +136,7 @@ def test_a_missing_queue_is_down(stack: dict[str, str]) -> None:
 def test_a_dlq_holding_messages_is_degraded(stack: dict[str, str]) -> None:
     boto3.client("sqs").send_message(QueueUrl=stack["JOBS_DLQ_URL"], MessageBody='{"job": "gdrive-sync"}')
 
-    readiness = check_readiness(declared_resources(stack), timeout=2.0)
+    readiness = check_readiness(declared_resources(stack), timeout=10.0)
 
     assert readiness["status"] == "degraded"
     dlq = by_name(readiness)["JOBS_DLQ_URL"]
@@ -149,7 +149,7 @@ def test_a_busy_work_queue_is_still_ok(stack: dict[str, str]) -> None:
     for n in range(3):
         sqs.send_message(QueueUrl=stack["JOBS_QUEUE_URL"], MessageBody=f'{{"n": {n}}}')
 
-    readiness = check_readiness(declared_resources(stack), timeout=2.0)
+    readiness = check_readiness(declared_resources(stack), timeout=10.0)
 
     assert readiness["status"] == "ok"
     assert by_name(readiness)["JOBS_QUEUE_URL"]["detail"] == "3 message(s) waiting"
@@ -159,7 +159,7 @@ def test_down_outranks_degraded(stack: dict[str, str]) -> None:
     boto3.client("sqs").send_message(QueueUrl=stack["JOBS_DLQ_URL"], MessageBody="{}")
     resources = declared_resources({**stack, "AUDIT_TABLE": "insightmesh-test-missing"})
 
-    readiness = check_readiness(resources, timeout=2.0)
+    readiness = check_readiness(resources, timeout=10.0)
 
     assert readiness["status"] == "down"
     statuses = {check["name"]: check["status"] for check in readiness["checks"]}
@@ -285,15 +285,15 @@ def test_a_report_is_reused_within_the_cache_period_without_any_aws_call(stack: 
     checks.clear_cache()
     clock = Clock()
     resources = declared_resources(stack)
-    first = checks.cached_readiness(resources, timeout=2.0, max_age=5.0, clock=clock)
+    first = checks.cached_readiness(resources, timeout=10.0, max_age=5.0, clock=clock)
     assert first["status"] == "ok"
     boto3.client("dynamodb").delete_table(TableName=TABLE)  # a change the cached report cannot see
 
     clock.now += 4.9
-    assert checks.cached_readiness(resources, timeout=2.0, max_age=5.0, clock=clock) is first  # no new calls
+    assert checks.cached_readiness(resources, timeout=10.0, max_age=5.0, clock=clock) is first  # no new calls
 
     clock.now += 0.2
-    fresh = checks.cached_readiness(resources, timeout=2.0, max_age=5.0, clock=clock)
+    fresh = checks.cached_readiness(resources, timeout=10.0, max_age=5.0, clock=clock)
     assert fresh["status"] == "down" and by_name(fresh)["AGENTS_TABLE"]["detail"] == "ResourceNotFoundException"
     checks.clear_cache()
 
@@ -301,8 +301,8 @@ def test_a_report_is_reused_within_the_cache_period_without_any_aws_call(stack: 
 def test_other_resources_are_not_answered_from_the_cache(stack: dict[str, str]) -> None:
     checks.clear_cache()
     clock = Clock()
-    checks.cached_readiness(declared_resources(stack), timeout=2.0, clock=clock)
-    other = checks.cached_readiness(declared_resources({"AGENTS_TABLE": TABLE}), timeout=2.0, clock=clock)
+    checks.cached_readiness(declared_resources(stack), timeout=10.0, clock=clock)
+    other = checks.cached_readiness(declared_resources({"AGENTS_TABLE": TABLE}), timeout=10.0, clock=clock)
     assert [check["name"] for check in other["checks"]] == ["AGENTS_TABLE"]
     checks.clear_cache()
 
