@@ -36,11 +36,12 @@ class AssistantBot:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 ok = SignatureVerifier(SECRET).is_valid_request(body, dict(self.headers.items()))
+                if ok:  # recorded before the ack, so the chat's return sees every event it sent
+                    bot.events.append(event := json.loads(body)["event"])
                 self.send_response(200 if ok else 401)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 if ok:
-                    bot.events.append(event := json.loads(body)["event"])
                     bot.answer(client, event)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
