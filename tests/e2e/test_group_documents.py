@@ -11,6 +11,7 @@ import pytest
 
 from insightmesh_local import slack_signing as slack
 from tests.e2e.dev_server import post_event, running
+from tests.e2e.test_slack_conversations import bot_messages, is_final
 from tests.helpers import wait_for
 
 SECRET = "e2e-group-documents-secret"
@@ -46,8 +47,7 @@ def dm(http, sandbox, user: str, text: str) -> str:
     assert response.status_code == 200, response.text
 
     def answered():
-        replies = [m for m in sandbox.messages(channel=f"D{user}", thread_ts=ts)
-                   if m.get("is_bot") and "Thinking" not in m["text"] and "Reading" not in m["text"]]
+        replies = [m for m in bot_messages(sandbox, ts, f"D{user}") if is_final(m)]  # not still streaming
         return replies or None
     return wait_for(answered, timeout=60, what=f"an answer to {user}")[-1]["text"]
 

@@ -12,6 +12,7 @@ import pytest
 
 from insightmesh_local import slack_signing as slack
 from tests.e2e.dev_server import post_event, running
+from tests.e2e.test_slack_conversations import bot_messages, is_final
 from tests.helpers import wait_for
 
 SECRET = "e2e-knowledge-secret"
@@ -45,9 +46,8 @@ def ask(http, sandbox, text, *, thread_ts=None, files=None, channel="C0KNOW"):
     assert response.status_code == 200, response.text
     thread = thread_ts or ts
 
-    def final():
-        replies = [m for m in sandbox.messages(channel=channel, thread_ts=thread)
-                   if m.get("is_bot") and "Thinking" not in m["text"] and "Reading" not in m["text"]]
+    def final():  # not a placeholder ("Thinking…", "Reading…"), nor an answer still streaming
+        replies = [m for m in bot_messages(sandbox, thread, channel) if is_final(m)]
         return replies if len(replies) >= (1 if thread_ts is None else 2) else None
     return wait_for(final, timeout=60, what=f"an answer to {text!r}")[-1]["text"], thread
 

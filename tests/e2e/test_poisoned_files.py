@@ -18,6 +18,7 @@ import pytest
 from insightmesh_local import slack_signing as slack
 from insightmesh_local.slack_sandbox import SlackSandbox
 from tests.e2e.dev_server import DevServer, post_event, running
+from tests.e2e.test_slack_conversations import bot_messages, is_final
 from tests.helpers import wait_for
 from tests.knowledge_fixtures import docx_bytes
 
@@ -44,8 +45,7 @@ def post(http: httpx.Client, event: dict) -> None:
 
 def final_reply(sandbox: SlackSandbox, thread: str, what: str) -> str:
     def reply() -> str | None:
-        texts = [m["text"] for m in sandbox.messages(channel=CHANNEL, thread_ts=thread)
-                 if m.get("is_bot") and "Thinking" not in m["text"] and "Reading" not in m["text"]]
+        texts = [m["text"] for m in bot_messages(sandbox, thread, CHANNEL) if is_final(m)]  # not still streaming
         return texts[-1] if texts else None
     return wait_for(reply, timeout=90, what=what)
 
@@ -72,6 +72,5 @@ def test_a_zip_bomb_in_one_thread_is_refused_while_another_thread_is_answered(de
     assert answered.strip() and "couldn't read" not in answered
     assert "I couldn't read report.docx: it expands to more than 50 MB" in refused
     assert any(call["args"].get("file") == shared["id"] for call in sandbox.calls("files.download"))
-    bot_replies = [m for m in sandbox.messages(channel=CHANNEL, thread_ts=poisoned_ts)
-                   if m.get("is_bot") and "Thinking" not in m["text"] and "Reading" not in m["text"]]
+    bot_replies = [m for m in bot_messages(sandbox, poisoned_ts, CHANNEL) if is_final(m)]
     assert len(bot_replies) == 1  # one reply, not a retry's second one

@@ -226,7 +226,7 @@ def test_fifty_concurrent_events_get_fifty_replies_none_duplicated_none_lost(san
 
     with ThreadPoolExecutor(max_workers=10) as pool:
         assert list(pool.map(send, threads)) == [200] * 50
-    wait_for(lambda: all(any("Thinking" not in m["text"] for m in bot_messages(sandbox, ts, "C0LOAD"))
+    wait_for(lambda: all(any(is_final(m) for m in bot_messages(sandbox, ts, "C0LOAD"))
                          for ts in threads), timeout=150, interval=0.5, what="50 answers")
     for ts in threads:
         messages = bot_messages(sandbox, ts, "C0LOAD")

@@ -9,6 +9,7 @@ import pytest
 
 from insightmesh_local import slack_signing as slack
 from tests.e2e.dev_server import post_event, running
+from tests.e2e.test_slack_conversations import bot_messages, is_final
 from tests.helpers import wait_for
 
 SECRET = "e2e-thread-context-secret"
@@ -50,10 +51,7 @@ def say(sandbox, user, text, channel, thread_ts=None):
 
 def answers(sandbox, channel, thread, count=1):
     def done():
-        replies = [m for m in sandbox.messages(channel=channel, thread_ts=thread)
-                   if m.get("is_bot") and not m.get("ephemeral")
-                   and ((m.get("metadata") or {}).get("event_payload") or {}).get("status", "answered") == "answered"
-                   and "Thinking" not in m["text"]]
+        replies = [m for m in bot_messages(sandbox, thread, channel) if is_final(m)]  # not still streaming
         return replies if len(replies) >= count else None
     return wait_for(done, timeout=90, what=f"{count} answer(s) in {channel} {thread}")
 
