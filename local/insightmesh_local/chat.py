@@ -401,6 +401,17 @@ def sandbox_url_for(port: int) -> str:
     return f"http://127.0.0.1:{port + 1}/api/"
 
 
+def dev_sandbox_url(port: int, data_dir: str | None = None) -> str:
+    """The sandbox of the `insightmesh dev` on ``port``, as its /_local/stack says (PORT+1 unless that
+    port was taken when it started, then a free one); PORT+1 when it cannot be asked."""
+    try:
+        stack = local_auth.ControlClient(port, data_dir).request("stack", timeout=5)
+    except local_auth.ControlError:
+        return sandbox_url_for(port)
+    url = stack.get("slack_api_url") if isinstance(stack, dict) else None
+    return str(url) if url else sandbox_url_for(port)
+
+
 def _bot_identity(args: argparse.Namespace) -> tuple[str, str]:
     client = WebClient(base_url=args.sandbox_url, token=args.token, timeout=10)
     try:
@@ -445,7 +456,7 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
     email = getattr(args, "email", None)
     args.user = args.user or (user_for_email(email) if email else DEFAULT_USER)
     args.channel = args.channel or f"D{args.user}"
-    args.sandbox_url = args.sandbox_url or sandbox_url_for(args.port)
+    args.sandbox_url = args.sandbox_url or dev_sandbox_url(args.port, args.data_dir)
     sandbox = SandboxClient(args.sandbox_url, secret=local_auth.read_secret(args.data_dir))
     try:
         bot_user_id, sandbox_team = _bot_identity(args)
@@ -549,4 +560,5 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return chat
 
 
-__all__ = ["SandboxClient", "Watcher", "add_parser", "buttons_of", "in_progress", "run_chat", "sandbox_url_for"]
+__all__ = ["SandboxClient", "Watcher", "add_parser", "buttons_of", "dev_sandbox_url", "in_progress", "run_chat",
+           "sandbox_url_for"]

@@ -355,8 +355,11 @@ class LocalRuntime:
             environment: dict[str, str] = {}
             for spec in self.functions.specs.values():
                 environment.update({k: v for k, v in spec.environment.items() if k.endswith("_TABLE")})
+            # For `insightmesh chat`: where the Slack sandbox is (PORT + 1 unless that port was taken).
+            slack_api_url = self.slack_sandbox.url if self.slack_sandbox is not None else None
             return _json(200, {"stack_name": self.stack_name, "region": self.region,
-                               "endpoint": self.stack.endpoint_url, "environment": environment})
+                               "endpoint": self.stack.endpoint_url, "environment": environment,
+                               "slack_api_url": slack_api_url})
         if parts == ["functions"] and request.method == "GET":
             return _json(200, {"functions": [
                 {"logical_id": s.logical_id, "name": s.name, "handler": s.handler, "timeout": s.timeout}
