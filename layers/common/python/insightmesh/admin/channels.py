@@ -207,6 +207,8 @@ def delete(channel_id: str, *, actor: Principal, request_id: str) -> ChannelSett
 
 
 def register_channel_routes(app: InsightMeshResolver) -> None:
+    # Every /api/channels/<channel_id> route documents 404, as the other routes with a path parameter do:
+    # an id the router cannot read as a path segment (e.g. a control character) matches no route.
     def admin(action: str, channel_id: str = "*") -> Principal:
         return authenticate_admin(app, action=action, target=target(channel_id))
 
@@ -219,14 +221,15 @@ def register_channel_routes(app: InsightMeshResolver) -> None:
 
     @app.get("/api/channels/<channel_id>", summary="Show a channel's settings", tags=["channels"],
              security=SECURITY, description="Admins only. A channel never configured shows the defaults (version 0).",
-             responses=responses(200, "The channel's settings", 403))
+             responses=responses(200, "The channel's settings", 403, 404))
     def get_channel(channel_id: ChannelIdPath) -> ChannelSettingsOut:
         admin("channel.read", channel_id)
         return settings_out(read(channel_id))
 
     @app.put("/api/channels/<channel_id>", summary="Set a channel's settings", tags=["channels"], security=SECURITY,
              description="Admins only; audited. Unknown agents, or a default agent outside allowed_agents: 422.",
-             responses=responses(200, "The settings, replaced", 403, 409))
+             responses={**responses(200, "The settings, replaced", 403, 404, 409),
+                        201: {"description": "The settings, set for the first time"}})
     def put_channel(channel_id: ChannelIdPath,
                     body: Annotated[ChannelSettingsIn, Body()]) -> Response[ChannelSettingsOut]:
         principal = admin("channel.put", channel_id)
@@ -235,7 +238,7 @@ def register_channel_routes(app: InsightMeshResolver) -> None:
 
     @app.patch("/api/channels/<channel_id>", summary="Change some of a channel's settings", tags=["channels"],
                security=SECURITY, description="Admins only; audited. Only the fields sent change.",
-               responses=responses(200, "The settings, changed", 403, 409))
+               responses=responses(200, "The settings, changed", 403, 404, 409))
     def patch_channel(channel_id: ChannelIdPath,
                       body: Annotated[ChannelSettingsPatch, Body()]) -> ChannelSettingsOut:
         principal = admin("channel.patch", channel_id)
