@@ -162,6 +162,8 @@ def _state(message: dict[str, Any]) -> tuple[int, bool]:
 def in_progress(message: dict[str, Any]) -> bool:
     """The reply says it is not final: it is being streamed, or its metadata ``event_payload`` has
     ``status``/``state`` in ``IN_PROGRESS``, or ``final``/``done`` false."""
+    if message.get("deleted"):  # a removed message grows no more, even a stream never stopped
+        return False
     if message.get("streaming"):  # chat.startStream until chat.stopStream: the text is still growing
         return True
     payload = (message.get("metadata") or {}).get("event_payload") or {}
