@@ -65,8 +65,10 @@ PLATFORM: Final = frozenset(
     {"config", "observability", "aws", "resilience", "clock", "api", "audit", "cfn", "job_contract", "google_api",
      "file_types"}
 )
-DOMAIN: Final = frozenset({"directory", "auth", "llm", "knowledge", "credentials", "agents", "slack", "health"})
-APPLICATION: Final = frozenset({"conversation", "admin", "jobs", "console"})
+DOMAIN: Final = frozenset(
+    {"directory", "auth", "llm", "knowledge", "credentials", "agents", "slack", "health", "tools"}
+)
+APPLICATION: Final = frozenset({"conversation", "admin", "jobs", "console", "research"})
 LAYERS: Final = {**{c: 0 for c in PLATFORM}, **{c: 1 for c in DOMAIN}, **{c: 2 for c in APPLICATION}}
 LAYER_NAMES: Final = ("platform", "domain", "application")
 
@@ -77,6 +79,9 @@ LAYER_NAMES: Final = ("platform", "domain", "application")
 SIDEWAYS: Final[dict[tuple[str, str], str]] = {
     ("agents", "llm"): "an agent talks to the model it is given",
     ("agents", "knowledge"): "the assistant agent retrieves passages and cites them",
+    ("agents", "tools"): "agents run the tool loop and cite the sources tools read",
+    ("tools", "llm"): "the agent loop offers tools to the model and feeds their results back",
+    ("tools", "knowledge"): "knowledge_search is the knowledge base's retrieval as a tool",
     ("auth", "directory"): "sessions, tokens and OIDC sign-in resolve to directory users",
     ("credentials", "auth"): "the Google credential routes are guarded and keep the OAuth state in a signed cookie",
     ("credentials", "directory"): "connecting a credential checks that the admin is still an active user",
@@ -84,6 +89,8 @@ SIDEWAYS: Final[dict[tuple[str, str], str]] = {
     ("knowledge", "llm"): "the embedders reuse the LLM's HTTP client, Bedrock runtime and retry policy",
     ("directory", "slack"): "Slack is a directory provider: its user sync and first contact read Slack profiles",
     ("admin", "conversation"): "the control plane lists the workspaces the conversation context installed",
+    ("conversation", "research"): "the worker starts and cancels research runs for a thread, and hands reports over",
+    ("admin", "research"): "the control plane lists research runs",
     ("health", "knowledge"): "readiness checks the knowledge store, with its API key read as the store reads it",
 }
 

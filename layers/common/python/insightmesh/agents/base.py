@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from insightmesh.agents.catalog import AgentDefinition
 from insightmesh.knowledge.base import Passage
 from insightmesh.llm.base import ChatMessage, LlmClient
+from insightmesh.tools.base import Source
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,36 @@ class AgentSummary:
     aliases: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class ReportSection:
+    heading: str
+    body: str  # Markdown; citations as [n], numbered in ReportDocument.sources order (1-based)
+
+
+@dataclass(frozen=True)
+class ReportDocument:
+    """A report to deliver as a PDF in the thread (the research function renders and uploads it)."""
+
+    title: str
+    sections: tuple[ReportSection, ...]
+    sources: tuple[Source, ...] = ()
+    subtitle: str = ""
+    note: str = ""  # e.g. "Partial report: the run reached its token cap."
+
+
+@dataclass(frozen=True)
+class ResearchRequest:
+    """Long research an agent hands to the durable research function (``kind`` names the workflow)."""
+
+    kind: str  # "profile"
+    subject: str  # "Acme Corp", "Jane Doe at Acme"
+    question: str  # the person's words
+
+
+def _no_research(_request: ResearchRequest) -> str:
+    raise RuntimeError("research is not available here")
+
+
 @dataclass
 class AgentContext:
     user: AgentUser
@@ -71,6 +102,9 @@ class AgentContext:
     documents: Sequence[SharedDocument] = ()
     # The knowledge base, searched for everyone who will read the reply (conversation.audience).
     retrieve: Callable[[str], Sequence[Passage]] = lambda _question: ()
+    # Starts a durable research run for this thread and returns its id (the worker records it and
+    # invokes the research function); the agent answers at once ("researching…").
+    start_research: Callable[[ResearchRequest], str] = _no_research
 
 
 @dataclass
@@ -79,6 +113,8 @@ class AgentReply:
     state: dict[str, Any] | None = None  # saved for the next turn; None keeps nothing
     stay: bool = False  # True keeps the thread in this agent's mode (sticky)
     details: dict[str, Any] = field(default_factory=dict)
+    # A report to deliver as a PDF in the thread as well (rendered and uploaded by the research function).
+    document: ReportDocument | None = None
 
 
 class Agent(Protocol):

@@ -1,0 +1,1 @@
+"""Tools that agents may call: the protocol, the lazy registry, the agent loop and the built-ins."""
