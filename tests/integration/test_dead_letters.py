@@ -259,3 +259,20 @@ def test_an_uninstalled_workspace_gets_no_slack_call(sandbox):
     assert outcome.reason == "workspace_inactive" and outcome.apology == "none"
     assert [c["method"] for c in sandbox.calls()[calls_before:]] == []
     assert failure_item(request).reason == "workspace_inactive"
+
+
+@pytest.mark.parametrize("kind,action_id", [(RequestKind.HOME, None),
+                                            (RequestKind.ASSISTANT_THREAD, "assistant_thread_context_changed")])
+def test_a_request_nobody_typed_is_recorded_and_counted_but_shows_nothing(sandbox, capsys, kind, action_id):
+    thread_ts = sandbox.add_user_message(channel=CHANNEL, user=USER, text="opened the pane")["ts"]
+    request = ConversationRequest(kind=kind, request_id=f"unasked-{kind}", team_id=TEAM, channel_id=CHANNEL,
+                                  channel_type="im", user_id=USER, thread_ts=thread_ts, action_id=action_id,
+                                  correlation_id="corr-unasked")
+    before = len(sandbox.calls())
+    outcome = handle(letter(request))
+    assert (outcome.reason, outcome.apology) == ("unasked", "none")
+    assert bot_messages(sandbox, thread_ts) == []
+    assert [c for c in sandbox.calls()[before:] if c["method"].startswith("chat.")] == []
+    assert failure_item(request).reason == "unasked"
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert [m["reason"] for m in metrics if "ConversationDeadLetters" in m] == ["unasked"]

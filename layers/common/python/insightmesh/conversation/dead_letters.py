@@ -21,6 +21,11 @@ person who asked would otherwise look at "Thinking…" for ever. For each dead m
 4. **Record the failure** — a ``deadletter#<request id>`` item with its reason — and count it
    (powertools metric ``ConversationDeadLetters``, dimension ``reason``).
 
+Nobody asked anything in a Home tab opened (``HOME``) or in a change of the channel the assistant
+pane is looking at (``assistant_thread_context_changed``): such a request that died is recorded
+and counted (reason ``unasked``) and shows nothing — an apology there would answer a question
+nobody put.
+
 A redelivery that finds the request ``apologising`` (this consumer crashed mid-way) looks for the
 apology already posted (by its metadata) before posting; an ephemeral one cannot be found and is
 not repeated. A workspace that uninstalled the app (or revoked its token) is shown nothing: no
@@ -46,6 +51,7 @@ from insightmesh.conversation.models import DeadLetterRecord, RequestRecord, dea
 from insightmesh.conversation.replies import REQUEST_TTL, Status, request_pk
 from insightmesh.conversation.requests import ConversationRequest, RequestKind
 from insightmesh.observability import get_logger
+from insightmesh.slack.assistant import CONTEXT_CHANGED
 from insightmesh.slack.client import call_slack
 from insightmesh.slack.thread_reply import posted_replies, reply_metadata
 
@@ -84,6 +90,12 @@ def apology_text(reference: str, *, button: bool = False) -> str:
     return (BUTTON_APOLOGY if button else APOLOGY).format(reference=reference)
 
 
+def unasked(request: ConversationRequest) -> bool:
+    """A request nobody typed: a Home tab opened, or the assistant pane's context changing."""
+    return request.kind is RequestKind.HOME or (request.kind is RequestKind.ASSISTANT_THREAD
+                                                and request.action_id == CONTEXT_CHANGED)
+
+
 def count(reason: str) -> None:
     """One ``ConversationDeadLetters`` data point for ``reason`` (EMF, flushed at once)."""
     from aws_lambda_powertools.metrics import MetricUnit, single_metric
@@ -114,6 +126,8 @@ def handle(letter: DeadLetter) -> Outcome:
     reference = reference_for(request)
     if before is not None and before.status == Status.ANSWERED:
         outcome = Outcome("already_answered", "none", reference)
+    elif unasked(request):
+        outcome = Outcome("unasked", "none", reference)
     elif not workspaces.is_active(request.team_id, request_id=request.request_id):
         outcome = Outcome("workspace_inactive", "none", reference)  # uninstalled: no Slack call for it
     else:
