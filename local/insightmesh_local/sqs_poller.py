@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -32,6 +32,9 @@ class SqsMapping:
     report_failures: bool
     enabled: bool
     max_concurrency: int
+
+
+LOCAL_MAX_CONCURRENCY: Final = 10
 
 
 def mappings_from(specs: list[FunctionSpec], resolve: Callable[[Any], Any]) -> list[SqsMapping]:
@@ -94,8 +97,11 @@ class SqsPoller:
         self.wait_seconds = wait_seconds
         name = mapping.queue_arn.rsplit(":", 1)[-1]
         self.queue_url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        # One poller per concurrent invocation the mapping allows (ScalingConfig.MaximumConcurrency),
+        # at most LOCAL_MAX_CONCURRENCY on one machine: the conversation worker takes one message
+        # per invocation, so its concurrency is how many threads are answered at once.
         self.threads = [threading.Thread(target=self.run, name=f"sqs-{mapping.function}-{i}", daemon=True)
-                        for i in range(max(1, min(mapping.max_concurrency, 4)))]
+                        for i in range(max(1, min(mapping.max_concurrency, LOCAL_MAX_CONCURRENCY)))]
 
     def start(self) -> None:
         for thread in self.threads:
