@@ -48,6 +48,8 @@ class ConverseState:
     script: list[str] = field(default_factory=list)
     reply: str = "Bedrock says hello."
     include_usage: bool = True
+    # Scripted Converse outputs (``output.message.content`` blocks and a ``stopReason``), one per request.
+    answers: list[tuple[list[dict[str, Any]], str]] = field(default_factory=list)
     requests: list[Recorded] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -106,10 +108,11 @@ class _ConverseHandler(BaseHTTPRequestHandler):
             return
         if mode == "hang":
             state.release.wait(30)
-        text = state.reply
+        with state.lock:
+            content, stop = state.answers.pop(0) if state.answers else ([{"text": state.reply}], "end_turn")
         answer: dict[str, Any] = {
-            "output": {"message": {"role": "assistant", "content": [{"text": text}]}},
-            "stopReason": "end_turn",
+            "output": {"message": {"role": "assistant", "content": content}},
+            "stopReason": stop,
             "metrics": {"latencyMs": 12},
         }
         if state.include_usage:

@@ -43,6 +43,16 @@ Wire format (what OpenAI documents for ``POST /v1/chat/completions``, non-stream
   {"include_usage": true}`` — a chunk with empty ``choices`` and ``usage``, then ``data: [DONE]``.
   ``stream_rate`` (tokens per second; 0, the default, is as fast as possible) paces the tokens,
   for benchmarks; ``POST /_control {"stream_rate": 50}`` sets it.
+* tools (``"tools": [{"type": "function", "function": {"name", "description"?, "parameters"?}}]``,
+  ``"tool_choice"?: "auto" | "none" | "required" | {"type": "function", ...}``): validated as
+  OpenAI does (400 for a tool without a function name, an assistant message whose ``content`` is
+  neither text nor null-with-``tool_calls``, a ``role: tool`` message without ``tool_call_id`` or
+  not answering a ``tool_calls`` id of an earlier assistant message). Scripted answers
+  (``script_replies(...)``, or ``POST /_control {"replies": [...]}``) are used one per chat
+  request before the echo: a string is a text reply; ``{"tool_calls": [{"name", "arguments"
+  (a JSON string, sent as is, or an object, serialised), "id"?}], "content"?}`` answers
+  ``message.tool_calls`` (``id`` defaults to ``call_<n>``), ``content`` null unless given, and
+  ``finish_reason: "tool_calls"``.
 * ``GET /v1/models`` lists one model (``gpt-4o-mini``).
 * ``POST /v1/embeddings`` (and ``/embeddings``): body ``{"model": str, "input": str | [str, ...],
   "dimensions"?: int, "encoding_format"?: "float"}`` → ``{"object": "list", "data": [{"object":
@@ -198,6 +208,7 @@ class OpenAIStandin(ThreadingHTTPServer):
         self.api_key: str | None = None
         self.max_input_tokens = 8192
         self.stream_rate = 0.0
+        self.replies: deque[str | dict[str, Any]] = deque()
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -236,6 +247,16 @@ class OpenAIStandin(ThreadingHTTPServer):
         """A fixed reply text, or None for the echo (``"LLM: " + last user message``)."""
         with self._lock:
             self.reply_text = text
+
+    def script_replies(self, *replies: str | dict[str, Any]) -> None:
+        """Answer the next chat requests with these, one each (see the module docstring: a text,
+        or ``{"tool_calls": [...], "content"?}``), then with the echo or the fixed reply."""
+        with self._lock:
+            self.replies.extend(replies)
+
+    def _take_reply(self) -> str | dict[str, Any] | None:
+        with self._lock:
+            return self.replies.popleft() if self.replies else None
 
     def require_api_key(self, key: str | None) -> None:
         """Refuse (401) chat requests without ``Authorization: Bearer <key>``; None accepts any."""
@@ -279,7 +300,7 @@ class OpenAIStandin(ThreadingHTTPServer):
     def apply_control(self, command: dict[str, Any]) -> None:
         """What ``POST /_control`` does (validated first, so a bad command changes nothing)."""
         unknown = set(command) - {"mode", "script", "retry_after", "hang_seconds", "reply", "include_usage",
-                                  "api_key", "reset", "stream_rate"}
+                                  "api_key", "reset", "stream_rate", "replies"}
         if unknown:
             raise ValueError(f"unknown control fields: {', '.join(sorted(unknown))}")
         mode = _mode(command["mode"]) if "mode" in command else None
@@ -301,6 +322,7 @@ class OpenAIStandin(ThreadingHTTPServer):
             if "api_key" in command:
                 self.api_key = None if command["api_key"] is None else str(command["api_key"])
             self.script.extend(script)
+            self.replies.extend(command.get("replies") or [])
             if mode is not None:
                 self.mode = mode
                 self._release_hangs()
@@ -569,20 +591,58 @@ def _validate(request: Any) -> tuple[str | None, str] | None:
     messages = request.get("messages")
     if not isinstance(messages, list) or not messages:
         return "messages", "'messages' must be a non-empty array"
+    called: set[str] = set()
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or message.get("role") not in ROLES:
             return f"messages[{index}].role", f"Invalid value for 'role' in messages[{index}]"
+        tool_calls = message.get("tool_calls")
+        if message["role"] == "assistant" and tool_calls is not None:
+            if not isinstance(tool_calls, list) or not tool_calls:
+                return f"messages[{index}].tool_calls", f"Invalid value for 'tool_calls' in messages[{index}]"
+            for call in tool_calls:
+                function = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(function, dict) or not isinstance(function.get("name"), str) \
+                        or not isinstance(function.get("arguments"), str) or not isinstance(call.get("id"), str) \
+                        or call.get("type") != "function":
+                    return f"messages[{index}].tool_calls", f"Invalid tool call in messages[{index}]"
+                called.add(call["id"])
+            if message.get("content") is None:
+                continue
+        if message["role"] == "tool" and message.get("tool_call_id") not in called:
+            return (f"messages[{index}].tool_call_id", f"Invalid parameter: messages with role 'tool' must be a "
+                    f"response to a preceding message with 'tool_calls' (messages[{index}]).")
         if not isinstance(message.get("content"), str | list):
             return f"messages[{index}].content", f"Invalid type for 'content' in messages[{index}]"
+    tools = request.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            return "tools", "'tools' must be an array"
+        for index, tool in enumerate(tools):
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(tool, dict) or tool.get("type") != "function" or not isinstance(function, dict) \
+                    or not isinstance(function.get("name"), str) or not function["name"]:
+                return f"tools[{index}]", f"Missing required parameter: 'tools[{index}].function.name'."
+            if "parameters" in function and not isinstance(function["parameters"], dict):
+                return f"tools[{index}].function.parameters", "'parameters' must be a JSON Schema object"
+    choice = request.get("tool_choice")
+    if choice is not None and choice not in ("auto", "none", "required") and not isinstance(choice, dict):
+        return "tool_choice", "Invalid value for 'tool_choice'"
+    if choice is not None and not tools:
+        return "tool_choice", "'tool_choice' is only allowed when 'tools' are specified."
     return None
 
 
 def _completion(server: OpenAIStandin, request: dict[str, Any]) -> dict[str, Any]:
     messages = request["messages"]
     last_user = next((_text_of(m["content"]) for m in reversed(messages) if m["role"] == "user"), "")
+    scripted = server._take_reply()
+    if isinstance(scripted, dict):
+        return _tool_calls_answer(server, request, scripted)
     with server._lock:
         reply = server.reply_text if server.reply_text is not None else REPLY_PREFIX + last_user
         include_usage = server.include_usage
+    if isinstance(scripted, str):
+        reply = scripted
     finish_reason = "stop"
     limit = request.get("max_completion_tokens") or request.get("max_tokens")
     if isinstance(limit, int) and limit > 0 and len(reply) > limit * 4:
@@ -603,6 +663,35 @@ def _completion(server: OpenAIStandin, request: dict[str, Any]) -> dict[str, Any
     if include_usage:
         prompt = count_tokens("".join(_text_of(m["content"]) for m in messages))
         completion = count_tokens(reply)
+        answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    return answer
+
+
+def _tool_calls_answer(server: OpenAIStandin, request: dict[str, Any], scripted: dict[str, Any]) -> dict[str, Any]:
+    """A scripted ``message.tool_calls`` answer (see the module docstring)."""
+    calls = []
+    for index, call in enumerate(scripted.get("tool_calls") or []):
+        arguments = call.get("arguments", {})
+        calls.append({"id": call.get("id") or f"call_{server._next_id()}_{index}", "type": "function",
+                      "function": {"name": call["name"],
+                                   "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}})
+    content = scripted.get("content")
+    answer: dict[str, Any] = {
+        "id": f"chatcmpl-standin-{server._next_id()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request["model"],
+        "system_fingerprint": "fp_standin",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None,
+                                             "tool_calls": calls},
+                     "logprobs": None, "finish_reason": "tool_calls"}],
+    }
+    with server._lock:
+        include_usage = server.include_usage
+    if include_usage:
+        prompt = count_tokens(json.dumps(request["messages"]) + json.dumps(request.get("tools") or []))
+        completion = count_tokens(json.dumps(calls) + (content or ""))
         answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
                            "total_tokens": prompt + completion}
     return answer

@@ -11,6 +11,20 @@ words). Every reply starts with ``[offline LLM]`` so nobody can take it for a mo
   ``[offline LLM] Summary of <n> messages (<w> words): <first 200 characters of the user
   messages, joined>``.
 
+Tool calling (``complete_with_tools``) follows a deterministic plan, so the tool loop runs end
+to end without keys. Each call looks at the turns so far and:
+
+1. asks, in one turn, for every offered tool among ``knowledge_search``, ``web_search`` and
+   ``sec_filings`` (in that order) that it has not called yet, each with ``{"query": <the last
+   user message>}``;
+2. then asks ``read_url`` (when offered) for the first 2 web addresses found in the earlier
+   results of the other tools (lines ``[n] title — url``), in one turn (2 in all, never again);
+3. then answers: ``[offline LLM] From the tools:`` and, per successful result, its first ~300
+   characters and its ``[n]`` markers (offered no tools, it answers so at once; with no
+   results at all it answers as ``complete`` does).
+
+Call ids are ``offline-<turn>-<i>``.
+
 Usage is computed, not measured (``estimated`` is true): prompt tokens are the characters of the
 system prompt and every message divided by four (each floored), completion tokens those of the
 reply. A reply longer than ``max_tokens`` tokens is cut to ``max_tokens * 4`` characters and its
@@ -21,7 +35,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 from insightmesh.llm.base import (
     CHARS_PER_TOKEN,
@@ -36,8 +50,25 @@ from insightmesh.llm.base import (
     estimate_tokens,
     last_user_message,
 )
+from insightmesh.llm.tools import (
+    ToolCall,
+    ToolCallTurn,
+    ToolCompletion,
+    ToolResultTurn,
+    ToolSpec,
+    Turn,
+    as_plain_messages,
+    check_turns,
+    estimate_turn_tokens,
+    last_user_text,
+)
 
 OFFLINE_PREFIX: Final = "[offline LLM]"
+SEARCH_TOOLS: Final = ("knowledge_search", "web_search", "sec_filings")
+READ_TOOL: Final = "read_url"
+READ_URLS: Final = 2
+RESULT_CHARS: Final = 300
+_SOURCE_LINE: Final = re.compile(r"^\[(\d+)\] .*?(?: — (\S+))?$", re.MULTILINE)
 OFFLINE_MODEL: Final = "offline"
 ECHO_CHARS: Final = 200
 STREAM_WORDS: Final = 3  # words per streamed piece
@@ -107,6 +138,70 @@ class OfflineClient:
         for piece in stream_pieces(completion.text):
             on_text(piece)
         return completion
+
+
+    def complete_with_tools(
+        self,
+        turns: Sequence[Turn],
+        *,
+        tools: Sequence[ToolSpec],
+        system: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> ToolCompletion:
+        """The next step of the deterministic tool plan (see the module docstring)."""
+        check_turns(turns, max_tokens=max_tokens, temperature=temperature)
+        offered = {spec.name for spec in tools}
+        called = [call for turn in turns if isinstance(turn, ToolCallTurn) for call in turn.calls]
+        results = [turn for turn in turns if isinstance(turn, ToolResultTurn)]
+        step = sum(1 for turn in turns if isinstance(turn, ToolCallTurn))
+        query = last_user_text(turns)
+        wanted: list[tuple[str, dict[str, Any]]] = [
+            (name, {"query": query}) for name in SEARCH_TOOLS
+            if name in offered and name not in {call.name for call in called}]
+        if not wanted and READ_TOOL in offered:
+            read = {str(call.arguments.get("url")) for call in called if call.name == READ_TOOL}
+            urls = [url for url in _result_urls(results) if url not in read][:max(READ_URLS - len(read), 0)]
+            wanted = [(READ_TOOL, {"url": url}) for url in urls]
+        prompt = estimate_turn_tokens(turns, system, tools)
+        if wanted:
+            calls = tuple(ToolCall(id=f"offline-{step}-{index}", name=name, arguments=arguments)
+                          for index, (name, arguments) in enumerate(wanted))
+            written = sum(estimate_tokens(str(arguments)) for _, arguments in wanted)
+            return ToolCompletion(text="", tool_calls=calls, usage=Usage(prompt, written, estimated=True),
+                                  model=OFFLINE_MODEL, provider=self.name, finish_reason="tool_calls")
+        answered = [result for result in results if not result.is_error]
+        if not answered:
+            completion = self.complete(as_plain_messages(turns) or [ChatMessage.user(query)], system=system,
+                                       max_tokens=max_tokens, temperature=temperature)
+            return ToolCompletion(text=completion.text, tool_calls=(), usage=completion.usage, model=OFFLINE_MODEL,
+                                  provider=self.name, finish_reason=completion.finish_reason)
+        text = f"{OFFLINE_PREFIX} From the tools:\n" + "\n".join(f"- {_digest(result.content)}" for result in answered)
+        finish_reason = "stop"
+        if estimate_tokens(text) > max_tokens:
+            text, finish_reason = text[: max_tokens * CHARS_PER_TOKEN], "length"
+        return ToolCompletion(text=text, tool_calls=(), usage=Usage(prompt, estimate_tokens(text), estimated=True),
+                              model=OFFLINE_MODEL, provider=self.name, finish_reason=finish_reason)
+
+
+def _result_urls(results: Sequence[ToolResultTurn]) -> list[str]:
+    """The web addresses in the ``[n] title — url`` lines of results (not the knowledge base's)."""
+    urls: list[str] = []
+    for result in results:
+        if result.is_error or result.name == "knowledge_search":
+            continue
+        for match in _SOURCE_LINE.finditer(result.content):
+            url = match.group(2) or ""
+            if url.startswith(("http://", "https://")) and url not in urls:
+                urls.append(url)
+    return urls
+
+
+def _digest(content: str) -> str:
+    """A result's first ~300 characters (before its source lines) and its ``[n]`` markers."""
+    markers = [f"[{match.group(1)}]" for match in _SOURCE_LINE.finditer(content)]
+    body = _SOURCE_LINE.sub("", content)
+    return f"{_clip(body.replace('Sources:', ' '), RESULT_CHARS)} {' '.join(dict.fromkeys(markers))}".strip()
 
 
 def stream_pieces(text: str, words: int = STREAM_WORDS) -> list[str]:

@@ -28,6 +28,21 @@ chunk carries ``usage`` (estimated, as above, when the server sends none). The s
 breaker apply until the first piece of text; a failure after it raises ``LlmUnavailableError``
 at once, since the reader has already seen part of the answer.
 
+Tool calling (``complete_with_tools``): the same request with ``"tools": [{"type": "function",
+"function": {"name", "description", "parameters"}}]`` and ``"tool_choice": "auto"``; the model's
+calls are ``choices[0].message.tool_calls[]`` (``{"id", "type": "function", "function": {"name",
+"arguments"}}``, ``arguments`` a JSON string the model wrote — one that is not a JSON object is
+kept under ``INVALID_ARGUMENTS_KEY``, and the loop feeds the error back to the model), with
+``finish_reason: "tool_calls"``. They are sent back as ``{"role": "assistant", "content": <text or
+null>, "tool_calls": [...]}`` followed by one ``{"role": "tool", "tool_call_id", "content"}`` per
+call. Offered no tools (the loop's last call), the tool turns are sent as text. Same retries and
+breaker as ``complete``.
+
+Why httpx and not the openai SDK: the SDK would bring its own client, retries and timeouts (and a
+second connection pool) beside the shared ``http_client`` and the ``insightmesh.resilience``
+policy every dependency goes through; the wire format above is small and tested against the
+stand-in (tests/standins/openai_server.py), so the adapter speaks it directly.
+
 Logs carry the provider, model, status, attempt and token counts — never the key, the prompt or
 the reply.
 """
@@ -56,6 +71,18 @@ from insightmesh.llm.base import (
     estimate_tokens,
 )
 from insightmesh.llm.resilient import Refusal, default_policy, run_with_resilience
+from insightmesh.llm.tools import (
+    ToolCall,
+    ToolCallTurn,
+    ToolCompletion,
+    ToolSpec,
+    Turn,
+    as_plain_messages,
+    check_turns,
+    completion_with_tools,
+    estimate_turn_tokens,
+    parse_arguments,
+)
 from insightmesh.observability import get_logger
 from insightmesh.resilience import CircuitBreaker, RetryableError, Timeouts, parse_retry_after
 
@@ -417,3 +444,124 @@ class OpenAICompatibleClient:
             )
 
         return run_with_resilience(self._provider, self.breaker, self.retry, attempt, log=log, logger=logger)
+
+    def complete_with_tools(
+        self,
+        turns: Sequence[Turn],
+        *,
+        tools: Sequence[ToolSpec],
+        system: str | None = None,
+        max_tokens: int = DEFAULT_MAX_TOKENS,
+        temperature: float = DEFAULT_TEMPERATURE,
+    ) -> ToolCompletion:
+        """One step of a conversation with ``tools`` offered (see the module docstring)."""
+        check_turns(turns, max_tokens=max_tokens, temperature=temperature)
+        if not tools:
+            return completion_with_tools(self.complete(as_plain_messages(turns), system=system,
+                                                       max_tokens=max_tokens, temperature=temperature))
+        _, headers, timeout = self._request([ChatMessage.user("-")], system, max_tokens, temperature)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": wire_turns(turns, system),
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "tools": [{"type": "function", "function": {"name": spec.name, "description": spec.description,
+                                                        "parameters": dict(spec.parameters)}} for spec in tools],
+            "tool_choice": "auto",
+        }
+        client = http_client(self.base_url)
+        logger = get_logger()
+        log = {"provider": self._provider, "model": self.model, "tools": len(tools)}
+
+        def attempt(attempts: int) -> ToolCompletion | Refusal:
+            try:
+                response = client.post(self.url, json=body, headers=headers, timeout=timeout)
+            except httpx.TimeoutException as error:
+                logger.warning("llm attempt timed out", extra={**log, "attempt": attempts})
+                raise RetryableError(f"{self._provider} timed out ({type(error).__name__})") from error
+            except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
+                logger.warning("llm attempt failed to connect", extra={**log, "attempt": attempts})
+                raise RetryableError(f"{self._provider} connection failed ({type(error).__name__})") from error
+            except httpx.HTTPError as error:
+                raise LlmUnavailableError(
+                    f"{self._provider} request failed ({type(error).__name__})", provider=self._provider
+                ) from error
+            refusal = self._check_status(response, attempts, log)
+            if refusal is not None:
+                return refusal
+            try:
+                payload = response.json()
+            except ValueError as error:
+                raise LlmUnavailableError(
+                    f"{self._provider} answered with invalid JSON", provider=self._provider
+                ) from error
+            return parse_tool_completion(payload, provider=self._provider, model=self.model, turns=turns,
+                                         system=system, tools=tools)
+
+        return run_with_resilience(self._provider, self.breaker, self.retry, attempt, log=log, logger=logger)
+
+
+def wire_turns(turns: Sequence[Turn], system: str | None) -> list[dict[str, Any]]:
+    """The request's ``messages`` for a conversation with tool turns (see the module docstring)."""
+    wire: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
+    for turn in turns:
+        if isinstance(turn, ChatMessage):
+            wire.append(dict(turn.to_dict()))
+        elif isinstance(turn, ToolCallTurn):
+            wire.append({
+                "role": "assistant",
+                "content": turn.text or None,
+                "tool_calls": [{"id": call.id, "type": "function",
+                                "function": {"name": call.name, "arguments": json.dumps(dict(call.arguments))}}
+                               for call in turn.calls],
+            })
+        else:
+            wire.append({"role": "tool", "tool_call_id": turn.call_id, "content": turn.content})
+    return wire
+
+
+def parse_tool_completion(
+    payload: Any, *, provider: str, model: str, turns: Sequence[Turn], system: str | None,
+    tools: Sequence[ToolSpec],
+) -> ToolCompletion:
+    """A ``ToolCompletion`` from a chat.completions body; LlmUnavailableError if it is not one."""
+    choices = payload.get("choices") if isinstance(payload, dict) else None
+    choice = choices[0] if isinstance(choices, list) and choices else None
+    message = choice.get("message") if isinstance(choice, dict) else None
+    if not isinstance(message, dict):
+        raise LlmUnavailableError(f"{provider} answered without choices[0].message", provider=provider)
+    calls: list[ToolCall] = []
+    for index, item in enumerate(message.get("tool_calls") or ()):
+        function = item.get("function") if isinstance(item, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if not isinstance(function, dict) or not isinstance(name, str) or not name:
+            raise LlmUnavailableError(f"{provider} answered a tool call without a function name", provider=provider)
+        call_id = item.get("id")
+        calls.append(ToolCall(id=call_id if isinstance(call_id, str) and call_id else f"call_{index}",
+                              name=name, arguments=parse_arguments(function.get("arguments"))))
+    content = message.get("content")
+    if not isinstance(content, str):
+        refusal = message.get("refusal")
+        content = refusal if isinstance(refusal, str) else ""
+    if not calls and not content:
+        raise LlmUnavailableError(f"{provider} answered neither text nor tool calls", provider=provider)
+    usage_block = payload.get("usage")
+    prompt_tokens = completion_tokens = None
+    if isinstance(usage_block, dict):
+        prompt_tokens = _token_count(usage_block, "prompt_tokens")
+        completion_tokens = _token_count(usage_block, "completion_tokens")
+    if prompt_tokens is None or completion_tokens is None:
+        written = content + "".join(json.dumps(dict(call.arguments)) for call in calls)
+        usage = Usage(estimate_turn_tokens(turns, system, tools), estimate_tokens(written), estimated=True)
+    else:
+        usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+    reported_model = payload.get("model")
+    finish_reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+    return ToolCompletion(
+        text=content,
+        tool_calls=tuple(calls),
+        usage=usage,
+        model=reported_model if isinstance(reported_model, str) and reported_model else model,
+        provider=provider,
+        finish_reason=finish_reason if isinstance(finish_reason, str) else None,
+    )

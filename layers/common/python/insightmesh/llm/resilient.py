@@ -13,9 +13,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from insightmesh.llm.base import Completion, LlmRequestError, LlmUnavailableError
+from insightmesh.llm.base import LlmRequestError, LlmUnavailableError, Usage
 from insightmesh.resilience import (
     CircuitBreaker,
     CircuitOpenError,
@@ -27,6 +27,17 @@ from insightmesh.resilience import (
 
 if TYPE_CHECKING:
     from aws_lambda_powertools import Logger
+
+
+class _Completed(Protocol):
+    """What an attempt returns: a ``Completion``, or a ``ToolCompletion`` (tool calling runs behind
+    the very same retries and breaker as ``complete``)."""
+
+    @property
+    def usage(self) -> Usage: ...
+
+
+C = TypeVar("C", bound=_Completed)
 
 
 @dataclass(frozen=True)
@@ -61,11 +72,11 @@ def run_with_resilience(
     provider: str,
     breaker: CircuitBreaker,
     retry: RetryPolicy,
-    attempt: Callable[[int], Completion | Refusal],
+    attempt: Callable[[int], C | Refusal],
     *,
     log: Mapping[str, object],
     logger: Logger,
-) -> Completion:
+) -> C:
     """Call ``attempt`` (with its 1-based number) through ``breaker`` and ``retry``.
 
     Raises ``LlmUnavailableError`` when the circuit is open or the retries are exhausted, and
@@ -73,7 +84,7 @@ def run_with_resilience(
     """
     attempts = 0
 
-    def counted() -> Completion | Refusal:
+    def counted() -> C | Refusal:
         nonlocal attempts
         attempts += 1
         return attempt(attempts)

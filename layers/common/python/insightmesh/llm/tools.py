@@ -15,11 +15,22 @@ The agent loop that drives these turns is ``insightmesh.tools.loop``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from insightmesh.llm.base import DEFAULT_MAX_TOKENS, DEFAULT_TEMPERATURE, ChatMessage, LlmClient, Usage
+from insightmesh.llm.base import (
+    DEFAULT_MAX_TOKENS,
+    DEFAULT_TEMPERATURE,
+    ChatMessage,
+    Completion,
+    LlmClient,
+    Usage,
+    check_request,
+    estimate_tokens,
+    last_user_message,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,3 +98,80 @@ class ToolCallingLlmClient(LlmClient, Protocol):
         temperature: float = DEFAULT_TEMPERATURE,
     ) -> ToolCompletion:
         ...
+
+
+# -- helpers the adapters share (additive to the contract) -------------------------------------------
+
+# A call whose arguments the provider could not parse as a JSON object (OpenAI sends them as a JSON
+# string, and models do not always write valid JSON) carries its raw text under this key; the loop
+# feeds it back to the model as an error result instead of crashing or running the tool.
+INVALID_ARGUMENTS_KEY = "__invalid_arguments__"
+
+
+def parse_arguments(raw: object) -> Mapping[str, Any]:
+    """A call's ``arguments`` from the wire: a JSON object (or its text); anything else is kept,
+    bounded, under ``INVALID_ARGUMENTS_KEY``."""
+    if isinstance(raw, Mapping):
+        return dict(raw)
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return {}  # a function without parameters: OpenAI sends "" or "{}"
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return {INVALID_ARGUMENTS_KEY: raw[:500]}
+        if isinstance(value, dict):
+            return value
+    return {INVALID_ARGUMENTS_KEY: str(raw)[:500]}
+
+
+def check_turns(turns: Sequence[Turn], *, max_tokens: int, temperature: float) -> None:
+    """``check_request`` for a conversation with tool turns (a programming error: ValueError)."""
+    if not turns:
+        raise ValueError("complete_with_tools() needs at least one turn")
+    for turn in turns:
+        if not isinstance(turn, ChatMessage | ToolCallTurn | ToolResultTurn):
+            raise TypeError(f"turns must be ChatMessage, ToolCallTurn or ToolResultTurn, got {type(turn).__name__}")
+    check_request([ChatMessage.user("-")], max_tokens=max_tokens, temperature=temperature)
+
+
+def turn_text(turn: Turn) -> str:
+    """What a turn says, as text (for token estimates and for a provider offered no tools)."""
+    if isinstance(turn, ChatMessage):
+        return turn.content
+    if isinstance(turn, ToolCallTurn):
+        calls = "; ".join(f"{call.name}({json.dumps(dict(call.arguments), sort_keys=True)})" for call in turn.calls)
+        return f"{turn.text}\n[called tools: {calls}]".strip()
+    prefix = "error from" if turn.is_error else "result of"
+    return f"[{prefix} {turn.name}]\n{turn.content}"
+
+
+def estimate_turn_tokens(turns: Sequence[Turn], system: str | None, tools: Sequence[ToolSpec] = ()) -> int:
+    schema = sum(len(json.dumps(dict(spec.parameters))) + len(spec.description) for spec in tools)
+    return (estimate_tokens(system or "") + schema // 4
+            + sum(estimate_tokens(turn_text(turn)) for turn in turns))
+
+
+def as_plain_messages(turns: Sequence[Turn]) -> list[ChatMessage]:
+    """The conversation with its tool turns written out as text: what a provider is sent when no
+    tools are offered (the loop's last call, asking for an answer). Bedrock, for one, refuses
+    ``toolUse``/``toolResult`` blocks in a request without ``toolConfig``; text is accepted by all."""
+    messages: list[ChatMessage] = []
+    for turn in turns:
+        if isinstance(turn, ChatMessage):
+            messages.append(turn)
+        elif isinstance(turn, ToolCallTurn):
+            messages.append(ChatMessage.assistant(turn_text(turn)))
+        else:
+            messages.append(ChatMessage.user(turn_text(turn)))
+    return messages
+
+
+def last_user_text(turns: Sequence[Turn]) -> str:
+    return last_user_message([turn for turn in turns if isinstance(turn, ChatMessage)])
+
+
+def completion_with_tools(completion: Completion) -> ToolCompletion:
+    """A plain ``Completion`` as a ``ToolCompletion`` that calls no tool."""
+    return ToolCompletion(text=completion.text, tool_calls=(), usage=completion.usage, model=completion.model,
+                          provider=completion.provider, finish_reason=completion.finish_reason)
