@@ -25,6 +25,7 @@ ROOT = Path(__file__).parents[2]
 LAYER = ROOT / "layers" / "common" / "python" / "insightmesh"
 MANIFEST = ROOT / "infra" / "slack-app-manifest.yaml"
 _API_CALL = re.compile(r"api_call\(\s*\"([a-zA-Z.]+)\"")
+_SELF_CALL = re.compile(r"self\.([a-zA-Z_]+)\(")
 
 
 @cache
@@ -41,15 +42,34 @@ def webclient_methods() -> dict[str, str]:
     return found
 
 
+@cache
+def composite_methods() -> dict[str, frozenset[str]]:
+    """slack_sdk's helpers that make several Web API calls through its own methods
+    (``files_upload_v2`` → files.getUploadURLExternal and files.completeUploadExternal)."""
+    single = webclient_methods()
+    found: dict[str, frozenset[str]] = {}
+    for name, member in inspect.getmembers(WebClient, inspect.isfunction):
+        if name.startswith("_") or name in single or name == "api_call":
+            continue
+        called = frozenset(single[callee] for callee in _SELF_CALL.findall(inspect.getsource(member))
+                           if callee in single)
+        if called:
+            found[name] = called
+    return found
+
+
 def web_api_calls(source: str) -> set[str]:
     """The Web API methods a module's source calls through a WebClient."""
     methods = webclient_methods()
+    composites = composite_methods()
     called: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
             continue
         if node.func.attr in methods:
             called.add(methods[node.func.attr])
+        elif node.func.attr in composites:
+            called |= composites[node.func.attr]
         elif node.func.attr == "api_call" and node.args and isinstance(node.args[0], ast.Constant) \
                 and isinstance(node.args[0].value, str):
             called.add(node.args[0].value)
@@ -97,6 +117,12 @@ def test_the_scanner_finds_web_api_calls_whatever_the_client_is_called():
               "web.api_call('bots.info', params={})\n"
               "store.create_collection('kb')\n")
     assert web_api_calls(source) == {"conversations.members", "chat.postEphemeral", "bots.info"}
+
+
+def test_files_upload_v2_is_seen_as_the_two_calls_it_makes():
+    assert web_api_calls("call_slack(lambda c: c.files_upload_v2(channel=x, content=b))") == {
+        "files.getUploadURLExternal", "files.completeUploadExternal"}
+    assert {"files.getUploadURLExternal", "files.completeUploadExternal"} <= set(layer_calls())
 
 
 def test_a_new_call_without_a_table_entry_is_reported():

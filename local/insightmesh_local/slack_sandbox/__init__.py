@@ -35,6 +35,10 @@ Files
     content, mimetype)`` (which returns the file object a message event carries, with
     ``url_private_download``) to a request bearing a bot token, as Slack's file host does; without
     one, 403. Downloads are recorded as calls of ``files.download``.
+    Uploads as slack_sdk's ``files_upload_v2`` makes them (:mod:`.uploads`):
+    ``files.getUploadURLExternal`` (an upload URL on the sandbox, ``POST /upload/v1/<token>``),
+    the bytes POSTed there (recorded as ``files.upload``), ``files.completeUploadExternal`` (the
+    file shared into the channel or thread as a bot message with ``files``), and ``files.info``.
 
 ``response_url``
     ``POST /response/<id>`` takes Slack's response_url JSON (text, blocks, response_type,

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from insightmesh_local import local_auth
+from insightmesh_local.slack_sandbox import uploads
 from insightmesh_local.slack_sandbox.control import control_reply
 from insightmesh_local.slack_sandbox.state import (
     DEFAULT_PORT,
@@ -72,6 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path.startswith("/api/"):
                 reply = self._web_api(path[len("/api/"):], query)
+            elif path.startswith(uploads.UPLOAD_PATH) and verb == "POST":  # files_upload_v2's step 2
+                reply = uploads.receive_upload(state, path[len(uploads.UPLOAD_PATH):], self._raw(),
+                                               self.headers.get("Content-Type") or "")
             elif path.startswith("/files-pri/") and verb == "GET":
                 self._send_file(path[len("/files-pri/"):].split("/", 1)[0])
                 return
@@ -140,10 +144,11 @@ class _Handler(BaseHTTPRequestHandler):
         if reply.delay:
             # The call already happened (its message is recorded); only the answer is late.
             self.server.stopping.wait(reply.delay)
-        data = json.dumps(reply.body).encode("utf-8")
+        text = isinstance(reply.body, str)  # the upload URL answers plain text ("OK - 1234"), as Slack's
+        data = reply.body.encode("utf-8") if text else json.dumps(reply.body).encode("utf-8")
         try:
             self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Type", "text/plain; charset=utf-8" if text else "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.send_header(SANDBOX_HEADER, SANDBOX_HEADER_VALUE)
             for name, value in reply.headers.items():

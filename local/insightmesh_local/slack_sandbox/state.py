@@ -49,6 +49,7 @@ class Message:
     reactions: dict[str, list[str]] = field(default_factory=dict)
     updated_seq: int = 0
     streaming: bool = False  # chat.startStream until chat.stopStream (slack_sandbox.streams)
+    files: list[dict[str, Any]] | None = None  # a file share (files.completeUploadExternal: slack_sandbox.uploads)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -71,6 +72,7 @@ class Message:
             "edits": list(self.edits),
             "deleted": self.deleted,
             "streaming": self.streaming,
+            "files": self.files,
             "reactions": [{"name": name, "users": list(users), "count": len(users)}
                           for name, users in self.reactions.items()],
         }
@@ -93,6 +95,9 @@ class Message:
             view["edited"] = dict(self.edited)
         if self.metadata is not None and include_metadata:
             view["metadata"] = self.metadata
+        if self.files:
+            view["files"] = self.files
+            view["upload"] = False
         if self.reactions:
             view["reactions"] = [{"name": name, "users": list(users), "count": len(users)}
                                  for name, users in self.reactions.items()]
@@ -185,6 +190,7 @@ class SandboxStore:
         self._user_positions: dict[str, int] = {}
         self._response_urls: dict[str, dict[str, Any]] = {}
         self._files: dict[str, dict[str, Any]] = {}  # file id -> {"name", "mimetype", "content"}
+        self._uploads: dict[str, str] = {}  # upload URL token -> file id (slack_sandbox.uploads)
         self._channels: dict[str, dict[str, Any]] = {}  # channel id -> conversations.info fields + members
 
     # -- bookkeeping -------------------------------------------------------------------------------------
@@ -206,6 +212,7 @@ class SandboxStore:
             self._user_order = None
             self._response_urls.clear()
             self._files.clear()
+            self._uploads.clear()
             self._channels.clear()
 
     def set_channel(self, channel_id: str, members: Iterable[str], *, kind: str = "public",
@@ -259,6 +266,8 @@ class SandboxStore:
         a sign-in page: here a 403)."""
         with self._lock:
             found = self._files.get(file_id)
+            if found is not None and found.get("completed") is False:  # an upload not completed yet
+                found = None
             self._calls.append({"seq": self._next_seq(), "at": time.time(), "method": "files.download",
                                 "args": {"file": file_id}, "status": 200 if found else 404,
                                 "ok": bool(found and token and token.startswith("xox")), "error": None,

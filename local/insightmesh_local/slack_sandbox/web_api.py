@@ -8,7 +8,7 @@ import json
 import time
 from typing import Any
 
-from insightmesh_local.slack_sandbox import assistant, history, streams, views
+from insightmesh_local.slack_sandbox import assistant, history, streams, uploads, views
 from insightmesh_local.slack_sandbox.state import (
     _CURSOR_PREFIX,
     SANDBOX_WARNING,
@@ -417,4 +417,5 @@ _METHODS = {
     **assistant.METHODS,  # assistant.threads.setStatus / setSuggestedPrompts / setTitle
     **history.METHODS,  # conversations.history
     **views.METHODS,  # views.open / views.publish
+    **uploads.METHODS,  # files.getUploadURLExternal / files.completeUploadExternal / files.info
 }

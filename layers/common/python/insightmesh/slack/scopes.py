@@ -47,6 +47,9 @@ METHOD_SCOPES: Final[Mapping[str, frozenset[str]]] = {
     "users.list": _USERS,
     "reactions.add": frozenset({"reactions:write"}),
     "reactions.remove": frozenset({"reactions:write"}),
+    # files_upload_v2 (slack/uploads.py): both steps need files:write.
+    "files.getUploadURLExternal": frozenset({"files:write"}),
+    "files.completeUploadExternal": frozenset({"files:write"}),
 }
 
 # Downloading a shared file from ``url_private_download`` (slack/files.py) is not a Web API method,
