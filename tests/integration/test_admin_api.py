@@ -273,11 +273,11 @@ def test_me_lists_the_agents_the_caller_may_use(api: Api) -> None:
 
     me = api.ok("GET", "/api/me", as_="member")
     assert (me["user_id"], me["email"], me["is_admin"], me["via"]) == (MEMBER_ID, MEMBER_EMAIL, False, "token")
-    assert [agent["name"] for agent in me["agents"]] == ["assistant", "help", "meddic"]
+    assert [agent["name"] for agent in me["agents"]] == ["assistant", "help", "meddic", "profile"]
 
     api.ok("POST", "/api/agents/secret/grants", 201, body={"principal_type": "user", "principal_id": MEMBER_ID})
     assert [agent["name"] for agent in api.ok("GET", "/api/me", as_="member")["agents"]] == \
-        ["assistant", "help", "meddic", "secret"]
+        ["assistant", "help", "meddic", "profile", "secret"]
     assert "admins" in [agent["name"] for agent in api.ok("GET", "/api/me")["agents"]]
 
 
@@ -289,13 +289,14 @@ def test_a_member_lists_only_usable_agents_without_counts(api: Api) -> None:
                                                            "effect": "deny"})
 
     listed = api.ok("GET", "/api/agents", as_="member", query={"include_deleted": "true"})
-    assert [agent["name"] for agent in listed["items"]] == ["assistant", "help"]
+    assert [agent["name"] for agent in listed["items"]] == ["assistant", "help", "profile"]
     assert all(agent["group_count"] is None and agent["user_count"] is None for agent in listed["items"])
 
     everything = api.ok("GET", "/api/agents", query={"include_deleted": "true"})
-    assert [agent["name"] for agent in everything["items"]] == ["assistant", "gone", "help", "meddic", "secret"]
+    assert [agent["name"] for agent in everything["items"]] == \
+        ["assistant", "gone", "help", "meddic", "profile", "secret"]
     assert [agent["name"] for agent in api.ok("GET", "/api/agents")["items"]] == \
-        ["assistant", "help", "meddic", "secret"]
+        ["assistant", "help", "meddic", "profile", "secret"]
 
 
 # -- agents ---------------------------------------------------------------------------------------------
@@ -895,7 +896,7 @@ def test_list_endpoints_make_the_same_calls_for_10_and_150_records(api: Api, dyn
     assert not any(call.startswith("BatchGetItem:") or call.endswith(":test-MembershipsTable") for call in prefix_calls)
     assert large["admin /api/agents {}"][0].count("Query:test-GrantsTable") == 0  # counters, not grants
     sizes = {name: (small[name][1], large[name][1]) for name in small}
-    assert sizes["admin /api/agents {}"] == (11 + 3, 50)  # the built-ins and popular, then a full page
+    assert sizes["admin /api/agents {}"] == (11 + 4, 50)  # the built-ins and popular, then a full page
     assert sizes["admin /api/users {}"] == (12, 50)
     assert sizes["admin /api/users {'email_prefix': 'user00'}"] == (10, 50)
     assert sizes["admin /api/groups {}"] == (12, 50)  # all_users, crowd and the groups added

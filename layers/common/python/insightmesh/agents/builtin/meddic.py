@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from insightmesh.agents.base import AgentContext, AgentReply
+from insightmesh.agents.base import AgentContext, AgentReply, ReportDocument, ReportSection
 from insightmesh.agents.catalog import AgentDefinition
 from insightmesh.llm.base import ChatMessage
 
@@ -62,6 +62,37 @@ ELEMENTS: Final = (
 )
 ANALYSE_WORDS: Final = frozenset({"analyze", "analyse", "analysis", "report", "go", "finish", "score"})
 MAX_NOTES_CHARS: Final = 20_000
+MAX_DEAL_CHARS: Final = 60
+
+
+def deal_name(notes: list[str]) -> str:
+    """What the deal is called in the report's title: the first sentence of the first notes, short."""
+    first = next((line.strip() for note in notes for line in note.splitlines() if line.strip()), "")
+    first = first.split(". ", 1)[0].strip(" .:-")
+    if len(first) > MAX_DEAL_CHARS:
+        first = first[:MAX_DEAL_CHARS].rsplit(" ", 1)[0].rstrip(" ,;:") + "…"
+    return first or "this deal"
+
+
+def analysis_document(state: dict[str, Any], next_steps: str) -> ReportDocument:
+    """The final analysis as a report (delivered as a PDF): a section per element, the coaching,
+    the next steps, and the rep's notes."""
+    known: dict[str, str] = state["known"]
+    sections = [ReportSection(heading=f"{element.title} — {'covered' if element.key in known else 'unknown'}",
+                              body=known[element.key] if element.key in known
+                              else f"Not known yet. {element.question}")
+                for element in ELEMENTS]
+    coaching = [f"- **{element.title}:** {element.coaching}" for element in ELEMENTS if element.key not in known]
+    sections.append(ReportSection(heading="Coaching points", body="\n".join(coaching)
+                                  or "Every element is covered: confirm each with the buyer."))
+    if next_steps.strip():
+        sections.append(ReportSection(heading="Next steps", body=next_steps.strip()))
+    notes = "\n\n".join(state["notes"])[-MAX_NOTES_CHARS:]
+    if notes:
+        sections.append(ReportSection(heading="Call notes", body=notes))
+    covered = sum(element.key in known for element in ELEMENTS)
+    return ReportDocument(title=f"MEDDPICC analysis — {deal_name(state['notes'])}", sections=tuple(sections),
+                          subtitle=f"{covered}/{len(ELEMENTS)} elements covered")
 
 
 def covered_elements(notes: str) -> dict[str, str]:
@@ -114,9 +145,12 @@ class MeddicAgent:
                      f"**{ask.title}:** {ask.question}\n\n_Say `analyze` to get the analysis now._",
                 state=state, stay=True)
         context.progress("Analysing the call against the eight MEDDPICC elements…")
-        return AgentReply(text=self.analysis(context, state), state={}, stay=False)
+        text, next_steps = self.analysis(context, state)
+        # The same analysis as a PDF in the thread too (the worker hands it to the research function).
+        return AgentReply(text=text, state={}, stay=False, document=analysis_document(state, next_steps))
 
-    def analysis(self, context: AgentContext, state: dict[str, Any]) -> str:
+    def analysis(self, context: AgentContext, state: dict[str, Any]) -> tuple[str, str]:
+        """(the analysis as Markdown, the LLM's next steps on their own)."""
         known: dict[str, str] = state["known"]
         lines = ["**MEDDPICC analysis**", ""]
         for element in ELEMENTS:
@@ -135,4 +169,4 @@ class MeddicAgent:
                    "steps to strengthen this deal. Be specific to the notes.",
         )
         lines += ["", "**Next steps**", completion.text]
-        return "\n".join(lines)
+        return "\n".join(lines), completion.text
