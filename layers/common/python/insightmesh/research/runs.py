@@ -206,7 +206,9 @@ def create_run(*, kind: RunKind, team_id: str, channel_id: str, thread_ts: str, 
         run_id, kind=kind, listing=LISTING, created_sort=created_sort(now, run_id),
         subject=_bounded(subject) or "", question=_bounded(question) or "",
         team_id=team_id, channel_id=channel_id, thread_ts=thread_ts, user_id=user_id,
-        active_thread=thread_key(team_id, channel_id, thread_ts), status="queued", steps=[],
+        # A report run (an agent's PDF) is short and not the thread's research: not in the index.
+        active_thread=thread_key(team_id, channel_id, thread_ts) if kind == "profile" else None,
+        status="queued", steps=[],
         tokens_used=0, llm_calls=0, token_cap=token_cap, cancel_requested=False,
         document=document_json, created_at=now, updated_at=now,
         expires_at=now + timedelta(days=RUN_RETENTION_DAYS),
@@ -241,12 +243,18 @@ def request_cancel(run_id: str, by_user_id: str) -> bool:
     return True
 
 
-def active_run_in_thread(team_id: str, channel_id: str, thread_ts: str) -> ResearchRun | None:
-    """The newest queued or running run of a thread (one Query on the sparse index), else None."""
+def active_runs_in_thread(team_id: str, channel_id: str, thread_ts: str) -> list[ResearchRun]:
+    """The queued or running ``profile`` runs of a thread, newest first (one Query on the sparse
+    index; a thread has one at a time, a few at most after a race)."""
     results = ResearchRun.by_active_thread.query(thread_key(team_id, channel_id, thread_ts),
                                                  scan_index_forward=False, limit=5)
     runs, _ = query_page(results, ResearchRun)
-    active = [run for run in runs if run.status in ACTIVE]
+    return [run for run in runs if run.status in ACTIVE]
+
+
+def active_run_in_thread(team_id: str, channel_id: str, thread_ts: str) -> ResearchRun | None:
+    """The newest queued or running ``profile`` run of a thread (one Query), else None."""
+    active = active_runs_in_thread(team_id, channel_id, thread_ts)
     return active[0] if active else None
 
 
@@ -411,7 +419,8 @@ def stored_document(run: ResearchRun) -> ReportDocument | None:
 
 __all__: Sequence[str] = (
     "ACTIVE", "FINISHED", "RUN_KINDS", "RUN_STATUSES", "DocumentTooLargeError", "ResearchRun", "ResearchRunOut",
-    "ResearchRunPage", "RunKind", "RunStep", "active_run_in_thread", "add_usage", "create_run", "document_from_json",
+    "ResearchRunPage", "RunKind", "RunStep", "active_run_in_thread", "active_runs_in_thread", "add_usage", "create_run",
+    "document_from_json",
     "document_to_json", "finish", "get_run", "list_runs", "list_user_runs", "mark_running", "record_step",
     "request_cancel", "run_out", "set_progress_ts", "stored_document",
 )
