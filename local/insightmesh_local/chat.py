@@ -251,10 +251,27 @@ class Watcher:
             self.print_fn("  (InsightMesh removed a message)")
             return
         who = "insightmesh (only you)> " if message.get("ephemeral") else "insightmesh> "
-        self.print_fn(who + _indent(message.get("text") or _blocks_text(message), " " * len(who)))
+        files = [file for file in message.get("files") or [] if isinstance(file, dict)]
+        text = message.get("text") or ("" if files else _blocks_text(message))
+        if text:
+            self.print_fn(who + _indent(text, " " * len(who)))
+        for file in files:  # a file shared in the thread (files_upload_v2): where to open it
+            self.print_fn(("" if text else who) + "  " + file_line(file))
         buttons = buttons_of(message)
         if buttons:
             self.print_fn("  [" + " | ".join(f"{b['text']} → /click {b['action_id']}" for b in buttons) + "]")
+
+
+def file_line(file: dict[str, Any]) -> str:
+    """A shared file as the chat shows it: name, size and the sandbox URL that serves it (with the
+    bot token, as Slack's url_private)."""
+    size = int(file.get("size") or 0)
+    shown = f"{size} B" if size < 1024 else f"{size / 1024:.1f} KB" if size < 1024 * 1024 else \
+        f"{size / 1024 / 1024:.1f} MB"
+    title = file.get("title") or ""
+    name = str(file.get("name") or file.get("id") or "file")
+    label = f"{name} — {title}" if title and title != name else name
+    return f"[file] {label} ({shown}) {file.get('url_private') or ''}".rstrip()
 
 
 def _indent(text: str, prefix: str) -> str:
