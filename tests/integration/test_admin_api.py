@@ -159,9 +159,13 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/usage", None),
     ("GET", "/api/me/tokens", None),
     ("DELETE", "/api/me/tokens/0123456789abcdef", None),
+    ("GET", "/api/research-runs", None),
+    ("GET", "/api/research-runs/0123456789abcdef", None),
+    ("GET", "/api/me/research-runs", None),
 ]
 OPEN_TO_MEMBERS = {("GET", "/api/me"), ("GET", "/api/agents"), ("GET", "/api/me/tokens"),
-                   ("DELETE", "/api/me/tokens/0123456789abcdef")}
+                   ("DELETE", "/api/me/tokens/0123456789abcdef"), ("GET", "/api/me/research-runs"),
+                   ("GET", "/api/research-runs/0123456789abcdef")}
 ADMIN_ONLY = [route for route in ROUTES if route[:2] not in OPEN_TO_MEMBERS]
 
 

@@ -7,6 +7,7 @@ from insightmesh.admin.channels import register_channel_routes
 from insightmesh.admin.feedback import register_feedback_routes
 from insightmesh.admin.me_routes import register_me_routes
 from insightmesh.admin.operations import register_operations_routes
+from insightmesh.admin.research_runs import register_research_run_routes
 from insightmesh.admin.routes import register_admin_routes
 from insightmesh.admin.user_token_routes import register_user_token_routes
 from insightmesh.admin.workspaces import register_workspace_routes
@@ -24,6 +25,7 @@ def build_admin_app() -> InsightMeshResolver:
     register_feedback_routes(app)
     register_channel_routes(app)
     register_operations_routes(app)
+    register_research_run_routes(app)
     register_auth_routes(app)
     return app
 

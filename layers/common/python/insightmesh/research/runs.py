@@ -48,7 +48,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from insightmesh.agents.base import ReportDocument, ReportSection
-from insightmesh.api.pagination import Page, key_cursor, query_page, start_key
+from insightmesh.api.pagination import key_cursor, query_page, start_key
 from insightmesh.aws import condition_failed, model_meta
 from insightmesh.clock import utc_now
 from insightmesh.research.base import RunStatus, TaskStatus
@@ -374,8 +374,14 @@ class ResearchRunOut(BaseModel):
     finished_at: datetime | None = None
 
 
-class ResearchRunPage(Page[ResearchRunOut]):
-    """One page of research runs, newest first."""
+class ResearchRunPage(BaseModel):
+    """One page of research runs, newest first (the shape of every list: api.pagination)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    items: list[ResearchRunOut]
+    next_cursor: str | None = Field(default=None, description="Pass as ?cursor= to get the next page; "
+                                                               "null when there is none.")
 
 
 def run_out(run: ResearchRun) -> ResearchRunOut:
