@@ -199,6 +199,15 @@ class WorkerPool:
             self._all.add(worker)
             return worker
 
+    def kill_all(self) -> list[int]:
+        """Kill every worker of this function now (a crash, for tests): an invocation in flight ends
+        as Lambda's Runtime.ExitError and the next invocation starts cold. Returns their pids."""
+        with self._lock:
+            workers = [worker for worker in self._all if worker.alive]
+        for worker in workers:
+            worker.kill()
+        return sorted(worker.process.pid for worker in workers)
+
     def close(self) -> None:
         with self._lock:
             self._closed = True
@@ -257,6 +266,10 @@ class Functions:
             for frame in (invocation.error.get("stackTrace") or [])[-6:]:
                 self._log("  " + str(frame).rstrip())
         return invocation
+
+    def kill_workers(self, name: str) -> list[int]:
+        """Kill the worker processes of function ``name`` (see ``WorkerPool.kill_all``)."""
+        return self._pools[self.find(name).logical_id].kill_all()
 
     def invoke_async(self, name: str, event: Any, *, trigger: str) -> threading.Thread:
         thread = threading.Thread(target=self.invoke, args=(name, event), kwargs={"trigger": trigger}, daemon=True)

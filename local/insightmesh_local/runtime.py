@@ -129,6 +129,7 @@ class LocalRuntime:
     pollers: list[SqsPoller] = field(default_factory=list)
     slack_sandbox: Any = None
     qdrant_bridge: Any = None
+    durable: Any = None  # durable.DurableService, when the template has durable functions
     cfn_responses: dict[str, dict[str, Any]] = field(default_factory=dict)
     stop_event: threading.Event = field(default_factory=threading.Event)
     started_at: float = 0.0
@@ -237,7 +238,24 @@ class LocalRuntime:
         if problems:
             raise TemplateError("; ".join(problems))
         self.functions = Functions(specs, log=self.log)
+        self.start_durable_service(template, specs, persistent=sandbox)
         return self.stack
+
+    def start_durable_service(self, template: Template, specs: list[Any], *, persistent: bool) -> None:
+        """Lambda's durable execution service for the template's durable functions (``durable``):
+        its checkpoint log in ``<data dir>/durable`` under ``insightmesh dev`` (in memory for
+        ``insightmesh invoke``), reached by every function through ``AWS_ENDPOINT_URL_LAMBDA``."""
+        from insightmesh_local.durable import DurableService, durable_functions
+
+        assert self.functions is not None
+        found = durable_functions(template, specs)
+        if not found:
+            return
+        self.durable = DurableService(self.functions, found, secret=self.secret, region=self.region, log=self.log,
+                                      state_dir=self.data_dir / "durable" if persistent else None)
+        self.durable.start()
+        for spec in specs:  # before any worker starts: a worker's environment is fixed when it starts
+            spec.environment.update(self.durable.environment())
 
     def start(self) -> None:
         self.started_at = time.perf_counter()
@@ -375,6 +393,14 @@ class LocalRuntime:
             return _json(200, {"ok": invocation.ok, "result": invocation.result, "error": invocation.error})
         if parts == ["ttl", "sweep"] and request.method == "POST" and self.ttl is not None:
             return _json(200, {"deleted": self.ttl.sweep()})
+        if parts[:1] == ["durable"] and self.durable is not None:
+            # GET durable/executions[/<name>], POST durable/kill (see insightmesh_local.durable)
+            try:
+                body = json.loads(request.get_data() or b"{}") if request.method == "POST" else {}
+            except json.JSONDecodeError as error:
+                return _json(400, {"message": f"the body is not JSON: {error}"})
+            status, answer = self.durable.control(request.method, parts[1:], body if isinstance(body, dict) else {})
+            return _json(status, answer)
         return None
 
     # -- stop --------------------------------------------------------------------------------------
@@ -392,6 +418,8 @@ class LocalRuntime:
             self.scheduler.join(timeout=1)
         if self.ttl is not None:
             self.ttl.join(timeout=1)
+        if self.durable is not None:
+            self.durable.stop()  # no new invocation starts while the workers close
         if self.functions is not None:
             self.functions.close()
         if self.qdrant_bridge is not None:

@@ -25,6 +25,14 @@ def test_layer_requirements_match_pyproject_dependencies():
     assert layer == declared, "layers/common/requirements.txt drifted from [project].dependencies"
 
 
+def test_research_layer_requirements_match_the_research_extra():
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["research"]
+    declared = sorted(_normalise(dep) for dep in extra)
+    lines = (ROOT / "layers" / "research" / "requirements.txt").read_text().splitlines()
+    layer = sorted(_normalise(line) for line in lines if _normalise(line))
+    assert layer == declared, "layers/research/requirements.txt drifted from the `research` extra"
+
+
 def test_dev_tools_stay_out_of_the_layer():
     lines = (ROOT / "layers" / "common" / "requirements.txt").read_text().lower()
     for tool in ("moto", "pytest", "cfn-lint", "aws-sam-cli", "werkzeug", "ruff"):

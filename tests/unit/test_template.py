@@ -39,7 +39,7 @@ def test_cfn_lint_is_clean(path):
 
 def test_globals_runtime_and_powertools_settings(template):
     function = template.function_globals
-    assert function["Runtime"] == "python3.12"
+    assert function["Runtime"] == "python3.13"
     assert function["Tracing"] == "Active"
     assert function["Layers"] == [{"Ref": "CommonLayer"}]
     variables = function["Environment"]["Variables"]
