@@ -9,6 +9,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from insightmesh.conversation.requests import ConversationRequest
 from insightmesh.conversation.worker import logger, process
 from insightmesh.observability import bind_correlation_id, correlation_id_from_sqs_record
+from insightmesh.tools.settings import check_cold_start
+
+check_cold_start()  # production refuses READ_URL_ALLOW_HOSTS before the first message
 
 # A failed message fails the rest of its thread's group in this batch (kept in order), not others.
 processor = SqsFifoPartialProcessor(skip_group_on_error=True)

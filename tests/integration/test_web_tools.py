@@ -313,3 +313,19 @@ def test_sec_filings_needs_a_user_agent(web: WebServer, monkeypatch: pytest.Monk
     monkeypatch.setenv("SEC_USER_AGENT", "Corp Research research@corp.example")
     tool_settings.clear_caches()
     assert SecFilingsTool().run(SecFilingsParameters(query="Acme"), CONTEXT).sources
+
+
+# -- cold start ------------------------------------------------------------------------------------
+
+
+def test_the_worker_refuses_read_url_allow_hosts_at_cold_start_in_production(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.integration.conftest import ROOT, load_handler
+
+    worker = ROOT / "functions" / "conversation_worker" / "handler.py"
+    monkeypatch.setenv("ENVIRONMENT", "production")
+    monkeypatch.setenv("READ_URL_ALLOW_HOSTS", "127.0.0.1:8770")
+    with pytest.raises(ConfigurationError, match="READ_URL_ALLOW_HOSTS"):
+        load_handler(worker)
+    monkeypatch.delenv("READ_URL_ALLOW_HOSTS")
+    tool_settings.clear_caches()
+    assert load_handler(worker).lambda_handler

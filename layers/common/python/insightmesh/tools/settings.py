@@ -230,6 +230,13 @@ def sec_settings() -> SecSettings:
     return load_settings(SecSettings)
 
 
+def check_cold_start() -> None:
+    """Validate, at a function's cold start, what production must refuse before any request:
+    ``READ_URL_ALLOW_HOSTS`` (ConfigurationError naming it). Web search and SEC settings are
+    validated on the tools' first use, so a stack that enables neither needs neither configured."""
+    read_url_settings()
+
+
 def clear_caches() -> None:
     """Forget the validated settings (tests)."""
     web_search_settings.cache_clear()
