@@ -32,7 +32,7 @@ CHANNEL = "C0SALES"
 def test_a_channel_never_set_has_the_defaults(api: Api) -> None:
     body = api.ok("GET", f"/api/channels/{CHANNEL}")
     assert body == {"channel_id": CHANNEL, "mode": "mentions", "default_agent": None, "allowed_agents": None,
-                    "knowledge_sources": None, "reply": "thread", "version": 0, "updated_at": None,
+                    "knowledge_sources": None, "reply": "thread", "tools": None, "version": 0, "updated_at": None,
                     "updated_by": None}
     assert api.ok("GET", "/api/channels") == {"items": [], "next_cursor": None}
 

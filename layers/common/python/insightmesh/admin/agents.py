@@ -66,6 +66,7 @@ def agent_out(record: AgentRecord, *, counts: bool = True) -> AgentOut:
         version=record.version or 0,
         group_count=max(int(record.group_count or 0), 0) if counts else None,
         user_count=max(int(record.user_count or 0), 0) if counts else None,
+        tools=list(record.tools or []),
     )
 
 
@@ -135,7 +136,7 @@ def _commit_update(record: AgentRecord, actions: list[Action], *, after: AgentOu
 
 
 def update(name: str, patch: AgentPatch, *, actor: Principal, request_id: str) -> AgentOut:
-    """Change display name, description, aliases and/or visibility, if the agent is still at
+    """Change display name, description, aliases, visibility and/or tools, if the agent is still at
     ``patch.version``."""
     record = require_agent(name)
     if record.is_deleted:
@@ -164,6 +165,9 @@ def update(name: str, patch: AgentPatch, *, actor: Principal, request_id: str) -
     if patch.visibility is not None:
         actions.extend(AgentRecord.visibility_actions(patch.visibility))
         changes["visibility"] = patch.visibility
+    if patch.tools is not None:  # validated against the tool registry (schemas.ToolName)
+        actions.append(AgentRecord.tools.set(list(patch.tools)) if patch.tools else AgentRecord.tools.remove())
+        changes["tools"] = list(patch.tools)
     return _commit_update(record, actions, before=before, after=_changed(before, now, **changes),
                           action="agent.update", actor=actor, request_id=request_id, tx=tx)
 

@@ -20,6 +20,7 @@ from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Body, Path
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from insightmesh.admin.schemas import ToolName
 from insightmesh.agents.catalog import list_agents
 from insightmesh.agents.registry import DEFAULT_AGENT
 from insightmesh.api.app import InsightMeshResolver
@@ -40,12 +41,15 @@ from insightmesh.conversation.channel_settings import (
     forget,
     read,
 )
+from insightmesh.tools.registry import TOOLS
 
 CHANNEL_ID_PATTERN: Final = r"^[CG][A-Z0-9]{2,30}$"
 AGENT_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,39}$"
 SOURCE_PATTERN: Final = r"^[a-z][a-z0-9_-]{0,19}:\S{1,400}$"
 MAX_AGENTS: Final = 50
 MAX_SOURCES: Final = 50
+TOOLS_DESCRIPTION: Final = ("Only these of the answering agent's tools run here ([]: none); null: the agent's tools. "
+                            "Names: " + ", ".join(sorted(TOOLS)) + ".")
 LIST_SCOPE: Final = "channels"
 
 ChannelIdPath = Annotated[str, Path(pattern=CHANNEL_ID_PATTERN,
@@ -77,9 +81,10 @@ class ChannelSettingsIn(_Request):
                                                        description="Retrieval here uses only these sources; "
                                                                    "null: all.")
     reply: ReplyStyle = Field(default=ReplyStyle.THREAD, description="thread (default) or ephemeral.")
+    tools: list[ToolName] | None = Field(default=None, max_length=len(TOOLS), description=TOOLS_DESCRIPTION)
     version: int | None = Field(default=None, ge=1, description="The version you read: 409 if changed since.")
 
-    _unique_agents = field_validator("allowed_agents", "knowledge_sources")(_unique)
+    _unique_agents = field_validator("allowed_agents", "knowledge_sources", "tools")(_unique)
 
 
 class ChannelSettingsPatch(_Request):
@@ -90,9 +95,10 @@ class ChannelSettingsPatch(_Request):
     allowed_agents: list[AgentName] | None = Field(default=None, min_length=1, max_length=MAX_AGENTS)
     knowledge_sources: list[SourceName] | None = Field(default=None, min_length=1, max_length=MAX_SOURCES)
     reply: ReplyStyle | None = None
+    tools: list[ToolName] | None = Field(default=None, max_length=len(TOOLS), description=TOOLS_DESCRIPTION)
     version: int | None = Field(default=None, ge=1, description="The version you read: 409 if changed since.")
 
-    _unique_agents = field_validator("allowed_agents", "knowledge_sources")(_unique)
+    _unique_agents = field_validator("allowed_agents", "knowledge_sources", "tools")(_unique)
 
 
 class ChannelSettingsOut(BaseModel):
@@ -102,6 +108,7 @@ class ChannelSettingsOut(BaseModel):
     allowed_agents: list[str] | None
     knowledge_sources: list[str] | None
     reply: ReplyStyle
+    tools: list[str] | None = Field(default=None, description=TOOLS_DESCRIPTION)
     version: int = Field(description="0: never set (the defaults).")
     updated_at: datetime | None
     updated_by: str | None
@@ -112,7 +119,8 @@ def settings_out(settings: ChannelSettings) -> ChannelSettingsOut:
         channel_id=settings.channel_id, mode=settings.mode, default_agent=settings.default_agent,
         allowed_agents=list(settings.allowed_agents) if settings.allowed_agents is not None else None,
         knowledge_sources=list(settings.knowledge_sources) if settings.knowledge_sources is not None else None,
-        reply=settings.reply, version=settings.version, updated_at=settings.updated_at,
+        reply=settings.reply, tools=list(settings.tools) if settings.tools is not None else None,
+        version=settings.version, updated_at=settings.updated_at,
         updated_by=settings.updated_by)
 
 
@@ -160,7 +168,7 @@ def _write(channel_id: str, values: dict[str, Any], *, version: int | None, acto
     record = ChannelSettingsRecord(
         SETTINGS_PK, channel_id, mode=ResponseMode(values["mode"]).value, default_agent=values.get("default_agent"),
         allowed_agents=values.get("allowed_agents"), knowledge_sources=values.get("knowledge_sources"),
-        reply=ReplyStyle(values["reply"]).value, version=current.version + 1, updated_at=now,
+        reply=ReplyStyle(values["reply"]).value, tools=values.get("tools"), version=current.version + 1, updated_at=now,
         updated_by=actor.label)
     after = settings_out(ChannelSettings.of(record))
     condition = (ChannelSettingsRecord.version == current.version) if current.configured \

@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstra
 from insightmesh.agents.catalog import Visibility
 from insightmesh.api.pagination import Page
 from insightmesh.directory.email_users import MAX_EMAIL_LENGTH, InvalidEmailError, valid_email
+from insightmesh.tools.registry import TOOLS
 
 NAME_PATTERN: Final = r"^[a-z][a-z0-9_-]{1,39}$"
 AGENT_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"  # = insightmesh.agents.catalog's rule
@@ -30,6 +31,18 @@ VISIBILITY_DESCRIPTION: Final = ("Who may use the agent: `public` (every active 
                                  "`restricted` (only the users and groups with an allow grant). A deny grant always "
                                  "wins.")
 
+TOOLS_DESCRIPTION: Final = ("The tools the agent may use (knowledge_search, web_search, read_url, sec_filings); "
+                           "a channel's `tools` setting narrows them there.")
+
+
+def _known_tool(value: str) -> str:
+    if value not in TOOLS:
+        raise ValueError(f"unknown tool {value!r}; the tools are: {', '.join(sorted(TOOLS))}")
+    return value
+
+
+# A tool admins may enable: a name the tool registry holds.
+ToolName = Annotated[str, StringConstraints(max_length=64), AfterValidator(_known_tool)]
 GroupName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 Alias = Annotated[str, StringConstraints(pattern=ALIAS_PATTERN)]
 UserId = Annotated[str, StringConstraints(pattern=USER_ID_PATTERN)]
@@ -78,6 +91,7 @@ class AgentOut(_Response):
                                      "Every change of the record increments it, grant counts included.")
     group_count: int | None = Field(description="Groups holding a grant (allow or deny); admins only.")
     user_count: int | None = Field(description="Users holding a grant (allow or deny); admins only.")
+    tools: list[str] = Field(default_factory=list, description=TOOLS_DESCRIPTION)
 
 
 class GrantOut(_Response):
@@ -107,6 +121,8 @@ class AgentPatch(_Request):
                                         description="Replaces the aliases; unique across agents (409).")
     visibility: Visibility | None = Field(default=None, description=VISIBILITY_DESCRIPTION + " `help` must stay "
                                           "public (409): it tells people which agents they may use.")
+    tools: list[ToolName] | None = Field(default=None, max_length=len(TOOLS),
+                                         description=TOOLS_DESCRIPTION + " Replaces the list; [] disables every tool.")
 
     @model_validator(mode="before")
     @classmethod
@@ -125,11 +141,18 @@ class AgentPatch(_Request):
             raise ValueError("aliases must be distinct")
         return value
 
+    @field_validator("tools")
+    @classmethod
+    def _distinct_tools(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("tools must be distinct")
+        return value
+
     @model_validator(mode="after")
     def _something(self) -> AgentPatch:
         if (self.display_name is None and self.description is None and self.aliases is None
-                and self.visibility is None):
-            raise ValueError("nothing to change: give display_name, description, aliases or visibility")
+                and self.visibility is None and self.tools is None):
+            raise ValueError("nothing to change: give display_name, description, aliases, visibility or tools")
         return self
 
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from insightmesh.agents.catalog import AgentDefinition
 from insightmesh.knowledge.base import Passage
 from insightmesh.llm.base import ChatMessage, LlmClient
-from insightmesh.tools.base import Source
+from insightmesh.tools.base import Source, ToolContext
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,9 @@ class AgentContext:
     # Starts a durable research run for this thread and returns its id (the worker records it and
     # invokes the research function); the agent answers at once ("researching…").
     start_research: Callable[[ResearchRequest], str] = _no_research
+    # The tools this agent may use here (agent ∩ channel, in ``enabled``), with the audience's
+    # retrieval and the progress line; None: no tools (the worker sets it only when some are enabled).
+    tools: ToolContext | None = None
 
 
 @dataclass

@@ -120,6 +120,9 @@ class AgentRecord(Model):
     # agent list needs no per-agent Query. Unset until the first grant: read as 0.
     group_count = NumberAttribute(null=True)
     user_count = NumberAttribute(null=True)
+    # The tools admins enabled for the agent (names in insightmesh.tools.registry.TOOLS); unset or
+    # empty: none. Where it answers, a channel's own ``tools`` setting narrows them further.
+    tools: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
 
     by_kind = AgentsByKind()
 
@@ -158,8 +161,14 @@ class AgentDefinition:
     aliases: tuple[str, ...] = ()
     is_system: bool = True
     visibility: Visibility = RESTRICTED  # the seeded default; admins change it afterwards
+    tools: tuple[str, ...] = ()  # the tools seeded as enabled (names in insightmesh.tools.registry)
 
     def __post_init__(self) -> None:
+        from insightmesh.tools.registry import TOOLS
+
+        unknown = sorted(set(self.tools) - set(TOOLS))
+        if unknown:
+            raise ValueError(f"agent {self.name!r} names unknown tools: {', '.join(unknown)}")
         if not AGENT_NAME_PATTERN.match(self.name):
             raise ValueError(f"agent name {self.name!r} must match {AGENT_NAME_PATTERN.pattern}")
         if self.visibility not in VISIBILITIES:
@@ -180,6 +189,7 @@ class AgentDefinition:
             enabled=True,
             created_at=now,
             updated_at=now,
+            tools=list(self.tools) or None,
         )
 
 

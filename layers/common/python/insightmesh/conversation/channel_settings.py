@@ -9,6 +9,8 @@
   refusal. ``None``: every agent the asker may use.
 * **knowledge_sources** — when set, retrieval there searches only documents of these sources
   (``gdrive:<folder id>``, ``local:<path>``: the sweep scope a document was ingested with).
+* **tools** — when set, only these of the answering agent's tools may run there (the agent's
+  ``tools`` ∩ the channel's; ``[]``: none there). ``None``: the agent's tools. DMs: the agent's.
 * **reply** — ``thread`` (the default) or ``ephemeral`` (``chat.postEphemeral``: only the asker
   sees the answer, so it uses the asker's own access and is not kept in the thread's memory).
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
@@ -83,6 +86,7 @@ class ChannelSettingsRecord(Model):
     allowed_agents: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     knowledge_sources: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     reply = UnicodeAttribute(default=ReplyStyle.THREAD.value)
+    tools: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
     version = NumberAttribute(default=1)
     updated_at = UTCDateTimeAttribute(null=True)
     updated_by = UnicodeAttribute(null=True)
@@ -99,6 +103,7 @@ class ChannelSettings:
     allowed_agents: tuple[str, ...] | None = None
     knowledge_sources: tuple[str, ...] | None = None
     reply: ReplyStyle = ReplyStyle.THREAD
+    tools: tuple[str, ...] | None = None  # None: the agent's tools; else only these of them
     version: int = 0  # 0: not stored
     updated_at: datetime | None = None
     updated_by: str | None = None
@@ -113,6 +118,7 @@ class ChannelSettings:
             allowed_agents=tuple(record.allowed_agents) if record.allowed_agents is not None else None,
             knowledge_sources=tuple(record.knowledge_sources) if record.knowledge_sources is not None else None,
             reply=ReplyStyle(record.reply or ReplyStyle.THREAD.value),
+            tools=tuple(record.tools) if record.tools is not None else None,
             version=int(record.version or 1),
             updated_at=record.updated_at,
             updated_by=record.updated_by,
@@ -121,6 +127,11 @@ class ChannelSettings:
 
     def allows(self, agent: str) -> bool:
         return self.allowed_agents is None or agent in self.allowed_agents
+
+    def enabled_tools(self, agent_tools: Iterable[str]) -> frozenset[str]:
+        """The agent's tools that may run here: all of them, or those the channel also names."""
+        tools = frozenset(agent_tools)
+        return tools if self.tools is None else tools & frozenset(self.tools)
 
 
 _cache: dict[str, tuple[float, ChannelSettings]] = {}
@@ -193,6 +204,8 @@ def describe(settings: ChannelSettings) -> str:
         f"• Default agent: `{settings.default_agent}`" if settings.default_agent else "• Default agent: the assistant",
         f"• Allowed agents: {agents}",
         f"• Knowledge sources: {sources}",
+        "• Tools: " + (", ".join(f"`{name}`" for name in settings.tools) or "none"
+                       if settings.tools is not None else "the agent's"),
         "• Replies: " + ("only the asker sees them (ephemeral)" if settings.reply is ReplyStyle.EPHEMERAL
                          else "in a thread"),
     ]

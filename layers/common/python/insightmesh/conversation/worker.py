@@ -28,6 +28,7 @@ from insightmesh.agents.registry import DEFAULT_AGENT, builtin_definitions, impl
 from insightmesh.conversation import agent_mode, app_home, feedback, gate, provenance, replies, threads, workspaces
 from insightmesh.conversation import assistant as assistant_surface
 from insightmesh.conversation import channel_settings as channel_settings
+from insightmesh.conversation import research as research_runs
 from insightmesh.conversation.attachments import read_shared_files, shared_documents
 from insightmesh.conversation.audience import AudienceRetriever, private_follow_up_text
 from insightmesh.conversation.memory import as_messages, remember
@@ -35,11 +36,13 @@ from insightmesh.conversation.requests import ConversationRequest, RequestKind, 
 from insightmesh.conversation.routing import Route, route_message
 from insightmesh.conversation.streaming import ReplyStream
 from insightmesh.conversation.thread_context import for_prompt
+from insightmesh.conversation.tool_access import tool_context
 from insightmesh.directory.models import User
 from insightmesh.directory.permissions import agents_usable_by, evaluate
 from insightmesh.directory.users import resolve_slack_user
 from insightmesh.llm import get_llm_client
 from insightmesh.llm.base import Completion, LlmClient, LlmError, TextSink, stream_or_complete
+from insightmesh.llm.tools import ToolCallingLlmClient, ToolCompletion
 from insightmesh.llm.usage import record_usage
 from insightmesh.observability import get_logger
 from insightmesh.slack import thread_reply
@@ -70,6 +73,16 @@ class RecordingLlm:
     def stream(self, messages: Sequence[Any], *, on_text: TextSink, **kwargs: Any) -> Completion:
         """The answer streamed to ``on_text`` when the provider streams (whole otherwise); usage recorded."""
         completion = stream_or_complete(self.inner, messages, on_text=on_text, **kwargs)
+        record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage)
+        return completion
+
+
+class ToolRecordingLlm(RecordingLlm):
+    """``RecordingLlm`` of a provider that calls tools (insightmesh.tools.loop): each step's usage recorded."""
+
+    def complete_with_tools(self, turns: Sequence[Any], **kwargs: Any) -> ToolCompletion:
+        assert isinstance(self.inner, ToolCallingLlmClient)
+        completion = self.inner.complete_with_tools(turns, **kwargs)
         record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage)
         return completion
 
@@ -175,6 +188,8 @@ def process_message(request: ConversationRequest) -> None:
     _post_placeholder(turn)
     _open_thread(turn)
     turn.status = assistant_surface.begin(request, turn.thread, turn.text)  # title, "is thinking…"
+    if _stopped_research(turn):  # "stop" with a research run going: before the exit words take it
+        return
     _read_files(turn)
     _route(turn)
     if not _may_route(turn):
@@ -228,6 +243,19 @@ def _open_thread(turn: Turn) -> None:
     turn.thread.bot_replied = True
 
 
+def _stopped_research(turn: Turn) -> bool:
+    """"stop"/"cancel" in a thread with an active research run stops the run (conversation.research)."""
+    assert turn.user is not None
+    answer = research_runs.stop_in_thread(turn.request, turn.text, turn.thread_ts, turn.user)
+    if answer is None:
+        return False
+    turn.answer = answer
+    _reply(turn)
+    assistant_surface.finished(turn.status)
+    _answered(turn)
+    return True
+
+
 def _read_files(turn: Turn) -> None:
     if turn.request.files:
         turn.file_problems = read_shared_files(turn.request.files, turn.thread.files, turn.progress())
@@ -276,7 +304,8 @@ def _answer(turn: Turn) -> None:
             if turn.placeholder_ts:
                 turn.reply = ReplyStream(turn.request, turn.claim.record, turn.channel, turn.placeholder_ts)
             turn.answer = _run_agent(turn.request, route, record, user, turn.thread, llm, turn.progress(),
-                                     turn.agents, turn.retriever, stream=turn.reply or (lambda _text: None))
+                                     turn.agents, turn.retriever, stream=turn.reply or (lambda _text: None),
+                                     thread_ts=turn.thread_ts)
     if turn.file_problems:
         turn.answer += "\n\n" + "\n".join(f"_{problem}_" for problem in turn.file_problems)
 
@@ -336,7 +365,7 @@ def _offer_privately(request: ConversationRequest, channel: str, thread_ts: str 
 def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, user: User,
                thread: threads.ThreadState, llm: LlmClient, progress: Callable[[str], None],
                agents: Sequence[AgentRecord], retriever: AudienceRetriever,
-               stream: TextSink = lambda _text: None) -> str:
+               stream: TextSink = lambda _text: None, thread_ts: str | None = None) -> str:
     agent = implementation(record.name)
     if agent is None:
         return f"The agent **{record.display_name or record.name}** has no implementation in this deployment."
@@ -356,12 +385,17 @@ def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, 
         history=as_messages(thread.history),
         summary=around.summary,
         state=dict(thread.agent_state.get(record.name) or {}),
-        llm=RecordingLlm(llm, record.name, str(user.user_id)),
+        llm=(ToolRecordingLlm if isinstance(llm, ToolCallingLlmClient) else RecordingLlm)(llm, record.name,
+                                                                                         str(user.user_id)),
         progress=progress,
         stream=stream,
         usable_agents=usable,
         documents=shared_documents(thread.files),
-        retrieve=assistant_surface.searching(retriever, assistant_surface.status_of(progress)),
+        retrieve=(retrieve := assistant_surface.searching(retriever, assistant_surface.status_of(progress))),
+        tools=tool_context(request, record, user_id=str(user.user_id), is_admin=bool(user.is_admin),
+                           retrieve=retrieve, progress=progress),  # agent ∩ channel tools, or None
+        start_research=research_runs.starter(team_id=request.team_id, channel_id=request.channel_id,
+                                             thread_ts=thread_ts or request.thread_ts, user_id=str(user.user_id)),
     )
     try:
         reply = agent.handle(context)
@@ -374,6 +408,10 @@ def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, 
         thread.agent_state.pop(record.name, None)
     thread.sticky_agent = record.name if reply.stay and record.name != DEFAULT_AGENT else None
     thread.sticky_by = agent_mode.owner_after_turn(thread, route.by, request.user_id)
+    if reply.document is not None:  # the PDF too: rendered and uploaded by the research function
+        return reply.text + research_runs.deliver_document(
+            reply.document, team_id=request.team_id, channel_id=request.channel_id,
+            thread_ts=thread_ts or request.thread_ts, user_id=str(user.user_id))
     return reply.text
 
 
@@ -402,6 +440,9 @@ def process_action(request: ConversationRequest) -> None:
         feedback.record_vote(request)  # stored per reply, counted per agent and day
         call_slack(lambda c: c.chat_postEphemeral(channel=request.channel_id, user=request.user_id,
                                                   thread_ts=request.thread_ts, text="Thanks for the feedback!"))
+    elif research_runs.is_stop_button(request):  # the research board's Stop (asker or admin only)
+        research_runs.stop_by_button(request, resolve_slack_user(
+            request.team_id, request.user_id, profile=lambda: slack_profile(request.team_id, request.user_id)))
     elif request.action_id == "feedback_reason" and request.ts:  # the 👎 modal (conversation.feedback_modal)
         feedback.record_vote(request, reason=request.feedback_reason, comment=request.text or None)
     replies.set_answered(claim.record, None, None)

@@ -60,16 +60,20 @@ def document_numbers(passages: Sequence[Passage]) -> dict[str, int]:
 def sources_section(passages: Sequence[Passage]) -> str:
     """``*Sources*`` then ``n. [Title](url)`` (the title alone without a URL) per distinct document,
     in rank order; empty when there are no passages."""
-    lines = [SOURCES_HEADING]
-    listed: set[str] = set()
+    listed: dict[str, tuple[str, str | None]] = {}
     for passage in passages:
-        if passage.document_id in listed:
-            continue
-        listed.add(passage.document_id)
-        url = _link_url(passage.url)
-        title = _link_text(passage.title)
-        lines.append(f"{len(listed)}. [{title}]({url})" if url else f"{len(listed)}. {title}")
-    return "\n".join(lines) if listed else ""
+        listed.setdefault(passage.document_id, (passage.title, passage.url))
+    return numbered_sources(list(listed.values()))
+
+
+def numbered_sources(sources: Sequence[tuple[str, str | None]]) -> str:
+    """The Sources section of already-numbered ``(title, url)`` items: ``1.`` is the first — how
+    documents and web pages a tool read are cited alike (``[n]`` in the answer); empty for none."""
+    lines = [SOURCES_HEADING]
+    for number, (title, url) in enumerate(sources, start=1):
+        link = _link_url(url)
+        lines.append(f"{number}. [{_link_text(title)}]({link})" if link else f"{number}. {_link_text(title)}")
+    return "\n".join(lines) if sources else ""
 
 
 def _trim(sentence: str) -> str:

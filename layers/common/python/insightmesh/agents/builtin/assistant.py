@@ -5,6 +5,13 @@ documents they may see), puts the passages with their titles into the system pro
 reply with a **Sources** section linking the documents. Files shared in the thread are in the
 prompt too. With the ``offline`` LLM (no model at all) the answer is extractive: the best passages,
 quoted, with their sources — so retrieval is useful, and testable, without any model.
+
+With tools enabled where it answers (``context.tools``: the agent's tools ∩ the channel's) and a
+model that can call them, it runs the agent loop (``insightmesh.tools.loop``) instead: the model
+searches and reads with the tools, and the reply ends with the same **Sources** section, web
+pages and filings numbered and cited like documents (``[n]``). When ``knowledge_search`` is not
+among the tools, the passages are still retrieved up front and put in the prompt as sources
+``1..k``; the tools' sources follow them. Without tools, nothing of this runs.
 """
 
 from __future__ import annotations
@@ -15,9 +22,13 @@ from typing import Final
 
 from insightmesh.agents.base import AgentContext, AgentReply, SharedDocument
 from insightmesh.agents.catalog import AgentDefinition
-from insightmesh.knowledge.answers import extractive_answer, knowledge_prompt, sources_section
+from insightmesh.knowledge.answers import extractive_answer, knowledge_prompt, numbered_sources, sources_section
 from insightmesh.knowledge.base import Passage
 from insightmesh.llm.base import ChatMessage, stream_or_complete
+from insightmesh.llm.tools import ToolCallingLlmClient
+from insightmesh.tools.base import Source, Tool
+from insightmesh.tools.loop import run_tool_loop
+from insightmesh.tools.registry import TOOLS, tools_named
 
 SYSTEM_PROMPT: Final = (
     "You are InsightMesh, a helpful assistant in the company's Slack. You are talking with {name}. "
@@ -26,6 +37,13 @@ SYSTEM_PROMPT: Final = (
 OFFLINE: Final = "offline"
 FILE_PROMPT_CHARS: Final = 12_000  # per shared file, in the system prompt
 FILE_QUOTES: Final = 2  # paragraphs quoted per shared file in an extractive answer
+TOOL_STEPS: Final = 4  # model calls that may use tools, per answer
+TOOL_TOKEN_CAP: Final = 40_000  # tokens all the calls of one answer may use
+TOOLS_PROMPT: Final = (
+    "\n\nYou can use tools to look things up. Use them when the question needs facts you do not have; "
+    "then answer from what they returned and cite the sources by their number, like [1] or [2] (each "
+    "tool result ends with its numbered sources). Do not list the sources yourself: they are appended "
+    "to your reply.")
 
 
 class AssistantAgent:
@@ -40,6 +58,9 @@ class AssistantAgent:
 
     def handle(self, context: AgentContext) -> AgentReply:
         question = context.text.strip()
+        tools = _enabled_tools(context)
+        if tools:
+            return _answer_with_tools(context, question, tools)
         passages = list(context.retrieve(question)) if question else []
         documents = list(context.documents)
         if context.llm.name == OFFLINE and (passages or documents):
@@ -61,6 +82,43 @@ class AssistantAgent:
         if passages:
             text = f"{text.rstrip()}\n\n{sources_section(passages)}"
         return AgentReply(text=text, details={"model": completion.model, "passages": len(passages)})
+
+
+def _enabled_tools(context: AgentContext) -> list[Tool]:
+    """The tools to offer here: none without a tool context or a model that can call tools."""
+    if context.tools is None or not isinstance(context.llm, ToolCallingLlmClient):
+        return []
+    enabled = context.tools.enabled
+    return tools_named(TOOLS if enabled is None else enabled)
+
+
+def _answer_with_tools(context: AgentContext, question: str, tools: list[Tool]) -> AgentReply:
+    assert context.tools is not None and isinstance(context.llm, ToolCallingLlmClient)
+    names = {tool.name for tool in tools}
+    passages = list(context.retrieve(question)) if question and "knowledge_search" not in names else []
+    system = SYSTEM_PROMPT.format(name=context.user.name)
+    if context.thread.context_channel_id:
+        system += f" In Slack, they are looking at the channel <#{context.thread.context_channel_id}>."
+    if context.summary:
+        system += f"\n\nSummary of the earlier conversation in this thread:\n{context.summary}"
+    if context.documents:
+        system += "\n\nFiles shared in this thread (their text):\n" + "\n\n".join(
+            f"### {document.name}\n{document.text[:FILE_PROMPT_CHARS]}" for document in context.documents)
+    known: dict[str, Source] = {}
+    for passage in passages:  # numbered as knowledge_prompt numbers them: by document, in rank order
+        known.setdefault(passage.document_id, Source(title=passage.title, url=passage.url or "", kind="knowledge"))
+    if passages:
+        system += "\n\n" + knowledge_prompt(passages)
+    system += TOOLS_PROMPT
+    result = run_tool_loop(context.llm, [*context.history, ChatMessage.user(question or "Hello")], tools=tools,
+                           context=context.tools, system=system, max_steps=TOOL_STEPS, max_tokens=TOOL_TOKEN_CAP,
+                           on_text=context.stream, sources=list(known.values()))
+    text = result.text.rstrip()
+    if result.sources:
+        text += "\n\n" + numbered_sources([(source.title, source.url or None) for source in result.sources])
+    return AgentReply(text=text, details={"model": context.llm.name, "passages": len(passages), "tools": sorted(names),
+                                          "steps": result.steps, "stopped": result.stopped,
+                                          "sources": len(result.sources)})
 
 
 def _terms(text: str) -> set[str]:
