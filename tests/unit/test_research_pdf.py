@@ -16,6 +16,7 @@ from insightmesh.research import pdf
 from insightmesh.research.pdf import markdown_html, render_pdf
 from insightmesh.tools.base import Source
 
+P = '<p line-height="1.3">'
 WHEN = datetime(2026, 12, 7, 9, 30, tzinfo=UTC)
 SOURCES = (
     Source("Acme Corp — About us", "https://acme.example.com/about"),
@@ -134,18 +135,40 @@ def test_the_same_document_renders_the_same_pdf():
     assert read(render_pdf(report(), generated_at=WHEN))[1] == read(render_pdf(report(), generated_at=later))[1]
 
 
+def test_a_markdown_table_is_a_table_whose_cells_extract():
+    body = "| Fiscal year | Revenue |\n|---|---|\n| 2025 | $1.24 bn [2] |\n| 2024 | $1.15 bn |\n\nAfter the table."
+    _reader, pages = read(render_pdf(report(sections=(ReportSection("Financials", body),)), generated_at=WHEN))
+    text = pages[0]
+    assert "Fiscal year Revenue" in text and "2025 $1.24 bn [2]" in text and "After the table." in text
+    assert "|" not in text
+
+
+def test_markup_fpdf2_refuses_still_gives_the_section_as_plain_text(monkeypatch: pytest.MonkeyPatch):
+    def refuse(self: object, text: str, **_options: object) -> None:
+        raise NotImplementedError("Unsupported nested HTML tags")
+
+    monkeypatch.setattr(pdf._ReportPdf, "write_html", refuse)
+    _reader, pages = read(render_pdf(report(), generated_at=WHEN))
+    assert "Acme Corp makes **industrial anvils** [1]." in pages[0]  # the Markdown, unrendered but there
+
+
 def test_a_document_without_sections_or_sources_still_renders():
     _reader, pages = read(render_pdf(ReportDocument(title="", sections=()), generated_at=WHEN))
     assert "Report" in pages[0] and "Page 1 of 1" in pages[0]
 
 
 @pytest.mark.parametrize(("markdown", "expected"), [
-    ("a <script>alert(1)</script> & b", "<p>a &lt;script&gt;alert(1)&lt;/script&gt; &amp; b</p>"),
-    ("- one\n- two\n\n1. first", "<ul><li>one</li><li>two</li></ul><ol><li>first</li></ol>"),
-    ("**bold** and *it* and `code`", "<p><b>bold</b> and <i>it</i> and code</p>"),
+    ("a <script>alert(1)</script> & b", P + "a &lt;script&gt;alert(1)&lt;/script&gt; &amp; b</p>"),
+    ("- one\n- two\n\n1. first", '<ul line-height="1.3"><li>one</li><li>two</li></ul>'
+                                   '<ol line-height="1.3"><li>first</li></ol>'),
+    ("**bold** and *it* and `code`", P + "<b>bold</b> and <i>it</i> and code</p>"),
     ("see [the site](https://x.example/a_b*c*) [1] [9]",
-     '<p>see <a href="https://x.example/a_b*c*">the site</a> [<a href="https://acme.example.com/about">1</a>] [9]</p>'),
-    ("# Heading\ntext", "<h3>Heading</h3><p>text</p>"),
+     P + 'see <a href="https://x.example/a_b*c*">the site</a> '
+         '[<a href="https://acme.example.com/about">1</a>] [9]</p>'),
+    ("# Heading\ntext", "<h3>Heading</h3>" + P + "text</p>"),
+    ("| Year | **Revenue** |\n|---|---:|\n| 2025 | $1.2 bn [2] |\n| 2024 |",
+     '<table width="100%"><thead><tr><th>Year</th><th>Revenue</th></tr></thead>'
+     "<tbody><tr><td>2025</td><td>$1.2 bn [2]</td></tr><tr><td>2024</td><td></td></tr></tbody></table>"),
 ])
 def test_the_markdown_subset_becomes_escaped_html(markdown: str, expected: str):
     assert markdown_html(markdown, SOURCES) == expected

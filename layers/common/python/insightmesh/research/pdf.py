@@ -9,7 +9,8 @@ sections are in the PDF's outline (bookmarks).
 
 Section bodies are Markdown as the LLM writes it. They are turned into a small, escaped HTML subset
 here and rendered by fpdf2's ``write_html``: paragraphs, ``-``/``*``/``1.`` lists, ``#`` headings,
-``**bold**``, ``*italic*``, ``[text](https://…)`` links. ``write_html`` rather than
+``**bold**``, ``*italic*``, ``[text](https://…)`` links, ``| tables |`` (plain cells: fpdf2's
+tables take no inline tags). ``write_html`` rather than
 ``multi_cell(markdown=True)``, because fpdf2's markdown mode only does inline emphasis (no lists,
 no headings), and rather than a Markdown library because none is in the layer and the subset is
 small. A citation ``[n]`` becomes a link straight to source ``n``'s URL (one click to the page it
@@ -44,6 +45,7 @@ from fpdf.enums import XPos, YPos
 from fpdf.fonts import FontFace, TextStyle
 
 from insightmesh.agents.base import ReportDocument, ReportSection
+from insightmesh.observability import get_logger
 from insightmesh.tools.base import Source
 
 FONTS: Final = Path(__file__).with_name("fonts")
@@ -54,6 +56,7 @@ MAX_SOURCES: Final = 150
 MAX_TITLE_CHARS: Final = 300
 MAX_URL_CHARS: Final = 500
 REPLACEMENT: Final = "?"
+LINE_HEIGHT: Final = 1.3  # of the font size: body text, list items
 
 _INK: Final = (33, 37, 41)
 _MUTED: Final = (108, 117, 125)
@@ -61,6 +64,7 @@ _ACCENT: Final = (22, 64, 120)
 _LINK: Final = (13, 80, 180)
 _NOTE_FILL: Final = (255, 243, 205)
 _NOTE_BORDER: Final = (214, 158, 46)
+_TABLE_FILL: Final = (241, 244, 248)
 
 _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 _BULLET = re.compile(r"^\s*[-*+•]\s+(.*)$")
@@ -71,6 +75,8 @@ _BOLD = re.compile(r"\*\*(?=\S)(.+?)(?<=\S)\*\*")
 _ITALIC = re.compile(r"(?<![*\w])\*(?=\S)([^*]+?)(?<=\S)\*(?![*\w])")
 _CODE = re.compile(r"`([^`]*)`")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_TABLE_RULE = re.compile(r"^\|?\s*:?-{3,}:?\s*(\|\s*:?-{3,}:?\s*)*\|?$")
+MAX_TABLE_COLUMNS: Final = 8
 
 
 @dataclass(frozen=True)
@@ -172,15 +178,37 @@ def _inline(text: str, sources: Sequence[Source]) -> str:
     return re.sub(r"\x00(\d+)\x00", lambda m: links[int(m.group(1))], escaped)
 
 
+def _plain(text: str) -> str:
+    """A table cell's text: fpdf2 tables take no inline tags (no links, no bold), so markup is dropped."""
+    text = _LINK_MD.sub(r"\1", _CODE.sub(r"\1", text))
+    return html.escape(text.replace("**", "").strip(), quote=True)
+
+
+def _table(rows: Sequence[str]) -> str:
+    """Markdown table lines as an HTML table (header row when a ``---`` rule follows the first)."""
+    cells = [[cell for cell in row.strip().strip("|").split("|")] for row in rows if not _TABLE_RULE.match(row.strip())]
+    if not cells:
+        return ""
+    has_header = len(rows) > 1 and bool(_TABLE_RULE.match(rows[1].strip()))
+    width = min(max(len(row) for row in cells), MAX_TABLE_COLUMNS)
+    cells = [(row + [""] * width)[:width] for row in cells]
+    header, body = (cells[0], cells[1:]) if has_header else (None, cells)
+    head = "<thead><tr>" + "".join(f"<th>{_plain(cell)}</th>" for cell in header) + "</tr></thead>" if header else ""
+    rows_html = "".join("<tr>" + "".join(f"<td>{_plain(cell)}</td>" for cell in row) + "</tr>" for row in body)
+    return f'<table width="100%">{head}<tbody>{rows_html}</tbody></table>'
+
+
 def markdown_html(markdown: str, sources: Sequence[Source]) -> str:
     """The Markdown subset of a section body as the HTML ``write_html`` renders."""
     out: list[str] = []
     paragraph: list[str] = []
+    table: list[str] = []
     list_tag: str | None = None
 
     def flush_paragraph() -> None:
         if paragraph:
-            out.append("<p>" + " ".join(_inline(line, sources) for line in paragraph) + "</p>")
+            out.append(f'<p line-height="{LINE_HEIGHT}">' + " ".join(_inline(line, sources) for line in paragraph)
+                       + "</p>")
             paragraph.clear()
 
     def close_list() -> None:
@@ -189,8 +217,19 @@ def markdown_html(markdown: str, sources: Sequence[Source]) -> str:
             out.append(f"</{list_tag}>")
             list_tag = None
 
+    def flush_table() -> None:
+        if table:
+            out.append(_table(table))
+            table.clear()
+
     for raw in markdown.split("\n"):
         line = raw.rstrip()
+        if line.lstrip().startswith("|") and line.rstrip().endswith("|") and len(line.strip()) > 1:
+            flush_paragraph()
+            close_list()
+            table.append(line)
+            continue
+        flush_table()
         heading, bullet, numbered = _HEADING.match(line.strip()), _BULLET.match(line), _NUMBERED.match(line)
         if not line.strip():
             flush_paragraph()
@@ -205,7 +244,7 @@ def markdown_html(markdown: str, sources: Sequence[Source]) -> str:
             wanted = "ul" if bullet else "ol"
             if list_tag != wanted:
                 close_list()
-                out.append(f"<{wanted}>")
+                out.append(f'<{wanted} line-height="{LINE_HEIGHT}">')
                 list_tag = wanted
             item = (bullet or numbered)
             assert item is not None
@@ -217,6 +256,7 @@ def markdown_html(markdown: str, sources: Sequence[Source]) -> str:
             paragraph.append(line.strip())
     flush_paragraph()
     close_list()
+    flush_table()
     return "".join(out)
 
 
@@ -253,10 +293,11 @@ _TAG_STYLES: Final = {
     "a": FontFace(color=_LINK, emphasis="UNDERLINE"),
     "h3": TextStyle(font_family=FAMILY, font_style="B", font_size_pt=12, color=_ACCENT, t_margin=3, b_margin=1),
     "h4": TextStyle(font_family=FAMILY, font_style="B", font_size_pt=10.5, color=_INK, t_margin=2, b_margin=1),
-    "p": TextStyle(font_family=FAMILY, font_size_pt=10.5, color=_INK, t_margin=0, b_margin=2),
-    "li": TextStyle(font_family=FAMILY, font_size_pt=10.5, color=_INK, l_margin=6, t_margin=1),
-    "ul": TextStyle(t_margin=1, b_margin=2),
-    "ol": TextStyle(t_margin=1, b_margin=2),
+    # A t_margin of 0 would mean "one line" to write_html: these are the gaps wanted, in points.
+    "p": TextStyle(font_family=FAMILY, font_size_pt=10.5, color=_INK, t_margin=1.5, b_margin=1.5),
+    "li": TextStyle(font_family=FAMILY, font_size_pt=10.5, color=_INK, l_margin=6, t_margin=0.8),
+    "ul": TextStyle(t_margin=1, b_margin=1.5),
+    "ol": TextStyle(t_margin=1, b_margin=1.5),
 }
 
 
@@ -294,12 +335,12 @@ def render_pdf(document: ReportDocument, *, generated_at: datetime | None = None
 def _title_block(pdf: _ReportPdf, title: str, subtitle: str, when: datetime) -> None:
     pdf.set_font(FAMILY, "B", 20)
     pdf.set_text_color(*_ACCENT)
-    pdf.multi_cell(0, 9, title, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.multi_cell(0, 9, title, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     if subtitle:
         pdf.ln(1)
         pdf.set_font(FAMILY, "", 12)
         pdf.set_text_color(*_INK)
-        pdf.multi_cell(0, 6, subtitle, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.multi_cell(0, 6, subtitle, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(1)
     pdf.set_font(FAMILY, "", 9)
     pdf.set_text_color(*_MUTED)
@@ -329,12 +370,19 @@ def _section(pdf: _ReportPdf, heading: str, body: str, sources: Sequence[Source]
     pdf.start_section(heading or "Section", level=0, strict=False)
     pdf.set_font(FAMILY, "B", 14)
     pdf.set_text_color(*_ACCENT)
-    pdf.multi_cell(0, 7, heading, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    pdf.multi_cell(0, 7, heading, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(1.5)
     pdf.set_font(FAMILY, "", 10.5)
     pdf.set_text_color(*_INK)
-    pdf.write_html(markdown_html(body, sources), tag_styles=_TAG_STYLES, ul_bullet_char="\u2022",
-                   li_prefix_color=_ACCENT, warn_on_tags_not_matching=False)
+    pdf.set_fill_color(*_TABLE_FILL)  # write_html's tables fill with the current colour (not the note's)
+    try:
+        pdf.write_html(markdown_html(body, sources), tag_styles=_TAG_STYLES, ul_bullet_char="\u2022",
+                       li_prefix_color=_ACCENT, warn_on_tags_not_matching=False)
+    except (NotImplementedError, ValueError) as error:  # markup fpdf2 refuses: the report still goes out
+        get_logger().warning("report section rendered as plain text", extra={"section": heading[:80],
+                                                                              "error": str(error)[:200]})
+        pdf.set_font(FAMILY, "", 10.5)
+        pdf.multi_cell(0, 5.5, body, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(4)
 
 
@@ -352,12 +400,12 @@ def _sources(pdf: _ReportPdf, sources: Sequence[Source]) -> None:
         label = f"[{number}] "
         pdf.cell(pdf.get_string_width(label) + 1, 5, label)
         pdf.set_font(FAMILY, "", 9.5)
-        pdf.multi_cell(0, 5, source.title or source.url, new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.multi_cell(0, 5, source.title or source.url, align="L", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         if source.url:
             pdf.set_x(pdf.l_margin + 8)
             pdf.set_font(FAMILY, "", 8.5)
             pdf.set_text_color(*_LINK)
-            pdf.multi_cell(0, 4.5, source.url, link=source.url if source.url.startswith(("http://", "https://"))
+            pdf.multi_cell(0, 4.5, source.url, align="L", link=source.url if source.url.startswith(("http://", "https://"))
                            else "", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
         pdf.ln(1.5)
 
