@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from insightmesh.agents.base import ReportDocument, ReportSection, ResearchRequest
+from insightmesh.knowledge.base import Audience, Viewer
 from insightmesh.research import launcher, runs, service
 
 THREAD = {"team_id": "T1", "channel_id": "C1", "thread_ts": "1700000000.000100"}
@@ -73,3 +74,15 @@ def test_cancel_in_thread_asks_the_active_run_to_stop(started, dynamo_calls):
     run = runs.get_run(run_id)
     assert run is not None and run.cancel_requested and run.cancel_requested_by == "U2"
     assert service.cancel_in_thread(user_id="U2", team_id="T1", channel_id="C9", thread_ts="1.2") == 0
+
+
+def test_the_enabled_tools_and_the_readers_are_kept_on_the_run(started):
+    readers = Audience((Viewer(email="ann@acme.example"),), "members")
+    run_id = service.start_research(REQUEST, user_id="U1", tools=frozenset({"web_search", "read_url"}),
+                                    audience=readers, **THREAD)
+    run = runs.get_run(run_id)
+    assert run is not None and run.tools == ["read_url", "web_search"] and runs.stored_audience(run) == readers
+    crowd = Audience(tuple(Viewer(email=f"user{n}@acme.example", groups=("g" * 60,)) for n in range(2000)), "members")
+    big = runs.get_run(service.start_research(REQUEST, user_id="U1", audience=crowd, team_id="T1", channel_id="C2",
+                                              thread_ts="1.1"))
+    assert big is not None and big.audience is None, "too many readers to keep: no knowledge search at all"

@@ -17,6 +17,7 @@ from aws_durable_execution_sdk_python_testing import DurableFunctionTestRunner
 from pydantic import BaseModel
 
 from insightmesh.agents.base import ReportDocument, ReportSection
+from insightmesh.knowledge.base import Audience, Passage, Viewer
 from insightmesh.llm.base import Usage
 from insightmesh.llm.offline import OfflineClient
 from insightmesh.llm.openai import OpenAICompatibleClient
@@ -80,7 +81,22 @@ class StandinRead:
                           sources=(Source(title="Page", url=url),))
 
 
-STANDIN_TOOLS = {"web_search": StandinSearch(), "sec_filings": StandinFilings(), "read_url": StandinRead()}
+class StandinKnowledge(StandinSearch):
+    """knowledge_search: what the context's audience-bound ``retrieve`` finds."""
+
+    name: ClassVar[str] = "knowledge_search"
+    description: ClassVar[str] = "Search the company's documents."
+
+    def run(self, arguments: BaseModel, context: ToolContext) -> ToolOutput:
+        passages = context.retrieve(str(getattr(arguments, "query", "")))
+        type(self).calls.append(f"{self.name}:{len(passages)}")
+        return ToolOutput(text="; ".join(p.text for p in passages) or "nothing",
+                          sources=tuple(Source(title=p.title, url=f"https://drive.example/{p.document_id}",
+                                               kind="knowledge") for p in passages))
+
+
+STANDIN_TOOLS = {"web_search": StandinSearch(), "sec_filings": StandinFilings(), "read_url": StandinRead(),
+                 "knowledge_search": StandinKnowledge()}
 
 
 @dataclass
@@ -126,12 +142,19 @@ class Harness:
     def notify(self, run: runs.ResearchRun, key: str, text: str) -> None:
         self.notices.append((key, text))
 
+    searched_for: list[Audience] = field(default_factory=list)
+
+    def retrieve(self, question: str, audience: Audience) -> list[Passage]:
+        self.searched_for.append(audience)
+        return [Passage(document_id="doc-1", title="Acme account plan", url=None, text="Acme renews in May.",
+                        score=1.0, chunk_index=0)]
+
     def deps(self, llm: Any, **settings: int) -> workflow.WorkflowDeps:
         values = ResearchSettings(**settings)  # type: ignore[arg-type]
         return workflow.WorkflowDeps(
             llm=lambda: llm, board_for=lambda _run: self.board, deliver_report=self.deliver, notify=self.notify,
             tools_for=lambda names: [STANDIN_TOOLS[name] for name in names if name in STANDIN_TOOLS],
-            settings=lambda: values)
+            settings=lambda: values, retrieve=self.retrieve)
 
 
 def run_workflow(deps: workflow.WorkflowDeps, run_id: str) -> tuple[Any, dict[str, Any]]:
@@ -144,9 +167,9 @@ def run_workflow(deps: workflow.WorkflowDeps, run_id: str) -> tuple[Any, dict[st
     return result, json.loads(result.result) if result.result else {}
 
 
-def new_run(token_cap: int = 500_000, subject: str = "Acme Corp") -> str:
+def new_run(token_cap: int = 500_000, subject: str = "Acme Corp", **kwargs: Any) -> str:
     return runs.create_run(kind="profile", user_id="U1", subject=subject, question=f"profile {subject}",
-                           token_cap=token_cap, **THREAD).run_id
+                           token_cap=token_cap, **THREAD, **kwargs).run_id
 
 
 def stored(run_id: str) -> runs.ResearchRun:
@@ -324,3 +347,24 @@ def test_a_failure_ends_the_run_failed_with_a_message_in_the_thread(harness):
     assert key == "failed" and "couldn't finish the research on Acme Corp" in text and run_id in text
     run = stored(run_id)
     assert run.status == "failed" and "upload refused" in (run.error or "") and run.active_thread is None
+
+
+def test_researchers_use_only_the_enabled_tools_and_search_knowledge_for_the_readers(harness):
+    readers = Audience((Viewer(email="ann@acme.example", groups=("sales",)), Viewer(email="bob@acme.example")),
+                       "members")
+    run_id = new_run(tools=["web_search", "knowledge_search"], audience=readers)
+    assert runs.stored_audience(stored(run_id)) == readers
+    result, outcome = run_workflow(harness.deps(OfflineClient()), run_id)
+    assert result.status is InvocationStatus.SUCCEEDED and outcome["status"] == "succeeded"
+    names = {call.split(":")[0] for call in StandinSearch.calls}
+    assert names == {"web_search", "knowledge_search"}, "no read_url or sec_filings: not enabled here"
+    assert harness.searched_for and all(audience == readers for audience in harness.searched_for)
+    document: ReportDocument = harness.delivered[0]["document"]
+    assert "https://drive.example/doc-1" in [source.url for source in document.sources]
+
+
+def test_without_an_audience_the_knowledge_base_is_not_searched(harness):
+    run_id = new_run(tools=["web_search", "knowledge_search"])
+    result, _outcome = run_workflow(harness.deps(OfflineClient()), run_id)
+    assert result.status is InvocationStatus.SUCCEEDED
+    assert {call.split(":")[0] for call in StandinSearch.calls} == {"web_search"} and harness.searched_for == []

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, cast
@@ -51,6 +51,7 @@ from insightmesh.agents.base import ReportDocument, ReportSection
 from insightmesh.api.pagination import key_cursor, query_page, start_key
 from insightmesh.aws import condition_failed, model_meta
 from insightmesh.clock import utc_now
+from insightmesh.knowledge.base import Audience, Viewer
 from insightmesh.research.base import RunStatus, TaskStatus
 from insightmesh.tools.base import Source
 
@@ -65,6 +66,7 @@ MAX_STEPS: Final = 40
 MAX_DETAIL: Final = 500
 MAX_TEXT: Final = 4000  # summary, error, question, subject
 MAX_DOCUMENT_CHARS: Final = 200_000
+MAX_AUDIENCE_CHARS: Final = 64_000
 
 
 def created_sort(moment: datetime, item_id: str) -> str:
@@ -156,6 +158,9 @@ class ResearchRun(Model):
     summary = UnicodeAttribute(null=True)
     error = UnicodeAttribute(null=True)
     document = UnicodeAttribute(null=True)  # kind "report": the ReportDocument as JSON
+    # The tools admins enabled where the answer is read (agent ∩ channel); None: the workflow's own.
+    tools: ListAttribute[str] = ListAttribute(of=UnicodeAttribute, null=True)  # type: ignore[arg-type]
+    audience = UnicodeAttribute(null=True)  # who reads the report (knowledge.base.Audience as JSON)
     created_at = UTCDateTimeAttribute(default=utc_now)
     updated_at = UTCDateTimeAttribute(default=utc_now)
     finished_at = UTCDateTimeAttribute(null=True)
@@ -178,6 +183,23 @@ def document_to_json(document: ReportDocument) -> str:
     return json.dumps(asdict(document), ensure_ascii=False, separators=(",", ":"))
 
 
+def audience_to_json(audience: Audience | None) -> str | None:
+    if audience is None:
+        return None
+    text = json.dumps({"scope": audience.scope, "viewers": [asdict(viewer) for viewer in audience.viewers]},
+                      separators=(",", ":"))
+    return text if len(text) <= MAX_AUDIENCE_CHARS else None
+
+
+def stored_audience(run: ResearchRun) -> Audience | None:
+    if not run.audience:
+        return None
+    raw = json.loads(run.audience)
+    viewers = tuple(Viewer(email=v.get("email"), groups=tuple(v.get("groups") or ()),
+                           domains=tuple(v.get("domains") or ())) for v in raw.get("viewers", ()))
+    return Audience(viewers, str(raw.get("scope") or "members")) if viewers else None
+
+
 def document_from_json(text: str) -> ReportDocument:
     raw = json.loads(text)
     return ReportDocument(
@@ -195,8 +217,13 @@ def document_from_json(text: str) -> ReportDocument:
 
 def create_run(*, kind: RunKind, team_id: str, channel_id: str, thread_ts: str, user_id: str,
                subject: str = "", question: str = "", token_cap: int = 0,
-               document: ReportDocument | None = None, run_id: str | None = None) -> ResearchRun:
-    """A new ``queued`` run (one conditional PutItem). Raises :class:`DocumentTooLargeError`."""
+               document: ReportDocument | None = None, run_id: str | None = None,
+               tools: Iterable[str] | None = None, audience: Audience | None = None) -> ResearchRun:
+    """A new ``queued`` run (one conditional PutItem). Raises :class:`DocumentTooLargeError`.
+
+    ``tools``: the tools enabled where the report will be read (None: no limit). ``audience``:
+    everyone who will read it — the research searches the knowledge base only for them, and not at
+    all without one (or when it is too large to keep on the run)."""
     now = utc_now()
     run_id = run_id or uuid.uuid4().hex
     document_json = document_to_json(document) if document is not None else None
@@ -211,6 +238,7 @@ def create_run(*, kind: RunKind, team_id: str, channel_id: str, thread_ts: str, 
         status="queued", steps=[],
         tokens_used=0, llm_calls=0, token_cap=token_cap, cancel_requested=False,
         document=document_json, created_at=now, updated_at=now,
+        tools=sorted(set(tools)) if tools is not None else None, audience=audience_to_json(audience),
         expires_at=now + timedelta(days=RUN_RETENTION_DAYS),
     )
     run.save(condition=ResearchRun.run_id.does_not_exist())
@@ -428,5 +456,5 @@ __all__: Sequence[str] = (
     "ResearchRunPage", "RunKind", "RunStep", "active_run_in_thread", "active_runs_in_thread", "add_usage", "create_run",
     "document_from_json",
     "document_to_json", "finish", "get_run", "list_runs", "list_user_runs", "mark_running", "record_step",
-    "request_cancel", "run_out", "set_progress_ts", "stored_document",
+    "request_cancel", "run_out", "set_progress_ts", "stored_audience", "stored_document",
 )

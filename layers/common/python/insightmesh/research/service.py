@@ -13,9 +13,11 @@ refused with :class:`ResearchBusyError` (one Query on the sparse active-thread i
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Final
 
 from insightmesh.agents.base import ReportDocument, ResearchRequest
+from insightmesh.knowledge.base import Audience
 from insightmesh.research import launcher, runs
 from insightmesh.research.runs import RunKind
 from insightmesh.research.settings import get_research_settings
@@ -65,15 +67,20 @@ def _refuse_if_busy(team_id: str, channel_id: str, thread_ts: str) -> None:
                                 user_message=BUSY_MESSAGE, run_id=active.run_id)
 
 
-def start_research(request: ResearchRequest, *, team_id: str, channel_id: str, thread_ts: str, user_id: str) -> str:
-    """Record a research run for this thread and start it; its run id. Raises :class:`ResearchError`."""
+def start_research(request: ResearchRequest, *, team_id: str, channel_id: str, thread_ts: str, user_id: str,
+                   tools: Iterable[str] | None = None, audience: Audience | None = None) -> str:
+    """Record a research run for this thread and start it; its run id. Raises :class:`ResearchError`.
+
+    ``tools``: the tools enabled where the answer is read (the agent's ∩ the channel's; None: the
+    workflow's own). ``audience``: who reads the thread (``conversation.audience``); the research
+    searches the knowledge base only for them, and not at all without it."""
     if request.kind not in KINDS:
         raise ResearchError(f"unknown research kind {request.kind!r}", user_message=UNKNOWN_KIND_MESSAGE)
     _refuse_if_busy(team_id, channel_id, thread_ts)
     kind: RunKind = "profile"
     run = runs.create_run(kind=kind, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts,
                           user_id=user_id, subject=request.subject, question=request.question,
-                          token_cap=get_research_settings().RESEARCH_MAX_TOKENS)
+                          token_cap=get_research_settings().RESEARCH_MAX_TOKENS, tools=tools, audience=audience)
     return _launch(run)
 
 

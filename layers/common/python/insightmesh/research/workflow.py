@@ -43,7 +43,7 @@ import importlib
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Protocol, TypedDict
 
 from aws_durable_execution_sdk_python.concurrency.models import BatchResult
@@ -54,6 +54,7 @@ from aws_durable_execution_sdk_python.retries import RetryStrategyConfig, create
 from aws_durable_execution_sdk_python.types import StepContext
 
 from insightmesh.agents.base import ReportDocument, ReportSection
+from insightmesh.knowledge.base import Audience, Passage
 from insightmesh.llm.base import ChatMessage, LlmClient, Usage
 from insightmesh.observability import get_logger
 from insightmesh.research import runs
@@ -138,6 +139,12 @@ def _default_loop(llm: Any, turns: Sequence[Any], *, tools: Sequence[Tool], cont
                          max_tokens=max_tokens)
 
 
+def _default_retrieve(question: str, audience: Audience) -> Sequence[Passage]:
+    from insightmesh.knowledge.retrieval import retrieve  # the store and embedder: loaded where used
+
+    return retrieve(question, audience)
+
+
 def _default_notify(run: runs.ResearchRun, key: str, text: str) -> None:
     """Post ``text`` in the run's thread once per ``key``: the message carries metadata naming the
     run and the key, and a step that runs again (after a crash) finds it and does not post twice."""
@@ -163,9 +170,9 @@ class WorkflowDeps:
     deliver_report: ReportDeliverer = _default_deliver
     notify: Callable[[runs.ResearchRun, str, str], None] = _default_notify
     tools_for: Callable[[Sequence[str]], Sequence[Tool]] = _default_tools
+    retrieve: Callable[[str, Audience], Sequence[Passage]] = _default_retrieve
     tool_loop: ToolLoop = _default_loop
     settings: Callable[[], ResearchSettings] = get_research_settings
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 class RunFailedError(RuntimeError):
@@ -520,8 +527,7 @@ def _research(deps: WorkflowDeps, run_id: str, researcher: Researcher, team_size
     settings = deps.settings()
     left = int(run.token_cap or settings.RESEARCH_MAX_TOKENS) - int(run.tokens_used or 0)
     budget = max(MIN_RESEARCHER_TOKENS, min(settings.RESEARCH_RESEARCHER_MAX_TOKENS, left // max(1, team_size)))
-    tools = [tool for tool in deps.tools_for(researcher["tools"])]
-    tool_context = ToolContext(user_id=run.user_id)
+    tools, tool_context = _tools_of(deps, run, researcher)
     system = RESEARCHER_SYSTEM.format(subject=run.subject, title=researcher["title"], focus=researcher["focus"])
     try:
         result = deps.tool_loop(deps.llm(), [ChatMessage.user(f"{researcher['focus']}\n\nSubject: {run.subject}")],
@@ -541,6 +547,25 @@ def _research(deps: WorkflowDeps, run_id: str, researcher: Researcher, team_size
     detail = f"{len(finding['sources'])} sources" + (" (its budget ran out)" if result.stopped == "token_cap" else "")
     _record(deps, run, researcher["id"], "complete", detail)
     return finding
+
+
+def _tools_of(deps: WorkflowDeps, run: runs.ResearchRun, researcher: Researcher) -> tuple[list[Tool], ToolContext]:
+    """The researcher's tools: its own (web; filings for financials), the knowledge base when the
+    run knows who will read the report (searched for exactly them), all narrowed to the tools
+    admins enabled where it is read."""
+    names = list(researcher["tools"])
+    audience = runs.stored_audience(run)
+    if audience is not None:
+        names.append("knowledge_search")
+    enabled = frozenset(run.tools) if run.tools is not None else None
+    if enabled is not None:
+        names = [name for name in names if name in enabled]
+
+    def retrieve(question: str) -> Sequence[Passage]:
+        return deps.retrieve(question, audience) if audience is not None else ()
+
+    context = ToolContext(user_id=run.user_id, retrieve=retrieve, enabled=enabled)
+    return list(deps.tools_for(names)), context
 
 
 def _researched(deps: WorkflowDeps, run_id: str, plan: Sequence[Researcher], findings: Sequence[Finding]) -> None:
