@@ -4,7 +4,10 @@ redirect limits, and EDGAR."""
 
 from __future__ import annotations
 
+import datetime
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -125,6 +128,15 @@ def test_a_provider_that_keeps_failing_opens_its_breaker(web: WebServer) -> None
     assert web.calls("/search") == 5
 
 
+def test_the_offline_results_cannot_be_read_as_pages(web: WebServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    lookups: list[str] = []
+    monkeypatch.setattr(read_url, "resolver", lambda host, port: lookups.append(host) or ["93.184.216.34"])
+    [first, *_] = WebSearchTool().run(WebSearchParameters(query="Acme"), CONTEXT).sources
+    with pytest.raises(ToolError, match="reserved name"):
+        reader(web).run(ReadUrlParameters(url=first.url), CONTEXT)
+    assert lookups == []  # refused without asking DNS
+
+
 def test_the_offline_provider_says_its_results_are_not_real() -> None:
     output = WebSearchTool().run(WebSearchParameters(query="profile Acme Corp"), CONTEXT)
     assert output.text.startswith("[offline web search]")
@@ -228,6 +240,69 @@ def test_the_connection_goes_to_the_address_checked_with_the_original_host(
     assert lookups == ["acme.example"]
     assert output.sources[0].url == f"http://acme.example:{web.port}/pages/acme-corp"
     assert [request["host"] for request in web.requests()] == [f"acme.example:{web.port}"]
+
+
+def _certificate(directory: Path, name: str) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate for ``name`` it signed: (CA file, certificate file, key file)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "web stand-in test CA")])
+    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+          .not_valid_after(now + datetime.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                                       crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    leaf = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key"
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return files
+
+
+@pytest.mark.parametrize("certificate_name", ["acme.example", "someone-else.example"])
+def test_https_is_pinned_to_the_checked_address_and_verified_against_the_url_s_name(
+        tmp_path: Path, certificate_name: str) -> None:
+    """The connection goes to 127.0.0.1 (what the resolver answered), but TLS sends the URL's name
+    as SNI and verifies the certificate against it: a certificate for another name is refused."""
+    ca_file, cert_file, key_file = _certificate(tmp_path, certificate_name)
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert_file, key_file)
+    sni: list[str | None] = []
+    server_context.sni_callback = lambda _socket, name, _context: sni.append(name)  # type: ignore[assignment]
+    tls = WebServer()
+    tls.socket = server_context.wrap_socket(tls.socket, server_side=True)
+    settings = ReadUrlSettings(READ_URL_ALLOW_HOSTS=(f"acme.example:{tls.port}",))
+    client = httpx.Client(verify=ssl.create_default_context(cafile=str(ca_file)), trust_env=False,
+                          follow_redirects=False, limits=httpx.Limits(max_keepalive_connections=0))
+    url = f"https://acme.example:{tls.port}/pages/acme-corp"
+    with tls, client:
+        if certificate_name == "acme.example":
+            fetched = read_url.fetch(url, settings, client=client, resolve=lambda host, port: ["127.0.0.1"])
+            assert fetched.url == url and b"Acme Corp is an industrial technology company" in fetched.body
+            assert [request["host"] for request in tls.requests()] == [f"acme.example:{tls.port}"]
+        else:
+            with pytest.raises(ToolError, match="could not connect") as refused:
+                read_url.fetch(url, settings, client=client, resolve=lambda host, port: ["127.0.0.1"])
+            assert "Hostname mismatch" in str(refused.value.__cause__)
+            assert tls.requests() == []
+    assert sni == ["acme.example"]
 
 
 def test_redirects_are_followed_up_to_the_limit(web: WebServer) -> None:

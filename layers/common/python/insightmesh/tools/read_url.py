@@ -155,6 +155,9 @@ def check_url(url: str | httpx.URL, *, allow_hosts: Sequence[str] = (), deadline
     if not host:
         raise UrlRefused("the URL has no host")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    if (host == "invalid" or host.endswith(".invalid")) and not _allowed(host, port, allow_hosts):
+        # RFC 6761: never resolves (the offline web search's placeholders live there); no DNS wait.
+        raise ToolError(f"{host} does not exist: it is a reserved name (an offline placeholder, not a web page)")
     remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
     lookup = resolve or resolver
     try:
