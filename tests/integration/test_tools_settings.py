@@ -13,6 +13,7 @@ import pytest
 from insightmesh.agents.base import AgentContext, AgentThread, AgentUser
 from insightmesh.agents.builtin.assistant import AssistantAgent
 from insightmesh.agents.catalog import get_agent
+from insightmesh.conversation import channel_settings
 from insightmesh.conversation.requests import ConversationRequest, RequestKind
 from insightmesh.conversation.tool_access import enabled_tools, tool_context
 from insightmesh.knowledge.base import Passage
@@ -76,7 +77,9 @@ def test_a_channel_narrows_the_agents_tools_and_a_dm_keeps_them(api: Api, monkey
     assert latest_audit(f"channel:{CHANNEL}").after["tools"] == ["web_search", "read_url"]
     assert enabled_tools(_request(CHANNEL), record) == {"web_search"}  # agent ∩ channel
 
+    assert "• Tools: `web_search`, `read_url`" in channel_settings.describe(channel_settings.read(CHANNEL))
     patched = api.ok("PATCH", f"/api/channels/{CHANNEL}", body={"tools": [], "version": 1})
+    assert "• Tools: none" in channel_settings.describe(channel_settings.read(CHANNEL))
     assert patched["tools"] == []
     assert enabled_tools(_request(CHANNEL), record) == frozenset()
     assert tool_context(_request(CHANNEL), record, user_id="U1", is_admin=False, retrieve=lambda _q: [],

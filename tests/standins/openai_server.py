@@ -485,7 +485,7 @@ class _Handler(JsonHandler):
         """The completion as server-sent events (see the module docstring), paced by ``stream_rate``."""
         server = self.server
         answer = _completion(server, request)
-        reply = answer["choices"][0]["message"]["content"]
+        reply = answer["choices"][0]["message"]["content"] or ""  # a scripted tool_calls answer has no text
         with server._lock:
             rate = server.stream_rate
         options = request.get("stream_options")
