@@ -213,6 +213,9 @@ def _tokens(text: str) -> set[str]:
 
 class WebHandler(JsonHandler):
     server: WebServer
+    # Headers and body go out in separate writes: without TCP_NODELAY, Nagle holds the body for the
+    # client's delayed ACK (~40 ms a call), a stand-in artefact the benchmark would report as latency.
+    disable_nagle_algorithm = True
 
     # -- plumbing ------------------------------------------------------------------------------
     def do_GET(self) -> None:
