@@ -154,3 +154,40 @@ def test_stop_execution_stops_a_running_execution(runtime, http, step_logs, monk
     stopped = finished(http, "kill-stop", timeout=30)
     assert stopped["status"] == "STOPPED"
     launcher.stop_execution("kill-stop")  # not running any more: nothing to do, no error
+
+
+def test_an_execution_outlives_the_dev_server_and_resumes_from_its_log(tmp_path, step_logs) -> None:
+    """The log is on disk: a run cut off by stopping `insightmesh dev` goes on when it starts again,
+    replaying what completed."""
+    data = tmp_path / "data"
+
+    def runtime_on(data_dir: Path) -> LocalRuntime:
+        rt = LocalRuntime(template_path=FIXTURE, port=free_port(), emulator_port=free_port(), stack_name="durable",
+                          ttl_interval=3600, log=lines.append, data_dir=data_dir,
+                          parameters={"StepLogDir": str(step_logs), "SlowStepSeconds": "60"})
+        rt.start()
+        return rt
+
+    lines: list[str] = []
+    first = runtime_on(data)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{first.port}", timeout=30,
+                          headers={local_auth.HEADER: first.secret}) as client:
+            start(client, "kill-restart")
+            wait_for(lambda: "slow" in ran(step_logs, "kill-restart"), timeout=60, interval=0.2,
+                     what="the slow step to start")
+    finally:
+        first.stop()  # mid-step: the worker is stopped with the runtime
+
+    second = runtime_on(data)
+    try:
+        assert any("resumed 1 execution(s)" in line for line in lines), lines
+        with httpx.Client(base_url=f"http://127.0.0.1:{second.port}", timeout=30,
+                          headers={local_auth.HEADER: second.secret}) as client:
+            done = finished(client, "kill-restart", timeout=60)
+    finally:
+        second.stop()
+    assert done["status"] == "SUCCEEDED", done
+    log = ran(step_logs, "kill-restart")
+    assert [log.count(name) for name in ("one", "two", "left", "right", "three")] == [1, 1, 1, 1, 1]
+    assert log.count("slow") == 2
