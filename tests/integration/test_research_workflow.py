@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from insightmesh.agents.base import ReportDocument, ReportSection
 from insightmesh.knowledge.base import Audience, Passage, Viewer
-from insightmesh.llm.base import Usage
+from insightmesh.llm.base import LlmUnavailableError, Usage
 from insightmesh.llm.offline import OfflineClient
 from insightmesh.llm.openai import OpenAICompatibleClient
 from insightmesh.llm.tools import ToolCompletion
@@ -368,3 +368,38 @@ def test_without_an_audience_the_knowledge_base_is_not_searched(harness):
     result, _outcome = run_workflow(harness.deps(OfflineClient()), run_id)
     assert result.status is InvocationStatus.SUCCEEDED
     assert {call.split(":")[0] for call in StandinSearch.calls} == {"web_search"} and harness.searched_for == []
+
+
+class FlakyPeople(OfflineClient):
+    """The offline LLM, unavailable once for the people researcher; counts the plan calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = False
+        self.plans = 0
+
+    def complete(self, messages: Any, **kwargs: Any) -> Any:
+        if kwargs.get("system") == workflow.PLAN_SYSTEM:
+            self.plans += 1
+        return super().complete(messages, **kwargs)
+
+    def complete_with_tools(self, turns: Any, **kwargs: Any) -> ToolCompletion:
+        if "Your part: People" in (kwargs.get("system") or "") and not self.failed:
+            self.failed = True
+            raise LlmUnavailableError("the provider is down", provider="offline")
+        return super().complete_with_tools(turns, **kwargs)
+
+
+def test_a_failed_researcher_is_retried_and_the_completed_steps_are_replayed_not_run_again(harness):
+    llm = FlakyPeople()
+    run_id = new_run()
+    result, outcome = run_workflow(harness.deps(llm), run_id)
+    assert result.status is InvocationStatus.SUCCEEDED and outcome["status"] == "succeeded"
+    assert llm.failed and llm.plans == 1, "the retry replayed the plan from its checkpoint"
+    searches = [call for call in StandinSearch.calls if call.startswith("web_search:")]
+    assert len(searches) == 6 == len(set(searches)), "each researcher searched once: none ran twice"
+    assert ("update", ("people", "error")) in harness.board.events
+    assert "people" in harness.board.updates("complete")
+    assert [value for kind, value in harness.board.events if kind == "plan"].count(
+        ["plan", "overview", "people", "financials", "news", "competitors", "technology", "synthesis", "review",
+         "report"]) == 1
