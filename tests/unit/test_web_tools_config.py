@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from insightmesh.tools.base import ToolError
 from insightmesh.tools.read_url import UrlRefused, check_url, is_public_address
 from insightmesh.tools.sec_filings import RateLimiter
 from insightmesh.tools.settings import ReadUrlSettings, SecSettings, WebSearchSettings
+from insightmesh_local.template import Template, load_template
 
 VARIABLES = ("ENVIRONMENT", "WEB_SEARCH_PROVIDER", "WEB_SEARCH_URL", "WEB_SEARCH_API_KEY", "READ_URL_ALLOW_HOSTS",
              "READ_URL_CONTACT", "SEC_USER_AGENT", "SEC_EDGAR_URL")
@@ -190,3 +192,38 @@ def test_the_sec_rate_limiter_spaces_calls_a_tenth_of_a_second_apart() -> None:
     now[0] += 5
     limiter.wait()
     assert slept == [0.1, 0.1, 0.1]  # an idle limiter lets the next call through at once
+
+
+# -- the template ----------------------------------------------------------------------------------
+
+TOOL_VARIABLES = {"WEB_SEARCH_PROVIDER": "WebSearchProvider", "WEB_SEARCH_URL": "WebSearchUrl",
+                  "READ_URL_ALLOW_HOSTS": "ReadUrlAllowHosts", "READ_URL_CONTACT": "ReadUrlContact",
+                  "SEC_EDGAR_URL": "SecEdgarUrl", "SEC_USER_AGENT": "SecUserAgent"}
+
+
+@pytest.fixture(scope="module")
+def template() -> Template:
+    return load_template(Path(__file__).parents[2] / "infra" / "template.yaml")
+
+
+@pytest.mark.parametrize("function", ["ConversationWorkerFunction", "ResearchFunction"])
+def test_the_functions_that_run_tools_get_the_web_tool_settings(template: Template, function: str) -> None:
+    if function not in template.resources:
+        pytest.skip(f"{function} is not in the template yet")
+    properties = template.resources[function]["Properties"]
+    variables = properties["Environment"]["Variables"]
+    for variable, parameter in TOOL_VARIABLES.items():
+        assert variables[variable] == {"Ref": parameter}
+        # insightmesh dev sets the parameter from the variable of the same name.
+        assert template.local_metadata["EnvironmentParameters"][parameter] == variable
+    assert variables["WEB_SEARCH_API_KEY_SECRET_ID"] == {"Ref": "WebSearchApiKeyValue"}
+    assert template.local_metadata["EnvironmentParameters"]["WebSearchApiKey"] == "WEB_SEARCH_API_KEY"
+    assert template.parameters["WebSearchApiKey"]["NoEcho"] is True
+    assert {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "WebSearchApiKeyValue"}}} in (
+        properties["Policies"])
+
+
+def test_production_refuses_the_allow_list_at_deploy(template: Template) -> None:
+    rule = template.body["Rules"]["ReadUrlAllowHostsIsForDevelopment"]
+    assert rule["RuleCondition"] == {"Fn::Equals": [{"Ref": "Environment"}, "production"]}
+    assert rule["Assertions"][0]["Assert"] == {"Fn::Equals": [{"Ref": "ReadUrlAllowHosts"}, ""]}
