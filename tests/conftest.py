@@ -34,6 +34,14 @@ SETTINGS_VARIABLES = (
     "EMBEDDING_MODEL",
     "EMBEDDING_DIMENSIONS",
     "EMBEDDING_API_KEY",
+    # The web tools (insightmesh.tools.settings): an exported provider, key or allow-list must not leak in.
+    "WEB_SEARCH_PROVIDER",
+    "WEB_SEARCH_URL",
+    "WEB_SEARCH_API_KEY",
+    "READ_URL_ALLOW_HOSTS",
+    "READ_URL_CONTACT",
+    "SEC_USER_AGENT",
+    "SEC_EDGAR_URL",
 )
 
 
