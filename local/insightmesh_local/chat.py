@@ -14,6 +14,7 @@ In-chat commands:
                              (a signed ``block_actions`` interaction)
     /thread <who> <text>     post as another person (a user id, or a name) in this thread, before
                              mentioning the bot there (insightmesh_local.chat_thread; in a channel)
+    /progress, /stop         follow a research run's board, press its Stop button (chat_research)
     /new                     start a new thread        /help   this help        /quit   leave
 
 The conversation stays in one thread (the first message's ts) unless ``--new-thread-each``.
@@ -45,7 +46,7 @@ from urllib.parse import urlencode
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from insightmesh_local import chat_assistant, chat_views, local_auth, slack_signing
+from insightmesh_local import chat_assistant, chat_research, chat_views, local_auth, slack_signing
 from insightmesh_local.chat_thread import post_in_thread
 from insightmesh_local.slack_signing import (
     FORM_CONTENT_TYPE,
@@ -507,9 +508,10 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
             if line in ("/quit", "/exit"):
                 return 0
             if line == "/help":
-                print_fn(HELP + "\n" + chat_views.HELP
+                print_fn(HELP + "\n" + chat_views.HELP + "\n" + chat_research.HELP
                          + ("\n" + chat_assistant.HELP if chat_assistant.enabled(chat) else ""))
-            elif chat_assistant.command(chat, line) or chat_views.command(chat, line):
+            elif chat_assistant.command(chat, line) or chat_views.command(chat, line) or \
+                    chat_research.command(chat, line):  # /progress, /stop (insightmesh_local.chat_research)
                 pass
             elif line == "/new":
                 chat.thread_ts = None
@@ -532,6 +534,7 @@ def run_chat(args: argparse.Namespace, input_fn: Callable[[str], str] = input,
                 chat.say(line)
                 if chat_assistant.enabled(chat):
                     chat_assistant.after_answer(chat)
+                chat_research.after_answer(chat)  # a research run started: follow its board
         except ChatError as error:
             (err_fn or print_fn)(f"insightmesh chat: {error}")
             return 1
@@ -575,6 +578,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     chat.add_argument("--settle", type=float, default=1.5,
                       help="seconds a reply must stay unchanged to count as final (default 1.5)")
     chat.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for a reply (default 60)")
+    chat.add_argument("--follow-research", type=float, default=chat_research.FOLLOW_SECONDS, metavar="SECONDS",
+                      help="after a reply that starts a research run, follow its progress board for up to this "
+                           f"many seconds (default {chat_research.FOLLOW_SECONDS:g}; 0: don't; /progress follows)")
     chat.set_defaults(run=cmd_chat)
     return chat
 

@@ -54,7 +54,7 @@ def test_a_subject_starts_a_profile_run_and_the_answer_comes_at_once() -> None:
 
     reply = ProfileAgent().handle(context("Jane Doe at Acme", start))
     assert started == [ResearchRequest(kind="profile", subject="Jane Doe at Acme", question="Jane Doe at Acme")]
-    assert reply.text == "Researching *Jane Doe at Acme*… I'll post the report here (say *stop* to cancel)."
+    assert reply.text == "Researching **Jane Doe at Acme**… I'll post the report here (say **stop** to cancel)."
     assert reply.details == {"research_run_id": "run-42"} and not reply.stay and reply.document is None
 
 
@@ -70,7 +70,7 @@ def test_a_start_that_fails_is_answered_clearly() -> None:
         raise RuntimeError("the research service is not available right now")
 
     reply = ProfileAgent().handle(context("Acme Corp", start))
-    assert "couldn't start the research on *Acme Corp*" in reply.text
+    assert "couldn't start the research on **Acme Corp**" in reply.text
     assert "not available right now" in reply.text
     # Without a worker behind it (the context's default), the same clear answer.
     assert "couldn't start" in ProfileAgent().handle(context("Acme Corp")).text

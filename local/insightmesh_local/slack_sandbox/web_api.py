@@ -138,7 +138,8 @@ class SandboxState(SandboxStore):
         with self._lock:
             edit_ts = self.next_ts()
             message.edits.append({"ts": edit_ts, "source": source, "previous_text": message.text,
-                                  "text": text if text is not None else message.text, "blocks": blocks})
+                                  "text": text if text is not None else message.text, "blocks": blocks,
+                                  "previous_blocks": message.blocks})
             if text is not None:
                 message.text = text
             if blocks is not None:

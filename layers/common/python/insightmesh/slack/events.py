@@ -28,7 +28,7 @@ from insightmesh.slack.urls import slack_response_url
 ANSWERED_SUBTYPES: Final = frozenset({None, "file_share", "thread_broadcast"})  # never "bot_message"
 SLACKBOT_USER_ID: Final = "USLACKBOT"
 WORKSPACE_EVENTS: Final = frozenset({"app_uninstalled", "tokens_revoked"})
-ACTION_IDS: Final = frozenset({"exit_agent", "feedback_up", "feedback_down"})
+ACTION_IDS: Final = frozenset({"exit_agent", "feedback_up", "feedback_down", "research_stop"})
 QUESTION_CHANNEL_TYPES: Final = frozenset({"channel", "group"})  # message.channels, message.groups
 
 

@@ -69,7 +69,8 @@ class ProfileAgent:
         except RuntimeError as error:  # the worker's starter says why (busy, unavailable, ...)
             logger.warning("research not started", extra={"error": str(error)[:200]})
             told = getattr(error, "user_message", None)
-            return AgentReply(text=str(told) if told else f"Sorry, I couldn't start the research on *{subject}*: "
+            return AgentReply(text=str(told) if told else f"Sorry, I couldn't start the research on **{subject}**: "
                                                           f"{error}. Please try again in a few minutes.")
-        return AgentReply(text=f"Researching *{subject}*… I'll post the report here (say *stop* to cancel).",
+        # Markdown (the worker converts it): Slack shows "Researching *Acme Corp*… (say *stop* to cancel)".
+        return AgentReply(text=f"Researching **{subject}**… I'll post the report here (say **stop** to cancel).",
                           details={"research_run_id": run_id})
