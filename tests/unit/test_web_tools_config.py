@@ -110,6 +110,14 @@ def test_the_checked_address_is_the_one_connected_to() -> None:
     assert target.url.host == "www.example.com"  # sent as Host and TLS SNI
 
 
+def test_ipv4_is_preferred_when_a_name_has_both() -> None:
+    resolve = resolving({"dual.example": ["2606:2800:220:1:248:1893:25c8:1946", "93.184.216.34"],
+                         "v6.example": ["2606:2800:220:1:248:1893:25c8:1946"]})
+    assert str(check_url("https://dual.example/", resolve=resolve).address) == "93.184.216.34"
+    assert str(check_url("https://v6.example/", resolve=resolve).pinned_url) == (
+        "https://[2606:2800:220:1:248:1893:25c8:1946]/")
+
+
 @pytest.mark.parametrize("url", ["file:///etc/passwd", "ftp://example.com/", "gopher://example.com/",
                                  "http://user:secret@example.com/", "/relative/path"])
 def test_other_schemes_and_credentials_are_refused(url: str) -> None:

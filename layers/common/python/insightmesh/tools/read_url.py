@@ -179,7 +179,9 @@ def check_url(url: str | httpx.URL, *, allow_hosts: Sequence[str] = (), deadline
             if not is_public_address(address):
                 raise UrlRefused(f"{host} is not a public address ({address} is private, loopback, link-local "
                                  "or reserved); only public web pages can be read")
-    return Target(url=parsed.copy_with(fragment=None), address=parsed_addresses[0])
+    # IPv4 first when the name has both: Lambda (outside a dual-stack VPC) has no IPv6 egress.
+    ipv4 = [address for address in parsed_addresses if address.version == 4]
+    return Target(url=parsed.copy_with(fragment=None), address=(ipv4 or parsed_addresses)[0])
 
 
 # -- fetching ---------------------------------------------------------------------------------
