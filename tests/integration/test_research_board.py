@@ -123,6 +123,15 @@ def test_updates_edit_the_same_message_at_most_once_an_interval_and_the_latest_s
     assert texts(boards(slack, thread)[0])[3] == "⚠️ *People* — no results"
 
 
+def test_a_second_plan_replaces_the_first_and_keeps_the_status_it_gives(slack: SlackSandbox, thread: str) -> None:
+    board = make(Run("run-8", CHANNEL, thread), {}, Clock(), Scheduled())
+    board.show_plan([PlanTask("plan", "Plan the research", "in_progress")])  # while planning
+    board.show_plan(PLAN)  # the plan is made: its own task complete, the researchers to do
+    [message] = boards(slack, thread)
+    assert texts(message)[1:3] == ["✅ *Plan the research*", "⬜ *Company overview*"]
+    assert len(slack.calls("chat.postMessage")) == 1
+
+
 def test_close_shows_how_the_run_ended_and_takes_the_stop_button_away(slack: SlackSandbox, thread: str) -> None:
     clock, scheduled = Clock(), Scheduled()
     board = make(Run("run-3", CHANNEL, thread), {}, clock, scheduled)

@@ -207,9 +207,10 @@ class SlackProgressBoard:
             if state.ts is not None:
                 self._load()  # a replayed plan step, maybe in another process: what the board shows now
             known = {task.id: task for task in state.tasks}
-            # A replayed plan keeps what later steps already reported (never shows progress going back).
-            state.tasks = [known.get(task.id, task) if task.id in known and known[task.id].status != "pending"
-                           else task for task in tasks]
+            # A replayed plan keeps what later steps already reported (never shows progress going back);
+            # a task the plan itself gives a status (the plan step, complete) shows that status.
+            state.tasks = [known[task.id] if task.status == "pending" and task.id in known else task
+                           for task in tasks]
             state.loaded = True
             self._send(force=True)
 
