@@ -120,6 +120,8 @@ def cmd_invoke(args: argparse.Namespace) -> int:
         print(f"insightmesh invoke: {error}", file=sys.stderr)
         return EXIT_CONFIG
     finally:
+        if runtime.durable is not None:
+            runtime.durable.stop()
         if runtime.functions is not None:
             runtime.functions.close()
         if runtime.qdrant_bridge is not None:

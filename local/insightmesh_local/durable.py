@@ -235,6 +235,9 @@ class DurableService:
             self._server = None
         self.executor.shutdown()
         self.scheduler.stop()  # type: ignore[no-untyped-call]
+        # The package's scheduler stops its event loop but never closes it; closed here, rather than
+        # by the garbage collector at exit, which reports an "Exception ignored" traceback.
+        self.scheduler._loop.close()
 
     def environment(self) -> dict[str, str]:
         """What every function needs to reach this service with boto3 (botocore reads the token
