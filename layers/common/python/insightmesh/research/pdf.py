@@ -9,7 +9,7 @@ sections are in the PDF's outline (bookmarks).
 
 Section bodies are Markdown as the LLM writes it. They are turned into a small, escaped HTML subset
 here and rendered by fpdf2's ``write_html``: paragraphs, ``-``/``*``/``1.`` lists, ``#`` headings,
-``**bold**``, ``*italic*``, ``[text](https://…)`` links, ``| tables |`` (plain cells: fpdf2's
+``**bold**``, ``*italic*`` (set upright), ``[text](https://…)`` links, ``| tables |`` (plain cells: fpdf2's
 tables take no inline tags). ``write_html`` rather than
 ``multi_cell(markdown=True)``, because fpdf2's markdown mode only does inline emphasis (no lists,
 no headings), and rather than a Markdown library because none is in the layer and the subset is
@@ -152,7 +152,7 @@ def _bounded(document: ReportDocument) -> _Prepared:
 
 # -- Markdown subset → HTML ------------------------------------------------------------------------------
 def _inline(text: str, sources: Sequence[Source]) -> str:
-    """One line of Markdown as escaped HTML with <b>, <i> and <a> (citations link to their source)."""
+    """One line of Markdown as escaped HTML with <b> and <a> (citations link to their source)."""
     escaped = html.escape(_CODE.sub(r"\1", text), quote=True)
     links: list[str] = []
 
@@ -174,7 +174,7 @@ def _inline(text: str, sources: Sequence[Source]) -> str:
 
     escaped = _CITATION.sub(cite, escaped)
     escaped = _BOLD.sub(r"<b>\1</b>", escaped)
-    escaped = _ITALIC.sub(r"<i>\1</i>", escaped)
+    escaped = _ITALIC.sub(r"\1", escaped)  # upright: see _ReportPdf
     return re.sub(r"\x00(\d+)\x00", lambda m: links[int(m.group(1))], escaped)
 
 
@@ -269,9 +269,8 @@ class _ReportPdf(FPDF):
         self.set_auto_page_break(auto=True, margin=20)
         self.add_font(FAMILY, "", str(FONTS / "DejaVuSans.ttf"))
         self.add_font(FAMILY, "B", str(FONTS / "DejaVuSans-Bold.ttf"))
-        # No oblique face is shipped (another 0.6 MB): italics are set upright, never lost.
-        self.add_font(FAMILY, "I", str(FONTS / "DejaVuSans.ttf"))
-        self.add_font(FAMILY, "BI", str(FONTS / "DejaVuSans-Bold.ttf"))
+        # No oblique face is shipped (another 0.6 MB) and no "I" style registered (each add_font
+        # parses its TTF, ~0.3 s): *italic* is set as plain text, never lost.
         self.alias_nb_pages()
 
     def header(self) -> None:
