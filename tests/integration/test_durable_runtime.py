@@ -191,3 +191,19 @@ def test_an_execution_outlives_the_dev_server_and_resumes_from_its_log(tmp_path,
     log = ran(step_logs, "kill-restart")
     assert [log.count(name) for name in ("one", "two", "left", "right", "three")] == [1, 1, 1, 1, 1]
     assert log.count("slow") == 2
+
+
+def test_the_cli_lists_and_shows_executions(runtime, http, monkeypatch, capsys) -> None:
+    from insightmesh_local import cli
+
+    start(http, "cli-1")
+    finished(http, "cli-1")
+    monkeypatch.setenv(local_auth.ENVIRONMENT_VARIABLE, runtime.secret)
+    capsys.readouterr()
+    assert cli.main(["durable", "list", "--port", str(runtime.port)]) == 0
+    listed = json.loads(capsys.readouterr().out)["executions"]
+    assert "cli-1" in {e["name"] for e in listed}
+    assert cli.main(["durable", "show", "cli-1", "--port", str(runtime.port)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "SUCCEEDED" and "nap" in {op.get("Name") for op in shown["operations"]}
+    assert cli.main(["durable", "show", "no-such-run", "--port", str(runtime.port)]) != 0
