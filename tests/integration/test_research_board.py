@@ -5,6 +5,7 @@ the message's metadata), the button gone once the run is closed, and no Slack fa
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -199,3 +200,14 @@ def test_slack_failures_are_logged_never_raised(slack: SlackSandbox, thread: str
     clock.now += 5
     board.update("overview", "in_progress")
     board.close("Done.")
+
+
+def test_a_held_back_change_is_shown_by_the_boards_own_timer(slack: SlackSandbox, thread: str) -> None:
+    board = progress.board_for(Run("run-9", CHANNEL, thread), save_ts=lambda _run, _ts: None, interval=0.2)
+    board.show_plan(PLAN)
+    board.update("overview", "complete", "held back")  # within the interval of the plan's post
+    deadline = time.monotonic() + 10
+    while "✅ *Company overview* — held back" not in texts(boards(slack, thread)[0]):
+        assert time.monotonic() < deadline, "the held-back change was never shown"
+        time.sleep(0.05)
+    assert len(slack.calls("chat.update")) == 1

@@ -20,13 +20,17 @@ from insightmesh.agents.catalog import seed_agents
 from insightmesh.agents.registry import builtin_definitions
 from insightmesh.conversation import research as conversation_research
 from insightmesh.conversation import worker, workspaces
+from insightmesh.conversation.intake import assistant_request
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id
 from insightmesh.directory.models import User
 from insightmesh.research import launcher, progress, runs
 from insightmesh.research.base import PlanTask
+from insightmesh.slack import assistant as slack_assistant
 from insightmesh.slack import client as slack_client
 from insightmesh.slack import events, profiles
 from insightmesh_local.slack_sandbox import SlackSandbox
+from insightmesh_local.slack_sandbox import assistant as sandbox_assistant
+from insightmesh_local.slack_signing import assistant_thread_event, event_callback
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -142,6 +146,23 @@ def test_research_in_a_dm_by_its_alias(env: SlackSandbox, launched: Launcher) ->
     [run_id] = launched.started
     run = runs.get_run(run_id)
     assert run is not None and run.subject == "Jane Doe at Acme" and run.channel_id == DM
+
+
+def test_profile_in_the_assistant_pane(env: SlackSandbox, launched: Launcher) -> None:
+    thread_ts = str(sandbox_assistant.start_thread(env.state, user=ALICE, context_channel_id=CHANNEL)["thread_ts"])
+    payload = event_callback(TEAM, "ALOCAL0001", assistant_thread_event(
+        slack_assistant.THREAD_STARTED, ALICE, DM, thread_ts, context_channel_id=CHANNEL, team=TEAM), event_id="Ev1")
+    event = slack_assistant.assistant_event(payload)
+    assert event is not None
+    worker.process(assistant_request(event, correlation_id="test"))  # the pane opens: a greeting
+    ts = str(env.add_user_message(channel=DM, user=ALICE, text="profile Acme Corp", thread_ts=thread_ts)["ts"])
+    worker.process(ConversationRequest(kind=RequestKind.MESSAGE, request_id=message_request_id(TEAM, DM, ts),
+                                       team_id=TEAM, channel_id=DM, channel_type="im", user_id=ALICE,
+                                       text="profile Acme Corp", ts=ts, thread_ts=thread_ts))
+    [run_id] = launched.started
+    run = runs.get_run(run_id)
+    assert run is not None and (run.subject, run.channel_id, run.thread_ts) == ("Acme Corp", DM, thread_ts)
+    assert any(text.startswith("Researching *Acme Corp*") for text in replies_in(env, thread_ts, channel=DM))
 
 
 def test_a_start_that_fails_is_answered_clearly(env: SlackSandbox, launched: Launcher) -> None:
