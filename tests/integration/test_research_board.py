@@ -147,6 +147,14 @@ def test_close_shows_how_the_run_ended_and_takes_the_stop_button_away(slack: Sla
         {"type": "mrkdwn", "text": "Done: the report is in the thread."}]}
     scheduled.run()  # a trailing edit after close changes nothing
     assert stop_buttons(boards(slack, thread)[0]) == []
+    # A step replayed in another process after the close: the board stays as the run ended it.
+    progress.reset_for_tests()
+    again = make(Run("run-3", CHANNEL, thread, progress_ts=message["ts"]), {}, Clock(), Scheduled())
+    again.update("people", "in_progress")
+    again.stopping("U0ASKER")
+    [message] = boards(slack, thread)
+    assert stop_buttons(message) == [] and "⬜ *People*" in texts(message)
+    assert message["blocks"][-1]["elements"][0]["text"] == "Done: the report is in the thread."
 
 
 def test_a_replay_in_another_process_edits_the_stored_message_with_the_state_it_reads_back(

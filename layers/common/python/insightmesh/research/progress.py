@@ -218,6 +218,8 @@ class SlackProgressBoard:
         state = self.state
         with state.lock:
             self._load()
+            if state.closed:  # a step replayed after the run ended: the board says how it ended
+                return
             for index, task in enumerate(state.tasks):
                 if task.id == task_id:
                     state.tasks[index] = replace(task, status=status, detail=detail or task.detail)
@@ -263,6 +265,7 @@ class SlackProgressBoard:
         state.tasks = _tasks_of(payload) or state.tasks
         state.footer = state.footer or str(payload.get("footer") or "")
         state.stopping = state.stopping or bool(payload.get("stopping"))
+        state.closed = state.closed or bool(payload.get("closed"))
 
     def _find_message(self) -> tuple[str, dict[str, Any]] | None:
         """(ts, payload) of this run's board in its thread, by its metadata."""
