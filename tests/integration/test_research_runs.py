@@ -95,3 +95,17 @@ def test_listings_are_one_query_per_page_newest_first_with_signed_cursors(tables
     with pytest.raises(ValidationFailedError):  # a cursor of another list
         runs.list_runs(limit=2, cursor=first.next_cursor)
     assert set(dynamo_calls.operations) == {"Query"}, "no Scan, one Query per page"
+
+
+def test_steps_recorded_in_parallel_are_all_kept(tables, monkeypatch):
+    """Two researchers record their steps at once: the second read the run before the first wrote.
+    Each writes only its own step, so neither is lost (a list written back whole would lose one)."""
+    run = _create()
+    stale = runs.get_run(run.run_id)
+    runs.record_step(run.run_id, "overview", "complete", "3 sources")
+    with monkeypatch.context() as patch:
+        patch.setattr(runs, "get_run", lambda *_args, **_kwargs: stale)
+        runs.record_step(run.run_id, "people", "in_progress")
+    stored = runs.get_run(run.run_id)
+    assert stored is not None
+    assert [(step.name, step.status) for step in stored.steps] == [("overview", "complete"), ("people", "in_progress")]

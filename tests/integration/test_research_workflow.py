@@ -237,7 +237,9 @@ def test_a_profile_run_with_the_offline_llm_plans_researches_reviews_and_deliver
     run = stored(run_id)
     assert run.status == "succeeded" and run.report_file_id == "F1" and run.summary
     assert run.llm_calls >= 6 + 3 and run.tokens_used > 0
-    assert {step.name: step.status for step in run.steps}["report"] == "complete"
+    assert {step.name: step.status for step in run.steps} == dict.fromkeys(
+        ["plan", "overview", "people", "financials", "news", "competitors", "technology", "synthesis", "review",
+         "report"], "complete"), "every step recorded, the parallel researchers' included"
     assert harness.board.closed and harness.board.closed[-1].startswith("Done")
 
 

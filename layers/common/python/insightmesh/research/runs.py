@@ -14,7 +14,9 @@ Access patterns (each one request; no Scan anywhere):
 - **every run, or the runs in one status** (``GET /api/research-runs``): ``Query`` GSI
   ``by-listing`` (hash ``listing`` = ``"run"``) or GSI ``by-status`` (hash ``status``), both
   ranged by ``created_sort`` = ``"<UTC ISO created_at>#<run_id>"``, newest first.
-- **writes**: ``PutItem`` if absent (create), ``UpdateItem`` for a step, usage (atomic ``ADD``),
+- **writes**: ``PutItem`` if absent (create), ``UpdateItem`` for a step (a GetItem first; each
+  step is its own key of the ``steps`` map, so parallel researchers never overwrite each other),
+  usage (atomic ``ADD``),
   cancel (conditional on the run being active) and finish (conditional on it not having
   finished, so a replayed finish never overwrites the first outcome).
 
@@ -27,9 +29,10 @@ TTL ``expires_at``: a run is kept :data:`RUN_RETENTION_DAYS` days. ``steps`` is 
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, cast
 
@@ -54,6 +57,8 @@ from insightmesh.clock import utc_now
 from insightmesh.knowledge.base import Audience, Viewer
 from insightmesh.research.base import RunStatus, TaskStatus
 from insightmesh.tools.base import Source
+
+logger = logging.getLogger(__name__)
 
 RunKind = Literal["profile", "report"]
 RUN_KINDS: Final[tuple[str, ...]] = ("profile", "report")
@@ -84,14 +89,26 @@ def _bounded(text: str | None, limit: int = MAX_TEXT) -> str | None:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-class RunStep(MapAttribute[str, Any]):
+@dataclass(frozen=True, slots=True)
+class RunStep:
     """One step of a run as the board shows it: ``plan``, ``overview``, ``synthesis``, ``review``..."""
 
-    name = UnicodeAttribute()
-    status = UnicodeAttribute()  # TaskStatus
-    started_at = UTCDateTimeAttribute(null=True)
-    ended_at = UTCDateTimeAttribute(null=True)
-    detail = UnicodeAttribute(null=True)
+    name: str
+    status: str  # TaskStatus
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    detail: str | None = None
+
+
+def _raw_steps(run: ResearchRun) -> dict[str, Any]:
+    value: Any = run.step_map
+    if isinstance(value, MapAttribute):
+        return dict(value.as_dict())  # type: ignore[no-untyped-call]  # untyped pynamodb method
+    return dict(value or {})
+
+
+def _time(value: object) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) and value else None
 
 
 class RunsByActiveThread(GlobalSecondaryIndex["ResearchRun"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook
@@ -147,7 +164,10 @@ class ResearchRun(Model):
     user_id = UnicodeAttribute()
     active_thread = UnicodeAttribute(null=True)  # set while queued/running only (sparse index)
     status = UnicodeAttribute(default="queued")  # RunStatus
-    steps: ListAttribute[RunStep] = ListAttribute(of=RunStep, default=list)
+    # Step name → {status, detail, recorded_at, started_at, ended_at}: a map, so that parallel
+    # researchers each SET their own key (a list would be read, changed and written back whole, and
+    # concurrent writers would lose each other's steps). ``steps`` lists them in recorded order.
+    step_map: MapAttribute[str, Any] = MapAttribute(default=dict, attr_name="steps")  # type: ignore[no-untyped-call]
     tokens_used = NumberAttribute(default=0)
     llm_calls = NumberAttribute(default=0)
     token_cap = NumberAttribute(default=0)
@@ -170,6 +190,16 @@ class ResearchRun(Model):
     by_user = RunsByUser()
     by_status = RunsByStatus()
     by_listing = RunsByListing()
+
+    @property
+    def steps(self) -> list[RunStep]:
+        """The recorded steps, in the order they were first recorded."""
+        raw = _raw_steps(self)
+        entries = sorted(((name, entry) for name, entry in raw.items() if isinstance(entry, dict)),
+                         key=lambda item: (str(item[1].get("recorded_at") or ""), item[0]))
+        return [RunStep(name=name, status=str(entry.get("status") or "pending"),
+                        started_at=_time(entry.get("started_at")), ended_at=_time(entry.get("ended_at")),
+                        detail=entry.get("detail") or None) for name, entry in entries]
 
 
 # -- the ReportDocument as JSON ---------------------------------------------------------------------
@@ -235,7 +265,7 @@ def create_run(*, kind: RunKind, team_id: str, channel_id: str, thread_ts: str, 
         team_id=team_id, channel_id=channel_id, thread_ts=thread_ts, user_id=user_id,
         # A report run (an agent's PDF) is short and not the thread's research: not in the index.
         active_thread=thread_key(team_id, channel_id, thread_ts) if kind == "profile" else None,
-        status="queued", steps=[],
+        status="queued", step_map={},
         tokens_used=0, llm_calls=0, token_cap=token_cap, cancel_requested=False,
         document=document_json, created_at=now, updated_at=now,
         tools=sorted(set(tools)) if tools is not None else None, audience=audience_to_json(audience),
@@ -300,29 +330,30 @@ def mark_running(run_id: str) -> None:
 
 def record_step(run_id: str, name: str, status: TaskStatus, detail: str = "", *,
                 at: datetime | None = None) -> None:
-    """Set step ``name``'s status (one GetItem + one UpdateItem): a new step is appended (at most
-    :data:`MAX_STEPS`), a known one updated — starting it sets ``started_at``, finishing it
-    (``complete`` or ``error``) sets ``ended_at``. Idempotent: a replayed step writes the same."""
+    """Set step ``name``'s status (one GetItem + one UpdateItem of that step's key only): a new
+    step is added (at most :data:`MAX_STEPS`), a known one updated — starting it sets
+    ``started_at``, finishing it (``complete`` or ``error``) sets ``ended_at``. Idempotent: a
+    replayed step writes the same. Steps of parallel researchers never overwrite each other: each
+    writes its own key of the map (one step is written by one researcher, in order)."""
     run = get_run(run_id)
     if run is None:
         return
-    now = at or utc_now()
-    steps = list(run.steps or [])
-    found = next((step for step in steps if step.name == name), None)
-    if found is None:
-        if len(steps) >= MAX_STEPS:
-            return
-        found = RunStep(name=name, status=status)  # type: ignore[no-untyped-call]  # untyped pynamodb init
-        steps.append(found)
-    found.status = status
+    now = (at or utc_now()).isoformat()
+    raw = _raw_steps(run)
+    entry = dict(raw.get(name) or {})
+    if not entry and len(raw) >= MAX_STEPS:
+        return
+    entry.setdefault("recorded_at", now)
+    entry["status"] = status
     if detail:
-        found.detail = _bounded(detail, MAX_DETAIL)
-    if status == "in_progress" and found.started_at is None:
-        found.started_at = now
+        entry["detail"] = _bounded(detail, MAX_DETAIL)
+    if status == "in_progress" and not entry.get("started_at"):
+        entry["started_at"] = now
     if status in ("complete", "error"):
-        found.started_at = found.started_at or now
-        found.ended_at = now
-    run.update(actions=[ResearchRun.steps.set(steps), ResearchRun.updated_at.set(now)])
+        entry["started_at"] = entry.get("started_at") or now
+        entry["ended_at"] = now
+    ResearchRun(run_id).update(actions=[ResearchRun.step_map[name].set(entry),
+                                        ResearchRun.updated_at.set(utc_now())])
 
 
 def add_usage(run_id: str, *, tokens: int, llm_calls: int) -> tuple[int, int]:
