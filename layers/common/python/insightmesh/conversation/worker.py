@@ -8,7 +8,10 @@ post a "thinking" placeholder, run the agent (progress updates the placeholder),
 placeholder with the answer (chat.update), then save the thread (memory, sticky agent, agent
 state) and mark the request answered. A redelivery of an answered request posts nothing; one
 that crashed after posting reuses its placeholder. For a button: leave agent mode (only whoever
-started it: conversation.agent_mode), or store feedback.
+started it: conversation.agent_mode), store feedback, or stop a research run. Research runs
+(conversation.research): agents start them through ``AgentContext.start_research``, "stop" in a
+thread with an active run cancels it before the router reads "stop" as an exit word, and an
+agent's ``AgentReply.document`` is handed to the research function, which posts it as a PDF.
 """
 
 from __future__ import annotations
