@@ -1,0 +1,361 @@
+"""The `profile` research agent end to end (issue 15): `insightmesh dev` with the Slack sandbox, the
+offline LLM (its deterministic tool plan) and the web stand-in (tests/standins/web_server.py: a
+SearXNG-shaped search API, pages, a PDF and EDGAR, counting every call) on loopback.
+
+"profile Acme Corp" in a thread is answered at once by the worker; the durable research function
+(run by the local runtime with its checkpoint log) posts the plan as a board and edits it as steps
+go, and delivers a PDF with the summary in the thread. The run is listed by the admin API and
+shown to the asker. Killing the research function's worker mid-run resumes it from its log
+without running the completed researchers again (the web stand-in's call counts stay put);
+"stop" in the thread cancels a run; the token cap (``RESEARCH_MAX_TOKENS``) ends one with a
+partial report that says so.
+
+Where a test needs the run to be at a given point when it acts, it holds the run there through a
+stand-in rather than racing it: a Slack upload call answered late (the sandbox's ``delay``), or
+searches answered 429 with ``Retry-After`` (the web stand-in's ``/_fail``), which the web_search
+tool honours. Every wait is bounded; nothing here asserts a duration.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from pypdf import PdfReader
+
+from insightmesh_local import slack_signing as slack
+from tests.e2e.dev_server import DevServer, post_event, running
+from tests.helpers import wait_for
+from tests.standins.web_server import WebServer
+
+SECRET = "e2e-research-secret"
+BOT_TOKEN = "xoxb-e2e-research"
+ADMIN_EMAIL = "research-admin@corp.example"
+ALICE, ALICE_EMAIL = "U0ALICE", "alice@corp.example"
+BOB, BOB_EMAIL = "U0BOB", "bob@corp.example"
+BOARD_EVENT = "insightmesh_research_progress"  # research.progress.EVENT_TYPE: the board's metadata
+RESEARCHERS = ("overview", "people", "financials", "news", "competitors", "technology")  # the default plan
+FINISHED = ("succeeded", "failed", "cancelled", "capped")
+# The cap test's server: RESEARCH_MAX_TOKENS is read by the worker when it records a run, so one
+# server cannot hold two caps. With the offline LLM a profile's plan takes ~120 tokens and its six
+# researchers ~2,300 each: the plan fits well under this cap, the researchers together pass it well
+# (each still has a budget of ~1,000 tokens, enough to search and read), so the run ends capped
+# with their findings and sources before the synthesis.
+CAP_TOKENS = 6000
+RUN_TIMEOUT = 300.0  # a bound for a whole run on a loaded machine (offline: seconds when quiet)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+_ts = itertools.count(1)
+
+
+def new_ts() -> str:
+    return f"{1797000000 + next(_ts)}.{next(_ts):06d}"
+
+
+# -- the servers ---------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def web() -> Iterator[WebServer]:
+    server = WebServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def sandbox(sandbox):
+    sandbox.add_users({"id": ALICE, "real_name": "Alice Analyst", "email": ALICE_EMAIL},
+                      {"id": BOB, "real_name": "Bob Bystander", "email": BOB_EMAIL})
+    return sandbox
+
+
+def research_env(sandbox: Any, web: WebServer, **extra: str) -> dict[str, str]:
+    """What points the tools at the web stand-in (as its ``main`` prints) and Slack at the sandbox."""
+    return {
+        "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_API_URL": sandbox.url,
+        "WEB_SEARCH_PROVIDER": "searxng", "WEB_SEARCH_URL": web.url, "SEC_EDGAR_URL": web.url,
+        "SEC_USER_AGENT": "InsightMesh e2e research-e2e@corp.example",
+        "READ_URL_ALLOW_HOSTS": f"127.0.0.1:{web.port}",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def dev(sandbox, web, dev_logs):
+    with running(env=research_env(sandbox, web), log_dir=dev_logs) as server:
+        yield server
+
+
+def _client(dev: DevServer, email: str, *, admin: bool = False) -> httpx.Client:
+    made = dev.cli("token", "create", "--email", email, *(["--admin"] if admin else []))
+    assert made.returncode == 0, made.stderr
+    return dev.http(headers={"Authorization": f"Bearer {made.stdout.strip()}"})
+
+
+@pytest.fixture(scope="module")
+def admin(dev) -> Iterator[httpx.Client]:
+    with _client(dev, ADMIN_EMAIL, admin=True) as client:
+        yield client
+
+
+# -- Slack and the API ----------------------------------------------------------------------------------
+
+def mention(http: httpx.Client, text: str, *, channel: str, user: str = ALICE) -> str:
+    """``@InsightMesh <text>`` at the top of ``channel``: the new thread's ts."""
+    ts = new_ts()
+    response = post_event(http, SECRET, slack.app_mention_event(user, channel, text, ts))
+    assert response.status_code == 200, response.text
+    return ts
+
+
+def say_in_thread(http: httpx.Client, text: str, thread_ts: str, *, channel: str, user: str = ALICE) -> None:
+    event = slack.message_event(user, channel, text, new_ts(), thread_ts, channel_type="channel")
+    response = post_event(http, SECRET, event)
+    assert response.status_code == 200, response.text
+
+
+def bot_messages(sandbox: Any, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+    return [m for m in sandbox.messages(channel=channel, thread_ts=thread_ts)
+            if m.get("is_bot") and not m.get("ephemeral") and not m.get("deleted")]
+
+
+def worker_reply(sandbox: Any, channel: str, thread_ts: str, words: str, timeout: float = 90.0) -> dict[str, Any]:
+    """The worker's final reply containing ``words`` (not a placeholder, not a stream still growing)."""
+    def found() -> dict[str, Any] | None:
+        for message in bot_messages(sandbox, channel, thread_ts):
+            status = ((message.get("metadata") or {}).get("event_payload") or {}).get("status")
+            final = not message.get("streaming") and (status == "answered" if status else "Thinking" not in
+                                                      message["text"])
+            if final and words in message["text"]:
+                return message
+        return None
+    return wait_for(found, timeout=timeout, interval=0.2, what=f"a reply with {words!r} in {thread_ts}")
+
+
+def board(sandbox: Any, channel: str, thread_ts: str) -> dict[str, Any] | None:
+    """The run's progress board: the bot message whose metadata is the board's."""
+    for message in bot_messages(sandbox, channel, thread_ts):
+        if (message.get("metadata") or {}).get("event_type") == BOARD_EVENT:
+            return message
+    return None
+
+
+def shared_files(sandbox: Any, channel: str, thread_ts: str) -> list[dict[str, Any]]:
+    """The file-share messages in the thread (files.completeUploadExternal)."""
+    return [m for m in bot_messages(sandbox, channel, thread_ts) if m.get("files")]
+
+
+def download(file: dict[str, Any]) -> bytes:
+    """A shared file's bytes from its url_private, with the bot token, as Slack serves it."""
+    response = httpx.get(file["url_private"], headers={"Authorization": f"Bearer {BOT_TOKEN}"}, timeout=20)
+    assert response.status_code == 200, response.text
+    return response.content
+
+
+def pdf_text(content: bytes) -> str:
+    assert content.startswith(b"%PDF-")
+    return "\n".join(page.extract_text() or "" for page in PdfReader(io.BytesIO(content)).pages)
+
+
+def run_of_thread(admin: httpx.Client, thread_ts: str, timeout: float = 90.0) -> dict[str, Any]:
+    """The research run recorded for the thread (GET /api/research-runs, newest first)."""
+    def found() -> dict[str, Any] | None:
+        response = admin.get("/api/research-runs", params={"limit": 100})
+        assert response.status_code == 200, response.text
+        return next((run for run in response.json()["items"] if run["thread_ts"] == thread_ts), None)
+    return wait_for(found, timeout=timeout, interval=0.3, what=f"the research run of thread {thread_ts}")
+
+
+def get_run(admin: httpx.Client, run_id: str) -> dict[str, Any]:
+    response = admin.get(f"/api/research-runs/{run_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def finished(admin: httpx.Client, run_id: str, timeout: float = RUN_TIMEOUT) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        run = get_run(admin, run_id)
+        return run if run["status"] in FINISHED else None
+    return wait_for(done, timeout=timeout, interval=0.5, what=f"research run {run_id} to end")
+
+
+def steps(run: dict[str, Any]) -> dict[str, str]:
+    return {step["name"]: step["status"] for step in run["steps"]}
+
+
+def web_urls(text: str, web: WebServer) -> set[str]:
+    """The stand-in's page and file URLs in ``text`` (the PDF's text may break a URL at a line end:
+    whitespace is removed first, so a URL is matched whole)."""
+    joined = re.sub(r"\s+", "", text)
+    return set(re.findall(re.escape(web.url) + r"/(?:pages/[a-z0-9-]+|files/[a-z0-9.-]+\.pdf)", joined))
+
+
+def local_control(dev: DevServer, method: str, path: str, body: dict[str, Any] | None = None) -> httpx.Response:
+    """The runtime's /_local/* control surface, with the run's secret."""
+    with dev.http(headers={"X-InsightMesh-Local-Token": dev.secret}) as client:
+        return client.request(method, f"/_local/{path}", json=body)
+
+
+# -- the main path ----------------------------------------------------------------------------------------
+
+def test_profile_acme_corp_posts_a_plan_progress_a_cited_summary_and_a_pdf(dev, sandbox, web, http, admin):
+    channel = "C0RESEARCH"
+    thread = mention(http, "profile Acme Corp", channel=channel)
+
+    # The worker answers at once; the research goes on in the research function.
+    reply = worker_reply(sandbox, channel, thread, "Researching")
+    assert "Acme Corp" in reply["text"] and "stop" in reply["text"]
+    run = run_of_thread(admin, thread)
+    assert run["kind"] == "profile" and run["subject"] == "Acme Corp"
+    run = finished(admin, run["run_id"])
+    assert run["status"] == "succeeded", run
+
+    # The board: the plan (the six researchers and the report's steps), then at least 3 updates.
+    shown = board(sandbox, channel, thread)
+    assert shown is not None, bot_messages(sandbox, channel, thread)
+    versions = [shown["blocks"]] if not shown["edits"] else [edit["blocks"] for edit in shown["edits"]]
+    planned = [i for i, blocks in enumerate(versions)
+               if {f"task_{name}" for name in RESEARCHERS} <= {b.get("block_id") for b in blocks or []}]
+    assert planned, "the plan was never shown on the board"
+    assert len(versions) - planned[0] - 1 >= 3, f"{len(versions) - planned[0] - 1} updates after the plan"
+    final_text = " ".join(str(b.get("text", {}).get("text", "")) for b in shown["blocks"])
+    assert final_text.count("✅") >= len(RESEARCHERS) and "Done" in shown["text"] + final_text
+    assert not any(b.get("type") == "actions" for b in shown["blocks"])  # no Stop button once closed
+
+    # One PDF in the thread, shared with the summary, which cites the stand-in's pages.
+    files = shared_files(sandbox, channel, thread)
+    assert len(files) == 1 and len(files[0]["files"]) == 1, files
+    share, file = files[0], files[0]["files"][0]
+    assert file["name"].endswith(".pdf") and "acme" in file["name"].lower()
+    assert re.search(r"\[\d+\]", share["text"]), share["text"]
+    cited = web_urls(share["text"], web)
+    assert cited, f"the summary cites no web source: {share['text']!r}"
+    text = pdf_text(download(file))
+    assert "Acme" in text and "Sources" in text
+    listed = web_urls(text, web)
+    assert len(listed) >= 2 and cited <= listed, (cited, listed)
+
+    # The run as the admin API and the asker see it.
+    assert run["report_file_id"] == file["id"]
+    assert run["tokens_used"] > 0 and run["llm_calls"] >= len(RESEARCHERS) + 3  # plan, researchers, synthesis, review
+    done = steps(run)
+    assert all(done.get(name) == "complete" for name in ("plan", *RESEARCHERS, "synthesis", "review", "report")), done
+    listed_runs = admin.get("/api/research-runs", params={"status": "succeeded"}).json()["items"]
+    assert run["run_id"] in {item["run_id"] for item in listed_runs}
+    with _client(dev, ALICE_EMAIL) as alice, _client(dev, BOB_EMAIL) as bob:
+        mine = alice.get("/api/me/research-runs")
+        assert mine.status_code == 200, mine.text
+        assert run["run_id"] in {item["run_id"] for item in mine.json()["items"]}
+        assert alice.get(f"/api/research-runs/{run['run_id']}").status_code == 200
+        assert bob.get(f"/api/research-runs/{run['run_id']}").status_code == 404  # not his to see
+        assert run["run_id"] not in {item["run_id"] for item in bob.get("/api/me/research-runs").json()["items"]}
+        assert bob.get("/api/research-runs").status_code == 403  # admins only
+
+
+# -- a crash mid-run ----------------------------------------------------------------------------------------
+
+def test_a_killed_worker_resumes_the_run_without_running_completed_researchers_again(dev, sandbox, web, http, admin):
+    channel = "C0RKILL"
+    log_start = len(dev.output())
+    uploads_before = len(sandbox.calls("files.getUploadURLExternal"))
+    # Hold the run in its report step (after the researchers, the synthesis and the review): the
+    # first upload URL is answered 8 s late (the call is recorded first), within the client's 10 s.
+    sandbox.fail("files.getUploadURLExternal", "delay", count=1, delay=8.0)
+    thread = mention(http, "profile Acme Corp", channel=channel)
+    run_id = run_of_thread(admin, thread)["run_id"]
+    wait_for(lambda: len(sandbox.calls("files.getUploadURLExternal")) > uploads_before, timeout=RUN_TIMEOUT,
+             interval=0.1, what="the report step's upload")
+
+    # The moment, from the run's steps: every researcher done, the report being delivered.
+    before = get_run(admin, run_id)
+    assert before["status"] == "running", before
+    done = steps(before)
+    assert all(done.get(name) == "complete" for name in RESEARCHERS), done
+    assert done.get("report") == "in_progress", done
+    web_before = web.calls_snapshot()
+    assert web_before.get("/search", 0) >= len(RESEARCHERS)
+
+    killed = local_control(dev, "POST", "durable/kill", {"function": "ResearchFunction"})
+    assert killed.status_code == 200, killed.text
+    assert killed.json()["killed"]["ResearchFunction"], killed.json()  # a worker was running it
+
+    after = finished(admin, run_id)
+    assert after["status"] == "succeeded", after
+    # Replayed from the log: no search, page, PDF or EDGAR call and no LLM call was made again.
+    assert web.calls_snapshot() == web_before
+    assert (after["llm_calls"], after["tokens_used"]) == (before["llm_calls"], before["tokens_used"])
+    # The run's item says succeeded in the report step; the execution ends when that step's result is
+    # checkpointed, a moment later.
+    wait_for(lambda: local_control(dev, "GET", f"durable/executions/{run_id}").json().get("status") == "SUCCEEDED",
+             timeout=60, interval=0.5, what=f"durable execution {run_id} to succeed")
+    # The runtime's log: the invocation that was running died with the worker, the next one finished.
+    outcomes = re.findall(r"ResearchFunction trigger=durable execution .*?outcome=(\S+)", dev.output()[log_start:])
+    assert "Runtime.ExitError" in outcomes and outcomes[-1] == "ok", outcomes
+    files = shared_files(sandbox, channel, thread)
+    assert len(files) == 1 and after["report_file_id"] == files[0]["files"][0]["id"], files
+    assert "Acme" in pdf_text(download(files[0]["files"][0]))
+
+
+# -- stop -----------------------------------------------------------------------------------------------------
+
+def test_stop_in_the_thread_cancels_the_run(dev, sandbox, web, http, admin):
+    channel = "C0RSTOP"
+    # Hold the researchers: the first searches are answered 429 with Retry-After (the tool waits
+    # and retries), so the run is still researching when "stop" arrives. Fewer than the search
+    # breaker's 5 consecutive failures.
+    web.fail("/search", 429, count=4, retry_after="5")
+    try:
+        thread = mention(http, "profile Globex Corporation", channel=channel)
+        worker_reply(sandbox, channel, thread, "Researching")
+        run_id = run_of_thread(admin, thread)["run_id"]
+        say_in_thread(http, "stop", thread, channel=channel)
+        worker_reply(sandbox, channel, thread, "Stopping the research")
+        run = finished(admin, run_id)
+    finally:
+        web.reset()
+    assert run["status"] == "cancelled", run
+    assert run["cancel_requested"] is True
+    shown = board(sandbox, channel, thread)
+    assert shown is not None
+    assert "Stopped" in shown["text"] + " ".join(str(b) for b in shown["blocks"]), shown
+    assert not any(b.get("type") == "actions" for b in shown["blocks"])  # the Stop button is gone
+    wait_for(lambda: any("stopped" in m["text"] for m in bot_messages(sandbox, channel, thread)),
+             timeout=30, what="the thread told the research stopped")
+    assert shared_files(sandbox, channel, thread) == []
+    assert not [c for c in sandbox.calls("files.completeUploadExternal") if c["args"].get("channel_id") == channel]
+    assert run["report_file_id"] is None
+
+
+# -- the token cap ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def capped_dev(sandbox, web, dev_logs):
+    """A second server, with a small ``RESEARCH_MAX_TOKENS`` (the worker records the cap on a run
+    when it starts it, from its environment: a cap cannot differ between two runs of one server).
+    It shares the module's stand-ins; only the last test uses it."""
+    with running(env=research_env(sandbox, web, RESEARCH_MAX_TOKENS=str(CAP_TOKENS)), log_dir=dev_logs) as server:
+        yield server
+
+
+def test_the_token_cap_ends_the_run_with_a_partial_report_that_says_so(capped_dev, sandbox, web):
+    channel = "C0RCAP"
+    with capped_dev.http() as http, _client(capped_dev, ADMIN_EMAIL, admin=True) as admin:
+        thread = mention(http, "profile Acme Corp", channel=channel)
+        worker_reply(sandbox, channel, thread, "Researching")
+        run = finished(admin, run_of_thread(admin, thread)["run_id"])
+    assert run["status"] == "capped", run
+    assert run["token_cap"] == CAP_TOKENS and run["tokens_used"] >= CAP_TOKENS
+    assert "token cap" in (run["summary"] or "")
+    files = shared_files(sandbox, channel, thread)
+    assert len(files) == 1, bot_messages(sandbox, channel, thread)
+    assert "Partial report" in files[0]["text"] and "token cap" in files[0]["text"]
+    assert run["report_file_id"] == files[0]["files"][0]["id"]
+    text = " ".join(pdf_text(download(files[0]["files"][0])).split())
+    assert "Partial report" in text and "token cap" in text and "Acme" in text
+    assert web_urls(text, web), "the partial report lists no source"
+    shown = board(sandbox, channel, thread)
+    assert shown is not None and "token cap" in shown["text"]
