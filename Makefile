@@ -64,6 +64,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/user_sync.py
 	$(BIN)/python benchmarks/retrieval.py
 	$(BIN)/python benchmarks/extraction.py
+	$(BIN)/python benchmarks/research_profile.py
 
 ## Load and faults against `insightmesh dev` (benchmarks/chaos.py): prints figures, ≤ 10 min; not in `make test`.
 chaos: $(STAMP)
