@@ -405,3 +405,23 @@ def test_a_failed_researcher_is_retried_and_the_completed_steps_are_replayed_not
     assert [value for kind, value in harness.board.events if kind == "plan"].count(
         ["plan", "overview", "people", "financials", "news", "competitors", "technology", "synthesis", "review",
          "report"]) == 1
+
+
+class DownForTools(OfflineClient):
+    """The offline LLM, unavailable for every researcher (the plan still works)."""
+
+    def complete_with_tools(self, turns: Any, **kwargs: Any) -> ToolCompletion:
+        raise LlmUnavailableError("the provider is down", provider="offline")
+
+
+def test_when_every_researcher_fails_the_run_fails_and_says_so(harness):
+    run_id = new_run()
+    result, outcome = run_workflow(harness.deps(DownForTools()), run_id)
+    assert result.status is InvocationStatus.SUCCEEDED and outcome == {
+        "run_id": run_id, "status": "failed", "error": "every researcher failed"}
+    assert harness.delivered == []
+    [(key, text)] = harness.notices
+    assert key == "failed" and run_id in text
+    run = stored(run_id)
+    assert run.status == "failed" and {step.name: step.status for step in run.steps}["people"] == "error"
+    assert harness.board.closed == ["Failed."]

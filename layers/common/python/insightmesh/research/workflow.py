@@ -467,9 +467,9 @@ def _profile(context: DurableContext, deps: WorkflowDeps, run_id: str) -> dict[s
     if (stop := _stop_reason(check)) is not None:
         return _end_early(context, deps, run_id, stop, findings, None, stage, check)
     if not findings:
-        raise_failed = "every researcher failed"
-        context.step(lambda _: _fail(deps, run_id, raise_failed), name="fail", config=_IO_STEP)
-        return {"run_id": run_id, "status": "failed", "error": raise_failed}
+        reason = "every researcher failed"
+        context.step(lambda _: _fail(deps, run_id, reason), name="fail", config=_IO_STEP)
+        return {"run_id": run_id, "status": "failed", "error": reason}
 
     draft = context.step(lambda _: _synthesise(deps, run_id, findings), name="synthesis", config=_LLM_STEP)
     max_revisions = limits["max_revisions"]
