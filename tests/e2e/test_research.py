@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import itertools
 import re
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,6 +49,7 @@ FINISHED = ("succeeded", "failed", "cancelled", "capped")
 # with their findings and sources before the synthesis.
 CAP_TOKENS = 6000
 RUN_TIMEOUT = 300.0  # a bound for a whole run on a loaded machine (offline: seconds when quiet)
+GATE_SECONDS = 8.0
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 _ts = itertools.count(1)
@@ -59,9 +61,28 @@ def new_ts() -> str:
 
 # -- the servers ---------------------------------------------------------------------------------------
 
+class GatedWeb(WebServer):
+    """The web stand-in with a gate a test may close: a search then waits (at most
+    :data:`GATE_SECONDS`, under the web_search tool's 10 s timeout) until the gate opens, so a run
+    is held in its researchers for as long as the test needs, without a race."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.held = 0  # searches that arrived while the gate was closed
+
+    def count(self, path: str, request: dict[str, str] | None = None) -> None:
+        if path == "/search" and not self.gate.is_set():
+            with self._lock:
+                self.held += 1
+            self.gate.wait(GATE_SECONDS)
+        super().count(path, request)
+
+
 @pytest.fixture(scope="module")
-def web() -> Iterator[WebServer]:
-    server = WebServer().start()
+def web() -> Iterator[GatedWeb]:
+    server = GatedWeb().start()
     yield server
     server.stop()
 
@@ -230,6 +251,7 @@ def test_profile_acme_corp_posts_a_plan_progress_a_cited_summary_and_a_pdf(dev, 
     files = shared_files(sandbox, channel, thread)
     assert len(files) == 1 and len(files[0]["files"]) == 1, files
     share, file = files[0], files[0]["files"][0]
+    assert reply["updated_seq"] < share["seq"]  # the answer was final before the report came
     assert file["name"].endswith(".pdf") and "acme" in file["name"].lower()
     assert re.search(r"\[\d+\]", share["text"]), share["text"]
     cited = web_urls(share["text"], web)
@@ -304,21 +326,24 @@ def test_a_killed_worker_resumes_the_run_without_running_completed_researchers_a
 
 def test_stop_in_the_thread_cancels_the_run(dev, sandbox, web, http, admin):
     channel = "C0RSTOP"
-    # Hold the researchers: the first searches are answered 429 with Retry-After (the tool waits
-    # and retries), so the run is still researching when "stop" arrives. Fewer than the search
-    # breaker's 5 consecutive failures.
-    web.fail("/search", 429, count=4, retry_after="5")
+    # Hold the researchers in their searches (the gate) until the worker has taken the "stop".
+    web.gate.clear()
     try:
+        held = web.held
         thread = mention(http, "profile Globex Corporation", channel=channel)
         worker_reply(sandbox, channel, thread, "Researching")
         run_id = run_of_thread(admin, thread)["run_id"]
+        wait_for(lambda: board(sandbox, channel, thread) and web.held > held, timeout=RUN_TIMEOUT, interval=0.1,
+                 what="the plan on the board and the researchers searching")
         say_in_thread(http, "stop", thread, channel=channel)
         worker_reply(sandbox, channel, thread, "Stopping the research")
-        run = finished(admin, run_id)
     finally:
-        web.reset()
+        web.gate.set()
+    run = finished(admin, run_id)
     assert run["status"] == "cancelled", run
     assert run["cancel_requested"] is True
+    # It ended at its next step: after the researchers, before the synthesis.
+    assert "synthesis" not in steps(run) or steps(run)["synthesis"] == "pending", steps(run)
     shown = board(sandbox, channel, thread)
     assert shown is not None
     assert "Stopped" in shown["text"] + " ".join(str(b) for b in shown["blocks"]), shown
