@@ -22,6 +22,7 @@ from insightmesh.llm.base import LlmUnavailableError, Usage
 from insightmesh.llm.offline import OfflineClient
 from insightmesh.llm.openai import OpenAICompatibleClient
 from insightmesh.llm.tools import ToolCompletion
+from insightmesh.llm.usage import agent_subject, period_of, usage_for
 from insightmesh.research import runs, workflow
 from insightmesh.research.base import PlanTask, TaskStatus
 from insightmesh.research.settings import ResearchSettings
@@ -325,6 +326,8 @@ def _scripted_revision(harness: Harness, standin: OpenAIStandin) -> None:
     assert document.sources[0].url == SHARED.url
     run = stored(run_id)
     assert run.llm_calls == 7 and run.status == "succeeded"
+    counted = usage_for(agent_subject("profile"), period_of(None))
+    assert counted is not None and counted.prompt_tokens + counted.completion_tokens == run.tokens_used
     assert {step.name for step in run.steps} >= {"plan", "overview", "synthesis", "review", "revision-1", "report"}
 
 

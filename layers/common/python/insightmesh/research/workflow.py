@@ -419,8 +419,14 @@ def _record(deps: WorkflowDeps, run: runs.ResearchRun, task_id: str, status: Any
     deps.board_for(run).update(task_id, status, detail)
 
 
-def _usage(run_id: str, usage: Usage, calls: int) -> None:
+def _usage(run_id: str, usage: Usage, calls: int, *, user_id: str = "") -> None:
+    """Count the tokens on the run (its cap) and in the usage counters (``/api/usage``: the
+    ``profile`` agent's and the asker's day)."""
     runs.add_usage(run_id, tokens=usage.total, llm_calls=calls)
+    if user_id:
+        from insightmesh.llm.usage import record_usage  # never raises for a storage failure
+
+        record_usage(agent="profile", user_id=user_id, usage=usage)
 
 
 def _check(run_id: str) -> Check:
@@ -505,7 +511,7 @@ def _plan(deps: WorkflowDeps, run_id: str) -> list[Researcher]:
     completion = deps.llm().complete(
         [ChatMessage.user(f"Plan the research for: {run.question or run.subject}\nSubject: {run.subject}")],
         system=PLAN_SYSTEM, max_tokens=PLAN_TOKENS, temperature=0.0)
-    _usage(run_id, completion.usage, 1)
+    _usage(run_id, completion.usage, 1, user_id=run.user_id)
     plan = parse_plan(completion.text, run.subject or run.question)
     detail = f"{len(plan)} researchers"
     board.show_plan([PlanTask("plan", "Plan the research", "complete", detail),
@@ -536,7 +542,7 @@ def _research(deps: WorkflowDeps, run_id: str, researcher: Researcher, team_size
     except Exception as error:  # shown on the board, then re-raised for the step's retry
         _record(deps, run, researcher["id"], "error", f"failed: {type(error).__name__}")
         raise
-    _usage(run_id, result.usage, int(result.steps))
+    _usage(run_id, result.usage, int(result.steps), user_id=run.user_id)
     text = str(result.text)
     finding: Finding = {
         "id": researcher["id"], "title": researcher["title"],
@@ -592,7 +598,7 @@ def _synthesise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding]) ->
     completion = deps.llm().complete(
         [ChatMessage.user(f"Write the profile of {run.subject} ({run.question}).\n\n{prompt}")],
         system=SYNTHESIS_SYSTEM, max_tokens=SYNTHESIS_TOKENS)
-    _usage(run_id, completion.usage, 1)
+    _usage(run_id, completion.usage, 1, user_id=run.user_id)
     _record(deps, run, "synthesis", "complete")
     return completion.text
 
@@ -605,7 +611,7 @@ def _review(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft:
     completion = deps.llm().complete(
         [ChatMessage.user(f"Subject: {run.subject}\n\n{prompt}\n\nThe profile to review:\n{draft}")],
         system=REVIEW_SYSTEM, max_tokens=REVIEW_TOKENS, temperature=0.0)
-    _usage(run_id, completion.usage, 1)
+    _usage(run_id, completion.usage, 1, user_id=run.user_id)
     passed, issues = parse_review(completion.text)
     mechanical = citation_issues(draft, len(sources))
     passed = passed and not mechanical
@@ -628,12 +634,13 @@ def _revise_step(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], d
 
 def _revise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft: str, issues: Sequence[str],
             revision: int) -> str:
+    run = _load(run_id)
     _sources, prompt = _findings_prompt(findings)
     listed = "\n".join(f"- {issue}" for issue in issues) or "- (none listed)"
     completion = deps.llm().complete(
         [ChatMessage.user(f"{prompt}\n\nThe profile:\n{draft}\n\nThe reviewer's issues:\n{listed}")],
         system=REVISE_SYSTEM, max_tokens=SYNTHESIS_TOKENS)
-    _usage(run_id, completion.usage, 1)
+    _usage(run_id, completion.usage, 1, user_id=run.user_id)
     runs.record_step(run_id, f"revision-{revision}", "complete", f"{len(issues)} issues addressed")
     return completion.text
 
