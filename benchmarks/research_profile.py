@@ -12,7 +12,7 @@ function's cold start is printed, not counted), then ``--runs`` runs one after a
 * LLM calls and tokens: what the run recorded (``GET /api/research-runs/{id}``; the offline LLM's
   tokens are estimated from characters, as its docstring says);
 * Slack calls: every Web API call the sandbox recorded while the run went on (the worker's answer,
-  the board's posts and edits, the upload), by method;
+  the board's posts and edits, the upload), by method, and the board's own (its post and edits);
 * web calls: the stand-in's requests during the run, by path.
 
 With the offline LLM the figures are the pipeline's own (Slack, DynamoDB, the durable runtime,
@@ -45,6 +45,7 @@ from tests.standins.web_server import WebServer  # noqa: E402
 
 SECRET = "bench-research-secret"
 FINISHED = ("succeeded", "failed", "cancelled", "capped")
+BOARD_EVENT = "insightmesh_research_progress"  # the progress board's message metadata (research.progress)
 RUN_TIMEOUT = 600.0
 
 
@@ -90,11 +91,17 @@ def one_run(dev: DevServer, admin: httpx.Client, sandbox: SlackSandbox, web: Web
               if call["args"].get("channel_id") == channel and call["ok"]]
     calls = sandbox.calls()[calls_before:]
     web_after = web.calls_snapshot()
+    boards = [m["ts"] for m in sandbox.messages(channel=channel, thread_ts=ts)
+              if (m.get("metadata") or {}).get("event_type") == BOARD_EVENT]
     return {
         "status": run["status"],
         "wall": (float(shared[-1]["at"]) - acked) if shared else None,
         "llm_calls": int(run["llm_calls"]), "tokens": int(run["tokens_used"]),
         "slack": Counter(str(call["method"]) for call in calls),
+        "board": Counter(str(call["method"]) for call in calls if call["args"].get("channel") == channel
+                         and (call["args"].get("ts") in boards
+                              or (call["method"] == "chat.postMessage" and "metadata" in call["args"]
+                                  and BOARD_EVENT in str(call["args"]["metadata"])))),
         "web": Counter({path: web_after.get(path, 0) - web_before.get(path, 0) for path in web_after
                         if web_after.get(path, 0) > web_before.get(path, 0)}),
     }
@@ -135,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  LLM calls per run: {statistics.mean(r['llm_calls'] for r in results):.1f}; "
           f"tokens per run (estimated): {statistics.mean(r['tokens'] for r in results):,.0f}")
     print(f"  Slack calls per run: {per_run([r['slack'] for r in results])}")
+    print(f"    of which the progress board's: {per_run([r['board'] for r in results])}")
     print(f"  web stand-in calls per run: {per_run([r['web'] for r in results])}")
     return 0
 
