@@ -62,18 +62,18 @@ def new_ts() -> str:
 # -- the servers ---------------------------------------------------------------------------------------
 
 class GatedWeb(WebServer):
-    """The web stand-in with a gate a test may close: a search then waits (at most
-    :data:`GATE_SECONDS`, under the web_search tool's 10 s timeout) until the gate opens, so a run
-    is held in its researchers for as long as the test needs, without a race."""
+    """The web stand-in with a gate a test may close: a search or a page then waits (each at most
+    :data:`GATE_SECONDS`, under web_search's 10 s and read_url's 15 s timeouts) until the gate
+    opens, so a run is held in its researchers while the test acts, without a race."""
 
     def __init__(self) -> None:
         super().__init__()
         self.gate = threading.Event()
         self.gate.set()
-        self.held = 0  # searches that arrived while the gate was closed
+        self.held = 0  # requests that arrived while the gate was closed
 
     def count(self, path: str, request: dict[str, str] | None = None) -> None:
-        if path == "/search" and not self.gate.is_set():
+        if path.startswith(("/search", "/pages/")) and not self.gate.is_set():
             with self._lock:
                 self.held += 1
             self.gate.wait(GATE_SECONDS)
@@ -353,6 +353,51 @@ def test_stop_in_the_thread_cancels_the_run(dev, sandbox, web, http, admin):
     assert shared_files(sandbox, channel, thread) == []
     assert not [c for c in sandbox.calls("files.completeUploadExternal") if c["args"].get("channel_id") == channel]
     assert run["report_file_id"] is None
+
+
+def click_stop(http: httpx.Client, sandbox: Any, shown: dict[str, Any], thread_ts: str, *, channel: str,
+               user: str) -> str:
+    """``user`` presses the board's Stop button (a signed block_actions, as Slack sends it); its value."""
+    button = next(element for block in shown["blocks"] if block.get("type") == "actions"
+                  for element in block["elements"] if element.get("action_id") == "research_stop")
+    body = slack.block_actions_body(user_id=user, channel_id=channel, message_ts=shown["ts"], thread_ts=thread_ts,
+                                    action_id="research_stop", value=button["value"],
+                                    response_url=sandbox.response_url(channel=channel, user=user),
+                                    message_blocks=shown["blocks"])
+    response = http.post("/slack/interactions", content=body,
+                         headers=slack.signed_headers(SECRET, body, "application/x-www-form-urlencoded"))
+    assert response.status_code == 200, response.text
+    return str(button["value"])
+
+
+def told_privately(sandbox: Any, channel: str, user: str, words: str) -> bool:
+    return any(m.get("ephemeral_for") == user and words in m["text"] for m in sandbox.messages(channel=channel))
+
+
+def test_the_stop_button_stops_the_run_for_its_asker_only(dev, sandbox, web, http, admin):
+    channel = "C0RBUTTON"
+    web.gate.clear()
+    try:
+        held = web.held
+        thread = mention(http, "profile Acme Corp", channel=channel)
+        run_id = run_of_thread(admin, thread)["run_id"]
+        wait_for(lambda: board(sandbox, channel, thread) and web.held > held, timeout=RUN_TIMEOUT, interval=0.1,
+                 what="the plan on the board and the researchers searching")
+        shown = board(sandbox, channel, thread)
+        assert click_stop(http, sandbox, shown, thread, channel=channel, user=BOB) == run_id
+        wait_for(lambda: told_privately(sandbox, channel, BOB, "Only the person who asked"), timeout=60,
+                 what="Bob told the run is not his to stop")
+        assert get_run(admin, run_id)["cancel_requested"] is False
+        click_stop(http, sandbox, shown, thread, channel=channel, user=ALICE)
+        wait_for(lambda: told_privately(sandbox, channel, ALICE, "Stopping"), timeout=60, what="Alice told it stops")
+    finally:
+        web.gate.set()
+    run = finished(admin, run_id)
+    assert run["status"] == "cancelled" and run["report_file_id"] is None, run
+    shown = board(sandbox, channel, thread)
+    assert shown is not None and "Stopped" in shown["text"], shown
+    assert not any(b.get("type") == "actions" for b in shown["blocks"])
+    assert shared_files(sandbox, channel, thread) == []
 
 
 # -- the token cap ------------------------------------------------------------------------------------------
