@@ -352,6 +352,7 @@ def test_stop_in_the_thread_cancels_the_run(dev, sandbox, web, http, admin):
              timeout=30, what="the thread told the research stopped")
     assert shared_files(sandbox, channel, thread) == []
     assert not [c for c in sandbox.calls("files.completeUploadExternal") if c["args"].get("channel_id") == channel]
+    assert broken_mentions(sandbox, channel, thread) == []
     assert run["report_file_id"] is None
 
 
@@ -368,6 +369,12 @@ def click_stop(http: httpx.Client, sandbox: Any, shown: dict[str, Any], thread_t
                          headers=slack.signed_headers(SECRET, body, "application/x-www-form-urlencoded"))
     assert response.status_code == 200, response.text
     return str(button["value"])
+
+
+def broken_mentions(sandbox: Any, channel: str, thread_ts: str) -> list[str]:
+    """Mentions in the bot's messages that are not Slack user ids (Slack would show them broken)."""
+    found = [who for m in bot_messages(sandbox, channel, thread_ts) for who in re.findall(r"<@([^>|]*)", m["text"])]
+    return [who for who in found if not re.fullmatch(r"[UW][A-Z0-9]+", who)]
 
 
 def told_privately(sandbox: Any, channel: str, user: str, words: str) -> bool:
@@ -398,6 +405,7 @@ def test_the_stop_button_stops_the_run_for_its_asker_only(dev, sandbox, web, htt
     assert shown is not None and "Stopped" in shown["text"], shown
     assert not any(b.get("type") == "actions" for b in shown["blocks"])
     assert shared_files(sandbox, channel, thread) == []
+    assert broken_mentions(sandbox, channel, thread) == []
 
 
 # -- the token cap ------------------------------------------------------------------------------------------

@@ -685,9 +685,15 @@ def _end_early(context: DurableContext, deps: WorkflowDeps, run_id: str, status:
                                              name="capped", config=_IO_STEP)
 
 
+_SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]+")
+
+
 def _cancelled(deps: WorkflowDeps, run_id: str, stage: str) -> dict[str, Any]:
     run = _load(run_id)
-    who = f" by <@{run.cancel_requested_by}>" if run.cancel_requested_by else ""
+    # Who asked, as a Slack mention only when a Slack user id was recorded: the worker records the
+    # InsightMesh user id (a UUID), which Slack would show as a broken mention.
+    by = run.cancel_requested_by or ""
+    who = f" by <@{by}>" if _SLACK_USER_ID.fullmatch(by) else ""
     text = f"Research on {run.subject} was stopped{who} before {stage}. No report was made."
     runs.finish(run_id, "cancelled", summary=text)
     deps.board_for(run).close(f"Stopped{who}.")
