@@ -258,16 +258,19 @@ def test_profile_acme_corp_posts_a_plan_progress_a_cited_summary_and_a_pdf(dev, 
     assert cited, f"the summary cites no web source: {share['text']!r}"
     text = pdf_text(download(file))
     assert "Acme" in text and "Sources" in text
-    listed = web_urls(text, web)
-    assert len(listed) >= 2 and cited <= listed, (cited, listed)
+    in_pdf = web_urls(text, web)
+    assert len(in_pdf) >= 2 and cited <= in_pdf, (cited, in_pdf)
 
     # The run as the admin API and the asker see it.
     assert run["report_file_id"] == file["id"]
     assert run["tokens_used"] > 0 and run["llm_calls"] >= len(RESEARCHERS) + 3  # plan, researchers, synthesis, review
     done = steps(run)
     assert all(done.get(name) == "complete" for name in ("plan", *RESEARCHERS, "synthesis", "review", "report")), done
-    listed_runs = admin.get("/api/research-runs", params={"status": "succeeded"}).json()["items"]
-    assert run["run_id"] in {item["run_id"] for item in listed_runs}
+    item = next(item for item in admin.get("/api/research-runs", params={"status": "succeeded"}).json()["items"]
+                if item["run_id"] == run["run_id"])  # the listing shows what the run's own page shows
+    assert (item["status"], item["report_file_id"], item["tokens_used"]) == ("succeeded", file["id"],
+                                                                             run["tokens_used"])
+    assert steps(item) == done
     with _client(dev, ALICE_EMAIL) as alice, _client(dev, BOB_EMAIL) as bob:
         mine = alice.get("/api/me/research-runs")
         assert mine.status_code == 200, mine.text
