@@ -7,13 +7,13 @@ SearXNG-shaped search API, pages, a PDF and EDGAR, counting every call) on loopb
 go, and delivers a PDF with the summary in the thread. The run is listed by the admin API and
 shown to the asker. Killing the research function's worker mid-run resumes it from its log
 without running the completed researchers again (the web stand-in's call counts stay put);
-"stop" in the thread cancels a run; the token cap (``RESEARCH_MAX_TOKENS``) ends one with a
-partial report that says so.
+"stop" in the thread, or the board's Stop button pressed by the asker, cancels a run; the token
+cap (``RESEARCH_MAX_TOKENS``) ends one with a partial report that says so.
 
 Where a test needs the run to be at a given point when it acts, it holds the run there through a
 stand-in rather than racing it: a Slack upload call answered late (the sandbox's ``delay``), or
-searches answered 429 with ``Retry-After`` (the web stand-in's ``/_fail``), which the web_search
-tool honours. Every wait is bounded; nothing here asserts a duration.
+the researchers' searches and page reads held at a gate of the web stand-in (:class:`GatedWeb`)
+until the test has acted. Every wait is bounded; nothing here asserts a duration.
 """
 
 from __future__ import annotations
