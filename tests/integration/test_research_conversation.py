@@ -247,3 +247,27 @@ def test_meddic_final_analysis_is_handed_over_as_a_report_run(env: SlackSandbox,
     document = runs.document_from_json(run.document or "")
     assert document.sections[0].heading == "Metrics — covered"
     assert "MEDDPICC analysis" in replies_in(env, ask.thread_ts or "")[-1]  # the text reply stays
+
+
+def test_a_run_knows_who_reads_the_thread_and_the_tools_the_channel_allows(env: SlackSandbox,
+                                                                           launched: Launcher) -> None:
+    """The research searches the knowledge base only for the thread's readers (here both channel
+    members), and uses only the tools admins left enabled in the channel."""
+    from insightmesh.conversation import channel_settings
+
+    channel_settings.ChannelSettingsRecord(sk=CHANNEL, tools=["web_search", "read_url"]).save()
+    channel_settings.forget(CHANNEL)
+    run, _thread = started_run(env, launched)
+    assert sorted(run.tools or []) == ["read_url", "web_search"]
+    audience = runs.stored_audience(run)
+    assert audience is not None and audience.scope == "members" and len(audience.viewers) == 2
+
+
+def test_a_dm_run_searches_for_the_asker_alone_with_the_workflows_own_tools(env: SlackSandbox,
+                                                                            launched: Launcher) -> None:
+    worker.process(message(ALICE, "profile Acme Corp", channel=DM))
+    [run_id] = launched.started
+    run = runs.get_run(run_id)
+    assert run is not None and run.tools is None
+    audience = runs.stored_audience(run)
+    assert audience is not None and len(audience.viewers) == 1

@@ -27,6 +27,7 @@ from slack_sdk.errors import SlackApiError
 from insightmesh.agents.base import ReportDocument, ResearchRequest
 from insightmesh.conversation.requests import ConversationRequest
 from insightmesh.directory.models import User
+from insightmesh.knowledge.base import Audience
 from insightmesh.observability import get_logger
 from insightmesh.research import runs
 from insightmesh.research.progress import STOP_ACTION, board_for
@@ -53,9 +54,15 @@ class ResearchStartFailed(RuntimeError):
         self.user_message = user_message
 
 
-def starter(*, team_id: str, channel_id: str, thread_ts: str | None,
-            user_id: str) -> Callable[[ResearchRequest], str]:
-    """``AgentContext.start_research`` for this thread: the new run's id, or :class:`ResearchStartFailed`."""
+def starter(*, team_id: str, channel_id: str, thread_ts: str | None, user_id: str,
+            tools: frozenset[str] | None = None,
+            audience: Callable[[], Audience] | None = None) -> Callable[[ResearchRequest], str]:
+    """``AgentContext.start_research`` for this thread: the new run's id, or :class:`ResearchStartFailed`.
+
+    ``tools``: the agent's tools narrowed by the channel's (None: the agent has none set, and the
+    workflow uses its own web tools). ``audience``: who reads this thread, resolved only when a run
+    starts (in a channel it lists the members); the run's knowledge search sees only what all of
+    them may see, as every answer in the thread does."""
 
     def start(request: ResearchRequest) -> str:
         if not thread_ts:
@@ -64,7 +71,8 @@ def starter(*, team_id: str, channel_id: str, thread_ts: str | None,
 
         try:
             return service.start_research(request, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts,
-                                          user_id=user_id)
+                                          user_id=user_id, tools=tools,
+                                          audience=audience() if audience is not None else None)
         except service.ResearchError as error:  # refused or not started: the service says why
             logger.warning("research run not started", extra={"kind": request.kind, "error": type(error).__name__})
             raise ResearchStartFailed(str(error), user_message=error.user_message) from error

@@ -29,6 +29,15 @@ def enabled_tools(request: ConversationRequest, record: AgentRecord) -> frozense
     return channel_settings.for_request(request).enabled_tools(agent_tools)
 
 
+def research_tools(request: ConversationRequest, record: AgentRecord) -> frozenset[str] | None:
+    """The tools a research run started here may use: the agent's ∩ the channel's when admins set
+    the agent's; else the channel's setting when it has one; else None (the workflow's own)."""
+    if record.tools:
+        return enabled_tools(request, record)
+    tools = channel_settings.for_request(request).tools
+    return frozenset(tools) if tools is not None else None
+
+
 def tool_context(request: ConversationRequest, record: AgentRecord, *, user_id: str, is_admin: bool,
                  retrieve: Callable[[str], Sequence[Passage]],
                  progress: Callable[[str], None]) -> ToolContext | None:

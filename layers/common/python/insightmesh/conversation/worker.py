@@ -39,7 +39,7 @@ from insightmesh.conversation.requests import ConversationRequest, RequestKind, 
 from insightmesh.conversation.routing import Route, route_message
 from insightmesh.conversation.streaming import ReplyStream
 from insightmesh.conversation.thread_context import for_prompt
-from insightmesh.conversation.tool_access import tool_context
+from insightmesh.conversation.tool_access import research_tools, tool_context
 from insightmesh.directory.models import User
 from insightmesh.directory.permissions import agents_usable_by, evaluate
 from insightmesh.directory.users import resolve_slack_user
@@ -398,7 +398,9 @@ def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, 
         tools=tool_context(request, record, user_id=str(user.user_id), is_admin=bool(user.is_admin),
                            retrieve=retrieve, progress=progress),  # agent ∩ channel tools, or None
         start_research=research_runs.starter(team_id=request.team_id, channel_id=request.channel_id,
-                                             thread_ts=thread_ts or request.thread_ts, user_id=str(user.user_id)),
+                                             thread_ts=thread_ts or request.thread_ts, user_id=str(user.user_id),
+                                             tools=research_tools(request, record),
+                                             audience=lambda: retriever.audience),
     )
     try:
         reply = agent.handle(context)
