@@ -350,6 +350,33 @@ class OpenAICompatibleClient:
             raise LlmUnavailableError(f"{self._provider} answered HTTP {status}", provider=self._provider)
         return None
 
+    def _post_json(self, client: httpx.Client, body: Mapping[str, Any], headers: Mapping[str, str],
+                   timeout: httpx.Timeout, attempts: int, log: Mapping[str, object]) -> Any:
+        """One non-streamed attempt (``complete`` and ``complete_with_tools``): the answer's JSON, or a
+        ``Refusal``; raises ``RetryableError`` for what is retried, ``LlmUnavailableError`` otherwise."""
+        logger = get_logger()
+        try:
+            response = client.post(self.url, json=body, headers=headers, timeout=timeout)
+        except httpx.TimeoutException as error:
+            logger.warning("llm attempt timed out", extra={**log, "attempt": attempts})
+            raise RetryableError(f"{self._provider} timed out ({type(error).__name__})") from error
+        except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
+            logger.warning("llm attempt failed to connect", extra={**log, "attempt": attempts})
+            raise RetryableError(f"{self._provider} connection failed ({type(error).__name__})") from error
+        except httpx.HTTPError as error:  # proxy or protocol misconfiguration: not transient
+            raise LlmUnavailableError(
+                f"{self._provider} request failed ({type(error).__name__})", provider=self._provider
+            ) from error
+        refusal = self._check_status(response, attempts, log)
+        if refusal is not None:
+            return refusal
+        try:
+            return response.json()
+        except ValueError as error:
+            raise LlmUnavailableError(
+                f"{self._provider} answered with invalid JSON", provider=self._provider
+            ) from error
+
     def stream(
         self,
         messages: Sequence[ChatMessage],
@@ -418,27 +445,9 @@ class OpenAICompatibleClient:
         log = {"provider": self._provider, "model": self.model}
 
         def attempt(attempts: int) -> Completion | Refusal:
-            try:
-                response = client.post(self.url, json=body, headers=headers, timeout=timeout)
-            except httpx.TimeoutException as error:
-                logger.warning("llm attempt timed out", extra={**log, "attempt": attempts})
-                raise RetryableError(f"{self._provider} timed out ({type(error).__name__})") from error
-            except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
-                logger.warning("llm attempt failed to connect", extra={**log, "attempt": attempts})
-                raise RetryableError(f"{self._provider} connection failed ({type(error).__name__})") from error
-            except httpx.HTTPError as error:  # proxy or protocol misconfiguration: not transient
-                raise LlmUnavailableError(
-                    f"{self._provider} request failed ({type(error).__name__})", provider=self._provider
-                ) from error
-            refusal = self._check_status(response, attempts, log)
-            if refusal is not None:
-                return refusal
-            try:
-                payload = response.json()
-            except ValueError as error:
-                raise LlmUnavailableError(
-                    f"{self._provider} answered with invalid JSON", provider=self._provider
-                ) from error
+            payload = self._post_json(client, body, headers, timeout, attempts, log)
+            if isinstance(payload, Refusal):
+                return payload
             return parse_chat_completion(
                 payload, provider=self._provider, model=self.model, messages=messages, system=system
             )
@@ -474,27 +483,9 @@ class OpenAICompatibleClient:
         log = {"provider": self._provider, "model": self.model, "tools": len(tools)}
 
         def attempt(attempts: int) -> ToolCompletion | Refusal:
-            try:
-                response = client.post(self.url, json=body, headers=headers, timeout=timeout)
-            except httpx.TimeoutException as error:
-                logger.warning("llm attempt timed out", extra={**log, "attempt": attempts})
-                raise RetryableError(f"{self._provider} timed out ({type(error).__name__})") from error
-            except (httpx.NetworkError, httpx.RemoteProtocolError) as error:
-                logger.warning("llm attempt failed to connect", extra={**log, "attempt": attempts})
-                raise RetryableError(f"{self._provider} connection failed ({type(error).__name__})") from error
-            except httpx.HTTPError as error:
-                raise LlmUnavailableError(
-                    f"{self._provider} request failed ({type(error).__name__})", provider=self._provider
-                ) from error
-            refusal = self._check_status(response, attempts, log)
-            if refusal is not None:
-                return refusal
-            try:
-                payload = response.json()
-            except ValueError as error:
-                raise LlmUnavailableError(
-                    f"{self._provider} answered with invalid JSON", provider=self._provider
-                ) from error
+            payload = self._post_json(client, body, headers, timeout, attempts, log)
+            if isinstance(payload, Refusal):
+                return payload
             return parse_tool_completion(payload, provider=self._provider, model=self.model, turns=turns,
                                          system=system, tools=tools)
 
