@@ -165,6 +165,15 @@ def board(sandbox: Any, channel: str, thread_ts: str) -> dict[str, Any] | None:
     return None
 
 
+def board_task(sandbox: Any, channel: str, thread_ts: str, task_id: str) -> str:
+    """The board's line for one task (✅ done, ⏳ running, ⬜ to do, ⚠️ failed), or ''."""
+    shown = board(sandbox, channel, thread_ts)
+    for block in (shown or {}).get("blocks") or []:
+        if block.get("block_id") == f"task_{task_id}":
+            return str(block["text"]["text"])
+    return ""
+
+
 def shared_files(sandbox: Any, channel: str, thread_ts: str) -> list[dict[str, Any]]:
     """The file-share messages in the thread (files.completeUploadExternal)."""
     return [m for m in bot_messages(sandbox, channel, thread_ts) if m.get("files")]
@@ -225,13 +234,23 @@ def local_control(dev: DevServer, method: str, path: str, body: dict[str, Any] |
 
 def test_profile_acme_corp_posts_a_plan_progress_a_cited_summary_and_a_pdf(dev, sandbox, web, http, admin):
     channel = "C0RESEARCH"
-    thread = mention(http, "profile Acme Corp", channel=channel)
+    # The board edits at most once a second, and with the offline LLM a run can be over in about as
+    # long: the researchers are held (the web gate) until the board shows them working, and the
+    # report's upload is answered 2 s late, so the run's progress spans several edits on any machine.
+    web.gate.clear()
+    try:
+        thread = mention(http, "profile Acme Corp", channel=channel)
 
-    # The worker answers at once; the research goes on in the research function.
-    reply = worker_reply(sandbox, channel, thread, "Researching")
-    assert "Acme Corp" in reply["text"] and "stop" in reply["text"]
-    run = run_of_thread(admin, thread)
-    assert run["kind"] == "profile" and run["subject"] == "Acme Corp"
+        # The worker answers at once; the research goes on in the research function.
+        reply = worker_reply(sandbox, channel, thread, "Researching")
+        assert "Acme Corp" in reply["text"] and "stop" in reply["text"]
+        run = run_of_thread(admin, thread)
+        assert run["kind"] == "profile" and run["subject"] == "Acme Corp"
+        wait_for(lambda: {"⏳", "✅"} & set(board_task(sandbox, channel, thread, RESEARCHERS[0])),
+                 timeout=RUN_TIMEOUT, interval=0.1, what="the board showing the researchers at work")
+        sandbox.fail("files.getUploadURLExternal", "delay", count=1, delay=2.0)
+    finally:
+        web.gate.set()
     run = finished(admin, run["run_id"])
     assert run["status"] == "succeeded", run
 
