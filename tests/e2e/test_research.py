@@ -71,10 +71,11 @@ class GatedWeb(WebServer):
         self.gate = threading.Event()
         self.gate.set()
         self.held = 0  # requests that arrived while the gate was closed
+        self._held_lock = threading.Lock()
 
     def count(self, path: str, request: dict[str, str] | None = None) -> None:
         if path.startswith(("/search", "/pages/")) and not self.gate.is_set():
-            with self._lock:
+            with self._held_lock:
                 self.held += 1
             self.gate.wait(GATE_SECONDS)
         super().count(path, request)
