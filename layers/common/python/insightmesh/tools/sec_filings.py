@@ -19,7 +19,6 @@ Like every outbound call: one client, explicit timeouts, bounded retries honouri
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -30,15 +29,9 @@ from typing import Any, ClassVar, Final, Literal
 import httpx
 from pydantic import BaseModel, Field, model_validator
 
-from insightmesh.resilience import (
-    CircuitOpenError,
-    RetryableError,
-    RetryPolicy,
-    breaker_for,
-    call_with_resilience,
-    parse_retry_after,
-)
+from insightmesh.resilience import RetryableError, RetryPolicy, breaker_for
 from insightmesh.tools.base import Source, ToolContext, ToolError, ToolOutput
+from insightmesh.tools.http_json import call_resilient, read_json
 from insightmesh.tools.settings import SecSettings, sec_settings
 
 MAX_HITS: Final = 10
@@ -88,6 +81,13 @@ class Company:
     title: str
 
 
+def _refusal(status: int) -> str:
+    if status == 404:
+        return "SEC EDGAR has no such record"
+    hint = " (SEC refuses requests without a contact in SEC_USER_AGENT)" if status == 403 else ""
+    return f"SEC EDGAR refused the request: HTTP {status}{hint}"
+
+
 class EdgarClient:
     """EDGAR's JSON APIs through one client, the limiter, the retry policy and the breaker."""
 
@@ -111,37 +111,17 @@ class EdgarClient:
         return f"{self.settings.base(host)}{path}"
 
     def get_json(self, url: str, params: Mapping[str, str] | None = None) -> Any:
-        try:
-            return call_with_resilience(self.breaker, lambda: self._get(url, params), retry=self.retry)
-        except CircuitOpenError as error:
-            raise SecError("SEC EDGAR is unavailable for now; try again in a minute") from error
-        except RetryableError as error:
-            raise SecError(f"SEC EDGAR did not answer: {error}") from error
+        return call_resilient(lambda: self._get(url, params), breaker=self.breaker, retry=self.retry,
+                              service="SEC EDGAR", error=SecError)
 
     def _get(self, url: str, params: Mapping[str, str] | None) -> Any:
         self.limiter.wait()
         try:
             with self.client.stream("GET", url, params=params) as response:
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise RetryableError(f"HTTP {response.status_code}",
-                                         retry_after=parse_retry_after(response.headers.get("Retry-After")))
-                if response.status_code == 404:
-                    raise SecError("SEC EDGAR has no such record")
-                if response.status_code >= 400:
-                    hint = (" (SEC refuses requests without a contact in SEC_USER_AGENT)"
-                            if response.status_code == 403 else "")
-                    raise SecError(f"SEC EDGAR refused the request: HTTP {response.status_code}{hint}")
-                body = bytearray()
-                for chunk in response.iter_bytes():
-                    body.extend(chunk)
-                    if len(body) > MAX_RESPONSE_BYTES:
-                        raise SecError("SEC EDGAR answered more than the tool reads")
+                return read_json(response, service="SEC EDGAR", error=SecError, refusal=_refusal,
+                                 max_bytes=MAX_RESPONSE_BYTES, too_large="SEC EDGAR answered more than the tool reads")
         except httpx.TransportError as error:
             raise RetryableError(type(error).__name__) from error
-        try:
-            return json.loads(bytes(body))
-        except ValueError as error:
-            raise SecError("SEC EDGAR answered something that is not JSON") from error
 
     # -- companies -----------------------------------------------------------------------------
     def companies(self) -> list[Company]:

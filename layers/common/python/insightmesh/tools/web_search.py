@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import json
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -38,15 +37,9 @@ from pydantic import BaseModel, Field
 
 from insightmesh import __version__
 from insightmesh.config import ConfigurationError, get_secret
-from insightmesh.resilience import (
-    CircuitOpenError,
-    RetryableError,
-    RetryPolicy,
-    breaker_for,
-    call_with_resilience,
-    parse_retry_after,
-)
+from insightmesh.resilience import RetryableError, RetryPolicy, breaker_for
 from insightmesh.tools.base import Source, ToolContext, ToolError, ToolOutput
+from insightmesh.tools.http_json import call_resilient, read_json
 from insightmesh.tools.settings import (
     KEY_PLACEHOLDER,
     KEY_REQUIRED,
@@ -143,12 +136,8 @@ class HttpSearchProvider:
 
     def search(self, query: str, max_results: int) -> list[SearchHit]:
         max_results = max(1, min(max_results, MAX_RESULTS))
-        try:
-            payload = call_with_resilience(self.breaker, lambda: self._call(query, max_results), retry=self.retry)
-        except CircuitOpenError as error:
-            raise WebSearchError(f"web search ({self.name}) is unavailable for now; try again in a minute") from error
-        except RetryableError as error:
-            raise WebSearchError(f"web search ({self.name}) did not answer: {error}") from error
+        payload = call_resilient(lambda: self._call(query, max_results), breaker=self.breaker, retry=self.retry,
+                                 service=f"web search ({self.name})", error=WebSearchError)
         return self.parse(payload)[:max_results]
 
     def request(self, query: str, max_results: int) -> httpx.Request:
@@ -164,26 +153,14 @@ class HttpSearchProvider:
             response = self.client().send(request, stream=True)
         except httpx.TransportError as error:
             raise RetryableError(f"{type(error).__name__}") from error
+        service = f"web search ({self.name})"
         try:
-            if response.status_code == 429 or response.status_code >= 500:
-                raise RetryableError(f"HTTP {response.status_code}",
-                                     retry_after=parse_retry_after(response.headers.get("Retry-After")))
-            if response.status_code >= 400:
-                hint = " (check WEB_SEARCH_API_KEY)" if response.status_code in (401, 403) else ""
-                raise WebSearchError(f"web search ({self.name}) refused the query: HTTP {response.status_code}{hint}")
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body.extend(chunk)
-                if len(body) > MAX_RESPONSE_BYTES:
-                    raise WebSearchError(f"web search ({self.name}) answered more than {MAX_RESPONSE_BYTES} bytes")
-        except httpx.TransportError as error:
-            raise RetryableError(f"{type(error).__name__}") from error
+            return read_json(response, service=service, error=WebSearchError, max_bytes=MAX_RESPONSE_BYTES,
+                             refusal=lambda status: f"{service} refused the query: HTTP {status}"
+                             + (" (check WEB_SEARCH_API_KEY)" if status in (401, 403) else ""),
+                             too_large=f"{service} answered more than {MAX_RESPONSE_BYTES} bytes")
         finally:
             response.close()
-        try:
-            return json.loads(bytes(body))
-        except ValueError as error:
-            raise WebSearchError(f"web search ({self.name}) answered something that is not JSON") from error
 
     def _key_headers(self, header: str, prefix: str = "") -> dict[str, str]:
         key = self.api_key()
