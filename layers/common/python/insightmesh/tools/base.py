@@ -46,6 +46,10 @@ class ToolContext:
     # Names of the tools admins enabled where the answer is read (agent ∩ channel); None: no limit.
     enabled: frozenset[str] | None = field(default=None)
 
+    def enables(self, name: str) -> bool:
+        """Whether admins enabled the tool ``name`` here (no limit set: every tool)."""
+        return self.enabled is None or name in self.enabled
+
 
 class ToolError(Exception):
     """A tool failed in a way the model (and the person) may be told: the message is safe to show."""

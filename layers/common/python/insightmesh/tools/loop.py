@@ -146,7 +146,7 @@ def _check(call: ToolCall, tools: Mapping[str, Tool], context: ToolContext) -> t
         problems = "; ".join(f"{'.'.join(str(part) for part in item['loc']) or 'arguments'}: {item['msg']}"
                              for item in error.errors()[:5])
         return f"invalid arguments for {call.name}: {problems}"
-    if context.enabled is not None and call.name not in context.enabled:
+    if not context.enables(call.name):
         return f"{call.name} is not enabled here"
     if not tool.allowed(context):
         return f"{call.name} is not available to this person here"

@@ -369,7 +369,7 @@ class ReadUrlTool:
         self._resolve = resolve
 
     def allowed(self, context: ToolContext) -> bool:
-        return context.enabled is None or self.name in context.enabled
+        return context.enables(self.name)
 
     def run(self, arguments: BaseModel, context: ToolContext) -> ToolOutput:
         if not isinstance(arguments, ReadUrlParameters):

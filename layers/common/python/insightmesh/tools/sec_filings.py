@@ -218,7 +218,7 @@ class SecFilingsTool:
         self._client = client
 
     def allowed(self, context: ToolContext) -> bool:
-        return context.enabled is None or self.name in context.enabled
+        return context.enables(self.name)
 
     def edgar(self) -> EdgarClient:
         if self._client is not None:

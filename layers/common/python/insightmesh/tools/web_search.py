@@ -300,7 +300,7 @@ class WebSearchTool:
 
     def allowed(self, context: ToolContext) -> bool:
         # The public web: anyone may search it where admins enabled the tool (context.enabled).
-        return context.enabled is None or self.name in context.enabled
+        return context.enables(self.name)
 
     def run(self, arguments: BaseModel, context: ToolContext) -> ToolOutput:
         if not isinstance(arguments, WebSearchParameters):
