@@ -37,9 +37,9 @@ from insightmesh.auth import oidc_provider
 from insightmesh.auth.settings import get_auth_settings
 from insightmesh.directory.models import Membership, User
 from insightmesh.knowledge import store as store_module
-from insightmesh.slack import client as slack_client
 from insightmesh_local.slack_sandbox import SlackSandbox
 from insightmesh_local.template import Template, load_template
+from tests.slack_fixtures import pointed_sandbox
 
 ROOT = Path(__file__).parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
@@ -360,12 +360,5 @@ def knowledge(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tables: dict[str,
 @pytest.fixture
 def slack(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSandbox]:
     """The local Slack Web API sandbox on a free port, with the layer's Slack client pointed at it."""
-    sandbox = SlackSandbox(port=0).start()
-    monkeypatch.setenv("SLACK_API_URL", sandbox.url)
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-integration-test")
-    slack_client.reset_for_tests()
-    try:
+    with pointed_sandbox(monkeypatch, "xoxb-integration-test") as sandbox:
         yield sandbox
-    finally:
-        sandbox.stop()
-        slack_client.reset_for_tests()

@@ -19,17 +19,16 @@ from slack_sdk.errors import SlackApiError
 
 from insightmesh.agents.catalog import ADMINS, AgentRecord, seed_agents
 from insightmesh.agents.registry import builtin_definitions
-from insightmesh.conversation import replies, threads, worker, workspaces
+from insightmesh.conversation import replies, threads, worker
 from insightmesh.conversation.intake import assistant_request
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id, thread_key
 from insightmesh.slack import assistant as slack_assistant
-from insightmesh.slack import client as slack_client
-from insightmesh.slack import profiles
 from insightmesh_local import local_auth
 from insightmesh_local.slack_sandbox import SlackSandbox
 from insightmesh_local.slack_sandbox import assistant as sandbox_assistant
 from insightmesh_local.slack_signing import assistant_thread_event, event_callback, sign
 from tests.integration.conftest import DynamoCalls, load_handler
+from tests.slack_fixtures import conversation_sandbox
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -42,21 +41,9 @@ _ts = itertools.count(1)
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[SlackSandbox]:
-    sandbox = SlackSandbox(port=0).start()
-    monkeypatch.setenv("SLACK_API_URL", sandbox.url)
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-assistant")
-    monkeypatch.setenv("LLM_PROVIDER", "offline")
-    slack_client.reset_for_tests()
-    profiles.clear_cache()
-    workspaces.clear_cache()
-    sandbox.add_users({"id": ALICE, "name": "alice", "real_name": "Alice Archer", "display_name": "Alice"})
-    try:
+    with conversation_sandbox(monkeypatch, "xoxb-assistant") as sandbox:
+        sandbox.add_users({"id": ALICE, "name": "alice", "real_name": "Alice Archer", "display_name": "Alice"})
         yield sandbox
-    finally:
-        sandbox.stop()
-        slack_client.reset_for_tests()
-        profiles.clear_cache()
-        workspaces.clear_cache()
 
 
 def opened(sandbox: SlackSandbox, kind: str = slack_assistant.THREAD_STARTED, *, thread_ts: str | None = None,

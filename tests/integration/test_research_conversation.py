@@ -19,7 +19,7 @@ import pytest
 from insightmesh.agents.catalog import seed_agents
 from insightmesh.agents.registry import builtin_definitions
 from insightmesh.conversation import research as conversation_research
-from insightmesh.conversation import worker, workspaces
+from insightmesh.conversation import worker
 from insightmesh.conversation.intake import assistant_request
 from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id
 from insightmesh.directory.models import User
@@ -27,10 +27,11 @@ from insightmesh.research import launcher, progress, runs
 from insightmesh.research.base import PlanTask
 from insightmesh.slack import assistant as slack_assistant
 from insightmesh.slack import client as slack_client
-from insightmesh.slack import events, profiles
+from insightmesh.slack import events
 from insightmesh_local.slack_sandbox import SlackSandbox
 from insightmesh_local.slack_sandbox import assistant as sandbox_assistant
 from insightmesh_local.slack_signing import assistant_thread_event, event_callback
+from tests.slack_fixtures import conversation_sandbox
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -58,24 +59,14 @@ class Launcher:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[SlackSandbox]:
-    sandbox = SlackSandbox(port=0).start()
-    monkeypatch.setenv("SLACK_API_URL", sandbox.url)
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-research")
-    monkeypatch.setenv("LLM_PROVIDER", "offline")
-    slack_client.reset_for_tests()
-    profiles.clear_cache()
-    workspaces.clear_cache()
-    progress.reset_for_tests()
-    seed_agents(builtin_definitions())
-    sandbox.set_channel(CHANNEL, [ALICE, BOB])
-    try:
-        yield sandbox
-    finally:
-        sandbox.stop()
-        slack_client.reset_for_tests()
-        profiles.clear_cache()
-        workspaces.clear_cache()
+    with conversation_sandbox(monkeypatch, "xoxb-research") as sandbox:
         progress.reset_for_tests()
+        seed_agents(builtin_definitions())
+        sandbox.set_channel(CHANNEL, [ALICE, BOB])
+        try:
+            yield sandbox
+        finally:
+            progress.reset_for_tests()
 
 
 @pytest.fixture

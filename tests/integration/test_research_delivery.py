@@ -14,9 +14,9 @@ import pytest
 
 from insightmesh.agents.base import ReportDocument, ReportSection
 from insightmesh.research.delivery import deliver_report, report_filename
-from insightmesh.slack import client as slack_client
 from insightmesh.tools.base import Source
 from insightmesh_local.slack_sandbox import SlackSandbox
+from tests.slack_fixtures import pointed_sandbox
 
 TOKEN = "xoxb-delivery-test"
 DOCUMENT = ReportDocument(
@@ -30,12 +30,8 @@ DOCUMENT = ReportDocument(
 
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch):
-    with SlackSandbox(port=0) as stand_in:
-        monkeypatch.setenv("SLACK_API_URL", stand_in.url)
-        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
-        slack_client.reset_for_tests()
+    with pointed_sandbox(monkeypatch, TOKEN) as stand_in:
         yield stand_in
-    slack_client.reset_for_tests()
 
 
 def shared_files(sandbox: SlackSandbox, thread_ts: str) -> list[dict]:

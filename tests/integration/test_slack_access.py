@@ -37,6 +37,7 @@ from insightmesh_local.slack_sandbox import SlackSandbox
 from insightmesh_local.slack_signing import sign
 from tests.integration.conftest import DynamoCalls, load_handler
 from tests.job_context import RecordingContext, run
+from tests.slack_fixtures import conversation_sandbox
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -53,22 +54,10 @@ def new_ts() -> str:
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[SlackSandbox]:
-    sandbox = SlackSandbox(port=0).start()
-    monkeypatch.setenv("SLACK_API_URL", sandbox.url)
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-first-install")
-    monkeypatch.setenv("LLM_PROVIDER", "offline")
     monkeypatch.delenv("SLACK_GUEST_POLICY", raising=False)
     monkeypatch.delenv("SLACK_USER_RATE_LIMIT_PER_MINUTE", raising=False)
-    slack_client.reset_for_tests()
-    profiles.clear_cache()
-    workspaces.clear_cache()
-    try:
+    with conversation_sandbox(monkeypatch, "xoxb-first-install") as sandbox:
         yield sandbox
-    finally:
-        sandbox.stop()
-        slack_client.reset_for_tests()
-        profiles.clear_cache()
-        workspaces.clear_cache()
 
 
 def message(user: str, text: str, *, channel: str = DM, thread_ts: str | None = None) -> ConversationRequest:

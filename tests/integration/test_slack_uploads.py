@@ -14,9 +14,9 @@ import pytest
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
-from insightmesh.slack import client as slack_client
 from insightmesh.slack.uploads import UploadFailed, upload_file
 from insightmesh_local.slack_sandbox import SlackSandbox
+from tests.slack_fixtures import pointed_sandbox
 
 TOKEN = "xoxb-uploads-test"
 PDF = b"%PDF-1.7\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
@@ -24,12 +24,8 @@ PDF = b"%PDF-1.7\n" + bytes(range(256)) * 40 + b"\n%%EOF\n"
 
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch):
-    with SlackSandbox(port=0) as stand_in:
-        monkeypatch.setenv("SLACK_API_URL", stand_in.url)
-        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
-        slack_client.reset_for_tests()
+    with pointed_sandbox(monkeypatch, TOKEN) as stand_in:
         yield stand_in
-    slack_client.reset_for_tests()
 
 
 def web(sandbox: SlackSandbox) -> WebClient:

@@ -6,22 +6,18 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from insightmesh.slack import client as slack_client
 from insightmesh.slack.uploads import upload_file
 from insightmesh_local.chat import SandboxClient, Watcher, file_line
 from insightmesh_local.slack_sandbox import SlackSandbox
+from tests.slack_fixtures import pointed_sandbox
 
 TOKEN = "xoxb-chat-files"
 
 
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch):
-    with SlackSandbox(port=0) as stand_in:
-        monkeypatch.setenv("SLACK_API_URL", stand_in.url)
-        monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
-        slack_client.reset_for_tests()
+    with pointed_sandbox(monkeypatch, TOKEN) as stand_in:
         yield stand_in
-    slack_client.reset_for_tests()
 
 
 def watch(sandbox: SlackSandbox, thread_ts: str) -> list[str]:

@@ -7,22 +7,17 @@ from __future__ import annotations
 import pytest
 
 from insightmesh.conversation.intake import classify_event
-from insightmesh.slack import client as slack_client
 from insightmesh.slack.events import Decision
 from insightmesh.slack.files import SlackFileRef
-from insightmesh_local.slack_sandbox import SlackSandbox
+from tests.slack_fixtures import pointed_sandbox
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch):
-    with SlackSandbox(port=0) as stand_in:
-        monkeypatch.setenv("SLACK_API_URL", stand_in.url)
-        monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-files-test")
-        slack_client.reset_for_tests()
+    with pointed_sandbox(monkeypatch, "xoxb-files-test") as stand_in:
         yield stand_in
-    slack_client.reset_for_tests()
 
 
 def ref(file: dict, **overrides) -> SlackFileRef:
