@@ -20,29 +20,21 @@ import statistics
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1]
 sys.path.insert(0, str(ROOT / "layers" / "common" / "python"))
 sys.path.insert(0, str(ROOT / "local"))
+sys.path.insert(0, str(ROOT))
 
 from insightmesh.research import progress  # noqa: E402
 from insightmesh.research.base import PlanTask, TaskStatus  # noqa: E402
 from insightmesh.slack import client as slack_client  # noqa: E402
 from insightmesh_local.slack_sandbox import SlackSandbox  # noqa: E402
+from tests.research_fixtures import Run  # noqa: E402
 
 RESEARCHERS = ("overview", "people", "financials", "news", "competitors", "technology")
 BOARD_METHODS = ("chat.postMessage", "chat.update", "conversations.replies")
-
-
-@dataclass
-class Run:
-    run_id: str
-    channel_id: str
-    thread_ts: str
-    progress_ts: str | None = None
-    subject: str = "Acme Corp"
 
 
 def plan() -> list[PlanTask]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -15,19 +14,11 @@ import pytest
 from insightmesh.research import progress
 from insightmesh.research.base import PlanTask
 from insightmesh_local.slack_sandbox import SlackSandbox
+from tests.research_fixtures import Run
 
 CHANNEL, USER = "C0RESEARCH", "U0ASKER"
 PLAN = [PlanTask("plan", "Plan the research", "complete"), PlanTask("overview", "Company overview"),
         PlanTask("people", "People"), PlanTask("report", "Write the report")]
-
-
-@dataclass
-class Run:
-    run_id: str
-    channel_id: str
-    thread_ts: str
-    progress_ts: str | None = None
-    subject: str = "Acme Corp"
 
 
 class Clock:

@@ -12,7 +12,6 @@ import json
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -24,18 +23,10 @@ from insightmesh.research.base import PlanTask
 from insightmesh.slack import client as slack_client
 from insightmesh_local.chat_research import board_lines
 from insightmesh_local.slack_sandbox import SlackSandbox
+from tests.research_fixtures import Run
 from tests.unit.test_chat_cli import FakeBot, chat_args, converse
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@dataclass
-class Run:
-    run_id: str
-    channel_id: str
-    thread_ts: str
-    progress_ts: str | None = None
-    subject: str = "Acme Corp"
 
 
 class ResearchBot(FakeBot):
