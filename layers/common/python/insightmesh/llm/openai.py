@@ -148,6 +148,14 @@ def _token_count(usage: Mapping[str, Any], key: str) -> int | None:
     return value
 
 
+def _reported_tokens(payload: Mapping[str, Any]) -> tuple[int | None, int | None]:
+    """The answer's ``usage`` (prompt, completion tokens); None where it is missing or not a count."""
+    usage = payload.get("usage")
+    if not isinstance(usage, dict):
+        return None, None
+    return _token_count(usage, "prompt_tokens"), _token_count(usage, "completion_tokens")
+
+
 def parse_chat_completion(
     payload: Any,
     *,
@@ -171,11 +179,7 @@ def parse_chat_completion(
             raise LlmUnavailableError(f"{provider} answered without text content", provider=provider)
         content = refusal
     finish_reason = choice.get("finish_reason") if isinstance(choice, dict) else None
-    usage_block = payload.get("usage")
-    prompt_tokens = completion_tokens = None
-    if isinstance(usage_block, dict):
-        prompt_tokens = _token_count(usage_block, "prompt_tokens")
-        completion_tokens = _token_count(usage_block, "completion_tokens")
+    prompt_tokens, completion_tokens = _reported_tokens(payload)
     if prompt_tokens is None or completion_tokens is None:
         usage = Usage(
             prompt_tokens=estimate_prompt_tokens(messages, system),
@@ -536,11 +540,7 @@ def parse_tool_completion(
         content = refusal if isinstance(refusal, str) else ""
     if not calls and not content:
         raise LlmUnavailableError(f"{provider} answered neither text nor tool calls", provider=provider)
-    usage_block = payload.get("usage")
-    prompt_tokens = completion_tokens = None
-    if isinstance(usage_block, dict):
-        prompt_tokens = _token_count(usage_block, "prompt_tokens")
-        completion_tokens = _token_count(usage_block, "completion_tokens")
+    prompt_tokens, completion_tokens = _reported_tokens(payload)
     if prompt_tokens is None or completion_tokens is None:
         written = content + "".join(json.dumps(dict(call.arguments)) for call in calls)
         usage = Usage(estimate_turn_tokens(turns, system, tools), estimate_tokens(written), estimated=True)
