@@ -647,22 +647,24 @@ def _completion(server: OpenAIStandin, request: dict[str, Any]) -> dict[str, Any
     limit = request.get("max_completion_tokens") or request.get("max_tokens")
     if isinstance(limit, int) and limit > 0 and len(reply) > limit * 4:
         reply, finish_reason = reply[: limit * 4], "length"
+    prompt = count_tokens("".join(_text_of(m["content"]) for m in messages))
+    return _completion(server, request, {"role": "assistant", "content": reply, "refusal": None}, finish_reason,
+                       usage=(prompt, count_tokens(reply)) if include_usage else None)
+
+
+def _completion(server: OpenAIStandin, request: dict[str, Any], message: dict[str, Any], finish_reason: str, *,
+                usage: tuple[int, int] | None) -> dict[str, Any]:
+    """A ``chat.completion`` object with one choice (``usage``: prompt and completion tokens, if reported)."""
     answer: dict[str, Any] = {
         "id": f"chatcmpl-standin-{server._next_id()}",
         "object": "chat.completion",
         "created": int(time.time()),
         "model": request["model"],
         "system_fingerprint": "fp_standin",
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": reply, "refusal": None},
-            "logprobs": None,
-            "finish_reason": finish_reason,
-        }],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
     }
-    if include_usage:
-        prompt = count_tokens("".join(_text_of(m["content"]) for m in messages))
-        completion = count_tokens(reply)
+    if usage is not None:
+        prompt, completion = usage
         answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
                            "total_tokens": prompt + completion}
     return answer
@@ -677,24 +679,13 @@ def _tool_calls_answer(server: OpenAIStandin, request: dict[str, Any], scripted:
                       "function": {"name": call["name"],
                                    "arguments": arguments if isinstance(arguments, str) else json.dumps(arguments)}})
     content = scripted.get("content")
-    answer: dict[str, Any] = {
-        "id": f"chatcmpl-standin-{server._next_id()}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": request["model"],
-        "system_fingerprint": "fp_standin",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": content, "refusal": None,
-                                             "tool_calls": calls},
-                     "logprobs": None, "finish_reason": "tool_calls"}],
-    }
     with server._lock:
         include_usage = server.include_usage
-    if include_usage:
-        prompt = count_tokens(json.dumps(request["messages"]) + json.dumps(request.get("tools") or []))
-        completion = count_tokens(json.dumps(calls) + (content or ""))
-        answer["usage"] = {"prompt_tokens": prompt, "completion_tokens": completion,
-                           "total_tokens": prompt + completion}
-    return answer
+    prompt = count_tokens(json.dumps(request["messages"]) + json.dumps(request.get("tools") or []))
+    completion = count_tokens(json.dumps(calls) + (content or ""))
+    return _completion(server, request, {"role": "assistant", "content": content, "refusal": None,
+                                         "tool_calls": calls}, "tool_calls",
+                       usage=(prompt, completion) if include_usage else None)
 
 
 def start(port: int = 0) -> tuple[OpenAIStandin, str]:
