@@ -648,12 +648,12 @@ def _completion(server: OpenAIStandin, request: dict[str, Any]) -> dict[str, Any
     if isinstance(limit, int) and limit > 0 and len(reply) > limit * 4:
         reply, finish_reason = reply[: limit * 4], "length"
     prompt = count_tokens("".join(_text_of(m["content"]) for m in messages))
-    return _completion(server, request, {"role": "assistant", "content": reply, "refusal": None}, finish_reason,
+    return _chat_completion(server, request, {"role": "assistant", "content": reply, "refusal": None}, finish_reason,
                        usage=(prompt, count_tokens(reply)) if include_usage else None)
 
 
-def _completion(server: OpenAIStandin, request: dict[str, Any], message: dict[str, Any], finish_reason: str, *,
-                usage: tuple[int, int] | None) -> dict[str, Any]:
+def _chat_completion(server: OpenAIStandin, request: dict[str, Any], message: dict[str, Any], finish_reason: str, *,
+                     usage: tuple[int, int] | None) -> dict[str, Any]:
     """A ``chat.completion`` object with one choice (``usage``: prompt and completion tokens, if reported)."""
     answer: dict[str, Any] = {
         "id": f"chatcmpl-standin-{server._next_id()}",
@@ -683,7 +683,7 @@ def _tool_calls_answer(server: OpenAIStandin, request: dict[str, Any], scripted:
         include_usage = server.include_usage
     prompt = count_tokens(json.dumps(request["messages"]) + json.dumps(request.get("tools") or []))
     completion = count_tokens(json.dumps(calls) + (content or ""))
-    return _completion(server, request, {"role": "assistant", "content": content, "refusal": None,
+    return _chat_completion(server, request, {"role": "assistant", "content": content, "refusal": None,
                                          "tool_calls": calls}, "tool_calls",
                        usage=(prompt, completion) if include_usage else None)
 
