@@ -118,14 +118,6 @@ class GoogleOAuthServer(ThreadedServer):
 
     # -- addresses ------------------------------------------------------------------------------
     @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
     def authorize_url(self) -> str:
         return self.url + AUTHORIZE_PATH
 

@@ -47,6 +47,14 @@ class ThreadedServer(ThreadingHTTPServer):
     daemon_threads = True
     _thread: threading.Thread | None = None
 
+    @property
+    def port(self) -> int:
+        return int(self.server_address[1])
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
     def start(self) -> Self:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()

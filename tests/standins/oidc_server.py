@@ -106,10 +106,6 @@ class OidcStandin(ThreadedServer):
 
     # -- addresses ------------------------------------------------------------------------------
     @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    @property
     def issuer(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 

@@ -485,14 +485,6 @@ class WebServer(ThreadedServer):
         self._failures: dict[str, list[tuple[int, str | None]]] = {}
         self.stopping = threading.Event()
 
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def count(self, path: str, request: dict[str, str] | None = None) -> None:
         with self._lock:
             self._calls[path] = self._calls.get(path, 0) + 1
