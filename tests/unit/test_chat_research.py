@@ -20,10 +20,10 @@ from slack_sdk import WebClient
 
 from insightmesh.research import progress
 from insightmesh.research.base import PlanTask
-from insightmesh.slack import client as slack_client
 from insightmesh_local.chat_research import board_lines
 from insightmesh_local.slack_sandbox import SlackSandbox
 from tests.research_fixtures import Run
+from tests.slack_fixtures import pointed_sandbox
 from tests.unit.test_chat_cli import FakeBot, chat_args, converse
 
 pytestmark = pytest.mark.timeout(60)
@@ -83,15 +83,10 @@ class ResearchBot(FakeBot):
 def sandbox(monkeypatch: pytest.MonkeyPatch) -> Iterator[SlackSandbox]:
     from insightmesh_local import local_auth
 
-    server = SlackSandbox(port=0).start()
-    monkeypatch.setenv(local_auth.ENVIRONMENT_VARIABLE, server.secret)
-    monkeypatch.setenv("SLACK_API_URL", server.url)  # the layer's board posts to the sandbox too
-    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-fake-bot")
-    slack_client.reset_for_tests()
-    progress.reset_for_tests()
-    yield server
-    server.stop()
-    slack_client.reset_for_tests()
+    with pointed_sandbox(monkeypatch, "xoxb-fake-bot") as server:  # the layer's board posts to it too
+        monkeypatch.setenv(local_auth.ENVIRONMENT_VARIABLE, server.secret)
+        progress.reset_for_tests()
+        yield server
     progress.reset_for_tests()
 
 
