@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -143,6 +144,11 @@ def start_key(cursor: str | None, *, scope: str) -> DynamoKey | None:
     if not is_dynamo_key(key):
         raise invalid_cursor()
     return dict(key)  # type: ignore[arg-type]  # checked by is_dynamo_key
+
+
+def created_sort(moment: datetime, item_id: str) -> str:
+    """The range key of a newest-first listing index: fixed-width UTC time, then the id (never collides)."""
+    return f"{moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{item_id}"
 
 
 def query_page(results: ResultIterator[M], model: type[M]) -> tuple[list[M], DynamoKey | None]:

@@ -19,7 +19,7 @@ see, whatever the outcome.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal
 
 from pynamodb.attributes import (
@@ -36,6 +36,7 @@ from pynamodb.attributes import (
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
+from insightmesh.api.pagination import created_sort as created_sort  # re-exported: jobs.service and tests use it here
 from insightmesh.aws import model_meta
 from insightmesh.clock import utc_now
 
@@ -50,11 +51,6 @@ RUN_STATUSES: Final[tuple[str, ...]] = ("queued", "running", "succeeded", "faile
                                         "skipped")
 FINISHED: Final = frozenset({"succeeded", "failed", "cancelled", "timed_out", "skipped"})
 Trigger = Literal["scheduler", "manual"]
-
-
-def created_sort(moment: datetime, item_id: str) -> str:
-    """The range key of the listing indexes: fixed-width UTC time, then the id (never collides)."""
-    return f"{moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{item_id}"
 
 
 class JobsByKind(GlobalSecondaryIndex["Job"]):  # type: ignore[no-untyped-call]  # untyped pynamodb hook

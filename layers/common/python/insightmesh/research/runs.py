@@ -33,7 +33,7 @@ import logging
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,7 +51,7 @@ from pynamodb.indexes import AllProjection, GlobalSecondaryIndex
 from pynamodb.models import Model
 
 from insightmesh.agents.base import ReportDocument, ReportSection
-from insightmesh.api.pagination import key_cursor, query_page, start_key
+from insightmesh.api.pagination import created_sort, key_cursor, query_page, start_key
 from insightmesh.aws import condition_failed, model_meta
 from insightmesh.clock import utc_now
 from insightmesh.knowledge.base import Audience, Viewer
@@ -72,11 +72,6 @@ MAX_DETAIL: Final = 500
 MAX_TEXT: Final = 4000  # summary, error, question, subject
 MAX_DOCUMENT_CHARS: Final = 200_000
 MAX_AUDIENCE_CHARS: Final = 64_000
-
-
-def created_sort(moment: datetime, item_id: str) -> str:
-    """The range key of the listing indexes: fixed-width UTC time, then the id (never collides)."""
-    return f"{moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S.%fZ')}#{item_id}"
 
 
 def thread_key(team_id: str, channel_id: str, thread_ts: str) -> str:
