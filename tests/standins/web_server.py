@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.knowledge_fixtures import minimal_pdf
 from tests.standins.http import JsonHandler, ThreadedServer
 
 ACME_CIK = 1999001
@@ -131,40 +132,9 @@ def page_html(page: Page) -> str:
     )
 
 
-def _pdf_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-
-
 def make_pdf(pages: tuple[tuple[str, ...], ...], title: str) -> bytes:
     """A small valid PDF (Helvetica text, one content stream per page, /Info title)."""
-    objects: list[bytes] = []
-    count = len(pages)
-    kids = " ".join(f"{3 + 2 * index} 0 R" for index in range(count))
-    font_id = 3 + 2 * count
-    info_id = font_id + 1
-    objects.append(b"<< /Type /Catalog /Pages 2 0 R >>")
-    objects.append(f"<< /Type /Pages /Kids [{kids}] /Count {count} >>".encode())
-    for index, lines in enumerate(pages):
-        page_id = 3 + 2 * index
-        body = "BT /F1 12 Tf 72 720 Td 16 TL " + " ".join(f"({_pdf_escape(line)}) Tj T*" for line in lines) + " ET"
-        objects.append(f"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents {page_id + 1} 0 R "
-                       f"/Resources << /Font << /F1 {font_id} 0 R >> >> >>".encode())
-        stream = body.encode("latin-1")
-        objects.append(b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream")
-    objects.append(b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>")
-    objects.append(f"<< /Title ({_pdf_escape(title)}) /Producer (web stand-in) >>".encode())
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, obj in enumerate(objects, 1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + obj + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info %d 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1, info_id, xref)
-    return bytes(out)
+    return minimal_pdf(pages, title=title)
 
 
 COMPANIES: dict[int, dict[str, Any]] = {
