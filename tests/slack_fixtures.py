@@ -9,6 +9,7 @@ from contextlib import contextmanager
 import pytest
 
 from insightmesh.conversation import workspaces
+from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id
 from insightmesh.slack import client as slack_client
 from insightmesh.slack import profiles
 from insightmesh_local.slack_sandbox import SlackSandbox
@@ -42,3 +43,12 @@ def conversation_sandbox(monkeypatch: pytest.MonkeyPatch, token: str) -> Iterato
         finally:
             profiles.clear_cache()
             workspaces.clear_cache()
+
+
+def message_request(team_id: str, user: str, text: str, *, channel: str, ts: str,
+                    thread_ts: str | None = None) -> ConversationRequest:
+    """A Slack message as the conversation worker receives it (a DM when ``channel`` starts with D)."""
+    return ConversationRequest(
+        kind=RequestKind.MESSAGE, request_id=message_request_id(team_id, channel, ts), event_id=f"Ev{ts}",
+        team_id=team_id, channel_id=channel, channel_type="im" if channel.startswith("D") else "channel",
+        user_id=user, text=text, ts=ts, thread_ts=thread_ts or ts)

@@ -31,7 +31,7 @@ from insightmesh.slack import events
 from insightmesh_local.slack_sandbox import SlackSandbox
 from insightmesh_local.slack_sandbox import assistant as sandbox_assistant
 from insightmesh_local.slack_signing import assistant_thread_event, event_callback
-from tests.slack_fixtures import conversation_sandbox
+from tests.slack_fixtures import conversation_sandbox, message_request
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -77,11 +77,7 @@ def launched(monkeypatch: pytest.MonkeyPatch) -> Launcher:
 
 
 def message(user: str, text: str, *, channel: str = CHANNEL, thread_ts: str | None = None) -> ConversationRequest:
-    ts = new_ts()
-    return ConversationRequest(
-        kind=RequestKind.MESSAGE, request_id=message_request_id(TEAM, channel, ts), event_id=f"Ev{ts}",
-        team_id=TEAM, channel_id=channel, channel_type="im" if channel.startswith("D") else "channel",
-        user_id=user, text=text, ts=ts, thread_ts=thread_ts or ts)
+    return message_request(TEAM, user, text, channel=channel, ts=new_ts(), thread_ts=thread_ts)
 
 
 def stop_button(user: str, run_id: str, thread_ts: str, board_ts: str | None) -> ConversationRequest:

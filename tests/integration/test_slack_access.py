@@ -26,7 +26,7 @@ from insightmesh.agents.registry import builtin_definitions
 from insightmesh.auth.settings import get_auth_settings
 from insightmesh.auth.tokens import create_token
 from insightmesh.conversation import gate, threads, worker, workspaces
-from insightmesh.conversation.requests import ConversationRequest, RequestKind, message_request_id, thread_key
+from insightmesh.conversation.requests import ConversationRequest, RequestKind, thread_key
 from insightmesh.directory.models import Identity, Membership, User
 from insightmesh.directory.providers.slack_user_sync import SlackUserSync
 from insightmesh.directory.users import ALL_USERS, slack_identity_key
@@ -37,7 +37,7 @@ from insightmesh_local.slack_sandbox import SlackSandbox
 from insightmesh_local.slack_signing import sign
 from tests.integration.conftest import DynamoCalls, load_handler
 from tests.job_context import RecordingContext, run
-from tests.slack_fixtures import conversation_sandbox
+from tests.slack_fixtures import conversation_sandbox, message_request
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -61,12 +61,7 @@ def env(monkeypatch: pytest.MonkeyPatch, tables: dict[str, str]) -> Iterator[Sla
 
 
 def message(user: str, text: str, *, channel: str = DM, thread_ts: str | None = None) -> ConversationRequest:
-    ts = new_ts()
-    return ConversationRequest(
-        kind=RequestKind.MESSAGE, request_id=message_request_id(TEAM, channel, ts), event_id=f"Ev{ts}",
-        team_id=TEAM, channel_id=channel, channel_type="im" if channel.startswith("D") else "channel",
-        user_id=user, text=text, ts=ts, thread_ts=thread_ts or ts,
-    )
+    return message_request(TEAM, user, text, channel=channel, ts=new_ts(), thread_ts=thread_ts)
 
 
 def posted(sandbox: SlackSandbox, method: str | None = None) -> list[dict[str, Any]]:
