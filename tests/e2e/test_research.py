@@ -44,7 +44,7 @@ RESEARCHERS = ("overview", "people", "financials", "news", "competitors", "techn
 FINISHED = ("succeeded", "failed", "cancelled", "capped")
 # The cap test's server: RESEARCH_MAX_TOKENS is read by the worker when it records a run, so one
 # server cannot hold two caps. With the offline LLM a profile's plan takes ~120 tokens and its six
-# researchers ~2,300 each: the plan fits well under this cap, the researchers together pass it well
+# researchers 2,000-3,500 each: the plan fits well under this cap, the researchers together pass it well
 # (each still has a budget of ~1,000 tokens, enough to search and read), so the run ends capped
 # with their findings and sources before the synthesis.
 CAP_TOKENS = 6000
