@@ -149,11 +149,12 @@ def bot(sandbox) -> Iterator[FakeBot]:
     fake.stop()
 
 
-def chat_args(*extra: str, port: int, sandbox_url: str, secret: str = SECRET) -> argparse.Namespace:
+def chat_args(*extra: str, port: int, sandbox_url: str, secret: str = SECRET,
+              timeout: float = 3) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="insightmesh")
     add_parser(parser.add_subparsers(dest="command"))
     return parser.parse_args(["chat", "--port", str(port), "--sandbox-url", sandbox_url, "--signing-secret", secret,
-                              "--user", "U0TESTER", "--settle", "0.6", "--timeout", "10", *extra])
+                              "--user", "U0TESTER", "--settle", "0.6", "--timeout", str(timeout), *extra])
 
 
 def converse(args: argparse.Namespace, lines: list[str]) -> tuple[int, str]:
