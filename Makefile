@@ -28,7 +28,7 @@ dev: $(STAMP)
 
 ## Lint, type-check and run the unit, integration, e2e and browser tiers.
 test: $(STAMP) lint typecheck chromium-check
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile tests/unit tests/integration tests/e2e tests/browser
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests/unit tests/integration tests/e2e tests/browser
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

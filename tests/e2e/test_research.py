@@ -433,6 +433,22 @@ def test_the_stop_button_stops_the_run_for_its_asker_only(dev, sandbox, web, htt
 
 # -- the token cap ------------------------------------------------------------------------------------------
 
+def test_meddic_delivers_its_final_analysis_as_a_pdf_too(dev, sandbox, http):
+    """An agent's report (AgentReply.document) goes to the research function, which renders it and
+    shares the PDF in the thread; the text reply stays."""
+    channel = "C0RMEDDIC"
+    thread = mention(http, "meddic Umbrella Corp renewal. They want to save 20 hours a week. "
+                           "The CFO signs off on the budget.", channel=channel)
+    worker_reply(sandbox, channel, thread, "MEDDPICC")
+    say_in_thread(http, "analyze", thread, channel=channel)
+    worker_reply(sandbox, channel, thread, "MEDDPICC analysis")
+    shared = wait_for(lambda: shared_files(sandbox, channel, thread), timeout=RUN_TIMEOUT, interval=0.5,
+                      what="the analysis PDF in the thread")
+    [file] = shared[0]["files"]
+    text = pdf_text(download(file))
+    assert "MEDDPICC analysis" in text and "Umbrella Corp renewal" in text
+    assert "Economic buyer" in text and "Call notes" in text
+
 @pytest.fixture(scope="module")
 def capped_dev(sandbox, web, dev_logs):
     """A second server, with a small ``RESEARCH_MAX_TOKENS`` (the worker records the cap on a run
