@@ -352,3 +352,48 @@ def test_shared_files_reach_the_prompt_and_the_extractive_answer() -> None:
     assert "plan.txt" in (llm.calls[0].system or "") and "14 March" in (llm.calls[0].system or "")
     offline = AssistantAgent().handle(replace(context("when is the launch date?"), documents=(plan,)))
     assert "plan.txt" in offline.text and "> The launch date is 14 March." in offline.text
+
+
+class SystemRecordingOffline(OfflineClient):
+    """The offline model (its deterministic tool plan), noting each step's system prompt."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.systems: list[str | None] = []
+
+    def complete_with_tools(self, turns: Any, *, tools: Any, system: str | None = None, **kwargs: Any) -> Any:
+        self.systems.append(system)
+        return super().complete_with_tools(turns, tools=tools, system=system, **kwargs)
+
+
+def test_assistant_keeps_its_web_results_in_the_threads_state_for_the_next_turn() -> None:
+    from insightmesh.tools.base import ToolContext
+
+    llm = SystemRecordingOffline()
+    first = context("who makes anvils?", llm=llm)
+    first.tools = ToolContext(user_id="U1", enabled=frozenset({"web_search"}))
+    reply = AssistantAgent().handle(first)
+    assert reply.state is not None
+    [kept] = reply.state["tool_results"]
+    assert kept["tool"] == "web_search" and "anvils" in kept["content"]
+    assert not any("ran earlier in this thread" in (system or "") for system in llm.systems)
+
+    second = context("and who leads it?", llm=llm, state=stored(reply.state))
+    second.tools = ToolContext(user_id="U1", enabled=frozenset({"web_search"}))
+    llm.systems.clear()
+    again = AssistantAgent().handle(second)
+    assert "ran earlier in this thread" in (llm.systems[0] or "") and kept["content"][:60] in (llm.systems[0] or "")
+    assert again.state is not None and len(again.state["tool_results"]) == 2
+
+
+def test_kept_tool_results_are_bounded_and_leave_out_the_knowledge_base_and_errors() -> None:
+    from insightmesh.agents.builtin.assistant import KEPT_RESULT_CHARS, KEPT_RESULTS, kept_results
+    from insightmesh.llm.tools import ToolResultTurn
+
+    results = [ToolResultTurn(call_id=f"c{n}", name="read_url", content="x" * 5000) for n in range(10)]
+    results += [ToolResultTurn(call_id="k", name="knowledge_search", content="private plan"),
+                ToolResultTurn(call_id="e", name="web_search", content="timed out", is_error=True)]
+    kept = kept_results([{"tool": "web_search", "content": "earlier"}], results)
+    assert len(kept) == KEPT_RESULTS and all(len(item["content"]) == KEPT_RESULT_CHARS for item in kept)
+    assert {item["tool"] for item in kept} == {"read_url"}
+    assert kept_results("not a list", ()) == []

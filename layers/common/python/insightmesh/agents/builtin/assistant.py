@@ -25,7 +25,7 @@ from insightmesh.agents.catalog import AgentDefinition
 from insightmesh.knowledge.answers import extractive_answer, knowledge_prompt, numbered_sources, sources_section
 from insightmesh.knowledge.base import Passage
 from insightmesh.llm.base import ChatMessage, stream_or_complete
-from insightmesh.llm.tools import ToolCallingLlmClient
+from insightmesh.llm.tools import ToolCallingLlmClient, ToolResultTurn
 from insightmesh.tools.base import Source, Tool
 from insightmesh.tools.loop import run_tool_loop
 from insightmesh.tools.registry import TOOLS, tools_named
@@ -92,6 +92,26 @@ def _enabled_tools(context: AgentContext) -> list[Tool]:
     return tools_named(TOOLS if enabled is None else enabled)
 
 
+KEPT_RESULTS: Final = 6  # tool results the thread's state keeps for follow-up questions
+KEPT_RESULT_CHARS: Final = 1_500  # of each
+# Only public material is kept: a knowledge_search result was read with this turn's audience, and
+# a thread's readers can change (someone joins the channel), so it is searched again each turn.
+KEPT_TOOLS: Final = frozenset({"web_search", "read_url", "sec_filings"})
+EARLIER_RESULTS_PROMPT: Final = (
+    "\n\nResults of tools you ran earlier in this thread (for follow-up questions; the [n] in them are "
+    "from those turns: to cite one now, run the tool again):\n")
+
+
+def kept_results(previous: object, results: Sequence[ToolResultTurn]) -> list[dict[str, str]]:
+    """The thread's tool results after this turn: the earlier ones plus this turn's successful web
+    and filing results, each cut to ``KEPT_RESULT_CHARS``, the last ``KEPT_RESULTS`` only."""
+    earlier = [item for item in previous if isinstance(item, dict)] if isinstance(previous, list) else []
+    fresh = [{"tool": result.name, "content": result.content[:KEPT_RESULT_CHARS]}
+             for result in results if result.name in KEPT_TOOLS and not result.is_error]
+    return [{"tool": str(item.get("tool", "")), "content": str(item.get("content", ""))[:KEPT_RESULT_CHARS]}
+            for item in [*earlier, *fresh]][-KEPT_RESULTS:]
+
+
 def _answer_with_tools(context: AgentContext, question: str, tools: list[Tool]) -> AgentReply:
     assert context.tools is not None and isinstance(context.llm, ToolCallingLlmClient)
     names = {tool.name for tool in tools}
@@ -109,6 +129,9 @@ def _answer_with_tools(context: AgentContext, question: str, tools: list[Tool]) 
         known.setdefault(passage.document_id, Source(title=passage.title, url=passage.url or "", kind="knowledge"))
     if passages:
         system += "\n\n" + knowledge_prompt(passages)
+    earlier = kept_results(context.state.get("tool_results"), ())
+    if earlier:
+        system += EARLIER_RESULTS_PROMPT + "\n\n".join(f"### {item['tool']}\n{item['content']}" for item in earlier)
     system += TOOLS_PROMPT
     result = run_tool_loop(context.llm, [*context.history, ChatMessage.user(question or "Hello")], tools=tools,
                            context=context.tools, system=system, max_steps=TOOL_STEPS, max_tokens=TOOL_TOKEN_CAP,
@@ -116,7 +139,9 @@ def _answer_with_tools(context: AgentContext, question: str, tools: list[Tool]) 
     text = result.text.rstrip()
     if result.sources:
         text += "\n\n" + numbered_sources([(source.title, source.url or None) for source in result.sources])
-    return AgentReply(text=text, details={"model": context.llm.name, "passages": len(passages), "tools": sorted(names),
+    kept = kept_results(context.state.get("tool_results"), result.results)
+    return AgentReply(text=text, state={"tool_results": kept} if kept else None,
+                      details={"model": context.llm.name, "passages": len(passages), "tools": sorted(names),
                                           "steps": result.steps, "stopped": result.stopped,
                                           "sources": len(result.sources)})
 
