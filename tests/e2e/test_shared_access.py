@@ -15,6 +15,7 @@ import pytest
 
 from insightmesh_local import slack_signing as slack
 from tests.e2e.dev_server import post_event, running
+from tests.e2e.test_slack_conversations import bot_messages, is_final
 from tests.helpers import wait_for
 
 SECRET = "e2e-shared-access-secret"
@@ -79,10 +80,11 @@ def post(http, event):
 
 
 def final_replies(sandbox, channel, thread, count):
+    """The thread's final answers once there are ``count``: an answer outside a thread is the
+    placeholder edited as the text streams (conversation.streaming), final only once its metadata
+    says ``answered`` (test_slack_conversations.is_final), not at its first edit ("LLM: ")."""
     def done():
-        replies = [m for m in sandbox.messages(channel=channel, thread_ts=thread)
-                   if m.get("is_bot") and not m.get("ephemeral") and "Thinking" not in m["text"]
-                   and not m.get("streaming") and not m.get("deleted")]  # conversation.streaming
+        replies = [m for m in bot_messages(sandbox, thread, channel=channel) if is_final(m)]
         return replies if len(replies) >= count else None
     return wait_for(done, timeout=60, what=f"{count} answer(s) in {channel} {thread}")
 
