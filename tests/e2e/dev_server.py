@@ -141,6 +141,14 @@ def start(*extra: str, env: dict[str, str] | None = None, log_dir: Path | None =
     raise AssertionError("unreachable: the last attempt returns or raises")
 
 
+def slack_llm_env(sandbox: Any, llm: Any, *, secret: str, bot_token: str = "xoxb-e2e", **extra: str) -> dict[str, str]:
+    """The env of an ``insightmesh dev`` that takes Slack events signed with ``secret``, answers
+    through the Slack sandbox and asks the OpenAI stand-in ``llm``; ``extra`` adds or overrides."""
+    return {"SLACK_SIGNING_SECRET": secret, "SLACK_BOT_TOKEN": bot_token, "SLACK_API_URL": sandbox.url,
+            "LLM_PROVIDER": "openai", "LLM_BASE_URL": llm.base_url, "LLM_API_KEY": "sk-e2e-key-0000000000",
+            "LLM_MODEL": "e2e-model", **extra}
+
+
 def post_event(http: httpx.Client, secret: str, event: dict[str, Any], *, headers: dict[str, str] | None = None,
                timestamp: int | None = None) -> httpx.Response:
     """A Slack event callback, signed with ``secret`` as Slack signs it, posted to /slack/events."""

@@ -9,7 +9,7 @@ import pytest
 
 from insightmesh_local import slack_signing as slack
 from tests.e2e.dev_server import post_event as signed_post
-from tests.e2e.dev_server import running
+from tests.e2e.dev_server import running, slack_llm_env
 from tests.helpers import wait_for
 
 SECRET = "e2e-signing-secret"
@@ -24,12 +24,11 @@ def new_ts() -> str:
 
 @pytest.fixture(scope="module")
 def dev(sandbox, llm, dev_logs):
-    with running(env={
-        "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e", "SLACK_API_URL": sandbox.url,
-        "LLM_PROVIDER": "openai", "LLM_BASE_URL": llm.base_url, "LLM_API_KEY": "sk-e2e-key-0000000000",
-        "LLM_MODEL": "e2e-model", "WORKER_TIMEOUT": "8", "CONVERSATION_VISIBILITY_TIMEOUT": "10",
-        "CHANNEL_SETTINGS_CACHE_SECONDS": "0",  # a change applies to the next message
-    }, log_dir=dev_logs) as server:
+    env = slack_llm_env(sandbox, llm, secret=SECRET,
+                        WORKER_TIMEOUT="8",
+                        CONVERSATION_VISIBILITY_TIMEOUT="10",
+                        CHANNEL_SETTINGS_CACHE_SECONDS="0")  # a change applies to the next message
+    with running(env=env, log_dir=dev_logs) as server:
         yield server
 
 

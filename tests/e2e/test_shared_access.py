@@ -14,7 +14,7 @@ import itertools
 import pytest
 
 from insightmesh_local import slack_signing as slack
-from tests.e2e.dev_server import post_event, running
+from tests.e2e.dev_server import post_event, running, slack_llm_env
 from tests.e2e.test_slack_conversations import bot_messages, is_final
 from tests.helpers import wait_for
 
@@ -43,10 +43,10 @@ def sandbox(sandbox):
 
 @pytest.fixture(scope="module")
 def dev(sandbox, llm, dev_logs):
-    with running(env={
-        "SLACK_SIGNING_SECRET": SECRET, "SLACK_BOT_TOKEN": "xoxb-e2e-shared", "SLACK_API_URL": sandbox.url,
-        "LLM_PROVIDER": "openai", "LLM_BASE_URL": llm.base_url, "LLM_API_KEY": "sk-e2e-key-0000000000",
-        "LLM_MODEL": "e2e-model", "CHANNEL_AUDIENCE_CACHE_SECONDS": "0"}, log_dir=dev_logs) as server:
+    env = slack_llm_env(sandbox, llm, secret=SECRET,
+                        bot_token="xoxb-e2e-shared",
+                        CHANNEL_AUDIENCE_CACHE_SECONDS="0")
+    with running(env=env, log_dir=dev_logs) as server:
         yield server
 
 
