@@ -71,12 +71,13 @@ def test_ci_runs_the_readme_test_command():
 
 PLATFORM: Final = frozenset(
     {"config", "observability", "aws", "resilience", "clock", "api", "audit", "cfn", "job_contract", "google_api",
-     "file_types"}
+     "file_types", "caching", "tracing", "tracing_otel"}
 )
 DOMAIN: Final = frozenset(
-    {"directory", "auth", "llm", "knowledge", "credentials", "agents", "slack", "health", "tools"}
+    {"directory", "auth", "llm", "knowledge", "credentials", "agents", "slack", "health", "tools",
+     "budgets"}
 )
-APPLICATION: Final = frozenset({"conversation", "admin", "jobs", "console", "research"})
+APPLICATION: Final = frozenset({"conversation", "admin", "jobs", "console", "research", "evaluation"})
 LAYERS: Final = {**{c: 0 for c in PLATFORM}, **{c: 1 for c in DOMAIN}, **{c: 2 for c in APPLICATION}}
 LAYER_NAMES: Final = ("platform", "domain", "application")
 

@@ -35,6 +35,7 @@ from typing import Final, Protocol, TypeVar
 from botocore.exceptions import BotoCoreError, ClientError
 from pynamodb.exceptions import AttributeDeserializationError, PynamoDBException
 
+from insightmesh.caching import TtlCache
 from insightmesh.clock import utc_now
 from insightmesh.directory.models import ALLOW, Grant, Membership, User, group_principal, user_principal
 from insightmesh.observability import get_logger
@@ -133,6 +134,18 @@ def agents_usable_by(
 def _groups_of(user_id: str) -> set[str]:
     """The names of the groups ``user_id`` belongs to: one Query on memberships GSI ``by-user``."""
     return {membership.group_name for membership in Membership.by_user.query(user_id)}
+
+
+GROUPS_CACHE_SECONDS: Final = 30.0
+_recent_groups: TtlCache[str, frozenset[str]] = TtlCache(GROUPS_CACHE_SECONDS, max_entries=4096)
+
+
+def groups_of(user_id: str) -> frozenset[str]:
+    """The names of ``user_id``'s groups as read at most ``GROUPS_CACHE_SECONDS`` ago in this
+    container (one memberships Query when not cached). For accounting and budgets on the request
+    path, where a membership change may take that long to count; permission decisions read fresh
+    (:func:`evaluate`). Raises the data-access error of a failed read (callers decide)."""
+    return _recent_groups.get_or_load(user_id, lambda: frozenset(_groups_of(user_id)))
 
 
 def _static_decision(agent: Granted | None, user: User) -> Decision | None:

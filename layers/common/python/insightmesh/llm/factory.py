@@ -175,7 +175,11 @@ def build_llm_client(settings: LlmSettings) -> LlmClient:
     )
 
 
-@lru_cache(maxsize=1)
-def get_llm_client() -> LlmClient:
-    """The process's LLM client, built from the environment on first use."""
-    return build_llm_client(load_llm_settings())
+@lru_cache(maxsize=4)
+def get_llm_client(model: str | None = None) -> LlmClient:
+    """The process's LLM client, built from the environment on first use; with ``model``, the same
+    provider asking that model instead of ``LLM_MODEL`` (a budget's cheaper fallback, issue 16)."""
+    settings = load_llm_settings()
+    if model and model != settings.model:
+        settings = settings.model_copy(update={"LLM_MODEL": model})
+    return build_llm_client(settings)

@@ -30,6 +30,7 @@ it records the first usage, not at cold start (``insightmesh.llm`` exposes it la
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Final, Literal
 
@@ -42,6 +43,15 @@ from insightmesh.aws import model_meta
 from insightmesh.llm.base import Usage
 from insightmesh.observability import get_logger
 
+Dimension = Literal["workspace", "agent", "user", "group", "channel", "model"]
+"""What usage is counted by (issue 16): the counter of one value of a dimension is the subject
+``<dimension>#<value>`` (``agent#help``, ``user#<user id>``, ``group#sales``, ``channel#C1``,
+``model#gpt-4o-mini``, ``workspace#T1``)."""
+DIMENSIONS: Final[tuple[Dimension, ...]] = ("workspace", "agent", "user", "group", "channel", "model")
+PeriodKind = Literal["day", "week", "month"]
+"""The periods counted: a day ``2026-12-07``, an ISO week ``2026-W49``, a month ``2026-12`` (UTC)."""
+PERIOD_KINDS: Final[tuple[PeriodKind, ...]] = ("day", "week", "month")
+MICROS_PER_USD: Final = 1_000_000
 AGENT_PREFIX: Final = "agent#"
 USER_PREFIX: Final = "user#"
 FEEDBACK_PREFIX: Final = "feedback#"
@@ -59,6 +69,7 @@ class UsageRecord(Model):
     prompt_tokens = NumberAttribute(default=0)
     completion_tokens = NumberAttribute(default=0)
     calls = NumberAttribute(default=0)
+    cost_micros = NumberAttribute(default=0)  # computed cost in millionths of a US dollar (integers add exactly)
 
     @property
     def total_tokens(self) -> int:
@@ -88,6 +99,23 @@ def user_subject(user_id: str) -> str:
     return f"{USER_PREFIX}{user_id}"
 
 
+def subject_of(dimension: Dimension, value: str) -> str:
+    """The counter subject of one value of a dimension (``group#sales``)."""
+    return f"{dimension}#{value}"
+
+
+def period_key(kind: PeriodKind, when: datetime | None = None) -> str:
+    """The key of the ``kind`` period holding ``when`` (now by default; naive is UTC): ``2026-12-07``,
+    ``2026-W49`` (ISO week: it may belong to the neighbouring year) or ``2026-12``."""
+    moment = when or datetime.now(UTC)
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if kind == "day":
+        return moment.strftime(PERIOD_FORMAT)
+    if kind == "week":
+        return moment.strftime("%G-W%V")
+    return moment.strftime("%Y-%m")
+
+
 def period_of(when: datetime | None = None) -> str:
     """The UTC day of ``when`` (now by default); a naive datetime is taken to be UTC."""
     moment = when or datetime.now(UTC)
@@ -95,8 +123,16 @@ def period_of(when: datetime | None = None) -> str:
     return moment.strftime(PERIOD_FORMAT)
 
 
-def record_usage(*, agent: str, user_id: str, usage: Usage, when: datetime | None = None) -> None:
+def record_usage(*, agent: str, user_id: str, usage: Usage, model: str | None = None, channel: str | None = None,
+                 groups: Sequence[str] = (), workspace: str | None = None, request_id: str | None = None,
+                 when: datetime | None = None) -> None:
     """Add one completion's tokens to its agent's and its user's counters for the day.
+
+    CONTRACT (issue 16): with ``model`` (the model that answered: ``Completion.model``), its cost
+    is computed from the model's price (:mod:`insightmesh.llm.pricing`) and tokens, calls and
+    ``cost_micros`` are added to the counter of every dimension value it has (workspace, agent,
+    user, each group, channel, model) for its day, ISO week and month, and one per-request record
+    carries them all.
 
     Never raises for a storage failure: accounting must not cost anyone their reply.
     """

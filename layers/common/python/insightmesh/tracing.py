@@ -1,0 +1,209 @@
+"""Tracing on OpenTelemetry: off by default at zero cost, OTLP over HTTP when on.
+
+CONTRACT (issue 16). Callers use only this module; nothing else imports ``opentelemetry``
+except ``insightmesh.tracing_otel`` (the enabled path, imported lazily).
+
+* **On or off.** Tracing is on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or
+  ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is set (non-empty), ``OTEL_SDK_DISABLED`` is not
+  ``true`` and ``OTEL_TRACES_EXPORTER`` is not ``none``. Decided once per process
+  (:func:`enabled`; tests call :func:`reset_for_tests`). Off: ``span()`` hands out one shared
+  no-op span, ``inject``/``carrier_from_sqs_record`` return nothing, and no ``opentelemetry``
+  module is ever imported.
+* **Configuration** is the standard ``OTEL_*`` variables, read by the SDK itself:
+  ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` /
+  ``OTEL_TRACES_SAMPLER_ARG`` (``parentbased_traceidratio`` + ``0.1`` samples 10%),
+  ``OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT`` / ``_HEADERS`` / ``_TIMEOUT``.
+  ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` adds prompts and answers to LLM
+  spans, redacted with the log rules (:func:`capture_message_content`).
+* **Across processes** the W3C ``traceparent``/``tracestate`` travel in SQS message attributes
+  (:func:`sqs_message_attributes`, :func:`carrier_from_sqs_record`) and in event fields of
+  direct invocations (:func:`inject`, ``span(..., parent=carrier)``).
+* **In Lambda** the spans of an invocation are exported before it returns:
+  :func:`flush` (bounded by ``timeout_seconds``) — wired by :func:`flushed`, a handler decorator.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from functools import wraps
+from typing import Any, Final, Literal, Protocol, TypeVar
+
+AttributeValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
+SpanKindName = Literal["internal", "server", "client", "producer", "consumer"]
+Carrier = dict[str, str]
+
+TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
+DEFAULT_FLUSH_SECONDS: Final = 2.0
+CAPTURE_CONTENT_VARIABLE: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Span(Protocol):
+    """What instrumented code may do with a span (a subset of OpenTelemetry's ``Span``)."""
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None: ...
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None: ...
+
+    def add_event(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None: ...
+
+    def record_exception(self, error: BaseException) -> None: ...
+
+    def set_error(self, description: str) -> None:
+        """Mark the span's status ERROR with ``description`` (an exception leaving ``span()`` does this)."""
+        ...
+
+    def is_recording(self) -> bool:
+        """False for the no-op span and for spans the sampler dropped: skip costly attributes then."""
+        ...
+
+
+class _NoopSpan:
+    __slots__ = ()
+
+    def set_attribute(self, key: str, value: AttributeValue) -> None:
+        return None
+
+    def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
+        return None
+
+    def add_event(self, name: str, attributes: Mapping[str, AttributeValue] | None = None) -> None:
+        return None
+
+    def record_exception(self, error: BaseException) -> None:
+        return None
+
+    def set_error(self, description: str) -> None:
+        return None
+
+    def is_recording(self) -> bool:
+        return False
+
+
+NOOP_SPAN: Final[Span] = _NoopSpan()
+_enabled: bool | None = None
+
+
+def _truthy(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() == "true"
+
+
+def enabled() -> bool:
+    """Whether this process exports traces (the rules in the module docstring); decided once."""
+    global _enabled
+    if _enabled is None:
+        endpoint = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip()
+                    or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip())
+        _enabled = bool(endpoint) and not _truthy("OTEL_SDK_DISABLED") and \
+            os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() != "none"
+    return _enabled
+
+
+def reset_for_tests() -> None:
+    """Forget the on/off decision (and, when on, shut the provider down so a new one is made)."""
+    global _enabled
+    if _enabled:
+        from insightmesh import tracing_otel
+
+        tracing_otel.shutdown()
+    _enabled = None
+
+
+def capture_message_content() -> bool:
+    """Prompts and answers go on LLM spans only when tracing is on and this variable is ``true``."""
+    return enabled() and _truthy(CAPTURE_CONTENT_VARIABLE)
+
+
+@contextmanager
+def span(name: str, *, kind: SpanKindName = "internal", attributes: Mapping[str, AttributeValue] | None = None,
+         parent: Mapping[str, str] | None = None) -> Iterator[Span]:
+    """A span around the ``with`` block, a child of the current one — or of ``parent``, a W3C
+    carrier from another process, when given. An exception leaving the block is recorded on the
+    span and marks it ERROR, then propagates. Off: the shared no-op span, nothing else."""
+    if not enabled():
+        yield NOOP_SPAN
+        return
+    from insightmesh import tracing_otel
+
+    with tracing_otel.start_span(name, kind=kind, attributes=attributes, parent=parent) as current:
+        yield current
+
+
+def current_span() -> Span:
+    """The active span (the no-op span when off or outside any span)."""
+    if not enabled():
+        return NOOP_SPAN
+    from insightmesh import tracing_otel
+
+    return tracing_otel.current_span()
+
+
+def inject(carrier: Carrier | None = None) -> Carrier:
+    """``carrier`` (a new dict by default) with the current context's ``traceparent``/``tracestate``."""
+    carrier = {} if carrier is None else carrier
+    if enabled():
+        from insightmesh import tracing_otel
+
+        tracing_otel.inject(carrier)
+    return carrier
+
+
+def sqs_message_attributes() -> dict[str, dict[str, str]]:
+    """SQS ``MessageAttributes`` carrying the current trace context (empty when off): merge them
+    with :func:`insightmesh.observability.correlation_message_attributes`."""
+    return {key: {"DataType": "String", "StringValue": value} for key, value in inject().items()}
+
+
+def carrier_from_sqs_record(record: Mapping[str, Any]) -> Carrier:
+    """The trace carrier an SQS record's message attributes hold (Lambda's ``stringValue`` shape)."""
+    if not enabled():
+        return {}
+    attributes = record.get("messageAttributes") or {}
+    carrier: Carrier = {}
+    for key in (TRACEPARENT, TRACESTATE):
+        value = (attributes.get(key) or {}).get("stringValue")
+        if isinstance(value, str) and value:
+            carrier[key] = value
+    return carrier
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """``(trace_id, span_id)`` in hex of the active, sampled span, for log lines; None otherwise."""
+    if not enabled():
+        return None
+    from insightmesh import tracing_otel
+
+    return tracing_otel.current_trace_ids()
+
+
+def flush(timeout_seconds: float = DEFAULT_FLUSH_SECONDS) -> None:
+    """Export the finished spans now, waiting at most ``timeout_seconds`` (Lambda freezes after return)."""
+    if not enabled():
+        return
+    from insightmesh import tracing_otel
+
+    tracing_otel.flush(timeout_seconds)
+
+
+def flushed(handler: F) -> F:
+    """A Lambda handler decorator: :func:`flush` after every invocation, whatever its outcome."""
+
+    @wraps(handler)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            flush()
+
+    return wrapper  # type: ignore[return-value]
+
+
+__all__ = [
+    "NOOP_SPAN", "AttributeValue", "Carrier", "Span", "SpanKindName", "capture_message_content",
+    "carrier_from_sqs_record", "current_span", "current_trace_ids", "enabled", "flush", "flushed", "inject",
+    "reset_for_tests", "span", "sqs_message_attributes",
+]
