@@ -171,20 +171,26 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         with self._lock:
+            closed = self._state is not BreakerState.CLOSED  # a change, not the healthy path
             self._state = BreakerState.CLOSED
             self._failures = 0
             self._trials = 0
+        if closed:
+            breaker_state_changed(self.name, is_open=False)
 
     def record_failure(self) -> None:
         with self._lock:
             self._failures += 1
             opened = self._state is BreakerState.HALF_OPEN or self._failures >= self.failure_threshold
+            changed = opened and self._state is not BreakerState.OPEN
             if opened:
                 self._state = BreakerState.OPEN
                 self._opened_at = self.clock()
                 self._failures = 0
         if opened:
             circuit_opened(self.name)
+        if changed:
+            breaker_state_changed(self.name, is_open=True)
 
     def _release_trial(self) -> None:
         with self._lock:
@@ -220,6 +226,17 @@ def circuit_opened(name: str) -> None:
 
     with single_metric(name="CircuitOpened", unit=MetricUnit.Count, value=1, namespace="InsightMesh",
                        default_dimensions={"dependency": name}):
+        pass
+
+
+def breaker_state_changed(name: str, *, is_open: bool) -> None:
+    """The breaker's state as the EMF metric ``BreakerOpen`` (namespace InsightMesh, dimension
+    ``Dependency``): 1 when it opens, 0 when it closes, which the operations dashboard plots.
+    Emitted on a change of state only, never for a call through a closed breaker."""
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    with single_metric(name="BreakerOpen", unit=MetricUnit.Count, value=1 if is_open else 0,
+                       namespace="InsightMesh", default_dimensions={"Dependency": name}):
         pass
 
 
