@@ -19,7 +19,7 @@ from opentelemetry import propagate, trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 # insightmesh.tracing's aliases, not imported: that module imports this one (lazily), and the
@@ -35,6 +35,7 @@ _KINDS: Final = {
 }
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
+_global_set = False  # OpenTelemetry's global provider can be set once per process
 
 
 class _SpanHandle:
@@ -66,14 +67,36 @@ class _SpanHandle:
 
 def provider() -> TracerProvider:
     """The process's provider (made on first use, also installed as OpenTelemetry's global one)."""
-    global _provider
     with _lock:
-        if _provider is None:
-            made = TracerProvider(resource=Resource.create())
-            made.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-            trace.set_tracer_provider(made)
-            _provider = made
-        return _provider
+        if _provider is not None:
+            return _provider
+        made = TracerProvider(resource=Resource.create())
+        made.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        _install(made)
+        return made
+
+
+def _install(made: TracerProvider) -> None:
+    """``made`` becomes this process's provider (and OpenTelemetry's global one, the first time:
+    our spans come from :func:`tracer`, so a later provider need not be global)."""
+    global _provider, _global_set
+    _provider = made
+    if not _global_set:
+        trace.set_tracer_provider(made)
+        _global_set = True
+
+
+def use_exporter(exporter: SpanExporter) -> TracerProvider:
+    """Tests: replace the process's provider by one exporting each span to ``exporter`` as it ends
+    (a ``SimpleSpanProcessor``: no batching, so the spans are there when the ``with`` block is left).
+    ``insightmesh.tracing.enabled()`` must also be true (set an endpoint, then ``reset_for_tests``)."""
+    with _lock:
+        if _provider is not None:
+            _provider.shutdown()
+        made = TracerProvider(resource=Resource.create())
+        made.add_span_processor(SimpleSpanProcessor(exporter))
+        _install(made)
+        return made
 
 
 def tracer() -> trace.Tracer:

@@ -52,6 +52,7 @@ from insightmesh.llm.base import (
     estimate_tokens,
 )
 from insightmesh.llm.resilient import C, Refusal, default_policy, run_with_resilience
+from insightmesh.llm.telemetry import instrumented
 from insightmesh.llm.tools import (
     ToolCall,
     ToolCallTurn,
@@ -150,6 +151,7 @@ def parse_converse_response(
     )
 
 
+@instrumented
 class BedrockClient:
     """``LlmClient`` for Bedrock's Converse API (see the module docstring)."""
 

@@ -50,6 +50,7 @@ from insightmesh.llm.base import (
     estimate_tokens,
     last_user_message,
 )
+from insightmesh.llm.telemetry import instrumented
 from insightmesh.llm.tools import (
     ToolCall,
     ToolCallTurn,
@@ -87,6 +88,7 @@ def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+@instrumented
 class OfflineClient:
     """A deterministic ``LlmClient`` for development and tests (see the module docstring)."""
 

@@ -71,6 +71,7 @@ from insightmesh.llm.base import (
     estimate_tokens,
 )
 from insightmesh.llm.resilient import Refusal, default_policy, run_with_resilience
+from insightmesh.llm.telemetry import instrumented
 from insightmesh.llm.tools import (
     ToolCall,
     ToolCallTurn,
@@ -259,6 +260,7 @@ class SseCompletion:
                           finish_reason=self.finish_reason)
 
 
+@instrumented
 class OpenAICompatibleClient:
     """``LlmClient`` for an OpenAI-compatible server (see the module docstring).
 
