@@ -1,6 +1,6 @@
 """Tracing on for one test, its spans kept in memory: ``traced`` (an ``InMemorySpanExporter``).
 
-``from tests.tracing_fixtures import traced  # noqa: F401`` in a test module, then ask for ``traced``;
+``from tests.tracing_fixtures import traced_fixture  # noqa: F401`` in a test module, then ask for ``traced``;
 ``traced.get_finished_spans()`` are the spans ended so far. Content capture is off unless the test
 sets ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT=true`` (read on each call).
 """
@@ -17,8 +17,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from insightmesh import tracing
 
 
-@pytest.fixture
-def traced(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+@pytest.fixture(name="traced")
+def traced_fixture(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # never reached: in-memory export
     monkeypatch.delenv("OTEL_SDK_DISABLED", raising=False)
     monkeypatch.delenv("OTEL_TRACES_EXPORTER", raising=False)

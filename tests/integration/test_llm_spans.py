@@ -18,7 +18,7 @@ from insightmesh.llm.telemetry import provider_name
 from insightmesh.llm.tools import ToolCall, ToolCallTurn, ToolResultTurn, ToolSpec
 from insightmesh.resilience import CircuitBreaker, Timeouts
 from tests.standins.openai_server import OpenAIStandin, count_tokens, start
-from tests.tracing_fixtures import all_text, attributes, traced  # noqa: F401
+from tests.tracing_fixtures import all_text, attributes, traced_fixture  # noqa: F401
 
 QUESTION = "What did the board decide about Nightingale? Mail jane.doe@example.com, key sk-abcdefghijklmnopqrstuv"
 SEARCH = ToolSpec("web_search", "Search the web.", {"type": "object", "properties": {"query": {"type": "string"}}})

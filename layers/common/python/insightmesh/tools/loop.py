@@ -27,14 +27,17 @@ answers — within a step limit and a token cap.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from insightmesh import tracing
 from insightmesh.llm.base import DEFAULT_MAX_TOKENS, ChatMessage, Usage
 from insightmesh.llm.tools import (
     INVALID_ARGUMENTS_KEY,
@@ -153,22 +156,62 @@ def _check(call: ToolCall, tools: Mapping[str, Tool], context: ToolContext) -> t
     return tool, arguments
 
 
-class _Run:
-    """One tool call in its own thread; ``outcome`` once it finished."""
+def _tool_span(call: ToolCall, arguments: Mapping[str, Any], parent: tracing.Carrier | None = None,
+               ) -> AbstractContextManager[tracing.Span]:
+    """The GenAI ``execute_tool`` span of one call; its arguments (redacted) only with content capture on."""
+    if not tracing.enabled():
+        return nullcontext(tracing.NOOP_SPAN)
+    attributes: dict[str, tracing.AttributeValue] = {
+        "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": call.name, "gen_ai.tool.call.id": call.id}
+    if tracing.capture_message_content():
+        from insightmesh.observability import redact
 
-    def __init__(self, tool: Tool, arguments: BaseModel, context: ToolContext) -> None:
-        self.tool, self.arguments, self.context = tool, arguments, context
+        attributes["gen_ai.tool.call.arguments"] = json.dumps(redact(dict(arguments)), default=str)
+    return tracing.span(f"execute_tool {call.name}", parent=parent, attributes=attributes)
+
+
+def _end(span: tracing.Span, outcome: Literal["ok", "refused", "failed"], *, error: str = "",
+         output: ToolOutput | None = None) -> None:
+    """The outcome on a tool's span: ``ok`` with its result's size, ``refused`` (the check said no:
+    the tool did not run) or ``failed`` (``error.type``, status ERROR)."""
+    if not span.is_recording():
+        return
+    span.set_attribute("insightmesh.tool.outcome", outcome)
+    if output is not None:
+        span.set_attributes({"insightmesh.tool.result_chars": len(output.text),
+                             "insightmesh.tool.sources": len(output.sources)})
+    if outcome == "failed":
+        span.set_attribute("error.type", error)
+        span.set_error(error)
+
+
+class _Run:
+    """One tool call in its own thread; ``outcome`` once it finished. Its span is a child of the
+    caller's (``parent``: the trace context, carried into the thread)."""
+
+    def __init__(self, call: ToolCall, tool: Tool, arguments: BaseModel, context: ToolContext) -> None:
+        self.call, self.tool, self.arguments, self.context = call, tool, arguments, context
         self.outcome: ToolOutput | str | None = None
+        self.timed_out = False  # set by the caller that stopped waiting
+        self.parent = tracing.inject() if tracing.enabled() else None
         self.thread = threading.Thread(target=self._run, name=f"tool-{tool.name}", daemon=True)
 
     def _run(self) -> None:
-        try:
-            self.outcome = self.tool.run(self.arguments, self.context)
-        except ToolError as error:
-            self.outcome = str(error)[:500] or f"{self.tool.name} failed"
-        except Exception:  # noqa: BLE001 - logged; a tool's bug must not end the answer: the model is told it failed
-            get_logger().exception("tool failed", extra={"tool": self.tool.name})
-            self.outcome = f"{self.tool.name} failed unexpectedly"
+        with _tool_span(self.call, self.call.arguments, self.parent) as span:
+            error = ""
+            try:
+                self.outcome = self.tool.run(self.arguments, self.context)
+            except ToolError as failure:
+                self.outcome, error = str(failure)[:500] or f"{self.tool.name} failed", "ToolError"
+            except Exception as failure:  # noqa: BLE001 - logged; a tool's bug must not end the answer: the model is told it failed
+                get_logger().exception("tool failed", extra={"tool": self.tool.name})
+                self.outcome, error = f"{self.tool.name} failed unexpectedly", type(failure).__qualname__
+            if self.timed_out:
+                _end(span, "failed", error="timeout")
+            elif isinstance(self.outcome, ToolOutput):
+                _end(span, "ok", output=self.outcome)
+            else:
+                _end(span, "failed", error=error)
 
 
 def run_tools(calls: Sequence[ToolCall], tools: Mapping[str, Tool], context: ToolContext,
@@ -178,11 +221,13 @@ def run_tools(calls: Sequence[ToolCall], tools: Mapping[str, Tool], context: Too
     for call in calls:
         checked = _check(call, tools, context)
         if isinstance(checked, str):
+            with _tool_span(call, call.arguments) as span:
+                _end(span, "refused")
             prepared.append(_error(call, checked))
             continue
         tool, arguments = checked
         context.progress(describe(call.name, arguments.model_dump()))
-        run = _Run(tool, arguments, context)
+        run = _Run(call, tool, arguments, context)
         run.thread.start()
         prepared.append((call, run, time.monotonic() + float(tool.timeout_seconds)))
     results: list[ToolResultTurn] = []
@@ -194,6 +239,7 @@ def run_tools(calls: Sequence[ToolCall], tools: Mapping[str, Tool], context: Too
         run.thread.join(max(deadline - time.monotonic(), 0.0))
         outcome = run.outcome
         if run.thread.is_alive() or outcome is None:
+            run.timed_out = True
             get_logger().warning("tool timed out", extra={"tool": call.name, "timeout": run.tool.timeout_seconds})
             results.append(_error(call, f"{call.name} did not answer within {run.tool.timeout_seconds:g} s"))
         elif isinstance(outcome, str):
