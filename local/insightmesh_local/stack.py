@@ -8,6 +8,7 @@ local counterpart (IAM, API Gateway, layers ...) are recorded and skipped; funct
 
 from __future__ import annotations
 
+import contextlib
 import json
 import secrets
 import string
@@ -160,7 +161,8 @@ class Stack:
             "AWS_LAMBDA_FUNCTION_NAME": name,
             "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory),
-            "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{name}",
+            "AWS_LAMBDA_LOG_GROUP_NAME": str(self.resolver.resolve(
+                (properties.get("LoggingConfig") or {}).get("LogGroup", f"/aws/lambda/{name}"))),
             "AWS_EXECUTION_ENV": f"AWS_Lambda_{properties.get('Runtime', 'python3.12')}",
             "LAMBDA_TASK_ROOT": str(code_dir),
             "_HANDLER": str(properties.get("Handler", "")),
@@ -352,6 +354,29 @@ def _create_schedule(stack: Stack, logical_id: str, p: dict[str, Any]) -> Physic
     return Physical(ref=name, attrs={"Arn": arn})
 
 
+def _create_log_group(stack: Stack, logical_id: str, p: dict[str, Any]) -> Physical:
+    """A function's log group with its retention (LoggingConfig.LogGroup names it; local functions
+    log to the terminal, so the group stays empty)."""
+    name = p.get("LogGroupName") or stack.name_for(logical_id, max_length=512)
+    client = stack.client("logs")
+    with contextlib.suppress(client.exceptions.ResourceAlreadyExistsException):
+        client.create_log_group(logGroupName=name)
+    if "RetentionInDays" in p:
+        client.put_retention_policy(logGroupName=name, retentionInDays=int(p["RetentionInDays"]))
+    return Physical(ref=name, attrs={"Arn": stack.arn("logs", f"log-group:{name}:*")})
+
+
+def _create_dashboard(stack: Stack, logical_id: str, p: dict[str, Any]) -> Physical:
+    """The dashboard, its body resolved with the local names (a body that is not JSON fails here)."""
+    name = p.get("DashboardName") or stack.name_for(logical_id, max_length=255)
+    try:
+        json.loads(p["DashboardBody"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise TemplateError(f"DashboardBody is not a JSON document: {error}") from error
+    stack.client("cloudwatch").put_dashboard(DashboardName=name, DashboardBody=p["DashboardBody"])
+    return Physical(ref=name, attrs={})
+
+
 def _custom_resource(stack: Stack, logical_id: str, p: dict[str, Any]) -> Physical:
     if "ServiceToken" not in p:
         raise TemplateError("a custom resource needs a ServiceToken")
@@ -378,6 +403,8 @@ _CREATORS: dict[str, Callable[[Stack, str, dict[str, Any]], Physical]] = {
     "AWS::SSM::Parameter": _create_parameter,
     "AWS::Scheduler::ScheduleGroup": _create_schedule_group,
     "AWS::Scheduler::Schedule": _create_schedule,
+    "AWS::Logs::LogGroup": _create_log_group,
+    "AWS::CloudWatch::Dashboard": _create_dashboard,
     "AWS::Serverless::Function": _function,
     "AWS::Lambda::Function": _function,
     "AWS::Serverless::HttpApi": _http_api,
