@@ -22,6 +22,10 @@ document shared with an admin-made group (``group:sales``) reaches its members, 
 a Google group's address reaches the members the directory sync mirrored. An unknown or inactive
 user is a viewer without e-mail: they see what is shared with ``anyone`` only. The same viewers
 make up a shared conversation's :class:`Audience` (every member must be a viewer of a document).
+
+**Tracing.** With tracing on, each :func:`retrieve` is a ``retrieve knowledge`` span: ``k``, the
+number of hits, their scores and document ids (``insightmesh.retrieval.*``); the question only with
+message content capture on, redacted as the logs are.
 """
 
 from __future__ import annotations
@@ -32,12 +36,13 @@ from typing import Final
 
 from pynamodb.exceptions import DoesNotExist
 
+from insightmesh import tracing
 from insightmesh.knowledge.base import Audience, Passage, Viewer
 from insightmesh.knowledge.embedders import get_embedder
 from insightmesh.knowledge.embedders.base import EmbeddingError
 from insightmesh.knowledge.sparse import sparse_vector
 from insightmesh.knowledge.store import ScoredChunk, get_store
-from insightmesh.observability import get_logger
+from insightmesh.observability import get_logger, redact_text
 
 MAX_K: Final = 50
 MAX_PER_DOCUMENT: Final = 10
@@ -66,6 +71,28 @@ def retrieve(
     """The ``k`` best passages for ``question`` that ``viewer`` may see — or, for an
     :class:`Audience`, that every one of its readers may see — at most ``per_document`` from one
     document, best first (see the module docstring)."""
+    if not tracing.enabled():
+        return _retrieve(question, viewer, k, score_threshold, per_document, sources)
+    with tracing.span("retrieve knowledge") as span:
+        passages = _retrieve(question, viewer, k, score_threshold, per_document, sources)
+        if span.is_recording():
+            span.set_attributes(retrieval_attributes(question, min(k, MAX_K), passages))
+        return passages
+
+
+def retrieval_attributes(question: str, k: int, passages: Sequence[Passage]) -> dict[str, tracing.AttributeValue]:
+    attributes: dict[str, tracing.AttributeValue] = {
+        "insightmesh.retrieval.k": k, "insightmesh.retrieval.hits": len(passages),
+        "insightmesh.retrieval.scores": [float(passage.score) for passage in passages],
+        "insightmesh.retrieval.document_ids": [passage.document_id for passage in passages],
+    }
+    if tracing.capture_message_content():
+        attributes["insightmesh.retrieval.query"] = redact_text(question.strip()[:MAX_QUESTION_CHARS])
+    return attributes
+
+
+def _retrieve(question: str, viewer: Viewer | Audience, k: int, score_threshold: float | None, per_document: int,
+              sources: Sequence[str] | None) -> list[Passage]:
     if k < 1 or per_document < 1:
         raise ValueError("k and per_document must be at least 1")
     k, per_document = min(k, MAX_K), min(per_document, MAX_PER_DOCUMENT)
