@@ -6,6 +6,7 @@ from aws_lambda_powertools.utilities.batch import SqsFifoPartialProcessor, proce
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from insightmesh import tracing_messaging
 from insightmesh.conversation.requests import ConversationRequest
 from insightmesh.conversation.worker import logger, process
 from insightmesh.observability import bind_correlation_id, correlation_id_from_sqs_record
@@ -18,8 +19,14 @@ processor = SqsFifoPartialProcessor(skip_group_on_error=True)
 
 
 def record_handler(record: SQSRecord) -> None:
-    bind_correlation_id(logger, correlation_id_from_sqs_record(record.raw_event))
-    process(ConversationRequest.model_validate_json(record.body))
+    # One consumer span per message, the child of slack_ingress's send span: one trace per request.
+    with tracing_messaging.process_span(record.raw_event) as span:
+        bind_correlation_id(logger, correlation_id_from_sqs_record(record.raw_event))
+        request = ConversationRequest.model_validate_json(record.body)
+        if span.is_recording():
+            span.set_attributes({"insightmesh.request.kind": request.kind.value,
+                                 "insightmesh.request.id": request.request_id})
+        process(request)
 
 
 @logger.inject_lambda_context(clear_state=True)

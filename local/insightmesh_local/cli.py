@@ -59,7 +59,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         template_path=_find_template(args.template), port=args.port, emulator_port=args.emulator_port,
         endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None, stack_name=args.stack_name,
         region=args.region, parameters=_parameters(args.parameter_overrides), ttl_interval=args.ttl_interval,
-        data_dir=Path(args.data_dir), log=log, write_secret=True,
+        data_dir=Path(args.data_dir), log=log, write_secret=True, otlp_endpoint=args.otlp_endpoint,
     )
     stopping = threading.Event()
 
@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     dev = sub.add_parser("dev", help="run every function of the template locally, without Docker")
     dev.add_argument("--port", type=int, default=3000, help="HTTP port of the local API (default 3000)")
     dev.add_argument("--ttl-interval", type=float, default=5.0, help="seconds between TTL sweeps (default 5)")
+    dev.add_argument("--otlp-endpoint", metavar="URL",
+                     help="export every function's traces to this OTLP/HTTP endpoint, e.g. http://127.0.0.1:4318 "
+                          "(default: OTEL_EXPORTER_OTLP_ENDPOINT; unset: tracing off)")
     stack_options(dev)
     dev.set_defaults(run=cmd_dev)
 

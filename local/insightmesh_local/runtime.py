@@ -44,6 +44,7 @@ from insightmesh_local.ttl import TtlSweeper
 
 DEFAULT_TEMPLATE = Path("infra/template.yaml")
 DEFAULT_DATA_DIR = local_auth.DEFAULT_DATA_DIR  # local state that outlives a run: the knowledge base, the secret
+OTLP_ENDPOINT_VARIABLE = "OTEL_EXPORTER_OTLP_ENDPOINT"
 
 
 def _stamp() -> str:
@@ -118,6 +119,8 @@ class LocalRuntime:
     ttl_interval: float = 5.0
     slack_sandbox_port: int | None = None  # None: PORT + 1
     data_dir: Path = DEFAULT_DATA_DIR
+    # Where the functions export their traces (OTLP/HTTP); None: OTEL_EXPORTER_OTLP_ENDPOINT, else off.
+    otlp_endpoint: str | None = None
     environ: dict[str, str] = field(default_factory=lambda: dict(os.environ))
     log: Callable[[str], None] = field(default_factory=make_logger)
     emulator: Emulator | None = None
@@ -237,9 +240,25 @@ class LocalRuntime:
         problems = [f"function {spec.logical_id}: {problem}" for spec in specs for problem in spec.check()]
         if problems:
             raise TemplateError("; ".join(problems))
+        self.trace_functions(specs)
         self.functions = Functions(specs, log=self.log)
         self.start_durable_service(template, specs, persistent=sandbox)
         return self.stack
+
+    def trace_functions(self, specs: list[Any]) -> None:
+        """Tracing, when an OTLP endpoint is given (``--otlp-endpoint``, else the shell's
+        ``OTEL_EXPORTER_OTLP_ENDPOINT``): every function exports its spans there as a service of
+        its own (``OTEL_SERVICE_NAME`` = its folder name, ``slack_ingress``), and the shell's other
+        ``OTEL_*`` settings (sampler, headers, content capture) reach every function."""
+        endpoint = (self.otlp_endpoint or self.environ.get(OTLP_ENDPOINT_VARIABLE, "")).strip()
+        if not endpoint:
+            return
+        settings = {key: value for key, value in self.environ.items()
+                    if key.startswith("OTEL_") and key != "OTEL_SERVICE_NAME"}
+        for spec in specs:  # before any worker starts: a worker's environment is fixed when it starts
+            spec.environment.update({**settings, OTLP_ENDPOINT_VARIABLE: endpoint,
+                                     "OTEL_SERVICE_NAME": spec.short_name})
+        self.log(f"tracing: every function exports its spans to {endpoint} (OTLP/HTTP)")
 
     def start_durable_service(self, template: Template, specs: list[Any], *, persistent: bool) -> None:
         """Lambda's durable execution service for the template's durable functions (``durable``):

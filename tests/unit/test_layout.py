@@ -71,7 +71,8 @@ def test_ci_runs_the_readme_test_command():
 
 PLATFORM: Final = frozenset(
     {"config", "observability", "aws", "resilience", "clock", "api", "audit", "cfn", "job_contract", "google_api",
-     "file_types", "caching", "tracing", "tracing_otel"}
+     "file_types", "caching", "tracing", "tracing_otel",
+     "tracing_messaging"}
 )
 DOMAIN: Final = frozenset(
     {"directory", "auth", "llm", "knowledge", "credentials", "agents", "slack", "health", "tools",

@@ -9,7 +9,10 @@ request validation on, and adds what every InsightMesh endpoint needs in one pla
 * the request size limit (``MAX_REQUEST_BYTES``) → 413 before any route runs;
 * the error envelope for 400/401/403/404/405/409/413/422/429/500 (``insightmesh.api.errors``);
 * security headers on every response (HSTS in production);
-* the OpenAPI document at ``openapi_path``.
+* the OpenAPI document at ``openapi_path``;
+* when tracing is on, a server span per request (``POST /slack/events``: the method and the
+  route of the API Gateway route key; :func:`server_span`). It starts a new trace: a
+  ``traceparent`` sent by a caller on the internet is not trusted (it would choose the sampling).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -29,6 +33,7 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from insightmesh import tracing
 from insightmesh.api.errors import ApiError, envelope
 from insightmesh.config import Settings, get_settings
 from insightmesh.observability import bind_correlation_id, correlation_id_from_http, get_logger
@@ -139,6 +144,17 @@ class InsightMeshResolver(APIGatewayHttpResolver):
         return len(body.encode())
 
     def resolve(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
+        if not tracing.enabled():
+            return self._resolve_request(event, context)
+        with server_span(event) as span:
+            response = self._resolve_request(event, context)
+            status = int(response.get("statusCode") or 0)
+            span.set_attribute("http.response.status_code", status)
+            if status >= 500:
+                span.set_error(f"HTTP {status}")
+            return response
+
+    def _resolve_request(self, event: Mapping[str, Any], context: LambdaContext) -> dict[str, Any]:
         event = dict(event)
         self.correlation_id = correlation_id_from_http(event)
         bind_correlation_id(self.logger, self.correlation_id)
@@ -171,6 +187,20 @@ class InsightMeshResolver(APIGatewayHttpResolver):
             "body": json.dumps(body),
             "isBase64Encoded": False,
         }
+
+
+def server_span(event: Mapping[str, Any]) -> AbstractContextManager[tracing.Span]:
+    """The server span of one HTTP API request (payload 2.0): named ``{method} {route}`` from
+    the route key (``POST /slack/events``, ``GET /api/{proxy+}``), only the method for the
+    ``$default`` route, as OpenTelemetry's HTTP conventions name a server span."""
+    context = event.get("requestContext") or {}
+    method = str((context.get("http") or {}).get("method") or "").upper() or "_OTHER"
+    route = str(event.get("routeKey") or context.get("routeKey") or "").partition(" ")[2]
+    attributes: dict[str, tracing.AttributeValue] = {
+        "http.request.method": method, "url.path": str(event.get("rawPath") or ""), "url.scheme": "https"}
+    if route:
+        attributes["http.route"] = route
+    return tracing.span(f"{method} {route}" if route else method, kind="server", attributes=attributes)
 
 
 def _is_json_request(event: Mapping[str, Any]) -> bool:

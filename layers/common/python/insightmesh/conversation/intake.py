@@ -26,6 +26,7 @@ from typing import Any, Final
 
 from aws_lambda_powertools.event_handler import Response
 
+from insightmesh import tracing
 from insightmesh.api import InsightMeshResolver
 from insightmesh.api.errors import BadRequestError, ServiceUnavailableError
 from insightmesh.conversation import app_home, feedback_modal, shortcut
@@ -137,6 +138,19 @@ def action_requests(payload: Mapping[str, Any], *, correlation_id: str) -> list[
     ) for action in events.parse_actions(payload)]
 
 
+def describe_span(payload: Mapping[str, Any]) -> None:
+    """What Slack sent, on the request's server span when tracing: the payload's type, the
+    event's type and id (never a message's text)."""
+    span = tracing.current_span()
+    if not span.is_recording():
+        return
+    event = payload.get("event")
+    attributes = {"slack.payload.type": payload.get("type"), "slack.event.id": payload.get("event_id"),
+                  "slack.event.type": event.get("type") if isinstance(event, dict) else None,
+                  "slack.team.id": payload.get("team_id")}
+    span.set_attributes({key: value for key, value in attributes.items() if isinstance(value, str) and value})
+
+
 def _queue(request: ConversationRequest) -> None:
     from botocore.exceptions import BotoCoreError, ClientError  # boto3 is loaded by then: free
 
@@ -157,6 +171,7 @@ def handle_events(app: InsightMeshResolver) -> Response[Any]:
         raise BadRequestError("the body is not JSON") from error
     if not isinstance(payload, dict):
         raise BadRequestError("the body is not a JSON object")
+    describe_span(payload)
     kind = payload.get("type")
     if kind == "url_verification":
         return webhook.ok({"challenge": str(payload.get("challenge", ""))})
@@ -260,6 +275,7 @@ def handle_interaction(app: InsightMeshResolver) -> Response[Any]:
         raise BadRequestError("the interaction has no JSON payload") from error
     if not isinstance(payload, dict):
         raise BadRequestError("the interaction payload is not a JSON object")
+    describe_span(payload)
     try:
         reason = feedback_modal.submission_request(payload, correlation_id=app.correlation_id)
         ask = shortcuts.message_ask(payload)  # "Ask InsightMesh about this message"

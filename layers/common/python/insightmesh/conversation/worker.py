@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 from slack_sdk.errors import SlackApiError
 
+from insightmesh import tracing
 from insightmesh.agents.base import AgentContext, AgentSummary, AgentThread, AgentUser
 from insightmesh.agents.catalog import AgentRecord, list_agents
 from insightmesh.agents.registry import DEFAULT_AGENT, builtin_definitions, implementation
@@ -41,7 +42,7 @@ from insightmesh.conversation.streaming import ReplyStream
 from insightmesh.conversation.thread_context import for_prompt
 from insightmesh.conversation.tool_access import research_tools, tool_context
 from insightmesh.directory.models import User
-from insightmesh.directory.permissions import agents_usable_by, evaluate
+from insightmesh.directory.permissions import Decision, agents_usable_by, evaluate
 from insightmesh.directory.users import resolve_slack_user
 from insightmesh.llm import get_llm_client
 from insightmesh.llm.base import Completion, LlmClient, LlmError, TextSink, stream_or_complete
@@ -265,9 +266,13 @@ def _read_files(turn: Turn) -> None:
 
 
 def _route(turn: Turn) -> None:
-    turn.agents = list_agents()
-    turn.route = channel_settings.with_default(route_message(turn.text, turn.thread.sticky_agent, turn.agents),
-                                               turn.request)
+    with tracing.span("route") as span:
+        turn.agents = list_agents()
+        turn.route = channel_settings.with_default(route_message(turn.text, turn.thread.sticky_agent, turn.agents),
+                                                   turn.request)
+        if span.is_recording():  # the agent chosen and how: sticky, name, channel, default or exit
+            span.set_attributes({"gen_ai.agent.name": turn.route.agent_name, "insightmesh.route.by": turn.route.by,
+                                 "insightmesh.route.exit": turn.route.exit})
     turn.llm = get_llm_client()
 
 
@@ -289,11 +294,11 @@ def _answer(turn: Turn) -> None:
         left = turn.thread.sticky_agent
         turn.thread.sticky_agent = None
         turn.answer = f"Left **{left}** mode — back to the assistant." if left else "You are talking to the assistant."
-    elif refused := channel_settings.refused_here(turn.request, route.agent_name):
-        turn.answer = refused  # not among the channel's allowed agents
+    elif (permission := _permission(turn, route.agent_name, user)).refused:
+        turn.answer = permission.refused  # not among the channel's allowed agents
     else:
-        record = agent_record(route.agent_name, turn.agents)
-        decision = evaluate(record, user)
+        record, decision = permission.record, permission.decision
+        assert decision is not None
         if record is None or not decision.allowed:
             display = record.display_name if record is not None else route.agent_name
             turn.answer = (f"Sorry {user_name(user)}, you don't have access to **{display}** ({decision.reason}). "
@@ -306,11 +311,38 @@ def _answer(turn: Turn) -> None:
             turn.retriever = AudienceRetriever(turn.request, str(user.user_id), private=turn.placeholder_ts is None)
             if turn.placeholder_ts:
                 turn.reply = ReplyStream(turn.request, turn.claim.record, turn.channel, turn.placeholder_ts)
-            turn.answer = _run_agent(turn.request, route, record, user, turn.thread, llm, turn.progress(),
-                                     turn.agents, turn.retriever, stream=turn.reply or (lambda _text: None),
-                                     thread_ts=turn.thread_ts)
+            with tracing.span(f"invoke_agent {record.name}", attributes={
+                    "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": record.name}):
+                turn.answer = _run_agent(turn.request, route, record, user, turn.thread, llm, turn.progress(),
+                                         turn.agents, turn.retriever, stream=turn.reply or (lambda _text: None),
+                                         thread_ts=turn.thread_ts)
     if turn.file_problems:
         turn.answer += "\n\n" + "\n".join(f"_{problem}_" for problem in turn.file_problems)
+
+
+@dataclass(frozen=True)
+class Permission:
+    refused: str | None  # the channel's refusal (the agent is not among its allowed ones)
+    record: AgentRecord | None = None
+    decision: Decision | None = None  # the user's access, when the channel allows the agent
+
+
+def _permission(turn: Turn, agent: str, user: User) -> Permission:
+    """The channel's refusal, else the user's access to ``agent`` (fail closed), in one
+    ``permission`` span that records whether it is allowed and why."""
+    with tracing.span("permission") as span:
+        permission = Permission(refused=channel_settings.refused_here(turn.request, agent))
+        if permission.refused is None:
+            record = agent_record(agent, turn.agents)
+            permission = Permission(None, record, evaluate(record, user))
+        if span.is_recording():
+            decision = permission.decision
+            span.set_attributes({
+                "gen_ai.agent.name": agent,
+                "insightmesh.permission.allowed": bool(permission.record is not None and decision and decision.allowed),
+                "insightmesh.permission.reason": decision.reason if decision is not None
+                else "not among the channel's allowed agents"})
+    return permission
 
 
 def _reply(turn: Turn) -> None:

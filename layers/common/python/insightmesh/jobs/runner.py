@@ -45,6 +45,7 @@ from pynamodb.exceptions import UpdateError
 from pynamodb.expressions.condition import Condition
 from pynamodb.expressions.update import Action
 
+from insightmesh import tracing, tracing_messaging
 from insightmesh.aws import LambdaContextLike, condition_failed, put_if_absent
 from insightmesh.clock import utc_now
 from insightmesh.job_contract import JobParameters, JobResult
@@ -167,10 +168,11 @@ run_now_batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_f
 def run_now_record(record: SQSRecord, lambda_context: LambdaContextLike) -> None:
     """One run-now message (``{"run_id", "job_id"}``): run it; raise when its outcome is not recorded."""
     try:
-        body = json.loads(record.body)
-        attributes = record.raw_event.get("messageAttributes") or {}
-        correlation = (attributes.get("correlation_id") or {}).get("stringValue")
-        run_manual(str(body["run_id"]), str(body["job_id"]), lambda_context, correlation_id=correlation)
+        with tracing_messaging.process_span(record.raw_event):  # the child of the API's send span
+            body = json.loads(record.body)
+            attributes = record.raw_event.get("messageAttributes") or {}
+            correlation = (attributes.get("correlation_id") or {}).get("stringValue")
+            run_manual(str(body["run_id"]), str(body["job_id"]), lambda_context, correlation_id=correlation)
     except Exception:  # logged with its message id, then reported failed: SQS delivers it again
         logger.exception("run-now message not processed; it will be retried",
                          extra={"message_id": record.message_id})
@@ -279,7 +281,13 @@ def _execute(job: Job, run: TaskRun, context: LambdaContextLike) -> None:
                          margin_ms=_margin_ms(remaining), checkpoint=state.checkpoint, current_step=step)
         logger.info("job run started", extra={"job_id": job.job_id, "run_id": run.run_id, "job_type": job.job_type,
                                                "resumed_from": resumed_from})
-        result = cls().run(ctx)
+        with tracing.span(f"job {job.job_type}", attributes={
+                "insightmesh.job.id": job.job_id, "insightmesh.job.type": job.job_type,
+                "insightmesh.job.run_id": run.run_id, "insightmesh.job.trigger": str(run.trigger or "")}) as span:
+            result = cls().run(ctx)
+            if span.is_recording():
+                span.set_attributes({"insightmesh.job.complete": result.complete,
+                                     "insightmesh.job.processed": result.processed})
     except Exception as error:  # every failure of the job is recorded on its run
         processed, succeeded, failed = ctx._counts if ctx is not None else (0, 0, 0)
         step_name = ctx.current_step if ctx is not None else "load job type"

@@ -38,6 +38,7 @@ from typing import Any, Final
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
+from insightmesh import tracing_messaging
 from insightmesh.api.errors import ConflictError, NotFoundError, ServiceUnavailableError, ValidationFailedError
 from insightmesh.api.pagination import key_cursor, query_page, start_key
 from insightmesh.audit import log as audit_log
@@ -65,7 +66,7 @@ from insightmesh.jobs.schemas import (
     TaskRunOut,
     TaskRunPage,
 )
-from insightmesh.observability import correlation_message_attributes, get_logger
+from insightmesh.observability import get_logger
 from insightmesh.resilience import Timeouts
 
 ENQUEUE_TIMEOUTS: Final = Timeouts(connect=2, read=5)
@@ -325,9 +326,10 @@ def run_now(job_id: str, *, actor: Principal, request_id: str) -> TaskRunOut:
     try:
         if not queue_url:
             raise ValueError("JOB_QUEUE_URL is not set")
-        client("sqs", timeouts=ENQUEUE_TIMEOUTS, attempts=3).send_message(
-            QueueUrl=queue_url, MessageBody=json.dumps({"run_id": run_id, "job_id": job_id}),
-            MessageAttributes=correlation_message_attributes(request_id))
+        with tracing_messaging.send_span(queue_url) as span:  # the runner's span is this one's child
+            tracing_messaging.sent(span, client("sqs", timeouts=ENQUEUE_TIMEOUTS, attempts=3).send_message(
+                QueueUrl=queue_url, MessageBody=json.dumps({"run_id": run_id, "job_id": job_id}),
+                MessageAttributes=tracing_messaging.message_attributes(request_id)))
     except (ClientError, BotoCoreError, ValueError) as error:
         get_logger().error("run not enqueued", extra={"job_id": job_id, "run_id": run_id, "error": str(error)})
         finished = utc_now()

@@ -25,7 +25,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from insightmesh import aws
+from insightmesh import aws, tracing
 from insightmesh.resilience import Timeouts
 
 FUNCTION_ENV = "RESEARCH_FUNCTION_NAME"
@@ -67,12 +67,14 @@ def start_execution(run_id: str) -> None:
     name = _execution_name(run_id)
     function = _function_name()
     try:
-        _lambda().invoke(
-            FunctionName=function,
-            InvocationType="Event",
-            DurableExecutionName=name,
-            Payload=json.dumps({"run_id": run_id}).encode(),
-        )
+        with tracing.span("start research", kind="producer", attributes={"insightmesh.research.run_id": run_id}):
+            _lambda().invoke(
+                FunctionName=function,
+                InvocationType="Event",
+                DurableExecutionName=name,
+                # With the trace context (traceparent): the workflow's spans continue this trace.
+                Payload=json.dumps(tracing.inject({"run_id": run_id})).encode(),
+            )
     except ClientError as error:
         if _error_code(error) == "DurableExecutionAlreadyStartedException":
             return  # the name is taken by this run's own execution: the start already happened

@@ -53,6 +53,7 @@ from aws_durable_execution_sdk_python.exceptions import DurableOperationError
 from aws_durable_execution_sdk_python.retries import RetryStrategyConfig, create_retry_strategy
 from aws_durable_execution_sdk_python.types import StepContext
 
+from insightmesh import tracing, tracing_messaging
 from insightmesh.agents.base import ReportDocument, ReportSection
 from insightmesh.knowledge.base import Audience, Passage
 from insightmesh.llm.base import ChatMessage, LlmClient, Usage
@@ -389,16 +390,20 @@ def run_research(event: Mapping[str, Any], context: DurableContext, *,
     """Run the research run named by ``event["run_id"]`` to its end; its outcome."""
     deps = deps or WorkflowDeps()
     run_id = str(event.get("run_id") or "")
-    try:
-        kind = context.step(lambda _: _start(run_id), name="start", config=_IO_STEP)
-        if kind == "report":
-            return _deliver_stored(context, deps, run_id)
-        return _profile(context, deps, run_id)
-    except DurableOperationError as error:
-        reason = error.message or error.error_type
-        logger.warning("research run %s failed: %s", run_id, reason)
-        context.step(lambda _: _fail(deps, run_id, reason), name="fail", config=_IO_STEP)
-        return {"run_id": run_id, "status": "failed", "error": reason}
+    # Each invocation (the first, and each resumption replaying the checkpoints) is one span in the
+    # trace of whoever started the run: the launcher put its trace context in the payload.
+    with tracing.span("research run", kind="consumer", parent=tracing_messaging.carrier_from_event(event) or None,
+                      attributes={"insightmesh.research.run_id": run_id}):
+        try:
+            kind = context.step(lambda _: _start(run_id), name="start", config=_IO_STEP)
+            if kind == "report":
+                return _deliver_stored(context, deps, run_id)
+            return _profile(context, deps, run_id)
+        except DurableOperationError as error:
+            reason = error.message or error.error_type
+            logger.warning("research run %s failed: %s", run_id, reason)
+            context.step(lambda _: _fail(deps, run_id, reason), name="fail", config=_IO_STEP)
+            return {"run_id": run_id, "status": "failed", "error": reason}
 
 
 def _load(run_id: str) -> runs.ResearchRun:
