@@ -68,14 +68,13 @@ def modal_client() -> WebClient:
     waits, unlike the worker's client); reused by the process."""
     global _modal_client
     if _modal_client is None:
-        from slack_sdk import WebClient
-
-        from insightmesh.slack.client import SlackNotConfiguredError, api_url, bot_token
+        from insightmesh.slack.client import SlackNotConfiguredError, TracedWebClient, api_url, bot_token
 
         token = bot_token()
         if not token or token == "not-configured":  # noqa: S105 - the template's placeholder
             raise SlackNotConfiguredError("SLACK_BOT_TOKEN is not configured")
-        _modal_client = WebClient(token=token, base_url=api_url(), timeout=MODAL_TIMEOUT_SECONDS, retry_handlers=[])
+        _modal_client = TracedWebClient(token=token, base_url=api_url(), timeout=MODAL_TIMEOUT_SECONDS,
+                                        retry_handlers=[])
     return _modal_client
 
 

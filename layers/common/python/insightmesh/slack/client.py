@@ -7,7 +7,11 @@
   job can report how often it was throttled) — connection errors by its ``ConnectionErrorRetryHandler``,
   and 5xx twice with backoff for the idempotent methods only (:class:`IdempotentServerErrorRetryHandler`);
 * ``call_slack`` puts every call behind the ``slack`` circuit breaker, so a Slack outage fails
-  fast instead of holding every worker for its full timeout.
+  fast instead of holding every worker for its full timeout;
+* with tracing on, every Web API call is a client span ``slack {method}`` (:class:`TracedWebClient`,
+  around slack_sdk's one choke point ``api_call``, its retries inside): ``slack.method``,
+  ``slack.ok``, ``slack.error`` (Slack's error code) and ``http.response.status_code`` — never the
+  token or the message text.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
@@ -28,7 +32,9 @@ from slack_sdk.http_retry.builtin_handlers import (
 from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
+from slack_sdk.web.slack_response import SlackResponse
 
+from insightmesh import tracing
 from insightmesh.config import get_secret
 from insightmesh.observability import get_logger
 from insightmesh.resilience import CircuitBreaker, breaker_for
@@ -97,6 +103,35 @@ def rate_limit_retries() -> int:
     return count
 
 
+class TracedWebClient(WebClient):
+    """slack_sdk's ``WebClient`` with a client span per Web API call when tracing is on (see the
+    module docstring); off, ``api_call`` is slack_sdk's own after one check."""
+
+    def api_call(self, api_method: str, **kwargs: Any) -> SlackResponse:
+        if not tracing.enabled():
+            return super().api_call(api_method, **kwargs)
+        with tracing.span(f"slack {api_method}", kind="client") as span:
+            span.set_attribute("slack.method", api_method)
+            try:
+                response = super().api_call(api_method, **kwargs)
+            except SlackApiError as error:
+                _record_response(span, error.response)
+                raise
+            _record_response(span, response)
+            return response
+
+
+def _record_response(span: tracing.Span, response: SlackResponse) -> None:
+    """Slack's verdict on the span: ``ok``, its error code (status ERROR) and the HTTP status."""
+    data = response.data if isinstance(response.data, dict) else {}
+    ok = bool(data.get("ok", response.status_code == 200))
+    span.set_attributes({"slack.ok": ok, "http.response.status_code": int(response.status_code)})
+    if not ok:
+        code = str(data.get("error") or f"HTTP {response.status_code}")
+        span.set_attributes({"slack.error": code, "error.type": code})
+        span.set_error(code)
+
+
 class SlackNotConfiguredError(RuntimeError):
     pass
 
@@ -133,7 +168,7 @@ def get_slack_client() -> WebClient:
             _stale = False
             if not token or token == "not-configured":  # noqa: S105 - the template's placeholder
                 raise SlackNotConfiguredError("SLACK_BOT_TOKEN is not configured")
-            _client = WebClient(
+            _client = TracedWebClient(
                 token=token,
                 base_url=api_url(),
                 timeout=TIMEOUT_SECONDS,
