@@ -226,11 +226,11 @@ def test_usage_is_per_agent_and_day_with_totals_and_never_scanned(dashboard: dic
     assert [(day["requests"], day["tokens"], day["feedback_down"]) for day in help_["periods"]] == [
         (0, 0, 0), (1, 3, 1), (1, 120, 0)]
     assert help_["totals"] == {"requests": 2, "prompt_tokens": 101, "completion_tokens": 22, "tokens": 123,
-                               "feedback_up": 0, "feedback_down": 1}
+                               "cost_micros": 0, "cost_usd": 0.0, "feedback_up": 0, "feedback_down": 1}
     assert report["totals"]["tokens"] == 123
     assert {group["key"] for group in report["items"]} >= {"help", "meddic"}  # every agent, used or not
-    assert "Scan" not in calls and calls.count("BatchGetItem") == 2  # the usage and the feedback counters
-    for bad in ({"days": "0"}, {"days": "32"}, {"group_by": "user"}):
+    assert "Scan" not in calls and calls.count("BatchGetItem") == 3  # the index, the usage and the feedback counters
+    for bad in ({"days": "0"}, {"days": "32"}, {"group_by": "team"}, {"period": "year"}):
         assert api(browser, "/api/usage", **bad).status == 422
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
@@ -26,16 +27,21 @@ WHEN = datetime(2025, 10, 21, 9, 30, tzinfo=UTC)
 
 @pytest.fixture
 def usage(tables: dict[str, str]) -> ModuleType:
+    usage_module.forget_indexed()  # a fresh table: nothing indexed yet
     return usage_module
 
 
-def stored_items() -> dict[tuple[str, str], dict[str, Any]]:
+DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def stored_items(prefixes: tuple[str, ...] = ("agent#", "user#")) -> dict[tuple[str, str], dict[str, Any]]:
+    """The day counters of the subjects with ``prefixes`` (agent and user: what these tests record)."""
     items = table_items("USAGE_TABLE")
     return {
         (item["subject"]["S"], item["period"]["S"]): {
             name: int(item[name]["N"]) for name in ("prompt_tokens", "completion_tokens", "calls")
         }
-        for item in items
+        for item in items if item["subject"]["S"].startswith(prefixes) and DAY.match(item["period"]["S"])
     }
 
 
@@ -110,12 +116,14 @@ def test_a_month_is_one_query_on_the_subject(usage: ModuleType) -> None:
         usage.record_usage(agent="help", user_id="U1", usage=Usage(10, 1), when=WHEN + timedelta(days=day * 6))
     record = usage.UsageRecord
 
-    october = list(record.query("user#U1", record.period.startswith("2025-10")))
-    from_the_22nd = list(record.query("user#U1", record.period.between("2025-10-22", "2025-11-30")))
+    october = list(record.query("user#U1", record.period.startswith("2025-10-")))
+    from_the_22nd = [item for item in record.query("user#U1", record.period.between("2025-10-22", "2025-11-30"))
+                     if DAY.match(item.period)]  # the month "2025-11" sorts among the days
 
     assert [item.period for item in october] == ["2025-10-21", "2025-10-27"]
     assert [item.period for item in from_the_22nd] == ["2025-10-27", "2025-11-02"]
     assert sum(int(item.prompt_tokens) for item in october) == 20
+    assert int(record.get("user#U1", "2025-10").prompt_tokens) == 20  # the month's own counter agrees
 
 
 def test_concurrent_workers_lose_no_increment(usage: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -150,8 +158,9 @@ def test_a_storage_failure_is_logged_never_raised(usage: ModuleType, log_stream:
     usage.record_usage(agent="help", user_id="U-secret-person", usage=Usage(1, 1), when=WHEN)  # does not raise
 
     lines = [json.loads(line) for line in log_stream.getvalue().splitlines()]
-    assert [line["message"] for line in lines] == ["llm usage not recorded; storage unavailable"] * 2
-    assert [line["subject_kind"] for line in lines] == ["agent", "user"]
+    assert [line["message"] for line in lines] == ["llm usage not recorded; storage unavailable"]  # one per call
+    assert lines[0]["subject_kinds"] == ["agent", "index#agent", "index#user", "request", "user"]
+    assert lines[0]["failed"] == lines[0]["writes"] == 2 * 3 + 2 * 3 + 1  # counters, index items, the record
     assert all(line["level"] == "WARNING" for line in lines)
     assert "U-secret-person" not in log_stream.getvalue()
 

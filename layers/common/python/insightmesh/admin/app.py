@@ -6,6 +6,7 @@ from __future__ import annotations
 from insightmesh.admin.channels import register_channel_routes
 from insightmesh.admin.feedback import register_feedback_routes
 from insightmesh.admin.me_routes import register_me_routes
+from insightmesh.admin.models import register_model_routes
 from insightmesh.admin.operations import register_operations_routes
 from insightmesh.admin.research_runs import register_research_run_routes
 from insightmesh.admin.routes import register_admin_routes
@@ -25,6 +26,7 @@ def build_admin_app() -> InsightMeshResolver:
     register_feedback_routes(app)
     register_channel_routes(app)
     register_operations_routes(app)
+    register_model_routes(app)
     register_research_run_routes(app)
     register_auth_routes(app)
     return app

@@ -6,8 +6,9 @@
   the health function's in-process cache (:func:`insightmesh.health.checks.cached_readiness`).
 * ``GET /api/queues`` — the depth of every SQS queue and dead-letter queue of the stack
   (:mod:`insightmesh.health.queues`).
-* ``GET /api/usage`` — requests, tokens and 👍/👎 per agent and day over the last days, from the
-  usage table's counters (:mod:`insightmesh.llm.usage_report`; ``BatchGetItem``, never a Scan).
+* ``GET /api/usage`` — requests, tokens, cost (and 👍/👎 by agent) per agent, user, group,
+  channel, model or workspace and per day, ISO week or month, from the usage table's counters and
+  index items (:mod:`insightmesh.llm.usage_report`; ``BatchGetItem``, never a Scan).
 * ``GET /api/knowledge/summary`` — documents indexed and failed, and chunks
   (:mod:`insightmesh.knowledge.totals`; a bounded count over the ``by-status`` index).
 
@@ -28,7 +29,8 @@ from insightmesh.auth.guard import authenticate_admin
 from insightmesh.clock import utc_now
 from insightmesh.health.queues import QueueList, queue_depths
 from insightmesh.knowledge.totals import KnowledgeSummary, knowledge_summary
-from insightmesh.llm.usage_report import MAX_DAYS, GroupBy, UsageReport, usage_by_agent
+from insightmesh.llm.usage import PeriodKind
+from insightmesh.llm.usage_report import MAX_DAYS, MAX_PERIODS, GroupBy, UsageReport, usage_report
 
 TAGS: Final = [Tag(name="operations", description="Readiness, queues, usage and the knowledge base's size.")]
 
@@ -76,21 +78,30 @@ def register_operations_routes(app: InsightMeshResolver) -> None:
         authenticate_admin(app, action="queue.read", target="queue:*")
         return queue_depths(timeout=settings_timeout())
 
-    @app.get("/api/usage", summary="LLM usage and feedback per agent and day", tags=["operations"],
+    @app.get("/api/usage", summary="LLM usage and cost by agent, user, group, channel or model", tags=["operations"],
              security=SECURITY,
-             description=f"The last `days` UTC days (today included, at most {MAX_DAYS}), grouped by agent: "
-                         "requests, tokens and 👍/👎 per day, with totals per agent and overall. Read from counters "
-                         "kept as usage is recorded, never by scanning.",
-             responses=responses(200, "Usage per agent and day", 403))
+             description=f"Grouped by `group_by` (agent, user, group, channel, model or workspace), one row per "
+                         f"`period` (day, week or month) over the last `days` UTC days (period day; at most "
+                         f"{MAX_DAYS}) or the last `periods` ISO weeks or months (at most {MAX_PERIODS}), the "
+                         "current one included: requests, tokens, cost (micro-USD and USD) and, by agent and day, "
+                         "👍/👎; with totals per group and overall. Read from counters and index items kept as "
+                         "usage is recorded, never by scanning.",
+             responses=responses(200, "Usage per group and period", 403))
     def get_usage(
-        days: Annotated[int, Query(ge=1, le=MAX_DAYS, description="How many days, ending today.")] = 7,
-        group_by: Annotated[GroupBy, Query(description="What to group by (agent).")] = "agent",
+        days: Annotated[int, Query(ge=1, le=MAX_DAYS, description="period day: how many days, ending today.")] = 7,
+        group_by: Annotated[GroupBy, Query(description="What to group by.")] = "agent",
+        period: Annotated[PeriodKind, Query(description="day, week (ISO) or month (UTC).")] = "day",
+        periods: Annotated[int, Query(ge=1, le=MAX_PERIODS, description="period week or month: how many, ending "
+                                                                        "with the current one.")] = 4,
     ) -> UsageReport:
         authenticate_admin(app, action="usage.read", target="usage")
-        from insightmesh.agents.catalog import list_agents
+        names: list[str] = []
+        if group_by == "agent":
+            from insightmesh.agents.catalog import list_agents
 
-        names = [record.name for record in list_agents(include_deleted=True)]
-        return usage_by_agent(names, days=days, today=utc_now().date())
+            names = [record.name for record in list_agents(include_deleted=True)]
+        return usage_report(group_by, period=period, count=days if period == "day" else periods,
+                            today=utc_now().date(), agents=names)
 
     @app.get("/api/knowledge/summary", summary="How big the knowledge base is", tags=["knowledge"],
              security=SECURITY,

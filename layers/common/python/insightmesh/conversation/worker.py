@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBException
 from slack_sdk.errors import SlackApiError
 
 from insightmesh import tracing
@@ -42,7 +44,7 @@ from insightmesh.conversation.streaming import ReplyStream
 from insightmesh.conversation.thread_context import for_prompt
 from insightmesh.conversation.tool_access import research_tools, tool_context
 from insightmesh.directory.models import User
-from insightmesh.directory.permissions import Decision, agents_usable_by, evaluate
+from insightmesh.directory.permissions import Decision, agents_usable_by, evaluate, groups_of
 from insightmesh.directory.users import resolve_slack_user
 from insightmesh.llm import get_llm_client
 from insightmesh.llm.base import Completion, LlmClient, LlmError, TextSink, stream_or_complete
@@ -60,24 +62,37 @@ logger = get_logger("conversation_worker")
 
 
 class RecordingLlm:
-    """The LLM client given to agents: records token usage per agent and per user."""
+    """The LLM client given to agents: records each completion's tokens and cost by workspace,
+    agent, user, the user's groups (cached 30 s; none when unreadable), channel and model."""
 
-    def __init__(self, inner: LlmClient, agent: str, user_id: str) -> None:
+    def __init__(self, inner: LlmClient, agent: str, user_id: str, *, channel: str | None = None,
+                 workspace: str | None = None, request_id: str | None = None) -> None:
         self.inner, self.agent, self.user_id = inner, agent, user_id
+        self.channel, self.workspace, self.request_id = channel, workspace, request_id
 
     @property
     def name(self) -> str:
         return self.inner.name
 
+    def _record(self, completion: Completion | ToolCompletion) -> None:
+        try:
+            groups: frozenset[str] = groups_of(self.user_id) if self.user_id else frozenset()
+        except (PynamoDBException, BotoCoreError, ClientError) as error:
+            logger.warning("usage recorded without groups: memberships unreadable", extra={"error": str(error)})
+            groups = frozenset()
+        record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage, model=completion.model,
+                     channel=self.channel, groups=sorted(groups), workspace=self.workspace,
+                     request_id=self.request_id)
+
     def complete(self, messages: Sequence[Any], **kwargs: Any) -> Completion:
         completion = self.inner.complete(messages, **kwargs)
-        record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage)
+        self._record(completion)
         return completion
 
     def stream(self, messages: Sequence[Any], *, on_text: TextSink, **kwargs: Any) -> Completion:
         """The answer streamed to ``on_text`` when the provider streams (whole otherwise); usage recorded."""
         completion = stream_or_complete(self.inner, messages, on_text=on_text, **kwargs)
-        record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage)
+        self._record(completion)
         return completion
 
 
@@ -87,7 +102,7 @@ class ToolRecordingLlm(RecordingLlm):
     def complete_with_tools(self, turns: Sequence[Any], **kwargs: Any) -> ToolCompletion:
         assert isinstance(self.inner, ToolCallingLlmClient)
         completion = self.inner.complete_with_tools(turns, **kwargs)
-        record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage)
+        self._record(completion)
         return completion
 
 
@@ -420,8 +435,9 @@ def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, 
         history=as_messages(thread.history),
         summary=around.summary,
         state=dict(thread.agent_state.get(record.name) or {}),
-        llm=(ToolRecordingLlm if isinstance(llm, ToolCallingLlmClient) else RecordingLlm)(llm, record.name,
-                                                                                         str(user.user_id)),
+        llm=(ToolRecordingLlm if isinstance(llm, ToolCallingLlmClient) else RecordingLlm)(
+            llm, record.name, str(user.user_id), channel=request.channel_id, workspace=request.team_id,
+            request_id=request.request_id),
         progress=progress,
         stream=stream,
         usable_agents=usable,

@@ -1,28 +1,49 @@
-"""LLM token usage per agent and per user per day (``USAGE_TABLE``; template: ``UsageTable``).
+"""LLM usage and cost, counted by dimension and period (``USAGE_TABLE``; template: ``UsageTable``).
 
-Item: ``subject`` (hash key, ``agent#<name>`` or ``user#<slack user id>``), ``period`` (range
-key, the UTC day ``YYYY-MM-DD``), ``prompt_tokens``, ``completion_tokens``, ``calls``; or, with
-subject ``feedback#<agent>``, ``up`` and ``down`` (:class:`FeedbackCounts`). No TTL, no index: the
-table is the usage history.
+Counter item (:class:`UsageRecord`): ``subject`` (hash key, ``<dimension>#<value>``:
+``workspace#T1``, ``agent#help``, ``user#<directory user id>``, ``group#sales``, ``channel#C1``,
+``model#gpt-4o-mini``), ``period`` (range key: the UTC day ``2026-12-07``, the ISO week
+``2026-W49`` or the month ``2026-12``: :func:`period_key`), ``prompt_tokens``,
+``completion_tokens``, ``calls``, ``cost_micros`` (millionths of a USD). The same table holds:
+feedback counts (subject ``feedback#<agent>``, the day: :class:`FeedbackCounts`); index items
+(subject ``index#<dimension>``, a period key, ``members``: the values with usage in it:
+:class:`UsageIndex`); one record per completion (subject ``request#<request id>``, period
+``<ISO time>#<8 hex>``, TTL ``expires_at``: :class:`UsageCall`); model prices (subject ``prices``:
+:mod:`insightmesh.llm.pricing`); and budget definitions (subject ``budget``:
+:mod:`insightmesh.budgets`). Only the per-completion records expire.
 
 Access patterns:
 
-* record one completion — ``record_usage``: two ``UpdateItem`` calls, ``ADD prompt_tokens :p,
-  completion_tokens :c, calls 1`` on ``(agent#<name>, <day>)`` and on ``(user#<id>, <day>)``.
-  ``ADD`` creates the item on the first call of the day and is atomic, so concurrent workers
-  never lose an increment and nothing is read first. Accounting fails soft: a DynamoDB error is
-  logged as a warning and the reply goes out anyway.
-* one subject on one day — ``usage_for(subject, period)``: ``GetItem`` on the full key.
-* one subject over a range of days (a month, a billing period) — ``Query`` on ``subject`` with
-  ``period BETWEEN :from AND :to`` (or ``begins_with(period, "2025-10")``): the range key sorts
-  ISO days chronologically, so no index is needed.
+* record one completion — ``record_usage``: for each dimension value present (workspace, agent,
+  user, each group, channel, model) and each of its day, week and month, one ``UpdateItem``
+  ``ADD prompt_tokens :p, completion_tokens :c, calls 1, cost_micros :m``; ``ADD members :values``
+  on the ``(index#<dimension>, <period>)`` items (skipped for values this container indexed for
+  that period in the last hour: adding a member twice changes nothing); one ``PutItem`` of the
+  per-completion record. ``ADD`` creates the item on first use and is atomic, so concurrent
+  workers never lose an increment and nothing is read first. That is ``3 x (5 + groups) + 1``
+  writes in the steady state (plus up to 18 index writes the first time a value is seen in a
+  period), run concurrently on a shared pool of ``WRITE_THREADS`` threads. Accounting fails soft:
+  a DynamoDB error is logged as one warning and the reply goes out anyway. The cost comes from
+  the model's price (cached 60 s per container: no read per call).
+* one subject in one period — ``usage_for(subject, period)``: ``GetItem`` on the full key (a
+  budget's spend: ``UsageRecord(subject_of(kind, value), period_key(period, now)).cost_micros``).
+* one subject over a range of days — ``Query`` on ``subject`` with ``period BETWEEN :from AND
+  :to`` or ``begins_with(period, "2025-10-")`` (day keys sort chronologically; a month's key
+  ``YYYY-MM`` sorts just before its first day, so a range across months returns it too: keep the
+  10-character keys; weeks ``YYYY-Www`` sort after every day of the year, and
+  ``begins_with(period, "2026-W")`` selects them).
+* which values of a dimension had usage in some periods — ``BatchGetItem`` of their
+  ``(index#<dimension>, <period>)`` items, then ``BatchGetItem`` of the counters
+  (:mod:`insightmesh.llm.usage_report`); never a Scan.
+* the LLM calls of one request — ``Query`` on ``request#<request id>``.
 * feedback on an agent's replies — :class:`FeedbackCounts`, subject ``feedback#<agent>``, the
   same day key, ``up`` and ``down``: ``record_feedback`` is one ``UpdateItem ADD`` per vote (a
   changed vote moves one count from the old side to the new on the day of the change, so a day's
   side may dip below zero while the sum over days stays right), fail-soft like ``record_usage``.
   Counting the per-thread feedback items instead would need a Scan.
-* many subjects over a few days (the dashboard's usage per agent) — ``BatchGetItem`` on
-  (subject, day) keys, 100 keys a call (:mod:`insightmesh.llm.usage_report`).
+
+Each completion also prints one CloudWatch EMF line (namespace ``InsightMesh``: ``LlmInputTokens``,
+``LlmOutputTokens``, ``LlmCostUSD``, dimension ``Model``) when its model is known.
 
 pynamodb (and botocore) cost ~100 ms to import: the conversation worker imports this module when
 it records the first usage, not at cold start (``insightmesh.llm`` exposes it lazily).
@@ -30,17 +51,26 @@ it records the first usage, not at cold start (``insightmesh.llm`` exposes it la
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
+import json
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Final, Literal
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import ListAttribute, NumberAttribute, TTLAttribute, UnicodeAttribute, UnicodeSetAttribute
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.update import Action
 from pynamodb.models import Model
 
 from insightmesh.aws import model_meta
+from insightmesh.caching import TtlCache
 from insightmesh.llm.base import Usage
+from insightmesh.llm.pricing import cost_micros, pricing_settings
 from insightmesh.observability import get_logger
 
 Dimension = Literal["workspace", "agent", "user", "group", "channel", "model"]
@@ -57,6 +87,15 @@ USER_PREFIX: Final = "user#"
 FEEDBACK_PREFIX: Final = "feedback#"
 Vote = Literal["up", "down"]
 PERIOD_FORMAT: Final = "%Y-%m-%d"
+INDEX_PREFIX: Final = "index#"
+REQUEST_PREFIX: Final = "request#"
+METRICS_NAMESPACE: Final = "InsightMesh"
+WRITE_THREADS: Final = 8  # under botocore's 10 pooled connections per client
+WRITE_TIMEOUT_SECONDS: Final = 10.0  # > connect (1 s) + read (2 s) x 3 attempts: a stuck write is given up
+INDEXED_CACHE_SECONDS: Final = 3600.0
+_indexed: TtlCache[tuple[str, str, str], bool] = TtlCache(INDEXED_CACHE_SECONDS, max_entries=8192)
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
 
 
 class UsageRecord(Model):
@@ -74,6 +113,59 @@ class UsageRecord(Model):
     @property
     def total_tokens(self) -> int:
         return int(self.prompt_tokens) + int(self.completion_tokens)
+
+
+class UsageIndex(Model):
+    """Which values of one dimension had usage in one period: subject ``index#<dimension>``
+    (``index#user``), period a day, week or month key, ``members`` a string set ADDed to."""
+
+    Meta = model_meta("USAGE_TABLE", connect_timeout=1, read_timeout=2)
+
+    subject = UnicodeAttribute(hash_key=True)
+    period = UnicodeAttribute(range_key=True)
+    members = UnicodeSetAttribute(default=set)
+
+
+class UsageCall(Model):
+    """One completion: subject ``request#<request id>`` (a new id when the caller had none),
+    period ``<ISO time>#<8 hex>`` (one request may call the model several times), expiring after
+    ``USAGE_REQUEST_RETENTION_DAYS`` (the table's TTL attribute ``expires_at``)."""
+
+    Meta = model_meta("USAGE_TABLE", connect_timeout=1, read_timeout=2)
+
+    subject = UnicodeAttribute(hash_key=True)
+    period = UnicodeAttribute(range_key=True)
+    request_id = UnicodeAttribute()
+    agent = UnicodeAttribute(null=True)
+    user_id = UnicodeAttribute(null=True)
+    groups = ListAttribute(of=UnicodeAttribute, null=True)
+    channel = UnicodeAttribute(null=True)
+    workspace = UnicodeAttribute(null=True)
+    model = UnicodeAttribute(null=True)
+    prompt_tokens = NumberAttribute(default=0)
+    completion_tokens = NumberAttribute(default=0)
+    cost_micros = NumberAttribute(default=0)
+    at = UnicodeAttribute()
+    expires_at = TTLAttribute(null=True)
+
+    @classmethod
+    def of(cls, pairs: Sequence[tuple[Dimension, str]], usage: Usage, cost: int, *, request_id: str | None,
+           when: datetime) -> UsageCall:
+        values: dict[Dimension, list[str]] = {}
+        for dimension, value in pairs:
+            values.setdefault(dimension, []).append(value)
+        request = request_id or uuid.uuid4().hex
+        retention = timedelta(days=pricing_settings().USAGE_REQUEST_RETENTION_DAYS)
+        return cls(f"{REQUEST_PREFIX}{request}", f"{when.isoformat()}#{uuid.uuid4().hex[:8]}", request_id=request,
+                   agent=_one(values, "agent"), user_id=_one(values, "user"), groups=values.get("group") or None,
+                   channel=_one(values, "channel"), workspace=_one(values, "workspace"), model=_one(values, "model"),
+                   prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens, cost_micros=cost,
+                   at=when.isoformat(), expires_at=when + retention)
+
+
+def _one(values: dict[Dimension, list[str]], dimension: Dimension) -> str | None:
+    found = values.get(dimension)
+    return found[0] if found else None
 
 
 class FeedbackCounts(Model):
@@ -97,6 +189,11 @@ def agent_subject(agent: str) -> str:
 
 def user_subject(user_id: str) -> str:
     return f"{USER_PREFIX}{user_id}"
+
+
+def index_subject(dimension: Dimension) -> str:
+    """The subject of the index items of ``dimension``: ``index#user``."""
+    return f"{INDEX_PREFIX}{dimension}"
 
 
 def subject_of(dimension: Dimension, value: str) -> str:
@@ -123,38 +220,122 @@ def period_of(when: datetime | None = None) -> str:
     return moment.strftime(PERIOD_FORMAT)
 
 
+def _utc(when: datetime | None) -> datetime:
+    moment = when or datetime.now(UTC)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def dimension_values(*, agent: str, user_id: str, model: str | None = None, channel: str | None = None,
+                     groups: Sequence[str] = (), workspace: str | None = None) -> list[tuple[Dimension, str]]:
+    """The (dimension, value) pairs one completion is counted under, in ``DIMENSIONS`` order; an
+    empty value is left out (a research run has no channel, a test no workspace)."""
+    given: dict[Dimension, Sequence[str | None]] = {
+        "workspace": (workspace,), "agent": (agent,), "user": (user_id,), "group": sorted(set(groups)),
+        "channel": (channel,), "model": (model,)}
+    return [(dimension, value) for dimension in DIMENSIONS for value in given[dimension] if value]
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=WRITE_THREADS, thread_name_prefix="usage")
+        return _executor
+
+
+def _add_counts(subject: str, period: str, usage: Usage, cost: int) -> None:
+    UsageRecord(subject, period).update(actions=[
+        UsageRecord.prompt_tokens.add(usage.prompt_tokens),
+        UsageRecord.completion_tokens.add(usage.completion_tokens),
+        UsageRecord.calls.add(1),
+        UsageRecord.cost_micros.add(cost),
+    ])
+
+
+def _add_to_index(dimension: Dimension, period: str, values: frozenset[str]) -> None:
+    UsageIndex(index_subject(dimension), period).update(actions=[UsageIndex.members.add(set(values))])
+    for value in values:
+        _indexed.put((dimension, period, value), True)
+
+
+def _index_writes(pairs: Sequence[tuple[Dimension, str]], periods: Sequence[str]) -> list[tuple[Dimension, str,
+                                                                                                 frozenset[str]]]:
+    """The index items to ADD to: only values this container has not indexed for the period lately
+    (an ADD of a member already there changes nothing, so skipping it loses nothing)."""
+    writes = []
+    for dimension in DIMENSIONS:
+        values = [value for kind, value in pairs if kind == dimension]
+        for period in periods:
+            new = frozenset(value for value in values if _indexed.get((dimension, period, value)) is None)
+            if new:
+                writes.append((dimension, period, new))
+    return writes
+
+
+def forget_indexed() -> None:
+    """Forget which values this container indexed (tests: a fresh table)."""
+    _indexed.invalidate()
+
+
+def emit_metrics(model: str, usage: Usage, cost: int, *, when: datetime) -> None:
+    """One CloudWatch embedded-metric-format line per completion: namespace ``InsightMesh``,
+    ``LlmInputTokens`` and ``LlmOutputTokens`` (Count), ``LlmCostUSD`` (None), dimension ``Model``."""
+    line = {
+        "_aws": {"Timestamp": int(when.timestamp() * 1000), "CloudWatchMetrics": [{
+            "Namespace": METRICS_NAMESPACE, "Dimensions": [["Model"]],
+            "Metrics": [{"Name": "LlmInputTokens", "Unit": "Count"}, {"Name": "LlmOutputTokens", "Unit": "Count"},
+                        {"Name": "LlmCostUSD", "Unit": "None"}]}]},
+        "Model": model,
+        "LlmInputTokens": usage.prompt_tokens,
+        "LlmOutputTokens": usage.completion_tokens,
+        "LlmCostUSD": cost / MICROS_PER_USD,
+    }
+    sys.stdout.write(json.dumps(line, separators=(",", ":")) + "\n")
+    sys.stdout.flush()
+
+
 def record_usage(*, agent: str, user_id: str, usage: Usage, model: str | None = None, channel: str | None = None,
                  groups: Sequence[str] = (), workspace: str | None = None, request_id: str | None = None,
                  when: datetime | None = None) -> None:
-    """Add one completion's tokens to its agent's and its user's counters for the day.
+    """Add one completion to the counters of every dimension value it has, for its day, ISO week
+    and month, and keep one per-request record of it (see the module docstring).
 
-    CONTRACT (issue 16): with ``model`` (the model that answered: ``Completion.model``), its cost
-    is computed from the model's price (:mod:`insightmesh.llm.pricing`) and tokens, calls and
-    ``cost_micros`` are added to the counter of every dimension value it has (workspace, agent,
-    user, each group, channel, model) for its day, ISO week and month, and one per-request record
-    carries them all.
+    With ``model`` (the model that answered: ``Completion.model``), its cost is computed from the
+    model's price (:mod:`insightmesh.llm.pricing`, cached) and an EMF metric line is printed.
+    The writes run concurrently on a small shared pool and this returns when all are done.
 
     Never raises for a storage failure: accounting must not cost anyone their reply.
     """
-    period = period_of(when)
     logger = get_logger()
-    for kind, name, subject in (("agent", agent, agent_subject(agent)), ("user", user_id, user_subject(user_id))):
+    for kind, name in (("agent", agent), ("user", user_id)):
         if not name:
             logger.warning("llm usage not recorded: no subject", extra={"subject_kind": kind})
-            continue
+    moment = _utc(when)
+    cost = cost_micros(model, usage) if model else 0
+    pairs = dimension_values(agent=agent, user_id=user_id, model=model, channel=channel, groups=groups,
+                             workspace=workspace)
+    periods = [period_key(kind, moment) for kind in PERIOD_KINDS]
+    call = UsageCall.of(pairs, usage, cost, request_id=request_id, when=moment)
+    tasks: list[tuple[str, Callable[[], object]]] = [
+        (dimension, partial(_add_counts, subject_of(dimension, value), period, usage, cost))
+        for dimension, value in pairs for period in periods]
+    tasks += [(f"index#{dimension}", partial(_add_to_index, dimension, period, values))
+              for dimension, period, values in _index_writes(pairs, periods)]
+    tasks.append(("request", call.save))
+    pool = _pool()
+    futures = {pool.submit(task): label for label, task in tasks}
+    failed = []
+    for future, label in futures.items():
         try:
-            UsageRecord(subject, period).update(
-                actions=[
-                    UsageRecord.prompt_tokens.add(usage.prompt_tokens),
-                    UsageRecord.completion_tokens.add(usage.completion_tokens),
-                    UsageRecord.calls.add(1),
-                ]
-            )
-        except PynamoDBException as error:
-            logger.warning(
-                "llm usage not recorded; storage unavailable",
-                extra={"subject_kind": kind, "period": period, "error": str(error)},
-            )
+            future.result(timeout=WRITE_TIMEOUT_SECONDS)
+        except (PynamoDBException, FutureTimeout) as error:
+            failed.append((label, str(error)))
+    if failed:
+        logger.warning("llm usage not recorded; storage unavailable",
+                       extra={"subject_kinds": sorted({label for label, _ in failed}), "failed": len(failed),
+                              "writes": len(tasks), "period": periods[0], "error": failed[0][1]})
+    if model:
+        emit_metrics(model, usage, cost, when=moment)
 
 
 def usage_for(subject: str, period: str) -> UsageRecord | None:

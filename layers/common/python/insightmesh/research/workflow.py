@@ -52,6 +52,8 @@ from aws_durable_execution_sdk_python.context import DurableContext
 from aws_durable_execution_sdk_python.exceptions import DurableOperationError
 from aws_durable_execution_sdk_python.retries import RetryStrategyConfig, create_retry_strategy
 from aws_durable_execution_sdk_python.types import StepContext
+from botocore.exceptions import BotoCoreError, ClientError
+from pynamodb.exceptions import PynamoDBException
 
 from insightmesh import tracing, tracing_messaging
 from insightmesh.agents.base import ReportDocument, ReportSection
@@ -424,14 +426,24 @@ def _record(deps: WorkflowDeps, run: runs.ResearchRun, task_id: str, status: Any
     deps.board_for(run).update(task_id, status, detail)
 
 
-def _usage(run_id: str, usage: Usage, calls: int, *, user_id: str = "") -> None:
+def _usage(run_id: str, usage: Usage, calls: int, *, run: runs.ResearchRun, model: str | None = None) -> None:
     """Count the tokens on the run (its cap) and in the usage counters (``/api/usage``: the
-    ``profile`` agent's and the asker's day)."""
+    ``profile`` agent's, the asker's, their groups', the channel's, the workspace's and the model's
+    periods, with the cost). ``model``: the completion's; the configured model for a tool loop."""
     runs.add_usage(run_id, tokens=usage.total, llm_calls=calls)
-    if user_id:
+    if run.user_id:
+        from insightmesh.directory.permissions import groups_of
+        from insightmesh.llm.factory import load_llm_settings
         from insightmesh.llm.usage import record_usage  # never raises for a storage failure
 
-        record_usage(agent="profile", user_id=user_id, usage=usage)
+        try:
+            groups: frozenset[str] = groups_of(str(run.user_id))
+        except (PynamoDBException, BotoCoreError, ClientError) as error:
+            logger.warning("usage recorded without groups: memberships unreadable", extra={"error": str(error)})
+            groups = frozenset()
+        record_usage(agent="profile", user_id=str(run.user_id), usage=usage,
+                     model=model or load_llm_settings().model, channel=run.channel_id or None, groups=sorted(groups),
+                     workspace=run.team_id or None, request_id=run_id)
 
 
 def _check(run_id: str) -> Check:
@@ -516,7 +528,7 @@ def _plan(deps: WorkflowDeps, run_id: str) -> list[Researcher]:
     completion = deps.llm().complete(
         [ChatMessage.user(f"Plan the research for: {run.question or run.subject}\nSubject: {run.subject}")],
         system=PLAN_SYSTEM, max_tokens=PLAN_TOKENS, temperature=0.0)
-    _usage(run_id, completion.usage, 1, user_id=run.user_id)
+    _usage(run_id, completion.usage, 1, run=run, model=completion.model)
     plan = parse_plan(completion.text, run.subject or run.question)
     detail = f"{len(plan)} researchers"
     board.show_plan([PlanTask("plan", "Plan the research", "complete", detail),
@@ -547,7 +559,7 @@ def _research(deps: WorkflowDeps, run_id: str, researcher: Researcher, team_size
     except Exception as error:  # shown on the board, then re-raised for the step's retry
         _record(deps, run, researcher["id"], "error", f"failed: {type(error).__name__}")
         raise
-    _usage(run_id, result.usage, int(result.steps), user_id=run.user_id)
+    _usage(run_id, result.usage, int(result.steps), run=run)
     text = str(result.text)
     finding: Finding = {
         "id": researcher["id"], "title": researcher["title"],
@@ -603,7 +615,7 @@ def _synthesise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding]) ->
     completion = deps.llm().complete(
         [ChatMessage.user(f"Write the profile of {run.subject} ({run.question}).\n\n{prompt}")],
         system=SYNTHESIS_SYSTEM, max_tokens=SYNTHESIS_TOKENS)
-    _usage(run_id, completion.usage, 1, user_id=run.user_id)
+    _usage(run_id, completion.usage, 1, run=run, model=completion.model)
     _record(deps, run, "synthesis", "complete")
     return completion.text
 
@@ -616,7 +628,7 @@ def _review(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft:
     completion = deps.llm().complete(
         [ChatMessage.user(f"Subject: {run.subject}\n\n{prompt}\n\nThe profile to review:\n{draft}")],
         system=REVIEW_SYSTEM, max_tokens=REVIEW_TOKENS, temperature=0.0)
-    _usage(run_id, completion.usage, 1, user_id=run.user_id)
+    _usage(run_id, completion.usage, 1, run=run, model=completion.model)
     passed, issues = parse_review(completion.text)
     mechanical = citation_issues(draft, len(sources))
     passed = passed and not mechanical
@@ -645,7 +657,7 @@ def _revise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft:
     completion = deps.llm().complete(
         [ChatMessage.user(f"{prompt}\n\nThe profile:\n{draft}\n\nThe reviewer's issues:\n{listed}")],
         system=REVISE_SYSTEM, max_tokens=SYNTHESIS_TOKENS)
-    _usage(run_id, completion.usage, 1, user_id=run.user_id)
+    _usage(run_id, completion.usage, 1, run=run, model=completion.model)
     runs.record_step(run_id, f"revision-{revision}", "complete", f"{len(issues)} issues addressed")
     return completion.text
 
