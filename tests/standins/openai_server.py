@@ -52,7 +52,9 @@ Wire format (what OpenAI documents for ``POST /v1/chat/completions``, non-stream
   request before the echo: a string is a text reply; ``{"tool_calls": [{"name", "arguments"
   (a JSON string, sent as is, or an object, serialised), "id"?}], "content"?}`` answers
   ``message.tool_calls`` (``id`` defaults to ``call_<n>``), ``content`` null unless given, and
-  ``finish_reason: "tool_calls"``.
+  ``finish_reason: "tool_calls"``. In-process, ``set_responder(fn)`` makes the reply a function of
+  the request (``fn(body) -> str``, or None to fall through to the echo or the fixed reply): a test's
+  model that reacts to its prompt; a scripted answer still comes first.
 * ``GET /v1/models`` lists one model (``gpt-4o-mini``).
 * ``POST /v1/embeddings`` (and ``/embeddings``): body ``{"model": str, "input": str | [str, ...],
   "dimensions"?: int, "encoding_format"?: "float"}`` → ``{"object": "list", "data": [{"object":
@@ -109,6 +111,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from http.server import ThreadingHTTPServer
 from typing import Any
@@ -209,6 +212,7 @@ class OpenAIStandin(ThreadingHTTPServer):
         self.max_input_tokens = 8192
         self.stream_rate = 0.0
         self.replies: deque[str | dict[str, Any]] = deque()
+        self.responder: Callable[[dict[str, Any]], str | None] | None = None
 
     # -- addresses ---------------------------------------------------------------------------
 
@@ -253,6 +257,11 @@ class OpenAIStandin(ThreadingHTTPServer):
         or ``{"tool_calls": [...], "content"?}``), then with the echo or the fixed reply."""
         with self._lock:
             self.replies.extend(replies)
+
+    def set_responder(self, responder: Callable[[dict[str, Any]], str | None] | None) -> None:
+        """Answer chat requests with ``responder(body)`` when it returns text (see the module docstring)."""
+        with self._lock:
+            self.responder = responder
 
     def _take_reply(self) -> str | dict[str, Any] | None:
         with self._lock:
@@ -641,8 +650,11 @@ def _completion(server: OpenAIStandin, request: dict[str, Any]) -> dict[str, Any
     with server._lock:
         reply = server.reply_text if server.reply_text is not None else REPLY_PREFIX + last_user
         include_usage = server.include_usage
+        responder = server.responder
     if isinstance(scripted, str):
         reply = scripted
+    elif responder is not None:
+        reply = responder(request) or reply
     finish_reason = "stop"
     limit = request.get("max_completion_tokens") or request.get("max_tokens")
     if isinstance(limit, int) and limit > 0 and len(reply) > limit * 4:

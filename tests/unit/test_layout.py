@@ -102,6 +102,9 @@ SIDEWAYS: Final[dict[tuple[str, str], str]] = {
     ("conversation", "research"): "the worker starts and cancels research runs for a thread, and hands reports over",
     ("admin", "research"): "the control plane lists research runs",
     ("health", "knowledge"): "readiness checks the knowledge store, with its API key read as the store reads it",
+    ("jobs", "evaluation"): "answer_quality_eval is a job type of the engine (its lazy registry names it)",
+    ("admin", "evaluation"): "the control plane manages the evaluation set (/api/eval-cases)",
+    ("conversation", "evaluation"): "a 👎 with a reason becomes a case of the evaluation set",
 }
 
 # Outside the layer: the local runtime and CLI, and the Lambda handlers.

@@ -4,6 +4,7 @@ dispatches to it in-process (``functions/console``), so no route is registered t
 from __future__ import annotations
 
 from insightmesh.admin.channels import register_channel_routes
+from insightmesh.admin.eval_cases import register_eval_case_routes
 from insightmesh.admin.feedback import register_feedback_routes
 from insightmesh.admin.me_routes import register_me_routes
 from insightmesh.admin.models import register_model_routes
@@ -24,6 +25,7 @@ def build_admin_app() -> InsightMeshResolver:
     register_user_token_routes(app)
     register_workspace_routes(app)
     register_feedback_routes(app)
+    register_eval_case_routes(app)
     register_channel_routes(app)
     register_operations_routes(app)
     register_model_routes(app)

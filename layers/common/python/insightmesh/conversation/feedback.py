@@ -12,13 +12,18 @@ The vote also copies what produced the answer from that request item (agent, mod
 version, passages, access scope, question and answer: :mod:`insightmesh.conversation.provenance`),
 and a 👎's modal adds its reason and text (``feedback_reason``, stored as a 👎 of its own: a lost
 or late click still leaves the reason). Feedback is kept 365 days (``expires_at``).
+
+A 👎 with a reason also becomes a case of the evaluation set (:func:`insightmesh.evaluation.cases.case_from_feedback`:
+one conditional PutItem, one case per reply however often it is voted), asked with the answer's
+access (its asker, or its shared audience's principals; unknown: what anyone may see). Best effort:
+the vote is stored whether or not the case can be.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
-from typing import Final
+from typing import TYPE_CHECKING, Any, Final
 
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.expressions.condition import Condition
@@ -29,6 +34,9 @@ from insightmesh.conversation.models import FeedbackRecord, RequestRecord, reque
 from insightmesh.conversation.requests import ConversationRequest
 from insightmesh.llm.usage import Vote, record_feedback
 from insightmesh.observability import get_logger
+
+if TYPE_CHECKING:
+    from insightmesh.evaluation.cases import CaseScope
 
 FEEDBACK_TTL: Final = timedelta(days=365)
 FEEDBACK_KIND: Final = "feedback"  # the one partition of the feedback-by-time index
@@ -57,6 +65,7 @@ def record_vote(request: ConversationRequest, *, reason: str | None = None, comm
     ``feedback_reason`` with its ``reason`` and ``comment``) with what produced the answer, and count it."""
     now = datetime.now(UTC)
     vote = vote_of(request)
+    given_reason = reason
     pk, sk = f"reply#{request.team_id}#{request.channel_id}#{request.ts}", f"user#{request.user_id}"
     try:
         earlier = FeedbackRecord.get(pk, sk, attributes_to_get=["vote", "reason", "comment"])
@@ -79,6 +88,48 @@ def record_vote(request: ConversationRequest, *, reason: str | None = None, comm
         record_feedback(agent=agent, vote=vote, previous=previous, when=now)
     else:
         logger.info("feedback stored, not counted: the reply's agent is unknown", extra={"vote": vote})
+    if vote == "down" and given_reason:
+        _to_evaluation_set(request, pk, answered, given_reason, comment)
+
+
+def _case_scope(made: dict[str, Any], request: ConversationRequest) -> CaseScope:
+    """Whose access the answer was given with: its shared audience, its asker, else the public."""
+    from insightmesh.evaluation.cases import CaseScope, scope_from_provenance
+
+    recorded = scope_from_provenance(made)
+    if recorded is not None:
+        return recorded
+    if made.get("scope") == "private" and not made.get("asker"):  # recorded before the asker: the voter asked
+        from insightmesh.directory.users import users_for_slack_ids
+
+        found = users_for_slack_ids(request.team_id, [request.user_id]).get(request.user_id)
+        if found:
+            return CaseScope(user_id=found)
+    return CaseScope.public()
+
+
+def _to_evaluation_set(request: ConversationRequest, reply_key: str, answered: RequestRecord | None, reason: str,
+                       comment: str | None) -> None:
+    """The 👎's answer as a case of the evaluation set (fail-soft, once per reply)."""
+    made = answered.provenance if answered is not None and isinstance(answered.provenance, dict) else {}
+    question = str(made.get("question") or "").strip()
+    if not question:
+        logger.info("👎 not added to the evaluation set: the answer's question is unknown")
+        return
+    from insightmesh.evaluation.cases import case_from_feedback
+
+    listed = made.get("passages")
+    passages = [(str(p.get("id")), str(p.get("title"))) for p in listed if isinstance(p, dict) and p.get("id")] \
+        if isinstance(listed, list) else []
+    try:
+        created = case_from_feedback(reply_key=reply_key, question=question, passages=passages,
+                                     scope=_case_scope(made, request), reason=reason, comment=comment,
+                                     voter=request.user_id)
+    except (PynamoDBException, ValueError) as error:
+        logger.warning("👎 not added to the evaluation set", extra={"error": type(error).__name__,
+                                                                    "detail": str(error)[:200]})
+        return
+    logger.info("👎 added to the evaluation set" if created else "👎's reply is already in the evaluation set")
 
 
 def _utc(moment: datetime | None) -> datetime | None:

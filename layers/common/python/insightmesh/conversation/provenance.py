@@ -11,7 +11,10 @@ item after 365 (the README's retention): the question and the answer are kept bo
   module), so that feedback can be compared across prompt changes;
 * ``passages`` — the ids and titles of the knowledge passages given to the agent;
 * ``scope`` — whose access decided what it could use (``private``: the asker's; ``shared``:
-  what every reader of the conversation may see; ``none``: nothing was searched).
+  what every reader of the conversation may see; ``none``: nothing was searched);
+* ``asker`` — the asker's directory user id, and for a shared answer ``readers``: the audience's
+  principal lists (at most :data:`MAX_READERS`; a larger audience is left out, never cut) — so a
+  👎 can become an evaluation case asked with the same access (:mod:`insightmesh.evaluation.cases`).
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ import inspect
 import sys
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING, Final, TypedDict
+from typing import TYPE_CHECKING, Final, NotRequired, TypedDict
 
 if TYPE_CHECKING:
     from insightmesh.conversation.audience import AudienceRetriever
 
 MAX_TEXT_CHARS: Final = 4_000
 MAX_PASSAGES: Final = 20
+MAX_READERS: Final = 50
 
 
 class PassageRef(TypedDict):
@@ -43,6 +47,8 @@ class Provenance(TypedDict):
     scope: str
     question: str
     answer: str
+    asker: NotRequired[str | None]
+    readers: NotRequired[list[list[str]] | None]
 
 
 @lru_cache(maxsize=1)
@@ -76,10 +82,11 @@ def agent_prompt_version(agent: object | None) -> str | None:
 
 
 def capture(*, agent: str | None, agent_impl: object | None, passages: Mapping[str, str] | Iterable[tuple[str, str]],
-            scope: str, question: str, answer: str) -> Provenance:
+            scope: str, question: str, answer: str, asker: str | None = None,
+            readers: list[list[str]] | None = None) -> Provenance:
     """The provenance of one answer, bounded for a DynamoDB item."""
     pairs = list(passages.items()) if isinstance(passages, Mapping) else list(passages)
-    return Provenance(
+    made = Provenance(
         agent=agent,
         model=configured_model(),
         prompt_version=agent_prompt_version(agent_impl),
@@ -88,6 +95,11 @@ def capture(*, agent: str | None, agent_impl: object | None, passages: Mapping[s
         question=question[:MAX_TEXT_CHARS],
         answer=answer[:MAX_TEXT_CHARS],
     )
+    if asker:
+        made["asker"] = asker
+    if readers is not None and len(readers) <= MAX_READERS:
+        made["readers"] = readers
+    return made
 
 
 def of_answer(agent: str | None, retriever: AudienceRetriever | None, question: str,
@@ -97,9 +109,12 @@ def of_answer(agent: str | None, retriever: AudienceRetriever | None, question: 
         return None
     from insightmesh.agents.registry import implementation
 
+    scope = retriever.scope if retriever is not None else "none"
     return capture(agent=agent, agent_impl=implementation(agent),
                    passages=retriever.titles if retriever is not None else {},
-                   scope=retriever.scope if retriever is not None else "none", question=question, answer=answer)
+                   scope=scope, question=question, answer=answer,
+                   asker=retriever.asker_user_id if retriever is not None else None,
+                   readers=retriever.audience.principal_sets() if retriever is not None and scope == "shared" else None)
 
 
 __all__ = ["MAX_TEXT_CHARS", "PassageRef", "Provenance", "capture", "configured_model", "of_answer", "prompt_version"]

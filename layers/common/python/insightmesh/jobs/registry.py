@@ -14,6 +14,7 @@ _TYPES: Final[dict[str, str]] = {
     "slack_user_sync": "insightmesh.directory.providers.slack_user_sync:SlackUserSync",
     "google_workspace_sync": "insightmesh.directory.providers.google_workspace_sync:GoogleWorkspaceSync",
     "gdrive_ingest": "insightmesh.knowledge.sources.gdrive.job:GdriveIngest",
+    "answer_quality_eval": "insightmesh.evaluation.job:AnswerQualityEval",
 }
 
 

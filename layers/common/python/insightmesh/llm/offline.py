@@ -10,6 +10,14 @@ words). Every reply starts with ``[offline LLM]`` so nobody can take it for a mo
 * when the system prompt asks for a summary (it, or a ``system`` message, contains ``summar``, any case):
   ``[offline LLM] Summary of <n> messages (<w> words): <first 200 characters of the user
   messages, joined>``.
+* when the system prompt asks to grade an answer as JSON (it contains ``grade`` and ``JSON``) and
+  the last user message has ``## Question``, ``## Passages`` and ``## Answer`` sections (the
+  answer-quality judge, :mod:`insightmesh.evaluation.scoring`): a JSON object of scores computed from
+  the text, so that the judge works without a model — ``cites`` 1 when the answer cites a listed
+  passage's number (``[n]``; also 1 with no passages, as there is nothing to cite), else 0;
+  ``faithfulness`` the share of the answer's words (4+ letters) found in the passages or the
+  question; ``answers_question`` the share of the question's words found in the answer (each
+  rounded to 2 places), and a ``comment``.
 
 Tool calling (``complete_with_tools``) follows a deterministic plan, so the tool loop runs end
 to end without keys. Each call looks at the turns so far and:
@@ -33,6 +41,7 @@ reply. A reply longer than ``max_tokens`` tokens is cut to ``max_tokens * 4`` ch
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from typing import Any, Final
@@ -107,7 +116,9 @@ class OfflineClient:
             [system or ""] + [message.content for message in messages if message.role == "system"]
         )
         count = _plural(len(messages), "message")
-        if "summar" in instructions.lower():
+        if _is_grading(instructions, messages):
+            text = _grade(last_user_message(messages))
+        elif "summar" in instructions.lower():
             said = " ".join(message.content for message in messages if message.role == "user")
             words = len(said.split())
             text = f"{OFFLINE_PREFIX} Summary of {count} ({_plural(words, 'word')}): {_clip(said)}"
@@ -184,6 +195,39 @@ class OfflineClient:
             text, finish_reason = text[: max_tokens * CHARS_PER_TOKEN], "length"
         return ToolCompletion(text=text, tool_calls=(), usage=Usage(prompt, estimate_tokens(text), estimated=True),
                               model=OFFLINE_MODEL, provider=self.name, finish_reason=finish_reason)
+
+
+_SECTION: Final = re.compile(r"^## (Question|Passages|Answer)\n", re.MULTILINE)
+_CITATION: Final = re.compile(r"\[(\d+)\]")
+_PASSAGE_NUMBER: Final = re.compile(r"^\[(\d+)\] ", re.MULTILINE)
+
+
+def _is_grading(instructions: str, messages: Sequence[ChatMessage]) -> bool:
+    lowered = instructions.lower()
+    return ("grade" in lowered and "json" in lowered
+            and len(_SECTION.findall(last_user_message(messages))) == 3)
+
+
+def _words(text: str) -> set[str]:
+    return {word for word in re.findall(r"[^\W\d_]{4,}", text.lower())}
+
+
+def _grade(message: str) -> str:
+    """The offline judge's JSON scores of a ``## Question / ## Passages / ## Answer`` message."""
+    parts = _SECTION.split(message)
+    sections = {parts[index]: parts[index + 1].strip() for index in range(1, len(parts) - 1, 2)}
+    question, passages, answer = sections.get("Question", ""), sections.get("Passages", ""), sections.get("Answer", "")
+    numbers = set(_PASSAGE_NUMBER.findall(passages))
+    cited = set(_CITATION.findall(answer)) & numbers
+    cites = 1.0 if cited or not numbers else 0.0
+    answer_words, question_words = _words(answer), _words(question)
+    grounded = _words(passages) | question_words
+    faithfulness = len(answer_words & grounded) / len(answer_words) if answer_words else 0.0
+    answers = len(question_words & answer_words) / len(question_words) if question_words else 1.0
+    comment = (f"offline judge: cites {len(cited)} of {len(numbers)} passages; "
+               f"{len(answer_words & grounded)} of {len(answer_words)} words grounded")
+    return json.dumps({"faithfulness": round(faithfulness, 2), "answers_question": round(answers, 2),
+                       "cites": cites, "comment": comment})
 
 
 def _result_urls(results: Sequence[ToolResultTurn]) -> list[str]:
