@@ -44,7 +44,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, TypedDict
+from typing import Any, Concatenate, Final, ParamSpec, Protocol, TypedDict, TypeVar
 
 from aws_durable_execution_sdk_python.concurrency.models import BatchResult
 from aws_durable_execution_sdk_python.config import CompletionConfig, Duration, MapConfig, StepConfig
@@ -472,10 +472,13 @@ def _profile(context: DurableContext, deps: WorkflowDeps, run_id: str) -> dict[s
     if (stop := _stop_reason(check)) is not None:
         return _end_early(context, deps, run_id, stop, findings, None, stage, check)
 
+    parent = tracing.inject() if tracing.enabled() else None  # the researchers run in the SDK's threads
+
     def research(child: DurableContext, researcher: Researcher, index: int,
                  _all: Sequence[Researcher]) -> Finding | None:
-        return child.step(lambda _: _research(deps, run_id, researcher, len(plan)), name=f"research-{researcher['id']}",
-                          config=_LLM_STEP)
+        return child.step(lambda _: _in_step_span("researcher", run_id, parent,
+                                                  lambda: _research(deps, run_id, researcher, len(plan))),
+                          name=f"research-{researcher['id']}", config=_LLM_STEP)
 
     # The settings a run goes by, checkpointed once: a replay uses the same even if the env changed.
     limits = context.step(lambda _: _limits(deps), name="limits", config=_IO_STEP)
@@ -519,7 +522,39 @@ def _profile(context: DurableContext, deps: WorkflowDeps, run_id: str) -> dict[s
 
 # -- the steps -----------------------------------------------------------------------------------
 
+P = ParamSpec("P")
+R = TypeVar("R")
+StepBody = Callable[Concatenate[WorkflowDeps, str, P], R]
 
+
+def _step_span(step: str) -> Callable[[StepBody[P, R]], StepBody[P, R]]:
+    """A span ``research {step}`` (with the run id) around a step's body, in the run's trace. It
+    exists only where the workflow runs the step: a replayed step returns its checkpointed result
+    and its body — with this span — does not run again, so a resumed run's trace shows only the
+    steps that invocation ran. A step that raises (then retried by the SDK) ends its span ERROR."""
+
+    def decorate(body: StepBody[P, R]) -> StepBody[P, R]:
+        @functools.wraps(body)
+        def traced(deps: WorkflowDeps, run_id: str, /, *args: P.args, **kwargs: P.kwargs) -> R:
+            return _in_step_span(step, run_id, None, lambda: body(deps, run_id, *args, **kwargs))
+
+        return traced
+
+    return decorate
+
+
+def _in_step_span(step: str, run_id: str, parent: tracing.Carrier | None, body: Callable[[], R]) -> R:
+    """``body()`` in the span of :func:`_step_span`; ``parent``: the run's trace context, for a step
+    the SDK runs in another thread (a ``context.map`` branch: the researchers)."""
+    if not tracing.enabled():
+        return body()
+    with tracing.span(f"research {step}", parent=parent or None,
+                      attributes={"insightmesh.research.run_id": run_id, "insightmesh.research.step": step}):
+        return body()
+
+
+
+@_step_span("plan")
 def _plan(deps: WorkflowDeps, run_id: str) -> list[Researcher]:
     run = _load(run_id)
     board = deps.board_for(run)
@@ -547,6 +582,7 @@ def _research(deps: WorkflowDeps, run_id: str, researcher: Researcher, team_size
         _record(deps, run, researcher["id"], "error", "not started: the run is stopping")
         return None
     _record(deps, run, researcher["id"], "in_progress", researcher["focus"][:120])
+    tracing.current_span().set_attribute("insightmesh.research.researcher", researcher["id"])
     settings = deps.settings()
     left = int(run.token_cap or settings.RESEARCH_MAX_TOKENS) - int(run.tokens_used or 0)
     budget = max(MIN_RESEARCHER_TOKENS, min(settings.RESEARCH_RESEARCHER_MAX_TOKENS, left // max(1, team_size)))
@@ -608,6 +644,7 @@ def _findings_prompt(findings: Sequence[Finding]) -> tuple[list[SourceDict], str
     return sources, "Sources:\n" + source_lines(sources) + "\n\nFindings:\n" + "\n\n".join(parts)
 
 
+@_step_span("synthesis")
 def _synthesise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding]) -> str:
     run = _load(run_id)
     _record(deps, run, "synthesis", "in_progress")
@@ -620,6 +657,7 @@ def _synthesise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding]) ->
     return completion.text
 
 
+@_step_span("review")
 def _review(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft: str, revision: int,
             max_revisions: int) -> dict[str, Any]:
     run = _load(run_id)
@@ -649,6 +687,7 @@ def _revise_step(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], d
     return _revise(deps, run_id, findings, draft, issues, revision)
 
 
+@_step_span("revise")
 def _revise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft: str, issues: Sequence[str],
             revision: int) -> str:
     run = _load(run_id)
@@ -677,6 +716,7 @@ def _filename(subject: str) -> str:
     return f"{slug(subject, limit=60) or 'research'}-profile.pdf"
 
 
+@_step_span("report")
 def _report(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft: str, review: Mapping[str, Any],
             revisions: int) -> dict[str, Any]:
     run = _load(run_id)
