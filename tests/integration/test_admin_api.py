@@ -157,6 +157,10 @@ ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/readiness", None),
     ("GET", "/api/queues", None),
     ("GET", "/api/usage", None),
+    ("GET", "/api/me/usage", None),
+    ("GET", "/api/models", None),
+    ("PUT", "/api/models/gpt-4o-mini", {"input_usd_per_million": 0.15, "output_usd_per_million": 0.6}),
+    ("DELETE", "/api/models/gpt-4o-mini", None),
     ("GET", "/api/me/tokens", None),
     ("DELETE", "/api/me/tokens/0123456789abcdef", None),
     ("GET", "/api/research-runs", None),
@@ -165,7 +169,7 @@ ROUTES: list[tuple[str, str, Any]] = [
 ]
 OPEN_TO_MEMBERS = {("GET", "/api/me"), ("GET", "/api/agents"), ("GET", "/api/me/tokens"),
                    ("DELETE", "/api/me/tokens/0123456789abcdef"), ("GET", "/api/me/research-runs"),
-                   ("GET", "/api/research-runs/0123456789abcdef")}
+                   ("GET", "/api/research-runs/0123456789abcdef"), ("GET", "/api/me/usage")}
 ADMIN_ONLY = [route for route in ROUTES if route[:2] not in OPEN_TO_MEMBERS]
 
 
