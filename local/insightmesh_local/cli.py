@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from insightmesh_local import admin_cli, durable_cli, ingest_cli, local_auth
+from insightmesh_local import admin_cli, durable_cli, eval_cli, ingest_cli, local_auth
 from insightmesh_local import chat as chat_command
 from insightmesh_local.cli_errors import CommandError, Parser, run_command
 from insightmesh_local.runtime import (
@@ -189,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     admin_cli.add_parsers(sub)
     ingest_cli.add_parser(sub)
     durable_cli.add_parser(sub)
+    eval_cli.add_parser(sub)
     return parser
 
 

@@ -394,9 +394,14 @@ class LocalRuntime:
                 environment.update({k: v for k, v in spec.environment.items() if k.endswith("_TABLE")})
             # For `insightmesh chat`: where the Slack sandbox is (PORT + 1 unless that port was taken).
             slack_api_url = self.slack_sandbox.url if self.slack_sandbox is not None else None
+            # For `insightmesh eval`: how the job runner reaches the knowledge base and the model
+            # (names and addresses; a secret's value never: *_KEY variables are left out).
+            runner = next((s for s in self.functions.specs.values() if s.logical_id == "JobRunnerFunction"), None)
+            evaluation = {k: v for k, v in (runner.environment if runner is not None else {}).items()
+                          if k.startswith(("QDRANT_", "EMBEDDING_", "KNOWLEDGE_", "LLM_")) and not k.endswith("_KEY")}
             return _json(200, {"stack_name": self.stack_name, "region": self.region,
                                "endpoint": self.stack.endpoint_url, "environment": environment,
-                               "slack_api_url": slack_api_url})
+                               "slack_api_url": slack_api_url, "evaluation_environment": evaluation})
         if parts == ["functions"] and request.method == "GET":
             return _json(200, {"functions": [
                 {"logical_id": s.logical_id, "name": s.name, "handler": s.handler, "timeout": s.timeout}
