@@ -3,6 +3,7 @@ dispatches to it in-process (``functions/console``), so no route is registered t
 
 from __future__ import annotations
 
+from insightmesh.admin.budgets import register_budget_routes
 from insightmesh.admin.channels import register_channel_routes
 from insightmesh.admin.eval_cases import register_eval_case_routes
 from insightmesh.admin.feedback import register_feedback_routes
@@ -27,6 +28,7 @@ def build_admin_app() -> InsightMeshResolver:
     register_feedback_routes(app)
     register_eval_case_routes(app)
     register_channel_routes(app)
+    register_budget_routes(app)
     register_operations_routes(app)
     register_model_routes(app)
     register_research_run_routes(app)

@@ -93,6 +93,7 @@ TAGS: Final = [
     Tag(name="knowledge", description="The documents of the knowledge base: who may read them, and their state."),
     Tag(name="me", description="The caller."),
     Tag(name="channels", description="Per-channel settings: response mode, agents, knowledge sources, replies."),
+    Tag(name="budgets", description="Cost budgets per period: fallback model near the limit, refusal at it."),
 ]
 
 AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN, description="The agent's name.")]

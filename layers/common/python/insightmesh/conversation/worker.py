@@ -31,6 +31,7 @@ from insightmesh import tracing
 from insightmesh.agents.base import AgentContext, AgentSummary, AgentThread, AgentUser
 from insightmesh.agents.catalog import AgentRecord, list_agents
 from insightmesh.agents.registry import DEFAULT_AGENT, builtin_definitions, implementation
+from insightmesh.budgets.check import check as check_budgets
 from insightmesh.conversation import agent_mode, app_home, feedback, gate, provenance, replies, threads, workspaces
 from insightmesh.conversation import assistant as assistant_surface
 from insightmesh.conversation import channel_settings as channel_settings
@@ -319,8 +320,13 @@ def _answer(turn: Turn) -> None:
             turn.answer = (f"Sorry {user_name(user)}, you don't have access to **{display}** ({decision.reason}). "
                            "Ask an InsightMesh admin to grant you access, or say `help` to see the agents you may use.")
             logger.info("denied", extra={"agent": route.agent_name, "reason": decision.reason})
+        elif (budget := check_budgets(workspace=turn.request.team_id, user_id=str(user.user_id),
+                                      agent=record.name)).refusal:
+            turn.answer, turn.llm = budget.refusal or "", budget.client(llm)  # a budget is used up: no LLM call
+            logger.info("budget used up", extra={"agent": record.name, "budget": budget.exhausted_label})
         else:
             turn.agent_used = record.name
+            turn.llm = llm = budget.client(llm)  # the budget's fallback model past its warn_at (insightmesh.budgets)
             # Who reads the reply decides what it may use: only the asker when it is answered
             # ephemerally (no placeholder), else everyone in the conversation (conversation.audience).
             turn.retriever = AudienceRetriever(turn.request, str(user.user_id), private=turn.placeholder_ts is None)
