@@ -54,7 +54,6 @@ import base64
 import hashlib
 import itertools
 import json
-import signal
 import sys
 import threading
 import time
@@ -64,7 +63,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from tests.standins.http import JsonHandler, StandinServer
+from tests.standins.http import JsonHandler, StandinServer, serve_until_signalled
 
 HOST = "127.0.0.1"
 SCOPE_ROOT = "https://www.googleapis.com/auth/"
@@ -541,13 +540,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", action="append", default=[], help="an accepted access token (repeatable)")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long (bounded)")
     args = parser.parse_args(argv)
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     server = GoogleDirectoryServer(port=args.port, tokens=args.token or [DEFAULT_TOKEN]).start()
     print(f"google directory stand-in listening on {server.url}", flush=True)
-    stopping.wait(args.max_seconds)
-    server.stop()
+    serve_until_signalled(server, args.max_seconds)
     return 0
 
 

@@ -72,7 +72,6 @@ import io
 import itertools
 import json
 import re
-import signal
 import sys
 import threading
 import time
@@ -84,7 +83,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tests.standins.google_directory_server import parse_fields, select_fields
-from tests.standins.http import JsonHandler, StandinServer
+from tests.standins.http import JsonHandler, StandinServer, serve_until_signalled
 
 HOST = "127.0.0.1"
 SCOPE_ROOT = "https://www.googleapis.com/auth/"
@@ -810,15 +809,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--token", action="append", default=[], help="an accepted access token (repeatable)")
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long (bounded)")
     args = parser.parse_args(argv)
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     server = GoogleDriveServer(port=args.port, tokens=args.token or [DEFAULT_TOKEN]).start()
     folder = server.add_folder("Handbook", permissions=["anyone"])
     server.add_file("Welcome", parent=folder, mime_type=GOOGLE_DOC, content="# Welcome\n\nHello from the stand-in.")
     print(f"google drive stand-in listening on {server.url} (folder {folder})", flush=True)
-    stopping.wait(args.max_seconds)
-    server.stop()
+    serve_until_signalled(server, args.max_seconds)
     return 0
 
 

@@ -1,12 +1,14 @@
 """The plumbing every stand-in shares: a quiet handler that reads a body and answers JSON (or raw
-bytes), never cached, and the start/stop of a ``ThreadingHTTPServer`` on 127.0.0.1."""
+bytes), never cached, the start/stop of a ``ThreadingHTTPServer`` on 127.0.0.1, and a stand-in
+run as a process until it is signalled (:func:`serve_until_signalled`)."""
 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 
 class JsonHandler(BaseHTTPRequestHandler):
@@ -113,3 +115,17 @@ class StandinServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
+
+
+def serve_until_signalled(server: Stoppable, max_seconds: float) -> None:
+    """A started stand-in run as a process (``python -m tests.standins.…``): until SIGINT or
+    SIGTERM, or ``max_seconds`` at most; then stopped."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    stopping.wait(max_seconds)
+    server.stop()

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import signal
 import sys
 import threading
 import zlib
@@ -44,7 +43,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tests.standins.http import JsonHandler, ThreadedServer
+from tests.standins.http import JsonHandler, ThreadedServer, serve_until_signalled
 
 TRACES_PATH = "/v1/traces"
 PROTOBUF = "application/x-protobuf"
@@ -170,14 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=4318)
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long (bounded)")
     args = parser.parse_args(argv)
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     server = start(args.port)
     print(f"OTLP receiver listening on {server.url}; for insightmesh dev:\n"
           f"  insightmesh dev --otlp-endpoint {server.url}   (spans: GET {server.url}/spans)", flush=True)
-    stopping.wait(args.max_seconds)
-    server.stop()
+    serve_until_signalled(server, args.max_seconds)
     return 0
 
 

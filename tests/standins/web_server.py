@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import signal
 import sys
 import threading
 import time
@@ -60,7 +59,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from tests.knowledge_fixtures import minimal_pdf
-from tests.standins.http import JsonHandler, ThreadedServer
+from tests.standins.http import JsonHandler, ThreadedServer, serve_until_signalled
 
 ACME_CIK = 1999001
 GLOBEX_CIK = 1999002
@@ -506,15 +505,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8770)
     parser.add_argument("--max-seconds", type=float, default=3600.0, help="stop after this long (bounded)")
     args = parser.parse_args(argv)
-    stopping = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     server = WebServer(port=args.port).start()
     print(f"web stand-in listening on {server.url}; for insightmesh dev:\n"
           f"  WEB_SEARCH_PROVIDER=searxng WEB_SEARCH_URL={server.url} SEC_EDGAR_URL={server.url} "
           f"SEC_USER_AGENT='InsightMesh dev dev@example.com' READ_URL_ALLOW_HOSTS=127.0.0.1:{server.port}", flush=True)
-    stopping.wait(args.max_seconds)
-    server.stop()
+    serve_until_signalled(server, args.max_seconds)
     return 0
 
 
