@@ -8,6 +8,7 @@ tests/e2e/test_tracing.py."""
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,39 @@ def test_a_direct_invocation_continues_the_trace_from_its_payload(traced: OtlpRe
     tracing.flush()
     producer, consumer = sorted(traced.spans(), key=lambda span: span["kind"] != "producer")
     assert consumer["parent_span_id"] == producer["span_id"] and consumer["trace_id"] == producer["trace_id"]
+
+
+def test_the_research_launcher_puts_the_trace_context_in_the_durable_invocation_s_payload(
+        traced: OtlpReceiver, monkeypatch: pytest.MonkeyPatch) -> None:
+    from werkzeug.serving import make_server
+    from werkzeug.wrappers import Request, Response
+
+    from insightmesh import aws
+    from insightmesh.research import launcher
+
+    bodies: list[dict[str, Any]] = []
+
+    def lambda_api(environ: Any, start_response: Any) -> Any:  # Lambda's Invoke, answering an async start
+        bodies.append(json.loads(Request(environ).get_data()))
+        return Response(b"", status=202)(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, lambda_api)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", f"http://127.0.0.1:{server.server_port}")
+    monkeypatch.setenv(launcher.FUNCTION_ENV, "insightmesh-ResearchFunction:live")
+    monkeypatch.setattr(aws, "_clients", {})
+    try:
+        launcher.start_execution("run-7")
+    finally:
+        server.shutdown()
+    tracing.flush()
+    [start] = traced.spans()
+    [payload] = bodies
+    assert (start["name"], start["kind"], start["attributes"]) == (
+        "start research", "producer", {"insightmesh.research.run_id": "run-7"})
+    assert payload["run_id"] == "run-7"
+    assert tracing_messaging.carrier_from_event(payload)["traceparent"].split("-")[1:3] == [
+        start["trace_id"], start["span_id"]]
 
 
 def test_the_receiver_answers_otlp_and_refuses_what_is_not_protobuf(receiver: OtlpReceiver) -> None:
