@@ -9,6 +9,7 @@ from insightmesh.agents.registry import builtin_definitions
 from insightmesh.cfn import handle_custom_resource
 from insightmesh.directory.users import ensure_system_groups
 from insightmesh.observability import get_logger
+from insightmesh.tracing import flushed
 
 logger = get_logger("bootstrap")
 
@@ -21,6 +22,7 @@ def seed(_properties: dict[str, Any]) -> dict[str, Any]:
     return {"AgentsCreated": ",".join(report.created) or "-", "GroupsCreated": ",".join(groups) or "-"}
 
 
+@flushed
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> None:
     # Create and Update seed (never overwriting admin edits); Delete keeps the data.

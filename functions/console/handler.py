@@ -12,9 +12,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from insightmesh.admin.app import build_admin_app
 from insightmesh.console import build_console_app
 from insightmesh.jobs.app import build_tasks_app
+from insightmesh.tracing import flushed
 
 app = build_console_app([build_admin_app(), build_tasks_app()])
 
 
+@flushed
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

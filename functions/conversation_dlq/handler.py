@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from insightmesh import tracing_messaging
 from insightmesh.conversation.dead_letters import DeadLetter, handle, logger
 from insightmesh.observability import bind_correlation_id, correlation_id_from_sqs_record
+from insightmesh.tracing import flushed
 
 # A failed apology (Slack down) is retried after the visibility timeout; its thread's later
 # letters in this batch wait with it, other threads' do not.
@@ -27,6 +28,7 @@ def record_handler(record: SQSRecord) -> None:
                           correlation_id=correlation_id))
 
 
+@flushed
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor,

@@ -11,6 +11,7 @@ from insightmesh.conversation.requests import ConversationRequest
 from insightmesh.conversation.worker import logger, process
 from insightmesh.observability import bind_correlation_id, correlation_id_from_sqs_record
 from insightmesh.tools.settings import check_cold_start
+from insightmesh.tracing import flushed
 
 check_cold_start()  # production refuses READ_URL_ALLOW_HOSTS before the first message
 
@@ -29,6 +30,7 @@ def record_handler(record: SQSRecord) -> None:
         process(request)
 
 
+@flushed
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return process_partial_response(event=event, record_handler=record_handler, processor=processor,

@@ -12,6 +12,7 @@ from insightmesh.api.ratelimit import RateLimiter
 from insightmesh.auth.guard import admin_bearer
 from insightmesh.config import get_settings
 from insightmesh.health.checks import cached_readiness, declared_resources, summary
+from insightmesh.tracing import flushed
 
 settings = get_settings()
 app = create_app("health", title="InsightMesh health", openapi_path="/health/openapi.json")
@@ -33,5 +34,6 @@ def ready() -> Response[Any]:
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
 
 
+@flushed
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -9,8 +9,10 @@ from typing import Any
 from aws_durable_execution_sdk_python import DurableContext, durable_execution
 
 from insightmesh.research.workflow import run_research
+from insightmesh.tracing import flushed
 
 
+@flushed
 @durable_execution
 def lambda_handler(event: dict[str, Any], context: DurableContext) -> dict[str, Any]:
     return run_research(event, context)

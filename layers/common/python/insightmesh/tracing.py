@@ -20,6 +20,24 @@ except ``insightmesh.tracing_otel`` (the enabled path, imported lazily).
   direct invocations (:func:`inject`, ``span(..., parent=carrier)``).
 * **In Lambda** the spans of an invocation are exported before it returns:
   :func:`flush` (bounded by ``timeout_seconds``) — wired by :func:`flushed`, a handler decorator.
+
+  *The choice: flush at the end of each invocation* (every ``functions/*/handler.py`` is
+  ``@flushed``). Lambda freezes the environment once the handler returns, so spans left in the
+  batch processor's queue would wait for the next invocation, or be lost with the environment.
+  The cost is one OTLP/HTTP ``POST`` to the endpoint per invocation that made spans, on the
+  invocation's own time — to the receiver stand-in on loopback, p50 1.2 ms for one span, 2-3 ms
+  for a worker request's eight, 6-7 ms for fifty (``benchmarks/tracing_flush.py``; a collector in
+  the same region adds its round trip); an invocation that made none posts nothing.
+  The wait is bounded by :data:`DEFAULT_FLUSH_SECONDS` (2 s): a collector that is slow or down
+  delays a reply by at most that, and the export finishes in the background (bounded itself by
+  ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default).
+
+  *The alternative, by configuration only: the ADOT collector extension.* Add the AWS
+  Distro for OpenTelemetry collector layer to the functions and set
+  ``OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318``: the flush then posts to the extension
+  in the same environment (sub-millisecond), and the extension exports to the backend after the
+  response, batching across invocations — at the price of an extra layer, its memory and its
+  cold-start time, and its own configuration file. No code changes either way.
 """
 
 from __future__ import annotations

@@ -127,9 +127,25 @@ def current_trace_ids() -> tuple[str, str] | None:
     return format(span_context.trace_id, "032x"), format(span_context.span_id, "016x")
 
 
-def flush(timeout_seconds: float) -> None:
-    if _provider is not None:
-        _provider.force_flush(timeout_millis=int(timeout_seconds * 1000))
+def flush(timeout_seconds: float) -> bool:
+    """Export the finished spans, waiting at most ``timeout_seconds``; whether they went in time.
+
+    The SDK's ``BatchSpanProcessor.force_flush`` ignores its timeout: it exports in the caller's
+    thread, bounded only by the exporter's own (``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default,
+    retries included). So the export runs in a helper thread and the caller waits for it at most
+    ``timeout_seconds``; a slower export finishes in the background (in Lambda, after the next
+    thaw if the environment was frozen first)."""
+    made = _provider
+    if made is None:
+        return True
+    done = threading.Event()
+
+    def export() -> None:
+        made.force_flush()
+        done.set()
+
+    threading.Thread(target=export, name="otel-flush", daemon=True).start()
+    return done.wait(timeout_seconds)
 
 
 def shutdown() -> None:
