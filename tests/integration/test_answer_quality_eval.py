@@ -168,14 +168,17 @@ def test_an_inactive_case_is_skipped_and_the_deadline_resumes_the_same_evaluatio
 TEAM, CHANNEL, THREAD = "T0EV", "C0EV", "1796200000.000100"
 
 
-def _answered(request_id: str, *, scope: str, asker: str | None, readers: list[list[str]] | None) -> None:
-    message = ConversationRequest(kind=RequestKind.MESSAGE, request_id=request_id, team_id=TEAM, channel_id=CHANNEL,
-                                  user_id="U0ASKER", text="what is the refund policy?", thread_ts=THREAD)
+def answered(request_id: str, *, scope: str, asker: str | None = None, readers: list[list[str]] | None = None,
+             where: tuple[str, str, str] = (TEAM, CHANNEL, THREAD), question: str = "what is the refund policy?",
+             passage: tuple[str, str] = ("doc-refunds", "Refund policy")) -> None:
+    """A request the worker answered in thread ``where`` (team, channel, thread ts), with its provenance."""
+    team, channel, thread = where
+    message = ConversationRequest(kind=RequestKind.MESSAGE, request_id=request_id, team_id=team, channel_id=channel,
+                                  user_id="U0ASKER", text=question, thread_ts=thread)
     claim = replies.claim(message)
-    made = provenance.capture(agent="assistant", agent_impl=None, passages={"doc-refunds": "Refund policy"},
-                              scope=scope, question="what is the refund policy?", answer="30 days [1]",
-                              asker=asker, readers=readers)
-    replies.set_answered(claim.record, "1796200000.000200", "assistant", made)
+    made = provenance.capture(agent="assistant", agent_impl=None, passages=dict([passage]), scope=scope,
+                              question=question, answer="the answer [1]", asker=asker, readers=readers)
+    replies.set_answered(claim.record, f"{thread[:-3]}200", "assistant", made)
 
 
 def _vote(request_id: str, action_id: str, *, user: str, reply_ts: str, reason: str | None = None) -> None:
@@ -186,7 +189,7 @@ def _vote(request_id: str, action_id: str, *, user: str, reply_ts: str, reason: 
 
 
 def test_a_down_vote_with_a_reason_becomes_one_case(tables: dict[str, str]) -> None:
-    _answered("msg:shared", scope="shared", asker="u-asker", readers=[["anyone", "user:a@example.com"],
+    answered("msg:shared", scope="shared", asker="u-asker", readers=[["anyone", "user:a@example.com"],
                                                                       ["anyone", "domain:example.com"]])
     _vote("msg:shared", "feedback_down", user="U2", reply_ts="5.5")  # no reason yet: no case
     assert cases.list_cases(limit=10, cursor=None).items == []
@@ -201,7 +204,7 @@ def test_a_down_vote_with_a_reason_becomes_one_case(tables: dict[str, str]) -> N
     assert case.scope.principals == [["anyone", "user:a@example.com"], ["anyone", "domain:example.com"]]
     assert case.active and case.created_by == "slack:U2"
 
-    _answered("msg:private", scope="private", asker="u-asker", readers=None)
+    answered("msg:private", scope="private", asker="u-asker", readers=None)
     _vote("msg:private", "feedback_reason", user="U0ASKER", reply_ts="6.6", reason="wrong")
     private = next(c for c in cases.list_cases(limit=10, cursor=None).items if c.case_id != case.case_id)
     assert private.scope.user_id == "u-asker"
@@ -217,6 +220,28 @@ def test_a_case_the_table_cannot_take_still_stores_the_vote(tables: dict[str, st
         raise PutError("simulated: the eval table is unavailable")
 
     monkeypatch.setattr(cases, "put_if_absent", refuse)
-    _answered("msg:soft", scope="none", asker=None, readers=None)
+    answered("msg:soft", scope="none", asker=None, readers=None)
     _vote("msg:soft", "feedback_reason", user="U4", reply_ts="7.7", reason="wrong")
     assert FeedbackRecord.get(f"reply#{TEAM}#{CHANNEL}#7.7", "user#U4").reason == "wrong"
+
+
+def test_an_answers_provenance_keeps_its_asker_and_a_shared_audiences_readers(tables: dict[str, str]) -> None:
+    from insightmesh.conversation.audience import AudienceRetriever
+    from insightmesh.knowledge.base import Audience, Viewer
+
+    request = ConversationRequest(kind=RequestKind.MESSAGE, request_id="msg:x", team_id=TEAM, channel_id=CHANNEL,
+                                  user_id="U0ASKER", text="q", thread_ts=THREAD)
+    shared = AudienceRetriever(request, "u-asker", private=False)
+    shared._audience = Audience((Viewer("a@example.com"), Viewer(None)), "members")  # as a search found them
+    made = provenance.of_answer("assistant", shared, "q", "a")
+    assert made is not None and made["scope"] == "shared" and made["asker"] == "u-asker"
+    assert made["readers"] == [["anyone", "user:a@example.com", "domain:example.com"], ["anyone"]]
+    private = AudienceRetriever(request, "u-asker", private=True)
+    private._audience = Audience.of(Viewer("a@example.com"))
+    made = provenance.of_answer("assistant", private, "q", "a")
+    assert made is not None and made["scope"] == "private" and made["asker"] == "u-asker" and "readers" not in made
+    # An audience too large for an evaluation case is left out, never cut (cutting readers widens access).
+    many = AudienceRetriever(request, "u-asker", private=False)
+    many._audience = Audience(tuple(Viewer(f"p{n}@example.com") for n in range(provenance.MAX_READERS + 1)), "members")
+    made = provenance.of_answer("assistant", many, "q", "a")
+    assert made is not None and "readers" not in made

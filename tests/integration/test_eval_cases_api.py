@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import os
 
-from insightmesh.conversation import provenance, replies
-from insightmesh.conversation.requests import ConversationRequest, RequestKind
 from tests.integration.conftest import DynamoCalls
 from tests.integration.test_admin_api import Api, assert_envelope, audit_entries, latest_audit
 from tests.integration.test_admin_api import api as api  # the fixture
+from tests.integration.test_answer_quality_eval import answered as answered_in
 
 TEAM, CHANNEL, THREAD = "T0EC", "C0EC", "1796300000.000100"
 EXPLICIT = {"question": "How many weeks of parental leave?", "scope": {"user_id": "u-alice"},
@@ -18,13 +17,8 @@ EXPLICIT = {"question": "How many weeks of parental leave?", "scope": {"user_id"
 
 def answered(request_id: str, *, scope: str, asker: str | None = None,
              readers: list[list[str]] | None = None) -> None:
-    message = ConversationRequest(kind=RequestKind.MESSAGE, request_id=request_id, team_id=TEAM, channel_id=CHANNEL,
-                                  user_id="U0ASKER", text="where is the Lisbon office?", thread_ts=THREAD)
-    claim = replies.claim(message)
-    made = provenance.capture(agent="assistant", agent_impl=None, passages={"doc-lisbon": "Lisbon office"},
-                              scope=scope, question="where is the Lisbon office?", answer="Rua Augusta [1]",
-                              asker=asker, readers=readers)
-    replies.set_answered(claim.record, "1796300000.000200", "assistant", made)
+    answered_in(request_id, scope=scope, asker=asker, readers=readers, where=(TEAM, CHANNEL, THREAD),
+                question="where is the Lisbon office?", passage=("doc-lisbon", "Lisbon office"))
 
 
 def test_an_admin_adds_shows_changes_and_removes_a_case_each_change_audited(api: Api) -> None:
