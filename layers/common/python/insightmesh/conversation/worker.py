@@ -50,7 +50,7 @@ from insightmesh.directory.users import resolve_slack_user
 from insightmesh.llm import get_llm_client
 from insightmesh.llm.base import Completion, LlmClient, LlmError, TextSink, stream_or_complete
 from insightmesh.llm.tools import ToolCallingLlmClient, ToolCompletion
-from insightmesh.llm.usage import record_usage
+from insightmesh.llm.usage import drain_usage, record_usage
 from insightmesh.observability import get_logger
 from insightmesh.slack import thread_reply
 from insightmesh.slack.assistant import ThreadStatus
@@ -83,7 +83,7 @@ class RecordingLlm:
             groups = frozenset()
         record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage, model=completion.model,
                      channel=self.channel, groups=sorted(groups), workspace=self.workspace,
-                     request_id=self.request_id)
+                     request_id=self.request_id, background=True)  # written while the reply goes out
 
     def complete(self, messages: Sequence[Any], **kwargs: Any) -> Completion:
         completion = self.inner.complete(messages, **kwargs)
@@ -128,6 +128,13 @@ def agent_record(name: str, agents: Sequence[AgentRecord]) -> AgentRecord | None
 
 
 def process(request: ConversationRequest) -> None:
+    try:
+        _process(request)
+    finally:
+        drain_usage()  # the usage RecordingLlm recorded in the background, written before the invocation ends
+
+
+def _process(request: ConversationRequest) -> None:
     if not workspaces.is_active(request.team_id, request_id=request.request_id):
         logger.info("workspace inactive (uninstalled or token revoked); nothing done",
                     extra={"request_id": request.request_id})
@@ -332,8 +339,9 @@ def _answer(turn: Turn) -> None:
             turn.retriever = AudienceRetriever(turn.request, str(user.user_id), private=turn.placeholder_ts is None)
             if turn.placeholder_ts:
                 turn.reply = ReplyStream(turn.request, turn.claim.record, turn.channel, turn.placeholder_ts)
-            with tracing.span(f"invoke_agent {record.name}", attributes={
-                    "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": record.name}):
+            with tracing.span(f"invoke_agent {record.name}") as span:
+                if span.is_recording():
+                    span.set_attributes({"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": record.name})
                 turn.answer = _run_agent(turn.request, route, record, user, turn.thread, llm, turn.progress(),
                                          turn.agents, turn.retriever, stream=turn.reply or (lambda _text: None),
                                          thread_ts=turn.thread_ts)

@@ -281,9 +281,11 @@ def _execute(job: Job, run: TaskRun, context: LambdaContextLike) -> None:
                          margin_ms=_margin_ms(remaining), checkpoint=state.checkpoint, current_step=step)
         logger.info("job run started", extra={"job_id": job.job_id, "run_id": run.run_id, "job_type": job.job_type,
                                                "resumed_from": resumed_from})
-        with tracing.span(f"job {job.job_type}", attributes={
-                "insightmesh.job.id": job.job_id, "insightmesh.job.type": job.job_type,
-                "insightmesh.job.run_id": run.run_id, "insightmesh.job.trigger": str(run.trigger or "")}) as span:
+        with tracing.span(f"job {job.job_type}") as span:
+            if span.is_recording():
+                span.set_attributes({"insightmesh.job.id": job.job_id, "insightmesh.job.type": job.job_type,
+                                     "insightmesh.job.run_id": run.run_id,
+                                     "insightmesh.job.trigger": str(run.trigger or "")})
             result = cls().run(ctx)
             if span.is_recording():
                 span.set_attributes({"insightmesh.job.complete": result.complete,
