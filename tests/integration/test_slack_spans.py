@@ -11,9 +11,9 @@ from opentelemetry.trace import SpanKind, StatusCode
 from slack_sdk.errors import SlackApiError
 
 from insightmesh import resilience
-from insightmesh.slack import client as slack_client
 from insightmesh.slack.client import call_slack
 from insightmesh_local.slack_sandbox import SlackSandbox
+from tests.slack_fixtures import pointed_sandbox
 from tests.tracing_fixtures import all_text, attributes, traced_fixture  # noqa: F401
 
 TOKEN = "xoxb-span-test-0123456789"
@@ -21,13 +21,9 @@ TOKEN = "xoxb-span-test-0123456789"
 
 @pytest.fixture
 def sandbox(monkeypatch: pytest.MonkeyPatch, traced: InMemorySpanExporter) -> Iterator[SlackSandbox]:
-    monkeypatch.setenv("SLACK_BOT_TOKEN", TOKEN)
-    slack_client.reset_for_tests()
     resilience._breakers.clear()
-    with SlackSandbox(port=0) as stand_in:
-        monkeypatch.setenv("SLACK_API_URL", stand_in.url)
+    with pointed_sandbox(monkeypatch, TOKEN) as stand_in:
         yield stand_in
-    slack_client.reset_for_tests()
     resilience._breakers.clear()
 
 

@@ -23,6 +23,11 @@ answers — within a step limit and a token cap.
 * when the tokens used by all steps reach ``max_tokens``, no further call is made: the result is
   what the model wrote so far, or the gist of the tool results, saying the cap was reached
   (``stopped="token_cap"``).
+
+With tracing on, each call is a GenAI ``execute_tool {name}`` span (``gen_ai.tool.name``,
+``gen_ai.tool.call.id``, ``insightmesh.tool.outcome`` ok/refused/failed, the result's size; its
+arguments only with message content capture, redacted), a child of the caller's span although the
+tool runs in its own thread.
 """
 
 from __future__ import annotations
