@@ -16,7 +16,7 @@ from moto.dynamodb.models import DynamoDBBackend
 from insightmesh.llm import OfflineClient
 from insightmesh.llm.base import ChatMessage, Usage
 from insightmesh.llm.pricing import PRICES_SUBJECT, ModelPrice, cost_micros, forget_prices, pricing_settings
-from insightmesh.llm.usage import UsageCall, UsageIndex, UsageRecord, forget_indexed, record_usage
+from insightmesh.llm.usage import UsageCall, UsageIndex, UsageRecord, drain_usage, forget_indexed, record_usage
 from insightmesh.llm.usage_report import periods_ending, usage_of_user, usage_report
 from insightmesh.observability import get_logger
 from tests.integration.conftest import DYNAMO_CALLS, save_user
@@ -119,6 +119,28 @@ def test_one_completion_is_one_update_per_dimension_value_and_period(fresh: dict
     assert "Query" not in operations and "GetItem" not in operations
 
 
+def test_background_recording_is_written_by_the_drain_and_fails_soft(fresh: dict[str, str]) -> None:
+    for _ in range(3):
+        record_usage(agent="help", user_id="u-bg", usage=Usage(1, 2), model="m", when=DEC_1, background=True)
+    drain_usage()
+    assert counter("user#u-bg", "2026-12") == (3, 3, 6, 0)
+    drain_usage()  # nothing pending: nothing to do
+
+    import boto3
+
+    boto3.client("dynamodb").delete_table(TableName=fresh["USAGE_TABLE"])
+    logger = get_logger()
+    stream = io.StringIO()
+    previous = logger.registered_handler.setStream(stream)  # type: ignore[attr-defined]
+    try:
+        record_usage(agent="help", user_id="u-bg", usage=Usage(1, 2), when=DEC_1, background=True)  # no raise
+        drain_usage()  # logged, not raised
+    finally:
+        logger.registered_handler.setStream(previous)  # type: ignore[attr-defined]
+    assert [json.loads(line)["message"] for line in stream.getvalue().splitlines()] == [
+        "llm usage not recorded; storage unavailable"]
+
+
 def test_concurrent_completions_lose_nothing(fresh: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
     # DynamoDB applies each UpdateItem atomically; moto's in-process backend reads, changes and
     # writes an item unlocked, so it is serialised here to be as atomic as DynamoDB. Our code races freely.
@@ -192,6 +214,7 @@ def test_the_workers_recording_client_passes_every_dimension(fresh: dict[str, st
     save_user("u-rec", groups=("all_users", "sales"))
     llm = RecordingLlm(OfflineClient(), "help", "u-rec", channel="C9", workspace="T9", request_id="req-9")
     completion = llm.complete([ChatMessage.user("How do I reset my VPN token?")])
+    drain_usage()  # the worker records in the background and drains when the request is done
 
     month = datetime.now(UTC).strftime("%Y-%m")
     expected = (1, completion.usage.prompt_tokens, completion.usage.completion_tokens, 0)

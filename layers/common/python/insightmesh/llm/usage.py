@@ -22,7 +22,9 @@ Access patterns:
   per-completion record. ``ADD`` creates the item on first use and is atomic, so concurrent
   workers never lose an increment and nothing is read first. That is ``3 x (5 + groups) + 1``
   writes in the steady state (plus up to 18 index writes the first time a value is seen in a
-  period), run concurrently on a shared pool of ``WRITE_THREADS`` threads. Accounting fails soft:
+  period), run concurrently on a shared pool of ``WRITE_THREADS`` threads — in the background for
+  the conversation worker, which drains them when the request is done, so the reply never waits
+  for them (``benchmarks/usage_recording.py``). Accounting fails soft:
   a DynamoDB error is logged as one warning and the reply goes out anyway. The cost comes from
   the model's price (cached 60 s per container: no read per call).
 * one subject in one period — ``usage_for(subject, period)``: ``GetItem`` on the full key (a
@@ -56,8 +58,9 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Final, Literal
@@ -296,13 +299,15 @@ def emit_metrics(model: str, usage: Usage, cost: int, *, when: datetime) -> None
 
 def record_usage(*, agent: str, user_id: str, usage: Usage, model: str | None = None, channel: str | None = None,
                  groups: Sequence[str] = (), workspace: str | None = None, request_id: str | None = None,
-                 when: datetime | None = None) -> None:
+                 when: datetime | None = None, background: bool = False) -> None:
     """Add one completion to the counters of every dimension value it has, for its day, ISO week
     and month, and keep one per-request record of it (see the module docstring).
 
     With ``model`` (the model that answered: ``Completion.model``), its cost is computed from the
     model's price (:mod:`insightmesh.llm.pricing`, cached) and an EMF metric line is printed.
-    The writes run concurrently on a small shared pool and this returns when all are done.
+    The writes run concurrently on a small shared pool and this returns when all are done — or,
+    with ``background``, as soon as they are submitted: the caller then calls :func:`drain_usage`
+    before its invocation ends (the conversation worker: after the reply is out).
 
     Never raises for a storage failure: accounting must not cost anyone their reply.
     """
@@ -323,19 +328,50 @@ def record_usage(*, agent: str, user_id: str, usage: Usage, model: str | None = 
               for dimension, period, values in _index_writes(pairs, periods)]
     tasks.append(("request", call.save))
     pool = _pool()
-    futures = {pool.submit(task): label for label, task in tasks}
-    failed = []
-    for future, label in futures.items():
-        try:
-            future.result(timeout=WRITE_TIMEOUT_SECONDS)
-        except (PynamoDBException, FutureTimeout) as error:
-            failed.append((label, str(error)))
-    if failed:
-        logger.warning("llm usage not recorded; storage unavailable",
-                       extra={"subject_kinds": sorted({label for label, _ in failed}), "failed": len(failed),
-                              "writes": len(tasks), "period": periods[0], "error": failed[0][1]})
+    batch = _Batch({pool.submit(task): label for label, task in tasks}, periods[0])
     if model:
         emit_metrics(model, usage, cost, when=moment)
+    if background:
+        with _executor_lock:
+            _pending.append(batch)
+    else:
+        batch.settle()
+
+
+@dataclass
+class _Batch:
+    """The writes of one completion, in flight on the pool."""
+
+    futures: dict[Future[object], str]
+    period: str
+
+    def settle(self, timeout: float = WRITE_TIMEOUT_SECONDS) -> None:
+        """Wait for every write (each at most ``timeout``); one warning if any failed."""
+        failed = []
+        for future, label in self.futures.items():
+            try:
+                future.result(timeout=timeout)
+            except (PynamoDBException, FutureTimeout) as error:
+                failed.append((label, str(error)))
+        if failed:
+            get_logger().warning(
+                "llm usage not recorded; storage unavailable",
+                extra={"subject_kinds": sorted({label for label, _ in failed}), "failed": len(failed),
+                       "writes": len(self.futures), "period": self.period, "error": failed[0][1]})
+
+
+_pending: list[_Batch] = []
+
+
+def drain_usage() -> None:
+    """Wait for the usage recorded with ``background=True`` to be written (failures logged, never
+    raised): the conversation worker calls it when a request is done, before Lambda may freeze
+    the container with writes in flight."""
+    with _executor_lock:
+        batches = _pending[:]
+        _pending.clear()
+    for batch in batches:
+        batch.settle()
 
 
 def usage_for(subject: str, period: str) -> UsageRecord | None:
