@@ -34,6 +34,10 @@ Kind ``report``: render and deliver the agent's stored ``ReportDocument``.
 
 A failure anywhere (a step that still fails after its retries) ends the run ``failed`` with a clear
 message in the thread: never silent.
+
+With tracing on, each invocation is a ``research run`` span and each step it runs a ``research
+{step}`` span under it (plan, researcher, synthesis, review, revise, report; with the run id): a
+step replayed from its checkpoint does not run its body, so it has no span in that invocation.
 """
 
 from __future__ import annotations
