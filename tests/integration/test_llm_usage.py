@@ -126,11 +126,10 @@ def test_a_month_is_one_query_on_the_subject(usage: ModuleType) -> None:
     assert int(record.get("user#U1", "2025-10").prompt_tokens) == 20  # the month's own counter agrees
 
 
-def test_concurrent_workers_lose_no_increment(usage: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
-    # DynamoDB applies each UpdateItem atomically; moto's in-process backend does not (it reads,
-    # changes and writes the item unlocked), so a loaded machine could lose one of its own ADDs.
-    # Serialising moto's UpdateItem makes it as atomic as DynamoDB; our code still races freely.
-
+def atomic_moto_updates(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DynamoDB applies each UpdateItem atomically; moto's in-process backend does not (it reads,
+    changes and writes the item unlocked), so a loaded machine could lose one of its own ADDs.
+    Serialising moto's UpdateItem makes it as atomic as DynamoDB; the code under test still races freely."""
     lock = threading.Lock()
     update_item = DynamoDBBackend.update_item
 
@@ -139,6 +138,11 @@ def test_concurrent_workers_lose_no_increment(usage: ModuleType, monkeypatch: py
             return update_item(self, *args, **kwargs)
 
     monkeypatch.setattr(DynamoDBBackend, "update_item", atomic_update_item)
+
+
+def test_concurrent_workers_lose_no_increment(usage: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    atomic_moto_updates(monkeypatch)
+
     def work() -> None:
         for _ in range(5):
             usage.record_usage(agent="help", user_id="U1", usage=Usage(3, 2), when=WHEN)

@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from moto.dynamodb.models import DynamoDBBackend
 
 from insightmesh.llm import OfflineClient
 from insightmesh.llm.base import ChatMessage, Usage
@@ -22,6 +21,7 @@ from insightmesh.observability import get_logger
 from tests.integration.conftest import DYNAMO_CALLS, save_user
 from tests.integration.test_admin_api import ADMIN_ID, MEMBER_ID, Api, assert_envelope, audit_entries
 from tests.integration.test_admin_api import api as api
+from tests.integration.test_llm_usage import atomic_moto_updates
 
 NOV_30 = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)  # a Monday: ISO week 2026-W49 ...
 DEC_1 = datetime(2026, 12, 1, 0, 30, tzinfo=UTC)  # ... which goes on into December
@@ -142,16 +142,7 @@ def test_background_recording_is_written_by_the_drain_and_fails_soft(fresh: dict
 
 
 def test_concurrent_completions_lose_nothing(fresh: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    # DynamoDB applies each UpdateItem atomically; moto's in-process backend reads, changes and
-    # writes an item unlocked, so it is serialised here to be as atomic as DynamoDB. Our code races freely.
-    lock = threading.Lock()
-    update_item = DynamoDBBackend.update_item
-
-    def atomic_update_item(self: Any, *args: Any, **kwargs: Any) -> Any:
-        with lock:
-            return update_item(self, *args, **kwargs)
-
-    monkeypatch.setattr(DynamoDBBackend, "update_item", atomic_update_item)
+    atomic_moto_updates(monkeypatch)
     price("gpt-4o-mini", 1.0, 2.0)
 
     def work(user: str) -> None:
