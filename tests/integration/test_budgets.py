@@ -107,16 +107,28 @@ def test_without_any_budget_a_request_goes_on_and_the_next_reads_nothing(
     assert decision.standings == () and decision.checked and decision.refusal is None
 
 
-def test_a_known_budget_rereads_only_its_own_period_counter_when_the_cache_expires(
+def test_without_a_cache_every_request_reads_once(
     tables: dict[str, str], dynamo_calls: DynamoCalls, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BUDGET_CACHE_SECONDS", "0")  # every read expires at once
+    monkeypatch.setenv("BUDGET_CACHE_SECONDS", "0")
     _clear()
     set_budget("user", USER, 10, "day")
-    dynamo_calls.start()
-    decide(groups=())
-    dynamo_calls.stop()
-    assert dynamo_calls.calls == ["BatchGetItem:-"]
+    assert dynamo_calls.during(lambda: (decide(groups=()), decide(groups=()))) == ["BatchGetItem:-"] * 2
+
+
+def test_a_used_up_budget_opens_again_in_the_next_period_with_one_read(
+    tables: dict[str, str], dynamo_calls: DynamoCalls
+) -> None:
+    today, tomorrow = datetime(2026, 12, 7, 23, 59, tzinfo=UTC), datetime(2026, 12, 8, 0, 0, tzinfo=UTC)
+    set_budget("user", USER, 1, "day")
+    spend("user", USER, 1, "day", today)
+    assert decide(groups=(), now=today, alert=False).refusal is not None
+
+    # The definition is cached; only the new day's counter is read (it does not exist yet: no spend).
+    calls = dynamo_calls.during(lambda: decide(groups=(), now=tomorrow, alert=False))
+    assert calls == ["BatchGetItem:-"]
+    decision = decide(groups=(), now=tomorrow, alert=False)
+    assert decision.refusal is None and [s.spent_micros for s in decision.standings] == [0]
 
 
 def test_near_the_limit_the_budgets_fallback_model_is_chosen_and_the_global_one_otherwise(
