@@ -44,7 +44,7 @@ from typing import Final
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute, UTCDateTimeAttribute
+from pynamodb.attributes import NumberAttribute, TTLAttribute, UnicodeAttribute, UTCDateTimeAttribute
 from pynamodb.exceptions import PynamoDBException
 from pynamodb.models import Model
 
@@ -87,6 +87,7 @@ class ModelPrice(Model):
     output_usd_per_million = NumberAttribute()
     updated_at = UTCDateTimeAttribute(null=True)
     updated_by = UnicodeAttribute(null=True)
+    expires_at = TTLAttribute(null=True)  # the table's TTL attribute: never set on a price
 
     @property
     def model(self) -> str:

@@ -112,6 +112,7 @@ class UsageRecord(Model):
     completion_tokens = NumberAttribute(default=0)
     calls = NumberAttribute(default=0)
     cost_micros = NumberAttribute(default=0)  # computed cost in millionths of a US dollar (integers add exactly)
+    expires_at = TTLAttribute(null=True)  # the table's TTL attribute: never set on a counter (the history)
 
     @property
     def total_tokens(self) -> int:
@@ -127,6 +128,7 @@ class UsageIndex(Model):
     subject = UnicodeAttribute(hash_key=True)
     period = UnicodeAttribute(range_key=True)
     members = UnicodeSetAttribute(default=set)
+    expires_at = TTLAttribute(null=True)  # never set: the index lives as long as the counters it lists
 
 
 class UsageCall(Model):
@@ -180,6 +182,7 @@ class FeedbackCounts(Model):
     period = UnicodeAttribute(range_key=True)
     up = NumberAttribute(default=0)
     down = NumberAttribute(default=0)
+    expires_at = TTLAttribute(null=True)  # the table's TTL attribute: never set on feedback counts
 
 
 def feedback_subject(agent: str) -> str:
