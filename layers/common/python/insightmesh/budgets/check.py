@@ -41,6 +41,10 @@ with T = 5 s, m = $0.05 (a long gpt-4o answer with tools; gpt-4o-mini is ~$0.003
 overspend <= 10 * 6 * $0.05 = $3.00, and $0.30 per container. Lower T (0 reads every request)
 or the worker's reserved concurrency lowers it; the budgets' own ``warn_at`` fallback to a cheaper
 model lowers ``m`` before the limit is reached.
+
+The cache is not invalidated when this container records usage: a container's requests run one
+after another, so every request would invalidate it and the cache would save nothing for budgeted
+scopes; the ``+ 1`` and ``T * r`` terms above are that choice's price, and ``T = 0`` buys it back.
 """
 
 from __future__ import annotations
