@@ -36,7 +36,10 @@ Access patterns:
   ``begins_with(period, "2026-W")`` selects them).
 * which values of a dimension had usage in some periods — ``BatchGetItem`` of their
   ``(index#<dimension>, <period>)`` items, then ``BatchGetItem`` of the counters
-  (:mod:`insightmesh.llm.usage_report`); never a Scan.
+  (:mod:`insightmesh.llm.usage_report`); never a Scan. An index item holds every value of its
+  period: a month's users at ~30 bytes each stay under DynamoDB's 400 KB item limit up to ~13,000
+  users, and a write costs one WCU per KB of the item — which is why a container adds a value to
+  a period's index at most once an hour (``INDEXED_CACHE_SECONDS``).
 * the LLM calls of one request — ``Query`` on ``request#<request id>``.
 * feedback on an agent's replies — :class:`FeedbackCounts`, subject ``feedback#<agent>``, the
   same day key, ``up`` and ``down``: ``record_feedback`` is one ``UpdateItem ADD`` per vote (a
