@@ -22,6 +22,7 @@ from tests.integration.conftest import DYNAMO_CALLS, save_user
 from tests.integration.test_admin_api import ADMIN_ID, MEMBER_ID, Api, assert_envelope, audit_entries
 from tests.integration.test_admin_api import api as api
 from tests.integration.test_llm_usage import atomic_moto_updates
+from tests.integration.test_slack_access import env as env  # the Slack sandbox fixture, shared by name
 
 NOV_30 = datetime(2026, 11, 30, 23, 30, tzinfo=UTC)  # a Monday: ISO week 2026-W49 ...
 DEC_1 = datetime(2026, 12, 1, 0, 30, tzinfo=UTC)  # ... which goes on into December
@@ -213,6 +214,29 @@ def test_the_workers_recording_client_passes_every_dimension(fresh: dict[str, st
                     f"model#{completion.model}"):
         assert counter(subject, month) == expected, subject
     assert [call.request_id for call in UsageCall.query("request#req-9")] == ["req-9"]
+
+
+def test_a_slack_message_through_the_worker_is_counted_by_channel_workspace_and_model(fresh: dict[str, str],
+                                                                                     env: Any) -> None:
+    from insightmesh.agents.catalog import seed_agents
+    from insightmesh.agents.registry import builtin_definitions
+    from insightmesh.conversation import worker
+    from insightmesh.directory.models import User
+    from tests.integration.test_slack_access import CHANNEL, TEAM, message
+
+    seed_agents(builtin_definitions())
+    env.add_users({"id": "U0ALICE01", "name": "alice"})
+    asked = message("U0ALICE01", "What does our VPN policy say about travel?", channel=CHANNEL)
+    worker.process(asked)  # the assistant asks the (offline) model; recorded in the background, drained
+
+    [call] = UsageCall.query(f"request#{asked.request_id}")
+    assert (call.agent, call.channel, call.workspace) == ("assistant", CHANNEL, TEAM)
+    user_id = str(call.user_id)
+    assert User.get(user_id).slack_ids == {TEAM: "U0ALICE01"}  # the directory user id, as budgets read it
+    month = datetime.now(UTC).strftime("%Y-%m")
+    for subject in (f"channel#{CHANNEL}", f"workspace#{TEAM}", f"model#{call.model}", "agent#assistant",
+                    f"user#{user_id}", "group#all_users"):
+        assert counter(subject, month)[0] == 1, subject
 
 
 # -- reports -----------------------------------------------------------------------------------------
