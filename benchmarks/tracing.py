@@ -1,6 +1,7 @@
 """What tracing costs: the Slack ack path and a whole DM request, with tracing off, on (every
 trace sampled) and on with 10% of traces sampled, exporting OTLP/HTTP to a loopback receiver
-(tests/standins/otlp_server.py). Prints p50 / p99 in milliseconds per variant.
+(tests/standins/otlp_server.py, in a process of its own). Prints p50 / p99 in milliseconds per
+variant.
 
 * **ack path, in-process** — functions/slack_ingress/handler.py called directly with a signed
   app_mention (verify, enqueue to the emulator's FIFO queue, ack), then ``tracing.flush()`` as the
@@ -8,9 +9,9 @@ trace sampled) and on with 10% of traces sampled, exporting OTLP/HTTP to a loopb
   variants run interleaved in blocks of 50 (tracing is switched between blocks, each on a fresh
   queue: moto's FIFO send slows as a queue grows).
 * **DM request, `insightmesh dev`** — one dev server per variant (``--otlp-endpoint`` and the
-  variant's ``OTEL_TRACES_SAMPLER``); each sample posts a signed DM and waits for its answer in the
-  Slack sandbox; two figures: Slack's event to the LLM call (as benchmarks/request_path.py), and
-  to the final reply.
+  variant's ``OTEL_TRACES_SAMPLER``), the three side by side and sampled in turn; each sample posts
+  a signed DM and waits for its answer in the Slack sandbox; two figures: Slack's event to the LLM
+  call (as benchmarks/request_path.py), and to the final reply.
 
 The variants: ``off`` (no endpoint: the no-op path), ``on, 1.0`` (``parentbased_always_on``) and
 ``on, 0.1`` (``parentbased_traceidratio``, ``0.1``).
@@ -24,9 +25,11 @@ import argparse
 import logging
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -40,8 +43,6 @@ import slack_ingress as ingress_bench  # noqa: E402  (benchmarks/slack_ingress.p
 from insightmesh_local import slack_signing as slack  # noqa: E402
 from insightmesh_local.slack_sandbox import SlackSandbox  # noqa: E402
 from tests.e2e.dev_server import DevServer  # noqa: E402
-from tests.standins.otlp_server import OtlpReceiver  # noqa: E402
-from tests.standins.otlp_server import start as start_receiver  # noqa: E402
 
 VARIANTS: dict[str, dict[str, str]] = {
     "off": {},
@@ -50,6 +51,37 @@ VARIANTS: dict[str, dict[str, str]] = {
 }
 OTEL_VARIABLES = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "OTEL_SERVICE_NAME")
 BLOCK = 50
+
+
+class Receiver:
+    """The OTLP receiver stand-in in a process of its own, as a collector would be (in this one it
+    would take the interpreter from the stand-ins and the handler being timed); spans counted
+    through its ``GET /spans``."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen([sys.executable, "-m", "tests.standins.otlp_server", "--port", str(self.port),
+                                         "--max-seconds", "1800"], cwd=ROOT, stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.spans()
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise
+                time.sleep(0.1)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spans(self) -> int:
+        return len(httpx.get(f"{self.endpoint}/spans", timeout=10).json()["spans"])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
 
 
 def free_port() -> int:
@@ -63,7 +95,7 @@ def row(name: str, samples: list[float], note: str = "") -> None:
     print(f"{name:<34} n={len(samples):<4} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms  {note}", flush=True)
 
 
-def use_variant(variant: str, receiver: OtlpReceiver) -> None:
+def use_variant(variant: str, receiver: Receiver) -> None:
     """Switch this process's tracing to ``variant`` (the provider is rebuilt from the OTEL_* variables)."""
     from insightmesh import tracing
 
@@ -76,7 +108,7 @@ def use_variant(variant: str, receiver: OtlpReceiver) -> None:
     assert tracing.enabled() is (variant != "off")
 
 
-def ack_path(events: int, receiver: OtlpReceiver) -> None:
+def ack_path(events: int, receiver: Receiver) -> None:
     from insightmesh_local.runtime import LocalRuntime
 
     runtime = LocalRuntime(template_path=ROOT / "infra" / "template.yaml", port=free_port(),
@@ -130,12 +162,17 @@ def ack_path(events: int, receiver: OtlpReceiver) -> None:
             runtime.emulator.stop()
 
 
-def dm_requests(samples: int, receiver: OtlpReceiver) -> None:
+def dm_requests(samples: int, receiver: Receiver) -> None:
+    """The three dev servers run side by side and the samples go round them in turn, so that the
+    machine's load weighs on every variant alike."""
     print("DM request through insightmesh dev (Slack's event -> LLM call | -> final reply)")
-    for variant, settings in VARIANTS.items():
-        llm = request_path.TimedStandin().start_in_thread()
-        with SlackSandbox(port=0) as sandbox:
-            people = request_path.PEOPLE
+    people = request_path.PEOPLE
+    with ExitStack() as stack:
+        samplers: dict[str, Callable[[str], tuple[float, float]]] = {}
+        for variant, settings in VARIANTS.items():
+            llm = request_path.TimedStandin().start_in_thread()
+            stack.callback(llm.stop)
+            sandbox = stack.enter_context(SlackSandbox(port=0))
             sandbox.add_users(*({"id": person, "email": f"person{n}@corp.example"} for n, person in enumerate(people)))
             for person in people:
                 sandbox.set_channel(f"D{person[1:]}", [], kind="im", user=person)
@@ -145,21 +182,22 @@ def dm_requests(samples: int, receiver: OtlpReceiver) -> None:
                 "SLACK_API_URL": sandbox.url, "LLM_PROVIDER": "openai", "LLM_BASE_URL": llm.base_url,
                 "LLM_API_KEY": "sk-bench-000000000", "LLM_MODEL": "bench", "SLACK_USER_RATE_LIMIT_PER_MINUTE": "0",
                 **settings})
-            try:
-                dev.wait_ready()
-                before = len(receiver.spans())
-                with httpx.Client(base_url=dev.url, timeout=30) as http:
-                    sample = dm_sampler(http, llm, sandbox)
-                    for person in people:  # warm-up: every person known, every function warm
-                        sample(person)
-                    to_llm, to_reply = zip(*(sample(people[i % len(people)]) for i in range(samples)), strict=True)
-                time.sleep(1.0)  # the last spans exported
-                exported = len(receiver.spans()) - before
-                row(f"  tracing {variant}: to LLM call", list(to_llm))
-                row(f"  tracing {variant}: to reply", list(to_reply), f"({exported} spans exported)")
-            finally:
-                dev.stop()
-                llm.stop()
+            stack.callback(dev.stop)
+            dev.wait_ready()
+            http = stack.enter_context(httpx.Client(base_url=dev.url, timeout=30))
+            samplers[variant] = dm_sampler(http, llm, sandbox)
+            for person in people:  # warm-up: every person known, every function warm
+                samplers[variant](person)
+        before = receiver.spans()
+        times: dict[str, list[tuple[float, float]]] = {variant: [] for variant in VARIANTS}
+        for i in range(samples):
+            for variant, sample in samplers.items():
+                times[variant].append(sample(people[i % len(people)]))
+        time.sleep(1.0)  # the last spans exported
+        print(f"  ({receiver.spans() - before} spans exported by the traced servers)")
+        for variant, pairs in times.items():
+            row(f"  tracing {variant}: to LLM call", [pair[0] for pair in pairs])
+            row(f"  tracing {variant}: to reply", [pair[1] for pair in pairs])
 
 
 def dm_sampler(http: httpx.Client, llm: request_path.TimedStandin,
@@ -193,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=30, help="DM requests per variant")
     args = parser.parse_args(argv)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # the embedded emulator's request lines
-    receiver = start_receiver()
+    receiver = Receiver()
     try:
         ack_path(args.events, receiver)
         dm_requests(args.samples, receiver)
