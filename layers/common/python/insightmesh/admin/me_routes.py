@@ -39,7 +39,7 @@ def register_me_routes(app: InsightMeshResolver) -> None:
              description=f"Your requests, tokens and cost per `period` (day, week or month, UTC) over the last "
                          f"`days` days (period day; at most {MAX_DAYS}) or the last `periods` weeks or months (at "
                          f"most {MAX_PERIODS}), the current one included.",
-             responses=responses(200, "Your usage per period"))
+             responses=responses(200, "Your usage per period", 403))
     def get_my_usage(
         period: Annotated[PeriodKind, Query(description="day, week (ISO) or month.")] = "day",
         days: Annotated[int, Query(ge=1, le=MAX_DAYS, description="period day: how many days, ending today.")] = 7,
