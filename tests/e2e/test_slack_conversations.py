@@ -66,6 +66,8 @@ def is_final(message):
     if message.get("streaming"):  # a streamed answer still being written (conversation.streaming)
         return False
     status = ((message.get("metadata") or {}).get("event_payload") or {}).get("status")
+    if message.get("source") == "chat.startStream":  # stopped, then edited once more into the final answer
+        return status == "answered"
     return status == "answered" if status else "Thinking" not in message["text"]
 
 
