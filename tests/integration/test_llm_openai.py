@@ -33,7 +33,8 @@ from insightmesh.llm.openai import close_http_clients, http_client
 from insightmesh.observability import get_logger
 from insightmesh.resilience import BreakerState, CircuitBreaker, Timeouts
 from tests.helpers import free_port, wait_for
-from tests.standins.openai_server import OpenAIStandin, count_tokens, start
+from tests.llm_fixtures import openai_client, openai_standin  # noqa: F401
+from tests.standins.openai_server import OpenAIStandin, count_tokens
 
 ROOT = Path(__file__).parents[2]
 API_KEY = "sk-standin-0123456789abcdefghij"
@@ -76,15 +77,6 @@ def _fresh_llm(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def standin() -> Iterator[OpenAIStandin]:
-    server, _ = start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 
@@ -104,16 +96,7 @@ def make_client(
     standin: OpenAIStandin, breaker: CircuitBreaker, sleeps: list[float]
 ) -> Callable[..., OpenAICompatibleClient]:
     def make(**overrides: Any) -> OpenAICompatibleClient:
-        options: dict[str, Any] = {
-            "base_url": standin.base_url,
-            "model": "gpt-4o-mini",
-            "api_key": API_KEY,
-            "timeouts": Timeouts(connect=1.0, read=2.0),
-            "breaker": breaker,
-            "sleep": sleeps.append,
-        }
-        options.update(overrides)
-        return OpenAICompatibleClient(**options)
+        return openai_client(standin, **{"api_key": API_KEY, "breaker": breaker, "sleep": sleeps.append, **overrides})
 
     return make
 

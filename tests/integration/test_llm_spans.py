@@ -4,7 +4,6 @@ to the loopback stand-in, and the offline client; spans exported to an in-memory
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -13,11 +12,10 @@ from opentelemetry.trace import SpanKind, StatusCode
 from insightmesh import tracing
 from insightmesh.llm import ChatMessage, LlmRequestError, LlmUnavailableError, OfflineClient, OpenAICompatibleClient
 from insightmesh.llm.bedrock import BedrockClient
-from insightmesh.llm.openai import close_http_clients
 from insightmesh.llm.telemetry import provider_name
 from insightmesh.llm.tools import ToolCall, ToolCallTurn, ToolResultTurn, ToolSpec
-from insightmesh.resilience import CircuitBreaker, Timeouts
-from tests.standins.openai_server import OpenAIStandin, count_tokens, start
+from tests.llm_fixtures import openai_client, openai_standin  # noqa: F401
+from tests.standins.openai_server import OpenAIStandin, count_tokens
 from tests.tracing_fixtures import all_text, attributes, traced_fixture  # noqa: F401
 
 QUESTION = "What did the board decide about Nightingale? Mail jane.doe@example.com, key sk-abcdefghijklmnopqrstuv"
@@ -25,20 +23,8 @@ SEARCH = ToolSpec("web_search", "Search the web.", {"type": "object", "propertie
 
 
 @pytest.fixture
-def standin() -> Iterator[OpenAIStandin]:
-    server, _ = start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        close_http_clients()
-
-
-@pytest.fixture
 def client(standin: OpenAIStandin) -> OpenAICompatibleClient:
-    return OpenAICompatibleClient(base_url=standin.base_url, model="gpt-4o-mini", timeouts=Timeouts(1.0, 2.0),
-                                  breaker=CircuitBreaker("llm:spans", failure_threshold=10, cool_down=30.0),
-                                  sleep=lambda _s: None)
+    return openai_client(standin, breaker_name="llm:spans", failure_threshold=10)
 
 
 def test_a_completion_is_one_client_span_with_the_genai_attributes_and_no_content(

@@ -9,39 +9,27 @@ from typing import Any
 import pytest
 from botocore.exceptions import EventStreamError
 
-from insightmesh import resilience
 from insightmesh.llm import ChatMessage, LlmUnavailableError, OfflineClient
 from insightmesh.llm import bedrock as bedrock_module
 from insightmesh.llm.base import Completion, StreamingLlmClient, Usage, stream_or_complete
 from insightmesh.llm.bedrock import BedrockClient
 from insightmesh.llm.offline import stream_pieces
-from insightmesh.llm.openai import OpenAICompatibleClient, close_http_clients
+from insightmesh.llm.openai import DEFAULT_TIMEOUTS, OpenAICompatibleClient
 from insightmesh.resilience import CircuitBreaker
-from tests.standins.openai_server import OpenAIStandin, start
+from tests.llm_fixtures import openai_client, openai_standin  # noqa: F401
+from tests.standins.openai_server import OpenAIStandin
 
 QUESTION = [ChatMessage.user("Tell me about streaming")]
 
 
-@pytest.fixture
-def standin() -> Iterator[OpenAIStandin]:
-    server, _ = start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        close_http_clients()
-        resilience._breakers.clear()
-
-
-def openai_client(standin: OpenAIStandin) -> OpenAICompatibleClient:
-    return OpenAICompatibleClient(base_url=standin.base_url, model="gpt-4o-mini", sleep=lambda _s: None,
-                                  breaker=CircuitBreaker("llm:test", failure_threshold=5, cool_down=30.0))
+def streaming_client(standin: OpenAIStandin) -> OpenAICompatibleClient:
+    return openai_client(standin, failure_threshold=5, timeouts=DEFAULT_TIMEOUTS)
 
 
 def test_openai_streams_the_answer_in_pieces_with_the_usage_of_its_last_chunk(standin: OpenAIStandin) -> None:
     standin.set_reply("one two three four five")
     pieces: list[str] = []
-    completion = openai_client(standin).stream(QUESTION, on_text=pieces.append, system="Be brief.")
+    completion = streaming_client(standin).stream(QUESTION, on_text=pieces.append, system="Be brief.")
     assert pieces == ["one ", "two ", "three ", "four ", "five"]
     assert completion.text == "one two three four five"
     assert completion.usage == Usage(prompt_tokens=8, completion_tokens=5)  # measured, not estimated
@@ -53,14 +41,14 @@ def test_openai_streams_the_answer_in_pieces_with_the_usage_of_its_last_chunk(st
 def test_openai_stream_is_retried_before_its_first_text(standin: OpenAIStandin) -> None:
     standin.fail_next("error")
     pieces: list[str] = []
-    completion = openai_client(standin).stream(QUESTION, on_text=pieces.append)
+    completion = streaming_client(standin).stream(QUESTION, on_text=pieces.append)
     assert "".join(pieces) == completion.text == "LLM: Tell me about streaming"
     assert len(standin.chat_requests()) == 2
 
 
 def test_openai_stream_without_usage_is_estimated(standin: OpenAIStandin) -> None:
     standin.apply_control({"include_usage": False})
-    completion = openai_client(standin).stream(QUESTION, on_text=lambda _t: None)
+    completion = streaming_client(standin).stream(QUESTION, on_text=lambda _t: None)
     assert completion.usage.estimated
 
 

@@ -5,15 +5,12 @@ parsed, the calls and results sent back as OpenAI documents them, and the agent 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from insightmesh import resilience
 from insightmesh.llm import ChatMessage, LlmUnavailableError, OpenAICompatibleClient
-from insightmesh.llm.openai import close_http_clients
 from insightmesh.llm.tools import (
     INVALID_ARGUMENTS_KEY,
     ToolCall,
@@ -22,31 +19,18 @@ from insightmesh.llm.tools import (
     ToolResultTurn,
     ToolSpec,
 )
-from insightmesh.resilience import CircuitBreaker, Timeouts
 from insightmesh.tools.base import Source, ToolContext, ToolOutput
 from insightmesh.tools.loop import run_tool_loop
-from tests.standins.openai_server import OpenAIStandin, start
+from tests.llm_fixtures import openai_client, openai_standin  # noqa: F401
+from tests.standins.openai_server import OpenAIStandin
 
 SEARCH = ToolSpec("web_search", "Search the web.", {"type": "object", "properties": {"query": {"type": "string"}},
                                                     "required": ["query"]})
 
 
 @pytest.fixture
-def standin() -> Iterator[OpenAIStandin]:
-    server, _ = start()
-    resilience._breakers.clear()
-    try:
-        yield server
-    finally:
-        server.stop()
-        close_http_clients()
-
-
-@pytest.fixture
 def client(standin: OpenAIStandin) -> OpenAICompatibleClient:
-    return OpenAICompatibleClient(base_url=standin.base_url, model="gpt-4o-mini", timeouts=Timeouts(1.0, 2.0),
-                                  breaker=CircuitBreaker("llm:test", failure_threshold=3, cool_down=30.0),
-                                  sleep=lambda _s: None)
+    return openai_client(standin, failure_threshold=3)
 
 
 def test_tools_are_offered_and_tool_calls_parsed(standin: OpenAIStandin, client: OpenAICompatibleClient) -> None:
