@@ -246,7 +246,7 @@ def test_queues_dead_letters_and_the_llm_breaker_have_alarms(template):
     queues = template.of_type("AWS::SQS::Queue")
     dead_letter_queues = {q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
                           for q in queues.values() if "RedrivePolicy" in q["Properties"]}
-    assert dead_letter_queues == {"ConversationDeadLetterQueue", "JobDeadLetterQueue"}
+    assert dead_letter_queues == {"ConversationDeadLetterQueue", "JobDeadLetterQueue", "UsageDeadLetterQueue"}
     assert dead_letter_queues <= _watched(template, "ApproximateNumberOfMessagesVisible")
     assert "ConversationQueue" in _watched(template, "ApproximateAgeOfOldestMessage")
     [breaker] = [a for a in _alarms(template) if a["MetricName"] == "CircuitOpened"]
