@@ -31,20 +31,24 @@ request reads again.
 
 Overspend the cache allows. A container decides on spend it read up to ``T`` seconds ago
 (``BUDGET_CACHE_SECONDS``), and a request that starts under the limit may spend its whole cost.
-With ``C`` worker containers running at once, each finishing ``r`` requests a second, and ``m`` the
-largest cost of one request, the spend past a limit is at most::
+The counters themselves lag too: a completion goes to the usage queue and is counted by the usage
+aggregator within its batching window ``W`` (5 s, ``MaximumBatchingWindowInSeconds``) plus its
+run. With ``C`` worker containers running at once, each finishing ``r`` requests a second, and
+``m`` the largest cost of one request, the spend past a limit is at most::
 
-    overspend <= C * (T * r + 1) * m
+    overspend <= C * ((T + W) * r + 1) * m
 
 A Lambda container serves one request at a time and a worker request takes >= ~1 s, so r <= 1:
-with T = 5 s, m = $0.05 (a long gpt-4o answer with tools; gpt-4o-mini is ~$0.003) and C = 10,
-overspend <= 10 * 6 * $0.05 = $3.00, and $0.30 per container. Lower T (0 reads every request)
+with T = 5 s, W = 5 s, m = $0.05 (a long gpt-4o answer with tools; gpt-4o-mini is ~$0.003) and
+C = 10, overspend <= 10 * 11 * $0.05 = $5.50, and $0.55 per container. Lower T (0 reads every request)
 or the worker's reserved concurrency lowers it; the budgets' own ``warn_at`` fallback to a cheaper
 model lowers ``m`` before the limit is reached.
 
 The cache is not invalidated when this container records usage: a container's requests run one
 after another, so every request would invalidate it and the cache would save nothing for budgeted
 scopes; the ``+ 1`` and ``T * r`` terms above are that choice's price, and ``T = 0`` buys it back.
+``W * r`` is the price of writing the counters off the request path (22 writes per completion on
+it slowed the next request's reads ~2x).
 """
 
 from __future__ import annotations
