@@ -4,7 +4,9 @@ An admin sets a daily budget on a person through /api/budgets (warn at 50%, a fa
 Spend is seeded by writing the person's usage counter in the emulator, as record_usage ADDs it.
 Past the warning threshold the LLM stand-in is asked for the fallback model, and the admin (an
 admin with a Slack id) gets exactly one DM however many requests follow; at the limit the person
-gets one reply that names the budget and its reset, and the stand-in gets no call at all."""
+gets one reply that names the budget and its reset, and the stand-in gets no call at all.
+The counters budgets read are written off the request path: an answered message is counted by
+the usage aggregator (UsageQueue, a 5 s batching window) a few seconds after its reply."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from tests.helpers import wait_for
 
 SECRET = "e2e-budgets-secret"
 CHANNEL = "C0BUDGET"
-ALICE, BOSS = "U0ALICE", "U0BOSS"
+ALICE, BOSS, CAROL = "U0ALICE", "U0BOSS", "U0CAROL"
 ADMIN_EMAIL = "budget-admin@example.com"
 TEAM = slack.DEFAULT_TEAM_ID
 FALLBACK = "e2e-cheap-model"
@@ -114,3 +116,26 @@ def test_fallback_near_the_limit_one_alert_and_a_refusal_without_an_llm_call(dev
     listed = admin.get("/api/budgets").json()["items"]
     assert [(b["scope"], b["value"], b["spent_usd"]) for b in listed] == [("user", alice, 1.0)]
     assert len(alerts(sandbox)) == 1  # still once
+
+
+def test_an_answered_message_is_counted_by_the_usage_aggregator(dev, sandbox):
+    ask(dev, sandbox, CAROL, "count this one")
+    carol = user_id(dev, CAROL)
+    from datetime import UTC, datetime
+
+    month = datetime.now(UTC).strftime("%Y-%m")
+    dynamodb = dev.aws("dynamodb")
+
+    def counted() -> dict | None:
+        item = dynamodb.get_item(TableName="insightmesh-dev-UsageTable", ConsistentRead=True,
+                                 Key={"subject": {"S": f"user#{carol}"}, "period": {"S": month}}).get("Item")
+        return item if item and int(item["calls"]["N"]) >= 1 else None
+    # The reply is out before its usage is counted: the batching window (5 s) and the aggregator's run.
+    counter = wait_for(counted, timeout=30, interval=0.5, what="the aggregator's counter of the answered message")
+    assert int(counter["prompt_tokens"]["N"]) > 0 and int(counter["completion_tokens"]["N"]) > 0
+    channel = dynamodb.get_item(TableName="insightmesh-dev-UsageTable", ConsistentRead=True,
+                                Key={"subject": {"S": f"channel#{CHANNEL}"}, "period": {"S": month}})["Item"]
+    assert int(channel["calls"]["N"]) >= int(counter["calls"]["N"])
+    index = dynamodb.get_item(TableName="insightmesh-dev-UsageTable", ConsistentRead=True,
+                              Key={"subject": {"S": "index#user"}, "period": {"S": month}})["Item"]
+    assert carol in index["members"]["SS"]

@@ -79,7 +79,8 @@ def test_a_dm_is_one_trace_from_slack_s_event_to_the_reply_without_its_text(dev,
 
     def consumer_finished() -> list[dict[str, Any]] | None:  # the worker's top span ends last
         spans = receiver.spans(trace_id=trace_id)
-        return spans if any(span["kind"] == "consumer" for span in spans) else None
+        return spans if any(span["kind"] == "consumer" and span["service.name"] == "conversation_worker"
+                            for span in spans) else None
     spans = wait_for(consumer_finished, timeout=30, what="the worker's span in the same trace")
     index = by_id(spans)
 
@@ -90,9 +91,11 @@ def test_a_dm_is_one_trace_from_slack_s_event_to_the_reply_without_its_text(dev,
     assert server_span["attributes"]["slack.event.type"] == "message"
     assert server_span["attributes"]["slack.event.id"].startswith("Ev")
 
-    producer = next(span for span in spans if span["kind"] == "producer")
+    # The worker's usage message is a producer too (and the usage aggregator's span a consumer).
+    producer = next(span for span in spans if span["kind"] == "producer" and span["service.name"] == "slack_ingress")
     assert producer["service.name"] == "slack_ingress" and producer["attributes"]["messaging.system"] == "aws_sqs"
-    consumer = next(span for span in spans if span["kind"] == "consumer")
+    consumer = next(span for span in spans if span["kind"] == "consumer"
+                    and span["service.name"] == "conversation_worker")
     assert consumer["service.name"] == "conversation_worker"
     assert consumer["parent_span_id"] == producer["span_id"]
     assert server_span in ancestors(consumer, index)
