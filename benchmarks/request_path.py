@@ -79,6 +79,21 @@ def new_ts() -> str:
     return f"{1799000000 + n}.{n:06d}"
 
 
+def usage_counted(dev: DevServer, calls: int, timeout: float = 60.0) -> None:
+    """Wait until the usage aggregator has counted ``calls`` completions of the model: its first
+    batch comes a batching window (5 s) after the first reply, and its cold start (a process and
+    its imports) would otherwise land on the samples that follow."""
+    dynamodb = dev.aws("dynamodb")
+    key = {"subject": {"S": "model#bench"}, "period": {"S": time.strftime("%Y-%m", time.gmtime())}}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        item = dynamodb.get_item(TableName="insightmesh-dev-UsageTable", Key=key, ConsistentRead=True).get("Item")
+        if item and int(item["calls"]["N"]) >= calls:
+            return
+        time.sleep(0.25)
+    raise TimeoutError(f"the usage aggregator did not count {calls} completions in {timeout:.0f}s")
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
@@ -131,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 for person in PEOPLE:  # warm-up: every person known, every function warm
                     sample(person, f"D{person[1:]}", dm=True)
+                usage_counted(dev, len(PEOPLE))  # ... the usage aggregator too (its own container in AWS)
                 n = args.samples
                 row("DM, no knowledge base", [(PEOPLE[i % 10], f"D{PEOPLE[i % 10][1:]}", True) for i in range(n)])
                 with tempfile.TemporaryDirectory() as folder:
