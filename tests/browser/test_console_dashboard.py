@@ -54,10 +54,10 @@ def test_scenario_5_the_dashboard_shows_every_dependency_ok_and_dlq_0(tab: Tab) 
 
     queues = tab.page.get_by_role("region", name="Queues")
     dead_letter_rows = queues.locator("tbody tr", has=tab.page.locator(".badge", has_text="DLQ"))
-    assert dead_letter_rows.count() == 2  # the conversation and job DLQs
+    assert dead_letter_rows.count() == 3  # the conversation, job and usage DLQs
     for index in range(dead_letter_rows.count()):
         assert dead_letter_rows.nth(index).locator("td").first.inner_text() == "0"
-    assert queues.locator("tbody tr").count() == 4
+    assert queues.locator("tbody tr").count() == 6  # each with its DLQ
 
     # The question and its vote reach the counters through the queue and the worker: bounded wait.
     wait_for(lambda: (totals := usage_totals(tab)) and int(totals[0]) >= 1 and int(totals[2]) >= 1, timeout=120,
