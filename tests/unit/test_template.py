@@ -16,7 +16,7 @@ from pynamodb.indexes import GlobalSecondaryIndex
 from pynamodb.models import Model
 
 import insightmesh
-from insightmesh_local.template import Template, load_template
+from insightmesh_local.template import Template, load_template, references
 
 ROOT = Path(__file__).parents[2]
 TEMPLATE = ROOT / "infra" / "template.yaml"
@@ -260,3 +260,25 @@ def test_alarms_notify_the_optional_topic(template):
     for alarm in _alarms(template):
         assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}],
                                                     {"Ref": "AWS::NoValue"}]}
+
+
+def test_every_function_serving_the_auth_routes_gets_the_sign_in_settings(template):
+    """The console serves /auth in-process (it builds the admin app), so it reads the same rate
+    limits as the admin API; a variable given to one but not the other is silently the default."""
+    wanted = {"API_RATE_LIMIT_PER_MINUTE": "ApiRateLimitPerMinute",
+              "API_IP_RATE_LIMIT_PER_MINUTE": "ApiIpRateLimitPerMinute",
+              "LOGIN_RATE_LIMIT_PER_MINUTE": "LoginRateLimitPerMinute"}
+    for name in ("AdminApiFunction", "ConsoleFunction"):
+        variables = template.resources[name]["Properties"]["Environment"]["Variables"]
+        assert {key: variables.get(key) for key in wanted} == {key: {"Ref": ref} for key, ref in wanted.items()}, name
+
+
+def test_every_parameter_insightmesh_dev_maps_is_used_by_a_resource(template):
+    """A parameter in the local mapping that no resource references is configuration that does nothing."""
+    mapped = set(template.local_metadata["EnvironmentParameters"])
+    used: set[str] = set()
+    for resource in template.resources.values():
+        used |= references(resource)
+    used |= references(template.function_globals)
+    used |= references(template.conditions)
+    assert sorted(mapped - used) == []
