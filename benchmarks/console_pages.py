@@ -98,6 +98,23 @@ def seed(users: int, groups: int) -> None:
             grants.save(Grant("meddic", user_principal(f"bench-{n:05d}"), effect="deny", created_at=now))
 
 
+def seed_cost() -> None:
+    """Some priced and unpriced usage and four budgets, so the Dashboard's cost and budget sections
+    have rows (and it reads the model prices, as it does when there is usage to show)."""
+    from insightmesh.budgets.models import BUDGET_SUBJECT, BudgetItem, budget_key
+    from insightmesh.llm.base import Usage
+    from insightmesh.llm.pricing import PRICES_SUBJECT, ModelPrice
+    from insightmesh.llm.usage import record_usage
+
+    ModelPrice(PRICES_SUBJECT, "gpt-4o-mini", input_usd_per_million=0.15, output_usd_per_million=0.6).save()
+    for n in range(20):
+        record_usage(agent=("help", "meddic")[n % 2], user_id=f"bench-{n:05d}", usage=Usage(100_000, 20_000),
+                     model="gpt-4o-mini" if n % 4 else "bench-unpriced")
+    for scope, value in (("agent", "help"), ("agent", "meddic"), ("group", "team-0000"), ("user", "bench-00001")):
+        BudgetItem(BUDGET_SUBJECT, budget_key(scope, value), scope=scope, value=value,  # type: ignore[arg-type]
+                   limit_micros=5_000_000, period_kind="month", warn_at=0.8, version=1).save()
+
+
 def percentiles(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
     return statistics.median(ordered), ordered[min(len(ordered) - 1, round(len(ordered) * 0.95) - 1)]
@@ -205,6 +222,7 @@ def main() -> int:
         assert bootstrap.returncode == 0, bootstrap.stderr
         started = time.perf_counter()
         seed(args.users, args.groups)
+        seed_cost()
         print(f"console pages: seeded {args.users:,} users and {args.groups:,} groups in "
               f"{time.perf_counter() - started:.1f} s; python {sys.version.split()[0]}, {os.cpu_count()} cores")
 

@@ -122,15 +122,65 @@ def test_the_dashboard_shows_every_section(dashboard: dict[str, str], console: M
     assert '<svg class="usage-chart"' in usage and 'role="img"' in usage and "<title id=" in usage
     assert "1,500 tok · 1 req" in usage and "135 tok · 2 req" in usage
     rows = re.findall(r'<tr><th scope="row">(\w+)</th><td class="num">(\d+)</td>\s*<td class="num">([\d,]+)</td>'
-                      r'<td class="num">(\d+)</td>\s*<td class="num">(\d+)</td></tr>', usage)
-    assert rows == [("help", "2", "135", "1", "1"), ("meddic", "1", "1,500", "1", "0")]
-    assert re.search(r'All agents</th><td class="num">3</td>\s*<td class="num">1,635</td>', usage)
+                      r'<td class="num">([$\d.,]+)</td>\s*<td class="num">(\d+)</td><td class="num">(\d+)</td></tr>',
+                      usage)
+    assert rows == [("help", "2", "135", "$0.00", "1", "1"), ("meddic", "1", "1,500", "$0.00", "1", "0")]  # no model
+    assert re.search(r'All agents</th><td class="num">3</td>\s*<td class="num">1,635</td><td class="num">\$0.00</td>',
+                     usage)
     knowledge = section(page.body, "knowledge-title")
     assert re.search(r"<dt>Documents</dt><dd>3</dd>.*<dt>Chunks</dt><dd>10</dd>.*<dt>Failures</dt>"
                      r'<dd class="dep down">1</dd>', knowledge, re.S)
     assert "Doc c" in knowledge and "the PDF is encrypted" in knowledge
     assert 'href="/console/knowledge?status=failed"' in knowledge
     assert 'role="alert"' not in page.body
+
+
+def test_the_cost_per_agent_the_unpriced_models_and_each_budgets_state(
+    dashboard: dict[str, str], console: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from insightmesh.budgets.models import BUDGET_SUBJECT, BudgetItem, budget_key
+    from insightmesh.llm.base import Usage
+    from insightmesh.llm.pricing import PRICES_SUBJECT, ModelPrice, forget_prices, pricing_settings
+    from insightmesh.llm.usage import record_usage
+
+    for variable in ("LLM_DEFAULT_INPUT_USD_PER_MILLION", "LLM_DEFAULT_OUTPUT_USD_PER_MILLION"):
+        monkeypatch.delenv(variable, raising=False)
+    pricing_settings.cache_clear()
+    ModelPrice(PRICES_SUBJECT, "gpt-4o-mini", input_usd_per_million=0.15, output_usd_per_million=0.6).save()
+    forget_prices()
+    million = Usage(prompt_tokens=1_000_000, completion_tokens=1_000_000)  # $0.75 at that price
+    record_usage(agent="help", user_id="U1", usage=million, model="gpt-4o-mini")
+    record_usage(agent="meddic", user_id="U1", usage=million, model="gpt-4o-mini")
+    record_usage(agent="meddic", user_id="U2", usage=Usage(prompt_tokens=500, completion_tokens=20),
+                 model="local-llm")  # no price: the default, 0 here
+    for scope, value, limit in (("agent", "help", 1.0), ("agent", "meddic", 0.5), ("user", "U2", 20.0)):
+        BudgetItem(BUDGET_SUBJECT, budget_key(scope, value), scope=scope, value=value,  # type: ignore[arg-type]
+                   limit_micros=int(limit * 1_000_000), period_kind="month", warn_at=0.5, version=1).save()
+    browser = admin_browser(console)
+
+    pages: list[Any] = []
+    calls = DYNAMO_CALLS.operations_during(lambda: pages.append(browser.request("GET", "/console/dashboard")))
+    page = pages[0]
+    forget_prices()
+
+    assert page.status == 200
+    usage = section(page.body, "usage-title")
+    rows = re.findall(r'<tr><th scope="row">(\w+)</th>.*?<td class="num">([$\d.,]+)</td>\s*<td class="num">\d+</td>',
+                      usage, re.S)
+    assert rows == [("meddic", "$0.75"), ("help", "$0.75")]
+    assert re.search(r'All agents</th>.*?<td class="num">\$1.50</td>', usage, re.S)
+    assert "<strong>Unpriced:</strong> <code>local-llm</code>" in usage and "gpt-4o-mini</code>" not in usage
+    budgets = section(page.body, "budgets-title")
+    found = re.findall(r'<tr class="budget-(\w+)"><th scope="row">(\w+) <code>(\w+)</code></th>.*?'
+                       r'<td class="num">(\d+)%</td><td class="num">([$\d.,]+)</td><td class="num">([$\d.,]+)</td>\s*'
+                       r'<td>month</td>', budgets, re.S)
+    assert found == [("over", "agent", "meddic", "150", "$0.75", "$0.50"),
+                     ("warning", "agent", "help", "75", "$0.75", "$1.00"),
+                     ("ok", "user", "U2", "0", "$0.00", "$20.00")]
+    assert '<span class="budget-state over">over limit</span>' in budgets
+    assert '<span class="budget-state warning">warning</span> <span class="muted">(past 50%)</span>' in budgets
+    assert "No budget is set." not in budgets and 'role="alert"' not in page.body
+    assert "Scan" not in calls
 
 
 def test_an_empty_stack_shows_empty_states(dashboard: dict[str, str], console: ModuleType) -> None:
@@ -140,6 +190,9 @@ def test_an_empty_stack_shows_empty_states(dashboard: dict[str, str], console: M
     assert "No agent was used in the last 7 days." in page.body and "<svg" not in page.body
     assert "The knowledge base is empty" in page.body
     assert "<dt>Failures</dt><dd>0</dd>" in page.body
+    budgets = section(page.body, "budgets-title")
+    assert "No budget is set." in budgets and "<code>PUT /api/budgets/{scope}/{value}</code>" in budgets
+    assert "Unpriced" not in page.body  # no usage: the model prices are not read
     assert 'role="alert"' not in page.body
 
 
@@ -152,7 +205,8 @@ def test_one_failing_source_shows_its_error_in_place_and_the_rest_render(
     assert page.status == 200
     usage = section(page.body, "usage-title")
     assert 'role="alert"' in usage and "Could not read the usage:" in usage and "<svg" not in usage
-    assert page.body.count('role="alert"') == 1  # only that section
+    assert "Could not read the budgets:" in section(page.body, "budgets-title")  # kept in the same table
+    assert page.body.count('role="alert"') == 2  # only those sections
     ready = section(page.body, "ready-title")
     assert re.search(r'<code>USAGE_TABLE</code></th>\s*<td><span class="dep down">down</span>', ready)
     assert ready.index("USAGE_TABLE") < ready.index("USERS_TABLE") and "<details class=\"checks\" open>" in ready

@@ -1,15 +1,21 @@
-"""The Dashboard (admins): readiness, queues, task runs, usage and feedback, the knowledge base.
+"""The Dashboard (admins): readiness, queues, task runs, usage, cost and feedback, budgets, the
+knowledge base.
 
 Every section is its own API call (``/api/readiness``, ``/api/queues``, ``/api/task-runs``,
-``/api/usage``, ``/api/knowledge/summary`` and the first failed documents), and each degrades on
+``/api/usage`` — with ``/api/models`` for the unpriced models when there is usage to show —,
+``/api/budgets``, ``/api/knowledge/summary`` and the first failed documents), and each degrades on
 its own: a section whose call fails shows that call's error in place (``role=alert``) and the
 others still render. Only a refusal of the caller (401, 403) is the whole page's answer. The usage
 chart is an inline SVG drawn here (no chart library: a few rectangles, and no script under the
-CSP), with a table of the same figures for screen readers and for reading exact numbers.
+CSP), with a table of the same figures for screen readers and for reading exact numbers, cost
+included (US dollars to the cent). Budgets are listed with their spend in the current period and a
+state as :mod:`insightmesh.budgets.check` decides it: ``over`` at or past the limit, ``warning`` at
+or past ``warn_at`` of it, ``ok`` below; those that need attention first.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,13 +28,16 @@ USAGE_DAYS: Final = 7
 RUNS_SHOWN: Final = 10
 FIRST_STATUSES: Final = ("running", "failed", "timed_out")  # shown before the other recent runs
 FAILURES_SHOWN: Final = 5
-MEASURES: Final = ("requests", "tokens", "feedback_up", "feedback_down")  # a usage row with any of them is shown
+# A usage row with any of these is shown.
+MEASURES: Final = ("requests", "tokens", "cost_micros", "feedback_up", "feedback_down")
 # The chart's geometry, in SVG user units (the SVG scales to its box through its viewBox).
 CHART_WIDTH: Final = 480
 LABEL_WIDTH: Final = 120
 ROW_HEIGHT: Final = 28
 BAR_HEIGHT: Final = 18
 VALUE_WIDTH: Final = 140
+BUDGETS_SHOWN: Final = 100  # the API's largest page; past it the section says how many it shows
+BUDGET_STATES: Final = ("over", "warning", "ok")  # the order they are listed in
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,54 @@ class Bar:
     width: int
     tokens: int
     requests: int
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    scope: str
+    value: str
+    period: str
+    limit_usd: float
+    spent_usd: float
+    percent: int  # of the limit spent, rounded down (so 100 means the limit is reached)
+    state: str  # one of BUDGET_STATES
+    warn_at: float
+    resets_at: str
+
+
+def usd(value: float) -> str:
+    """``$1,234.57``: US dollars to the cent; a cost above zero but under half a cent is ``< $0.01``,
+    not a misleading ``$0.00``."""
+    if 0 < value < 0.005:
+        return "< $0.01"
+    return f"${value:,.2f}"
+
+
+def _percent(spent: float, limit: float) -> int:
+    """The percent of ``limit`` spent, rounded down, but not below a whole number that float division
+    misses by a hair (0.57 / 0.01 is 56.99999999999999: 57%)."""
+    return math.floor(spent / limit * 100 + 1e-9) if limit else 0
+
+
+def budget_rows(items: list[dict[str, Any]]) -> list[BudgetRow]:
+    """``GET /api/budgets``' items with their percent and state, over-limit first, then warnings,
+    then the others, the most spent (as a share of the limit) first within each."""
+    rows = []
+    for item in items:
+        limit, spent = float(item["limit_usd"]), float(item.get("spent_usd") or 0)
+        warn_at = float(item["warn_at"])
+        state = "over" if spent >= limit else "warning" if spent >= warn_at * limit else "ok"
+        rows.append(BudgetRow(scope=item["scope"], value=item["value"], period=item["period"], limit_usd=limit,
+                              spent_usd=spent, percent=_percent(spent, limit), state=state,
+                              warn_at=warn_at, resets_at=item["resets_at"]))
+    return sorted(rows, key=lambda row: (BUDGET_STATES.index(row.state), -row.spent_usd / (row.limit_usd or 1),
+                                         row.scope, row.value))
+
+
+def unpriced_models(models: dict[str, Any]) -> list[str]:
+    """The models used this month that have no price (``GET /api/models``): they cost the default."""
+    return [model["model"] for model in models["items"]
+            if model["input_usd_per_million"] is None and "used" in model["sources"]]
 
 
 def _section(answer: ApiResponse) -> Section:
@@ -94,6 +151,17 @@ def register(app: ConsoleResolver) -> None:
             failures = failed.body["items"]
         return Section(data={**summary.body, "failures": failures})
 
+    def budgets() -> Section:
+        answer = app.call("GET", "/api/budgets", query={"limit": str(BUDGETS_SHOWN)})
+        if not answer.ok:
+            return Section(error=answer.error)
+        return Section(data={"rows": budget_rows(answer.body["items"]), "more": bool(answer.body.get("next_cursor"))})
+
+    def unpriced() -> Section:
+        """The models used this month without a price; an unreadable list is a note, not the usage's error."""
+        answer = app.call("GET", "/api/models")
+        return Section(data=unpriced_models(answer.body)) if answer.ok else Section(error=answer.error)
+
     @app.get("/console/dashboard")
     def _dashboard() -> Response[str]:
         session = app.signed_in()
@@ -104,14 +172,15 @@ def register(app: ConsoleResolver) -> None:
         bars = usage_bars(usage.data["items"]) if usage.data else []
         rows = [group for group in usage.data["items"] if any(group["totals"][measure] for measure in MEASURES)] \
             if usage.data else []
+        models = unpriced() if rows else Section()  # no usage shown: no cost to qualify
         if readiness.ok:  # the checks that are not ok first, each group by name as the API lists them
             readiness.body["checks"].sort(key=lambda check: check["status"] == "ok")
         return app.page("dashboard.html", session=session, readiness=_section(readiness),
                         queues=_section(app.call("GET", "/api/queues")), runs=runs(), usage=usage,
-                        usage_rows=rows, bars=bars,
+                        usage_rows=rows, bars=bars, unpriced=models, budgets=budgets(), usd=usd,
                         chart={"width": CHART_WIDTH, "label": LABEL_WIDTH, "row": ROW_HEIGHT, "bar": BAR_HEIGHT,
                                "value": VALUE_WIDTH, "height": max(1, len(bars)) * ROW_HEIGHT},
                         knowledge=knowledge(), days=USAGE_DAYS)
 
 
-__all__ = ["register", "usage_bars"]
+__all__ = ["BudgetRow", "budget_rows", "register", "unpriced_models", "usage_bars", "usd"]
