@@ -245,3 +245,32 @@ def test_an_answers_provenance_keeps_its_asker_and_a_shared_audiences_readers(ta
     many._audience = Audience(tuple(Viewer(f"p{n}@example.com") for n in range(provenance.MAX_READERS + 1)), "members")
     made = provenance.of_answer("assistant", many, "q", "a")
     assert made is not None and "readers" not in made
+
+
+# -- usage: the check's LLM calls are counted -------------------------------------------------------
+
+
+def test_a_runs_answer_and_judge_calls_are_counted_under_its_job_type_with_no_user(
+        corpus: list[EvalCase], model: OpenAIStandin, jobs: Any) -> None:
+    from datetime import UTC, datetime
+
+    from insightmesh.llm.usage import UsageCall, UsageIndex, UsageRecord, forget_indexed
+
+    forget_indexed()
+    job = create_eval_job(jobs, max_cases=2, judge_model="judge-model")
+    result = run_now(jobs, job.job_id)
+    assert result.status == "succeeded", result.error
+    # The run returned: every write is done (drained), each completion under the task run's id.
+    calls = list(UsageCall.query(f"request#{result.run_id}"))
+    assert sorted(str(call.model) for call in calls) == ["answer-model", "answer-model", "judge-model", "judge-model"]
+    assert {(call.agent, call.user_id, call.channel, call.workspace, call.groups) for call in calls} == {
+        ("answer_quality_eval", None, None, None, None)}
+    assert all(call.prompt_tokens > 0 and call.completion_tokens > 0 for call in calls)
+    month = datetime.now(UTC).strftime("%Y-%m")
+    agent = UsageRecord.get("agent#answer_quality_eval", month, consistent_read=True)
+    assert int(agent.calls) == 4 and int(agent.prompt_tokens) == sum(int(c.prompt_tokens) for c in calls)
+    assert int(UsageRecord.get("model#judge-model", month, consistent_read=True).calls) == 2
+    # Nobody asked: no user, workspace or channel is charged, and the reports by user list nobody.
+    for dimension in ("user", "workspace", "channel"):
+        assert UsageIndex.count(f"index#{dimension}") == 0, dimension
+    assert UsageIndex.get("index#agent", month).members == {"answer_quality_eval"}  # the report by agent lists it

@@ -300,6 +300,37 @@ def test_the_worker_moves_to_the_fallback_model_then_refuses_without_calling_the
     assert "It resets on" in replies[0]["text"]
 
 
+def test_a_refused_turn_in_a_full_thread_makes_no_summary_call_and_counts_nothing(
+    slack: SlackSandbox, llm: OpenAIStandin
+) -> None:
+    from insightmesh.conversation import threads
+    from insightmesh.conversation.memory import WINDOW_MESSAGES
+    from insightmesh.conversation.requests import thread_key
+    from insightmesh.llm.usage import UsageCall
+
+    ask(slack, "hello there")
+    alice = user_id_of_alice()
+    set_budget("user", alice, 1, "day")
+    spend("user", alice, 1.0, "day")
+    budgets.reset_cache()
+    channel = "DU0ALICE01"
+    parent = str(slack.add_user_message(channel=channel, user="U0ALICE01", text="the trip")["ts"])
+    key = thread_key(TEAM, channel, parent)
+    window = [{"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n // 2}"}
+              for n in range(WINDOW_MESSAGES)]
+    threads.save_thread(threads.ThreadState(key=key, bot_replied=True, history=list(window)))  # the next turn folds
+    ts = str(slack.add_user_message(channel=channel, user="U0ALICE01", text="and hotels?", thread_ts=parent)["ts"])
+    asked = message_request(TEAM, "U0ALICE01", "and hotels?", channel=channel, ts=ts, thread_ts=parent)
+    before = len(llm.chat_requests())
+    worker.process(asked)
+
+    assert len(llm.chat_requests()) == before  # neither the answer nor the thread's summary called the model
+    assert list(UsageCall.query(f"request#{asked.request_id}")) == []
+    thread = threads.load_thread(key)
+    assert thread.summary is None and len(thread.history) == WINDOW_MESSAGES  # older turns dropped, as on a failure
+    assert "is used up" in thread.history[-1]["content"]
+
+
 # -- /api/budgets ----------------------------------------------------------------------------------
 
 

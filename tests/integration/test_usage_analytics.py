@@ -201,10 +201,13 @@ def test_each_completion_prints_one_emf_line_by_model(fresh: dict[str, str],
 
 
 def test_the_workers_recording_client_passes_every_dimension(fresh: dict[str, str]) -> None:
-    from insightmesh.conversation.worker import RecordingLlm
+    from insightmesh.conversation.requests import ConversationRequest, RequestKind
+    from insightmesh.conversation.worker import recording_llm
 
     save_user("u-rec", groups=("all_users", "sales"))
-    llm = RecordingLlm(OfflineClient(), "help", "u-rec", channel="C9", workspace="T9", request_id="req-9")
+    request = ConversationRequest(kind=RequestKind.MESSAGE, request_id="req-9", team_id="T9", channel_id="C9",
+                                  user_id="U9", text="How do I reset my VPN token?")
+    llm = recording_llm(OfflineClient(), "help", "u-rec", request)
     completion = llm.complete([ChatMessage.user("How do I reset my VPN token?")])
     drain_usage()  # the worker records in the background and drains when the request is done
 
@@ -237,6 +240,47 @@ def test_a_slack_message_through_the_worker_is_counted_by_channel_workspace_and_
     for subject in (f"channel#{CHANNEL}", f"workspace#{TEAM}", f"model#{call.model}", "agent#assistant",
                     f"user#{user_id}", "group#all_users"):
         assert counter(subject, month)[0] == 1, subject
+
+
+def test_a_turn_that_summarises_the_thread_counts_the_answer_and_the_summary_alike(
+        fresh: dict[str, str], env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from insightmesh.agents.catalog import seed_agents
+    from insightmesh.agents.registry import builtin_definitions
+    from insightmesh.conversation import threads, worker
+    from insightmesh.conversation.memory import SUMMARY_PROMPT, WINDOW_MESSAGES
+    from insightmesh.conversation.requests import thread_key
+    from insightmesh.llm import offline
+    from tests.integration.test_slack_access import CHANNEL, TEAM, message, new_ts
+
+    seed_agents(builtin_definitions())
+    env.add_users({"id": "U0ALICE01", "name": "alice"})
+    parent = new_ts()
+    key = thread_key(TEAM, CHANNEL, parent)
+    threads.save_thread(threads.ThreadState(key=key, bot_replied=True, history=[  # a full window: the next turn folds
+        {"role": "user" if n % 2 == 0 else "assistant", "content": f"turn {n // 2} about VPN travel"}
+        for n in range(WINDOW_MESSAGES)]))
+    asked = message("U0ALICE01", "And what about hotel Wi-Fi?", channel=CHANNEL, thread_ts=parent)
+    systems: list[str | None] = []
+    complete = offline.OfflineClient.complete
+
+    def seen(self: Any, messages: Any, **kwargs: Any) -> Any:
+        systems.append(kwargs.get("system"))
+        return complete(self, messages, **kwargs)
+
+    monkeypatch.setattr(offline.OfflineClient, "complete", seen)
+    worker.process(asked)
+
+    assert [system == SUMMARY_PROMPT for system in systems] == [False, True]  # the answer, then the summary
+    assert threads.load_thread(key).summary  # the summary was made and kept
+    calls = sorted(UsageCall.query(f"request#{asked.request_id}"), key=lambda call: call.prompt_tokens)
+    assert len(calls) == 2 and calls[0].user_id and calls[0].model  # the answer's and the summary's, drained
+    assert {(c.agent, c.user_id, c.channel, c.workspace, tuple(c.groups or ()), c.model) for c in calls} == {
+        ("assistant", calls[0].user_id, CHANNEL, TEAM, ("all_users",), calls[0].model)}
+    month = datetime.now(UTC).strftime("%Y-%m")
+    prompt = sum(int(c.prompt_tokens) for c in calls)
+    for subject in (f"channel#{CHANNEL}", f"workspace#{TEAM}", f"model#{calls[0].model}", "agent#assistant",
+                    f"user#{calls[0].user_id}", "group#all_users"):
+        assert counter(subject, month)[:2] == (2, prompt), subject
 
 
 # -- reports -----------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 import httpx
 from botocore.exceptions import BotoCoreError, ClientError
@@ -48,9 +47,9 @@ from insightmesh.directory.models import User
 from insightmesh.directory.permissions import Decision, agents_usable_by, evaluate, groups_of
 from insightmesh.directory.users import resolve_slack_user
 from insightmesh.llm import get_llm_client
-from insightmesh.llm.base import Completion, LlmClient, LlmError, TextSink, stream_or_complete
-from insightmesh.llm.tools import ToolCallingLlmClient, ToolCompletion
-from insightmesh.llm.usage import drain_usage, record_usage
+from insightmesh.llm.base import LlmClient, LlmError, TextSink
+from insightmesh.llm.recording import RecordingLlm, recording
+from insightmesh.llm.usage import drain_usage
 from insightmesh.observability import get_logger
 from insightmesh.slack import thread_reply
 from insightmesh.slack.assistant import ThreadStatus
@@ -62,49 +61,21 @@ from insightmesh.slack.urls import is_slack_response_url
 logger = get_logger("conversation_worker")
 
 
-class RecordingLlm:
-    """The LLM client given to agents: records each completion's tokens and cost by workspace,
-    agent, user, the user's groups (cached 30 s; none when unreadable), channel and model."""
-
-    def __init__(self, inner: LlmClient, agent: str, user_id: str, *, channel: str | None = None,
-                 workspace: str | None = None, request_id: str | None = None) -> None:
-        self.inner, self.agent, self.user_id = inner, agent, user_id
-        self.channel, self.workspace, self.request_id = channel, workspace, request_id
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    def _record(self, completion: Completion | ToolCompletion) -> None:
-        try:
-            groups: frozenset[str] = groups_of(self.user_id) if self.user_id else frozenset()
-        except (PynamoDBException, BotoCoreError, ClientError) as error:
-            logger.warning("usage recorded without groups: memberships unreadable", extra={"error": str(error)})
-            groups = frozenset()
-        record_usage(agent=self.agent, user_id=self.user_id, usage=completion.usage, model=completion.model,
-                     channel=self.channel, groups=sorted(groups), workspace=self.workspace,
-                     request_id=self.request_id, background=True)  # written while the reply goes out
-
-    def complete(self, messages: Sequence[Any], **kwargs: Any) -> Completion:
-        completion = self.inner.complete(messages, **kwargs)
-        self._record(completion)
-        return completion
-
-    def stream(self, messages: Sequence[Any], *, on_text: TextSink, **kwargs: Any) -> Completion:
-        """The answer streamed to ``on_text`` when the provider streams (whole otherwise); usage recorded."""
-        completion = stream_or_complete(self.inner, messages, on_text=on_text, **kwargs)
-        self._record(completion)
-        return completion
+def user_groups(user_id: str) -> frozenset[str]:
+    """The groups a user's usage is also counted under (cached 30 s); none when unreadable."""
+    try:
+        return groups_of(user_id)
+    except (PynamoDBException, BotoCoreError, ClientError) as error:
+        logger.warning("usage recorded without groups: memberships unreadable", extra={"error": str(error)})
+        return frozenset()
 
 
-class ToolRecordingLlm(RecordingLlm):
-    """``RecordingLlm`` of a provider that calls tools (insightmesh.tools.loop): each step's usage recorded."""
-
-    def complete_with_tools(self, turns: Sequence[Any], **kwargs: Any) -> ToolCompletion:
-        assert isinstance(self.inner, ToolCallingLlmClient)
-        completion = self.inner.complete_with_tools(turns, **kwargs)
-        self._record(completion)
-        return completion
+def recording_llm(llm: LlmClient, agent: str, user_id: str, request: ConversationRequest) -> RecordingLlm:
+    """The client of one turn's LLM calls (the agent's and the thread summary's): each completion
+    recorded by workspace, agent, user, the user's groups, channel, model and request id, in the
+    background while the reply goes out (``process`` drains it)."""
+    return recording(llm, agent, user_id, channel=request.channel_id, workspace=request.team_id,
+                     request_id=request.request_id, groups=user_groups, background=True)
 
 
 def strip_mention(text: str, bot_user_id: str) -> str:
@@ -131,7 +102,7 @@ def process(request: ConversationRequest) -> None:
     try:
         _process(request)
     finally:
-        drain_usage()  # the usage RecordingLlm recorded in the background, written before the invocation ends
+        drain_usage()  # the usage recording_llm recorded in the background, written before the invocation ends
 
 
 def _process(request: ConversationRequest) -> None:
@@ -390,14 +361,18 @@ def _reply(turn: Turn) -> None:
 
 
 def _remember(turn: Turn) -> None:
-    """Thread memory, sticky agent and agent state; the reply is posted, so a failed save is logged."""
-    route, llm = turn.route, turn.llm
-    assert route is not None and llm is not None
+    """Thread memory, sticky agent and agent state; the reply is posted, so a failed save is logged.
+    The summary's LLM call is counted as the agent's were: under the agent that answered (the one
+    routed to when none did: a refusal), the asker and the request (a used-up budget's client
+    refuses it, so none is made)."""
+    route, llm, user = turn.route, turn.llm, turn.user
+    assert route is not None and llm is not None and user is not None
     if turn.key and not channel_settings.replies_ephemerally(turn.request):  # memory: only what the thread saw
         thread = turn.thread
         if not route.exit:
+            counted = recording_llm(llm, turn.agent_used or route.agent_name, str(user.user_id), turn.request)
             thread.history, thread.summary = remember(thread.history, thread.summary, route.text or turn.text,
-                                                      turn.answer, llm)
+                                                      turn.answer, counted)
         thread.key = turn.key
         threads.save_thread_after_reply(thread)
 
@@ -449,9 +424,7 @@ def _run_agent(request: ConversationRequest, route: Route, record: AgentRecord, 
         history=as_messages(thread.history),
         summary=around.summary,
         state=dict(thread.agent_state.get(record.name) or {}),
-        llm=(ToolRecordingLlm if isinstance(llm, ToolCallingLlmClient) else RecordingLlm)(
-            llm, record.name, str(user.user_id), channel=request.channel_id, workspace=request.team_id,
-            request_id=request.request_id),
+        llm=recording_llm(llm, record.name, str(user.user_id), request),
         progress=progress,
         stream=stream,
         usable_agents=usable,

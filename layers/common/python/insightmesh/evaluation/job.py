@@ -21,6 +21,11 @@ malformed reply, the model failing), which never fails the run by itself.
 
 **The judge** is the configured model, or ``judge_model`` of the same provider
 (:func:`insightmesh.llm.factory.get_llm_client`).
+
+**Usage.** Every answer and judge call is counted in the usage counters
+(:mod:`insightmesh.llm.recording`) under the agent ``answer_quality_eval`` and the model that
+answered, with no user, channel or workspace (nobody asked), and the task run's id as the request
+id; the writes still in flight are drained before the run returns or raises.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from insightmesh.job_contract import (
     parameters_fingerprint,
     parameters_of,
 )
+from insightmesh.llm.base import LlmClient
 
 CHECKPOINT_VERSION: Final = 1
 METRICS_NAMESPACE: Final = "InsightMesh"
@@ -73,6 +79,14 @@ class AnswerQualityEval:
     Parameters: ClassVar[type[JobParameters]] = AnswerQualityEvalParameters
 
     def run(self, context: JobContext) -> JobResult:
+        from insightmesh.llm.usage import drain_usage
+
+        try:
+            return self._run(context)
+        finally:
+            drain_usage()  # the usage recorded in the background, written before the invocation ends
+
+    def _run(self, context: JobContext) -> JobResult:
         from insightmesh.llm.factory import get_llm_client
 
         parameters = parameters_of(context, AnswerQualityEvalParameters)
@@ -85,8 +99,8 @@ class AnswerQualityEval:
             context.step("read the results of the interrupted run")
             results = run_results(eval_run_id)
         done = {str(result.get("case_id")) for result in results}
-        llm = get_llm_client()
-        judge_llm = get_llm_client(parameters.judge_model) if parameters.judge_model else llm
+        llm = self.counted(get_llm_client(), context)
+        judge_llm = self.counted(get_llm_client(parameters.judge_model), context) if parameters.judge_model else llm
         context.step("list the active cases")
         for case in active_cases(parameters.max_cases):
             if case.case_id in done:
@@ -115,6 +129,13 @@ class AnswerQualityEval:
                              summary=report.summary)
             raise RegressionError(regression_message(report))
         return counts
+
+    @classmethod
+    def counted(cls, llm: LlmClient, context: JobContext) -> LlmClient:
+        """``llm`` with each completion counted under this job type, no user, this task run's id."""
+        from insightmesh.llm.recording import recording
+
+        return recording(llm, cls.name, None, request_id=context.run_id, background=True)
 
     @staticmethod
     def _counts(results: list[dict[str, Any]], *, complete: bool,

@@ -251,7 +251,7 @@ def _utc(when: datetime | None) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def dimension_values(*, agent: str, user_id: str, model: str | None = None, channel: str | None = None,
+def dimension_values(*, agent: str, user_id: str | None, model: str | None = None, channel: str | None = None,
                      groups: Sequence[str] = (), workspace: str | None = None) -> list[tuple[Dimension, str]]:
     """The (dimension, value) pairs one completion is counted under, in ``DIMENSIONS`` order; an
     empty value is left out (a research run has no channel, a test no workspace)."""
@@ -375,7 +375,7 @@ def _send(url: str, message: UsageMessage, correlation_id: str) -> bool:
     return True
 
 
-def record_usage(*, agent: str, user_id: str, usage: Usage, model: str | None = None, channel: str | None = None,
+def record_usage(*, agent: str, user_id: str | None, usage: Usage, model: str | None = None, channel: str | None = None,
                  groups: Sequence[str] = (), workspace: str | None = None, request_id: str | None = None,
                  when: datetime | None = None, background: bool = False) -> None:
     """Add one completion to the counters of every dimension value it has, for its day, ISO week
@@ -389,11 +389,14 @@ def record_usage(*, agent: str, user_id: str, usage: Usage, model: str | None = 
     ``background``, as soon as they are submitted: the caller then calls :func:`drain_usage`
     before its invocation ends (the conversation worker: after the reply is out).
 
+    ``user_id`` None: no one asked (a background job: the nightly quality check counts under its
+    agent and model only); an empty one is a caller that lost its user, logged.
+
     Never raises for a storage failure: accounting must not cost anyone their reply.
     """
     logger = get_logger()
     for kind, name in (("agent", agent), ("user", user_id)):
-        if not name:
+        if name == "":
             logger.warning("llm usage not recorded: no subject", extra={"subject_kind": kind})
     moment = _utc(when)
     cost = cost_micros(model, usage) if model else 0
