@@ -7,7 +7,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from insightmesh.api import create_app
 from insightmesh.conversation import intake
-from insightmesh.tracing import flushed
+from insightmesh.tracing import ACK_FLUSH_SECONDS, flushed
 
 app = create_app("slack_ingress", title="InsightMesh Slack ingress", payload_too_large_status=400)
 
@@ -27,6 +27,6 @@ def interactions() -> Response[Any]:
     return intake.handle_interaction(app)
 
 
-@flushed
+@flushed(timeout_seconds=ACK_FLUSH_SECONDS)  # on Slack's 3-second ack: a short bound
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)

@@ -28,9 +28,20 @@ except ``insightmesh.tracing_otel`` (the enabled path, imported lazily).
   invocation's own time — to the receiver stand-in on loopback, p50 1.2 ms for one span, 2-3 ms
   for a worker request's eight, 6-7 ms for fifty (``benchmarks/tracing_flush.py``; a collector in
   the same region adds its round trip); an invocation that made none posts nothing.
-  The wait is bounded by :data:`DEFAULT_FLUSH_SECONDS` (2 s): a collector that is slow or down
-  delays a reply by at most that, and the export finishes in the background (bounded itself by
-  ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default).
+  The wait is bounded: by :data:`DEFAULT_FLUSH_SECONDS` (2 s), or the handler's own
+  ``@flushed(timeout_seconds=...)``, or the function's ``TRACING_FLUSH_SECONDS`` (which overrides
+  both; read and validated when the handler loads). A collector that is slow or down delays a
+  reply by at most that, once: after a flush missed its bound, the container's next flushes do
+  not wait at all (the export goes on in one helper thread, bounded itself by
+  ``OTEL_EXPORTER_OTLP_TIMEOUT``, 10 s by default; the batch processor's queue bounds the spans
+  held) until an export succeeds within the bound again — ``insightmesh.tracing_otel._Flusher``.
+
+  *slack_ingress's bound is* :data:`ACK_FLUSH_SECONDS` *(0.3 s)*: its flush is on the ack Slack
+  wants within 3 s, after a cold start that can take 1-2 s. Its two spans (the server span and the
+  SQS send) flush in p50 1.4-2.7 ms, max 18 ms on a busy machine to the loopback stand-in, 2-9 ms
+  on a container's first flush (a new connection; ``benchmarks/tracing_flush.py``): 0.3 s is 15x
+  the worst of those, room for TLS to a collector in another region, and a tenth of Slack's
+  budget. A collector that is down costs one ack 0.3 s, and the next ones nothing (0.01 ms).
 
   *The alternative, by configuration only: the ADOT collector extension.* Add the AWS
   Distro for OpenTelemetry collector layer to the functions and set
@@ -46,7 +57,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import wraps
-from typing import Any, Final, Literal, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar, overload
 
 AttributeValue = str | bool | int | float | Sequence[str] | Sequence[bool] | Sequence[int] | Sequence[float]
 SpanKindName = Literal["internal", "server", "client", "producer", "consumer"]
@@ -55,6 +66,9 @@ Carrier = dict[str, str]
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 DEFAULT_FLUSH_SECONDS: Final = 2.0
+FLUSH_SECONDS_VARIABLE: Final = "TRACING_FLUSH_SECONDS"
+MAX_FLUSH_SECONDS: Final = 30.0
+ACK_FLUSH_SECONDS: Final = 0.3  # slack_ingress's bound: its flush is on Slack's 3-second ack (module docstring)
 CAPTURE_CONTENT_VARIABLE: Final = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -207,21 +221,59 @@ def flush(timeout_seconds: float = DEFAULT_FLUSH_SECONDS) -> None:
     tracing_otel.flush(timeout_seconds)
 
 
-def flushed(handler: F) -> F:
-    """A Lambda handler decorator: :func:`flush` after every invocation, whatever its outcome."""
+def flush_seconds(default: float = DEFAULT_FLUSH_SECONDS) -> float:
+    """A function's flush bound: :data:`FLUSH_SECONDS_VARIABLE` when set (validated: a number of
+    seconds in ``(0, MAX_FLUSH_SECONDS]``, else ``ValueError``), otherwise ``default``."""
+    raw = os.environ.get(FLUSH_SECONDS_VARIABLE, "").strip()
+    if not raw:
+        return default
+    try:
+        seconds = float(raw)
+    except ValueError:
+        raise ValueError(f"{FLUSH_SECONDS_VARIABLE} must be a number of seconds, not {raw!r}") from None
+    if not 0 < seconds <= MAX_FLUSH_SECONDS:  # also refuses nan and inf
+        raise ValueError(f"{FLUSH_SECONDS_VARIABLE} must be more than 0 and at most {MAX_FLUSH_SECONDS:g} s, "
+                         f"not {raw!r}")
+    return seconds
 
-    @wraps(handler)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return handler(*args, **kwargs)
-        finally:
-            flush()
 
-    return wrapper  # type: ignore[return-value]
+@overload
+def flushed(handler: F, /) -> F: ...
+
+
+@overload
+def flushed(*, timeout_seconds: float) -> Callable[[F], F]: ...
+
+
+def flushed(handler: F | None = None, /, *, timeout_seconds: float | None = None) -> F | Callable[[F], F]:
+    """A Lambda handler decorator: :func:`flush` after every invocation, whatever its outcome.
+
+    ``@flushed`` waits at most :data:`DEFAULT_FLUSH_SECONDS`; ``@flushed(timeout_seconds=0.3)``
+    sets the handler's own bound. Either way :data:`FLUSH_SECONDS_VARIABLE`, when set in the
+    function's environment, overrides it — read and validated once, when the handler's module is
+    imported (the container's cold start: a bad value fails the init, loudly)."""
+    bound = flush_seconds(DEFAULT_FLUSH_SECONDS if timeout_seconds is None else timeout_seconds)
+
+    def decorate(function: F) -> F:
+        @wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if enabled():
+                from insightmesh import tracing_otel
+
+                tracing_otel.invocation_started()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                flush(bound)
+
+        wrapper.flush_seconds = bound  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate if handler is None else decorate(handler)
 
 
 __all__ = [
     "NOOP_SPAN", "AttributeValue", "Carrier", "Span", "SpanKindName", "capture_message_content",
-    "carrier_from_sqs_record", "current_span", "current_trace_ids", "enabled", "flush", "flushed", "inject",
-    "reset_for_tests", "span", "sqs_message_attributes",
+    "carrier_from_sqs_record", "current_span", "current_trace_ids", "enabled", "flush", "flush_seconds", "flushed",
+    "inject", "reset_for_tests", "span", "sqs_message_attributes",
 ]
