@@ -17,10 +17,13 @@ from aws_durable_execution_sdk_python_testing import DurableFunctionTestRunner
 from pydantic import BaseModel
 
 from insightmesh.agents.base import ReportDocument, ReportSection
+from insightmesh.budgets import check as budgets
+from insightmesh.budgets.settings import budget_settings
 from insightmesh.knowledge.base import Audience, Passage, Viewer
 from insightmesh.llm.base import LlmUnavailableError, Usage
 from insightmesh.llm.offline import OfflineClient
 from insightmesh.llm.openai import OpenAICompatibleClient
+from insightmesh.llm.pricing import forget_prices, pricing_settings
 from insightmesh.llm.tools import ToolCompletion
 from insightmesh.llm.usage import agent_subject, period_of, usage_for
 from insightmesh.research import runs, workflow
@@ -28,6 +31,7 @@ from insightmesh.research.base import PlanTask, TaskStatus
 from insightmesh.research.settings import ResearchSettings
 from insightmesh.resilience import Timeouts
 from insightmesh.tools.base import Source, ToolContext, ToolOutput
+from tests.integration.test_budgets import set_budget, spend
 from tests.standins.openai_server import OpenAIStandin
 from tests.standins.openai_server import start as start_openai
 
@@ -428,3 +432,120 @@ def test_when_every_researcher_fails_the_run_fails_and_says_so(harness):
     run = stored(run_id)
     assert run.status == "failed" and {step.name: step.status for step in run.steps}["people"] == "error"
     assert harness.board.closed == ["Failed."]
+
+
+# -- budgets (insightmesh.budgets.check, asked before every step that calls the LLM) -----------------
+
+
+@pytest.fixture
+def priced(tables: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Budgets read on every check (no cache) and every output token priced $0.001, input free:
+    a completion's cost is its reply's length (the stand-in counts len // 4 tokens)."""
+    monkeypatch.setenv("BUDGET_CACHE_SECONDS", "0")
+    monkeypatch.setenv("LLM_DEFAULT_OUTPUT_USD_PER_MILLION", "1000")
+    monkeypatch.delenv("LLM_FALLBACK_MODEL", raising=False)
+    _forget_budgets()
+    yield
+    _forget_budgets()
+
+
+def _forget_budgets() -> None:
+    budget_settings.cache_clear()
+    pricing_settings.cache_clear()
+    forget_prices()
+    budgets.reset_cache()
+
+
+def _scripted_llm(standin: OpenAIStandin, model: str = "gpt-4o-mini") -> OpenAICompatibleClient:
+    return OpenAICompatibleClient(base_url=standin.base_url, model=model, timeouts=Timeouts(2.0, 5.0))
+
+
+@pytest.fixture
+def standin() -> Iterator[OpenAIStandin]:
+    server, _url = start_openai()
+    yield server
+    server.stop()
+
+
+ONE_RESEARCHER = json.dumps({"researchers": [{"id": "overview", "title": "Overview", "focus": "what Acme makes"}]})
+TWO_RESEARCHERS = json.dumps({"researchers": [{"id": "overview", "title": "Overview", "focus": "what Acme makes"},
+                                              {"id": "people", "title": "People", "focus": "who runs Acme"}]})
+
+
+def test_a_budget_used_up_by_the_plan_stops_the_run_naming_it_and_the_llm_gets_no_further_call(
+        harness, priced, standin):
+    set_budget("user", "U1", 0.5)  # $0.50 a month; the plan's ~560-token answer costs ~$0.56
+    standin.script_replies(ONE_RESEARCHER + " " * 2000)
+    run_id = new_run()
+    result, outcome = run_workflow(harness.deps(_scripted_llm(standin)), run_id)
+    assert result.status is InvocationStatus.SUCCEEDED, result.error
+    assert outcome == {"run_id": run_id, "status": "capped", "report_file_id": None}
+    assert len(standin.chat_requests()) == 1, "no researcher, synthesis or review call past the limit"
+    used_up = budgets.check(workspace="T1", user_id="U1", agent="profile", alert=False).used_up
+    assert used_up is not None and used_up.startswith("the user budget for U1 ($0.50 per month) is used up")
+    assert "It resets on" in used_up
+    [(key, text)] = harness.notices  # nothing was researched: no PDF, the thread is told why
+    assert key == "capped" and used_up in text and "stopped before the research" in text
+    assert harness.delivered == [] and StandinSearch.calls == []
+    assert harness.board.closed == [f"Stopped: {used_up} Nothing to report yet."], "the board says why"
+    run = stored(run_id)
+    assert run.status == "capped" and used_up in (run.summary or "") and run.active_thread is None
+
+
+def test_a_budget_used_up_by_a_researcher_ends_with_a_partial_report_that_names_it(harness, priced, standin):
+    set_budget("user", "U1", 0.5)
+    standin.script_replies(
+        TWO_RESEARCHERS,  # ~$0.05
+        {"tool_calls": [{"name": "web_search", "arguments": {"query": "Acme Corp products"}}]},
+        "Acme Corp makes anvils [1]. " * 80,  # ~560 tokens: the budget is used up after this researcher
+    )
+    run_id = new_run()
+    result, outcome = run_workflow(harness.deps(_scripted_llm(standin), RESEARCH_MAX_CONCURRENCY=1), run_id)
+    assert result.status is InvocationStatus.SUCCEEDED, result.error
+    assert outcome["status"] == "capped" and outcome["report_file_id"] == "F1"
+    assert len(standin.chat_requests()) == 3, "the people researcher checked the budget and did not start"
+    assert ("update", ("people", "error")) in harness.board.events
+    [delivery] = harness.delivered
+    document: ReportDocument = delivery["document"]
+    assert document.note.startswith("Partial report: the user budget for U1 ($0.50 per month) is used up: $0.")
+    assert document.note.endswith("UTC. The run stopped before the synthesis.")
+    assert [section.heading for section in document.sections] == ["Overview"]
+    assert harness.board.closed[-1].endswith("The partial report is in this thread.")
+    run = stored(run_id)
+    assert run.status == "capped" and run.summary == document.note and run.report_file_id == "F1"
+    assert {step.name: step.detail for step in run.steps}["people"] == "not started: a budget is used up"
+
+
+def test_a_run_under_its_budgets_is_unchanged(harness, priced):
+    set_budget("user", "U1", 100)
+    set_budget("workspace", "T1", 1000)
+    set_budget("agent", "profile", 1000)
+    run_id = new_run()
+    result, outcome = run_workflow(harness.deps(OfflineClient()), run_id)
+    assert result.status is InvocationStatus.SUCCEEDED and outcome["status"] == "succeeded"
+    [delivery] = harness.delivered
+    assert not delivery["document"].note and harness.board.closed[-1].startswith("Done")
+    assert stored(run_id).status == "succeeded"
+
+
+def test_past_warn_at_the_remaining_steps_use_the_budgets_fallback_model(harness, priced, standin):
+    set_budget("user", "U1", 100, warn_at=0.0, fallback_model="gpt-4o-cheap")  # warned from the start
+    standin.script_replies(ONE_RESEARCHER, "Acme Corp makes anvils.", "Acme Corp makes anvils.\n\n## Overview\nAnvils.",
+                           json.dumps({"pass": True, "issues": []}))
+    deps = replace(harness.deps(_scripted_llm(standin), RESEARCH_MAX_CONCURRENCY=1),
+                   llm_for=lambda model: _scripted_llm(standin, model))
+    result, outcome = run_workflow(deps, new_run())
+    assert result.status is InvocationStatus.SUCCEEDED, result.error
+    assert outcome["status"] == "succeeded"
+    models = [request.json["model"] for request in standin.chat_requests()]
+    assert models == ["gpt-4o-cheap"] * 4, "plan, researcher, synthesis and review on the fallback model"
+
+
+def test_unreadable_budgets_fail_open(harness, priced, monkeypatch):
+    set_budget("user", "U1", 0.01)
+    spend("user", "U1", 1.0)  # used up, if the check could read it
+    monkeypatch.setenv("USAGE_TABLE", "no-such-table")
+    run_id = new_run()
+    result, outcome = run_workflow(harness.deps(OfflineClient()), run_id)
+    assert result.status is InvocationStatus.SUCCEEDED and outcome["status"] == "succeeded"
+    assert harness.delivered and stored(run_id).status == "succeeded"

@@ -44,6 +44,16 @@ C = 10, overspend <= 10 * 11 * $0.05 = $5.50, and $0.55 per container. Lower T (
 or the worker's reserved concurrency lowers it; the budgets' own ``warn_at`` fallback to a cheaper
 model lowers ``m`` before the limit is reached.
 
+A research run (:mod:`insightmesh.research.workflow`) is one request that spends for minutes: it
+runs this check again (the same cached :func:`check`, on the run's user, the ``profile`` agent, the
+user's groups and the workspace) before each step that calls the LLM — the plan, each researcher,
+the synthesis, each review and revision — and stops at the limit with a partial report
+(:attr:`BudgetDecision.used_up` names the budget). So a run overspends at most one step's cost
+past the cached read, ``m`` being that step's cost (a researcher's tool loop is bounded by
+``RESEARCH_RESEARCHER_MAX_TOKENS``), times the researchers running at once
+(``RESEARCH_MAX_CONCURRENCY``), each of which was checked when it started; past ``warn_at`` the
+run's remaining steps use the fallback model.
+
 The cache is not invalidated when this container records usage: a container's requests run one
 after another, so every request would invalidate it and the cache would save nothing for budgeted
 scopes; the ``+ 1`` and ``T * r`` terms above are that choice's price, and ``T = 0`` buys it back.
@@ -141,12 +151,20 @@ class BudgetDecision:
     @property
     def refusal(self) -> str | None:
         """The reply to a request a used-up budget stops, or None."""
+        used_up = self.used_up
+        if used_up is None:
+            return None
+        return f"Sorry, {used_up} Until then I can't answer here; an InsightMesh admin can raise the budget."
+
+    @property
+    def used_up(self) -> str | None:
+        """The used-up budget and its reset in the refusal's words (a research run's note uses them
+        too): ``the user budget for u-1 ($5.00 per month) is used up: ... It resets on ... UTC.``"""
         if self.exhausted is None:
             return None
         budget, resets = self.exhausted.budget, self.exhausted.resets_at
-        return (f"Sorry, {budget.label} is used up: {usd(self.exhausted.spent_micros)} spent this {budget.period}. "
-                f"It resets on {resets:%Y-%m-%d at %H:%M} UTC. Until then I can't answer here; "
-                "an InsightMesh admin can raise the budget.")
+        return (f"{budget.label} is used up: {usd(self.exhausted.spent_micros)} spent this {budget.period}. "
+                f"It resets on {resets:%Y-%m-%d at %H:%M} UTC.")
 
     @property
     def exhausted_label(self) -> str | None:

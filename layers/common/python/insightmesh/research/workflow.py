@@ -28,6 +28,14 @@ Kind ``profile``:
 At every step boundary a **check** step reads the run: ``cancel_requested`` ends the run
 ``cancelled`` (the board says so, and a short message in the thread); ``tokens_used`` at or past
 ``token_cap`` (``RESEARCH_MAX_TOKENS``) ends it ``capped`` with a partial report that says so.
+The check also asks the budgets (:func:`insightmesh.budgets.check.check`, cached a few seconds,
+on the run's user, the ``profile`` agent, the user's groups and the workspace) before every step
+that calls the LLM: the plan, each researcher (in its own step, as it starts), the synthesis,
+each review and revision. A used-up budget ends the run ``capped`` too, the partial report's note
+and the board naming the budget in the worker's refusal words (``BudgetDecision.used_up``); past
+a budget's ``warn_at`` the next step uses its fallback model (``WorkflowDeps.llm_for``). Budgets
+that cannot be read do not stop the run (fail open, a warning logged). The decision is a step's
+result, so a replay does not decide again.
 Every LLM call adds its tokens to the run (an atomic ``ADD``), and every step is recorded on it.
 
 Kind ``report``: render and deliver the agent's stored ``ReportDocument``.
@@ -48,7 +56,7 @@ import json
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Concatenate, Final, ParamSpec, Protocol, TypedDict, TypeVar
+from typing import Any, Concatenate, Final, NotRequired, ParamSpec, Protocol, TypedDict, TypeVar
 
 from aws_durable_execution_sdk_python.concurrency.models import BatchResult
 from aws_durable_execution_sdk_python.config import CompletionConfig, Duration, MapConfig, StepConfig
@@ -81,6 +89,7 @@ MAX_SUMMARY_CHARS: Final = 1500
 WEB_TOOLS: Final[tuple[str, ...]] = ("web_search", "read_url")
 RESERVED_IDS: Final = frozenset({"plan", "synthesis", "review", "report"})
 NOTICE_EVENT: Final = "insightmesh_research_notice"
+AGENT: Final = "profile"  # the agent a run's usage and budgets count under
 
 # LLM and Slack steps are retried once after 5 s (then the run fails, visibly); bookkeeping steps
 # (reading the run, recording) three times.
@@ -116,6 +125,12 @@ def _default_llm() -> LlmClient:
     from insightmesh.llm import get_llm_client
 
     return get_llm_client()
+
+
+def _default_llm_for(model: str) -> LlmClient:
+    from insightmesh.llm import get_llm_client
+
+    return get_llm_client(model=model)
 
 
 def _default_board(run: runs.ResearchRun) -> ProgressBoard:
@@ -173,6 +188,7 @@ class WorkflowDeps:
     """The workflow's collaborators; :func:`run_research` uses the real ones unless given these."""
 
     llm: Callable[[], LlmClient] = _default_llm
+    llm_for: Callable[[str], LlmClient] = _default_llm_for  # a budget's fallback model, by name
     board_for: Callable[[runs.ResearchRun], ProgressBoard] = _default_board
     deliver_report: ReportDeliverer = _default_deliver
     notify: Callable[[runs.ResearchRun, str, str], None] = _default_notify
@@ -216,6 +232,9 @@ class Check(TypedDict):
     cancel: bool
     tokens: int
     cap: int
+    # A check recorded before budgets were checked has neither (a replay reads them with .get).
+    budget: NotRequired[str]  # a used-up budget in the refusal's words (BudgetDecision.used_up); "" if none
+    model: NotRequired[str]  # the budgets' fallback model past warn_at; "": the configured model
 
 
 def _source_dict(source: Source) -> SourceDict:
@@ -445,14 +464,29 @@ def _usage(run_id: str, usage: Usage, calls: int, *, run: runs.ResearchRun, mode
         except (PynamoDBException, BotoCoreError, ClientError) as error:
             logger.warning("usage recorded without groups: memberships unreadable", extra={"error": str(error)})
             groups = frozenset()
-        record_usage(agent="profile", user_id=str(run.user_id), usage=usage,
+        record_usage(agent=AGENT, user_id=str(run.user_id), usage=usage,
                      model=model or load_llm_settings().model, channel=run.channel_id or None, groups=sorted(groups),
                      workspace=run.team_id or None, request_id=run_id)
 
 
 def _check(run_id: str) -> Check:
-    run = _load(run_id)
-    return {"cancel": bool(run.cancel_requested), "tokens": int(run.tokens_used or 0), "cap": int(run.token_cap or 0)}
+    return _check_of(_load(run_id))
+
+
+def _check_of(run: runs.ResearchRun) -> Check:
+    """Whether the run goes on (cancel, token cap, budgets) and with which model; taken inside a
+    step only, so a replay reads the recorded decision rather than deciding again."""
+    from insightmesh.budgets.check import check as check_budgets  # fails open: a warning, no decision
+
+    budget = check_budgets(workspace=str(run.team_id or ""), user_id=str(run.user_id or ""), agent=AGENT,
+                           alert=False)
+    return {"cancel": bool(run.cancel_requested), "tokens": int(run.tokens_used or 0), "cap": int(run.token_cap or 0),
+            "budget": budget.used_up or "", "model": budget.fallback_model or ""}
+
+
+def _llm(deps: WorkflowDeps, model: str) -> LlmClient:
+    """The step's LLM: the budgets' fallback ``model`` (past a budget's warn_at), else the configured one."""
+    return deps.llm_for(model) if model else deps.llm()
 
 
 def _limits(deps: WorkflowDeps) -> dict[str, int]:
@@ -463,15 +497,19 @@ def _limits(deps: WorkflowDeps) -> dict[str, int]:
 def _stop_reason(check: Check) -> RunStatus | None:
     if check["cancel"]:
         return "cancelled"
-    if check["cap"] and check["tokens"] >= check["cap"]:
-        return "capped"
+    if check.get("budget") or (check["cap"] and check["tokens"] >= check["cap"]):
+        return "capped"  # the note says which: the token cap or the budget (_capped)
     return None
 
 
 def _profile(context: DurableContext, deps: WorkflowDeps, run_id: str) -> dict[str, Any]:
-    plan = context.step(lambda _: _plan(deps, run_id), name="plan", config=_LLM_STEP)
-    stage = "the research"
     findings: list[Finding] = []
+    check = context.step(lambda _: _check(run_id), name="check-start", config=_IO_STEP)
+    if (stop := _stop_reason(check)) is not None:
+        return _end_early(context, deps, run_id, stop, findings, None, "the plan", check)
+    model = check.get("model", "")
+    plan = context.step(lambda _: _plan(deps, run_id, model), name="plan", config=_LLM_STEP)
+    stage = "the research"
     check = context.step(lambda _: _check(run_id), name="check-plan", config=_IO_STEP)
     if (stop := _stop_reason(check)) is not None:
         return _end_early(context, deps, run_id, stop, findings, None, stage, check)
@@ -501,7 +539,8 @@ def _profile(context: DurableContext, deps: WorkflowDeps, run_id: str) -> dict[s
         context.step(lambda _: _fail(deps, run_id, reason), name="fail", config=_IO_STEP)
         return {"run_id": run_id, "status": "failed", "error": reason}
 
-    draft = context.step(lambda _: _synthesise(deps, run_id, findings), name="synthesis", config=_LLM_STEP)
+    model = check.get("model", "")
+    draft = context.step(lambda _: _synthesise(deps, run_id, findings, model), name="synthesis", config=_LLM_STEP)
     max_revisions = limits["max_revisions"]
     revision = 0
     while True:
@@ -509,7 +548,8 @@ def _profile(context: DurableContext, deps: WorkflowDeps, run_id: str) -> dict[s
         check = context.step(lambda _: _check(run_id), name=f"check-review-{revision}", config=_IO_STEP)
         if (stop := _stop_reason(check)) is not None:
             return _end_early(context, deps, run_id, stop, findings, draft, stage, check)
-        review = context.step(functools.partial(_review_step, deps, run_id, findings, draft, revision, max_revisions),
+        review = context.step(functools.partial(_review_step, deps, run_id, findings, draft, revision, max_revisions,
+                                                check.get("model", "")),
                               name=f"review-{revision}", config=_LLM_STEP)
         if review["pass"] or revision >= max_revisions:
             break
@@ -517,7 +557,7 @@ def _profile(context: DurableContext, deps: WorkflowDeps, run_id: str) -> dict[s
         if (stop := _stop_reason(check)) is not None:
             return _end_early(context, deps, run_id, stop, findings, draft, "a revision", check)
         draft = context.step(functools.partial(_revise_step, deps, run_id, findings, draft, review["issues"],
-                                               revision + 1),
+                                               revision + 1, check.get("model", "")),
                              name=f"revise-{revision + 1}", config=_LLM_STEP)
         revision += 1
     return context.step(lambda _: _report(deps, run_id, findings, draft, review, revision),
@@ -559,12 +599,12 @@ def _in_step_span(step: str, run_id: str, parent: tracing.Carrier | None, body: 
 
 
 @_step_span("plan")
-def _plan(deps: WorkflowDeps, run_id: str) -> list[Researcher]:
+def _plan(deps: WorkflowDeps, run_id: str, model: str) -> list[Researcher]:
     run = _load(run_id)
     board = deps.board_for(run)
     board.show_plan([PlanTask("plan", "Plan the research", "in_progress")])
     runs.record_step(run_id, "plan", "in_progress")
-    completion = deps.llm().complete(
+    completion = _llm(deps, model).complete(
         [ChatMessage.user(f"Plan the research for: {run.question or run.subject}\nSubject: {run.subject}")],
         system=PLAN_SYSTEM, max_tokens=PLAN_TOKENS, temperature=0.0)
     _usage(run_id, completion.usage, 1, run=run, model=completion.model)
@@ -582,8 +622,10 @@ def _plan(deps: WorkflowDeps, run_id: str) -> list[Researcher]:
 
 def _research(deps: WorkflowDeps, run_id: str, researcher: Researcher, team_size: int) -> Finding | None:
     run = _load(run_id)
-    if run.cancel_requested or (run.token_cap and run.tokens_used >= run.token_cap):
-        _record(deps, run, researcher["id"], "error", "not started: the run is stopping")
+    check = _check_of(run)  # this researcher's own check, as it starts (checkpointed with its step)
+    if _stop_reason(check) is not None:
+        why = "a budget is used up" if check.get("budget") else "the run is stopping"
+        _record(deps, run, researcher["id"], "error", f"not started: {why}")
         return None
     _record(deps, run, researcher["id"], "in_progress", researcher["focus"][:120])
     tracing.current_span().set_attribute("insightmesh.research.researcher", researcher["id"])
@@ -593,13 +635,14 @@ def _research(deps: WorkflowDeps, run_id: str, researcher: Researcher, team_size
     tools, tool_context = _tools_of(deps, run, researcher)
     system = RESEARCHER_SYSTEM.format(subject=run.subject, title=researcher["title"], focus=researcher["focus"])
     try:
-        result = deps.tool_loop(deps.llm(), [ChatMessage.user(f"{researcher['focus']}\n\nSubject: {run.subject}")],
+        result = deps.tool_loop(_llm(deps, check.get("model", "")),
+                                [ChatMessage.user(f"{researcher['focus']}\n\nSubject: {run.subject}")],
                                 tools=tools, context=tool_context, system=system,
                                 max_steps=settings.RESEARCH_RESEARCHER_MAX_STEPS, max_tokens=budget)
     except Exception as error:  # shown on the board, then re-raised for the step's retry
         _record(deps, run, researcher["id"], "error", f"failed: {type(error).__name__}")
         raise
-    _usage(run_id, result.usage, int(result.steps), run=run)
+    _usage(run_id, result.usage, int(result.steps), run=run, model=check.get("model") or None)
     text = str(result.text)
     finding: Finding = {
         "id": researcher["id"], "title": researcher["title"],
@@ -649,11 +692,11 @@ def _findings_prompt(findings: Sequence[Finding]) -> tuple[list[SourceDict], str
 
 
 @_step_span("synthesis")
-def _synthesise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding]) -> str:
+def _synthesise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], model: str) -> str:
     run = _load(run_id)
     _record(deps, run, "synthesis", "in_progress")
     _sources, prompt = _findings_prompt(findings)
-    completion = deps.llm().complete(
+    completion = _llm(deps, model).complete(
         [ChatMessage.user(f"Write the profile of {run.subject} ({run.question}).\n\n{prompt}")],
         system=SYNTHESIS_SYSTEM, max_tokens=SYNTHESIS_TOKENS)
     _usage(run_id, completion.usage, 1, run=run, model=completion.model)
@@ -663,11 +706,11 @@ def _synthesise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding]) ->
 
 @_step_span("review")
 def _review(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft: str, revision: int,
-            max_revisions: int) -> dict[str, Any]:
+            max_revisions: int, model: str) -> dict[str, Any]:
     run = _load(run_id)
     _record(deps, run, "review", "in_progress", f"revision {revision}" if revision else "")
     sources, prompt = _findings_prompt(findings)
-    completion = deps.llm().complete(
+    completion = _llm(deps, model).complete(
         [ChatMessage.user(f"Subject: {run.subject}\n\n{prompt}\n\nThe profile to review:\n{draft}")],
         system=REVIEW_SYSTEM, max_tokens=REVIEW_TOKENS, temperature=0.0)
     _usage(run_id, completion.usage, 1, run=run, model=completion.model)
@@ -682,22 +725,22 @@ def _review(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft:
 
 
 def _review_step(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft: str, revision: int,
-                 max_revisions: int, _step: StepContext) -> dict[str, Any]:
-    return _review(deps, run_id, findings, draft, revision, max_revisions)
+                 max_revisions: int, model: str, _step: StepContext) -> dict[str, Any]:
+    return _review(deps, run_id, findings, draft, revision, max_revisions, model)
 
 
 def _revise_step(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft: str, issues: Sequence[str],
-                 revision: int, _step: StepContext) -> str:
-    return _revise(deps, run_id, findings, draft, issues, revision)
+                 revision: int, model: str, _step: StepContext) -> str:
+    return _revise(deps, run_id, findings, draft, issues, revision, model)
 
 
 @_step_span("revise")
 def _revise(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft: str, issues: Sequence[str],
-            revision: int) -> str:
+            revision: int, model: str) -> str:
     run = _load(run_id)
     _sources, prompt = _findings_prompt(findings)
     listed = "\n".join(f"- {issue}" for issue in issues) or "- (none listed)"
-    completion = deps.llm().complete(
+    completion = _llm(deps, model).complete(
         [ChatMessage.user(f"{prompt}\n\nThe profile:\n{draft}\n\nThe reviewer's issues:\n{listed}")],
         system=REVISE_SYSTEM, max_tokens=SYNTHESIS_TOKENS)
     _usage(run_id, completion.usage, 1, run=run, model=completion.model)
@@ -765,8 +808,15 @@ def _cancelled(deps: WorkflowDeps, run_id: str, stage: str) -> dict[str, Any]:
 def _capped(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft: str | None, stage: str,
             check: Check) -> dict[str, Any]:
     run = _load(run_id)
-    note = (f"Partial report: the run reached its token cap ({check['cap']:,} tokens; it used {check['tokens']:,}) "
-            f"before {stage}, so it stopped there.")
+    budget = check.get("budget", "")
+    if budget:  # a used-up budget, in the worker's refusal words
+        note = f"Partial report: {budget} The run stopped before {stage}."
+        nothing = f"Research on {run.subject} stopped before {stage}, with nothing to report yet: {budget}"
+    else:
+        note = (f"Partial report: the run reached its token cap ({check['cap']:,} tokens; it used "
+                f"{check['tokens']:,}) before {stage}, so it stopped there.")
+        nothing = (f"Research on {run.subject} stopped: it reached its token cap ({check['cap']:,} tokens) "
+                   "before it found anything to report.")
     document = _document(run, findings, draft, note)
     file_id: str | None = None
     if document.sections:
@@ -774,11 +824,14 @@ def _capped(deps: WorkflowDeps, run_id: str, findings: Sequence[Finding], draft:
         file_id = deps.deliver_report(channel_id=run.channel_id, thread_ts=run.thread_ts, document=document,
                                       filename=_filename(run.subject), summary=f"*{document.title}*\n{summary}")
     else:
-        deps.notify(run, "capped", f"Research on {run.subject} stopped: it reached its token cap "
-                                   f"({check['cap']:,} tokens) before it found anything to report.")
-    runs.finish(run_id, "capped", summary=note, report_file_id=file_id)
-    deps.board_for(run).close("Stopped at the token cap: " + ("the partial report is in this thread."
-                                                              if file_id else "nothing to report."))
+        deps.notify(run, "capped", nothing)
+    runs.finish(run_id, "capped", summary=note if file_id or not budget else nothing, report_file_id=file_id)
+    if budget:  # the board says why it stopped
+        deps.board_for(run).close(f"Stopped: {budget} " + ("The partial report is in this thread."
+                                                           if file_id else "Nothing to report yet."))
+    else:
+        deps.board_for(run).close("Stopped at the token cap: " + ("the partial report is in this thread."
+                                                                  if file_id else "nothing to report."))
     return {"run_id": run_id, "status": "capped", "report_file_id": file_id}
 
 
