@@ -114,6 +114,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     with contextlib.redirect_stdout(sys.stderr):  # the layer logs JSON lines to stdout, for CloudWatch
         where = "this environment" if args.here else _point_at_dev(args.port, getattr(args, "data_dir", None))
         from insightmesh.evaluation.cases import active_cases
+        from insightmesh.evaluation.job import counted
         from insightmesh.evaluation.run import evaluate
         from insightmesh.llm.factory import get_llm_client
 
@@ -121,10 +122,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         if not cases:
             raise CommandError("the evaluation set has no active case: add some with POST /api/eval-cases, "
                                "or give --cases FILE")
-        llm = get_llm_client()
-        judge_llm = get_llm_client(args.judge_model) if args.judge_model else llm
         source = f"cli:{cases_file.name}" if cases_file is not None else "cli"
         run_id = f"cli-{datetime.now(UTC).strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
+        # Counted as the nightly check's calls are (each written before the next: nothing to drain).
+        llm = counted(get_llm_client(), run_id, background=False)
+        judge_llm = counted(get_llm_client(args.judge_model), run_id, background=False) if args.judge_model else llm
         print(f"evaluating {len(cases)} case(s) on {where} with {llm.name} (run {run_id})", file=sys.stderr)
 
         def scored(result: dict[str, Any]) -> None:

@@ -52,8 +52,12 @@ def test_eval_prints_scores_and_exits_1_on_a_regression(cases_file: Path, model:
     summary = json.loads(capsys.readouterr().out)
     assert summary["totals"]["cites"] == 0.0 and [r["score"] for r in summary["regressed"]] == ["cites"]
     assert len(summary["results"]) == 3
-    # Recorded like the job's runs: each result under the run's id.
+    # Recorded like the job's runs: each result under the run's id, and its LLM calls under its agent.
     assert len(cases.run_results(summary["eval_run_id"])) == 3
+    from insightmesh.llm.usage import UsageCall
+
+    counted = list(UsageCall.query(f"request#{summary['eval_run_id']}"))
+    assert len(counted) == 6 and {(c.agent, c.user_id) for c in counted} == {("answer_quality_eval", None)}
 
 
 def test_a_bad_cases_file_is_a_usage_error(knowledge: dict[str, str], tmp_path: Path,

@@ -99,8 +99,8 @@ class AnswerQualityEval:
             context.step("read the results of the interrupted run")
             results = run_results(eval_run_id)
         done = {str(result.get("case_id")) for result in results}
-        llm = self.counted(get_llm_client(), context)
-        judge_llm = self.counted(get_llm_client(parameters.judge_model), context) if parameters.judge_model else llm
+        llm = counted(get_llm_client(), context.run_id)
+        judge_llm = counted(get_llm_client(parameters.judge_model), context.run_id) if parameters.judge_model else llm
         context.step("list the active cases")
         for case in active_cases(parameters.max_cases):
             if case.case_id in done:
@@ -130,19 +130,21 @@ class AnswerQualityEval:
             raise RegressionError(regression_message(report))
         return counts
 
-    @classmethod
-    def counted(cls, llm: LlmClient, context: JobContext) -> LlmClient:
-        """``llm`` with each completion counted under this job type, no user, this task run's id."""
-        from insightmesh.llm.recording import recording
-
-        return recording(llm, cls.name, None, request_id=context.run_id, background=True)
-
     @staticmethod
     def _counts(results: list[dict[str, Any]], *, complete: bool,
                 summary: dict[str, Any] | None = None) -> JobResult:
         failed = sum(1 for result in results if result.get("error"))
         return JobResult(processed=len(results), succeeded=len(results) - failed, failed=failed,
                          summary=summary or {}, complete=complete)
+
+
+def counted(llm: LlmClient, request_id: str, *, background: bool = True) -> LlmClient:
+    """``llm`` with each completion counted under the agent ``answer_quality_eval`` and the model
+    used, with no user, channel or workspace, and ``request_id`` (the task run's; the CLI's run id).
+    ``background``: the caller drains (:func:`insightmesh.llm.usage.drain_usage`)."""
+    from insightmesh.llm.recording import recording
+
+    return recording(llm, AnswerQualityEval.name, None, request_id=request_id, background=background)
 
 
 def emit_regressed(job_id: str, regressed: bool) -> None:
@@ -156,4 +158,4 @@ def emit_regressed(job_id: str, regressed: bool) -> None:
     sys.stdout.flush()
 
 
-__all__ = ["AnswerQualityEval", "AnswerQualityEvalParameters", "emit_regressed"]
+__all__ = ["AnswerQualityEval", "AnswerQualityEvalParameters", "counted", "emit_regressed"]
