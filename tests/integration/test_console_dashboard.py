@@ -157,11 +157,24 @@ def test_the_cost_per_agent_the_unpriced_models_and_each_budgets_state(
         BudgetItem(BUDGET_SUBJECT, budget_key(scope, value), scope=scope, value=value,  # type: ignore[arg-type]
                    limit_micros=int(limit * 1_000_000), period_kind="month", warn_at=0.5, version=1).save()
     browser = admin_browser(console)
+    api_calls: list[str] = []
+    real_call = browser.handler.app.api.call
+
+    def counted(method: str, path: str, **kwargs: Any) -> Any:
+        api_calls.append(path)
+        return real_call(method, path, **kwargs)
+
+    monkeypatch.setattr(browser.handler.app.api, "call", counted)
 
     pages: list[Any] = []
     calls = DYNAMO_CALLS.operations_during(lambda: pages.append(browser.request("GET", "/console/dashboard")))
     page = pages[0]
     forget_prices()
+    # The page's API calls: one each for the budgets and (with usage shown) the model prices, beyond
+    # the session, readiness, usage, queues, the four task-run lists and the knowledge summary.
+    assert sorted(api_calls) == sorted(["/auth/session", "/api/readiness", "/api/usage", "/api/models",
+                                        "/api/queues", *["/api/task-runs"] * 4, "/api/budgets",
+                                        "/api/knowledge/summary"])
 
     assert page.status == 200
     usage = section(page.body, "usage-title")
