@@ -38,10 +38,11 @@ except ``insightmesh.tracing_otel`` (the enabled path, imported lazily).
 
   *slack_ingress's bound is* :data:`ACK_FLUSH_SECONDS` *(0.3 s)*: its flush is on the ack Slack
   wants within 3 s, after a cold start that can take 1-2 s. Its two spans (the server span and the
-  SQS send) flush in p50 1.4-2.7 ms, max 18 ms on a busy machine to the loopback stand-in, 2-9 ms
-  on a container's first flush (a new connection; ``benchmarks/tracing_flush.py``): 0.3 s is 15x
-  the worst of those, room for TLS to a collector in another region, and a tenth of Slack's
-  budget. A collector that is down costs one ack 0.3 s, and the next ones nothing (0.01 ms).
+  SQS send) flush to the loopback stand-in in p50 1.4-1.6 ms, max 18-37 ms on a 2-CPU machine at
+  load 8-13, and a container's first flush (a new connection) in p50 1.8-3.3 ms, max 13 ms
+  (``benchmarks/tracing_flush.py``): 0.3 s is 8x the worst of those, leaves room for TLS to a
+  collector in another region, and is a tenth of Slack's budget. A collector that never answers
+  costs one ack 0.3 s, and the next ones 0.01 ms.
 
   *The alternative, by configuration only: the ADOT collector extension.* Add the AWS
   Distro for OpenTelemetry collector layer to the functions and set
