@@ -214,7 +214,8 @@ def current_trace_ids() -> tuple[str, str] | None:
 
 
 def flush(timeout_seconds: float = DEFAULT_FLUSH_SECONDS) -> None:
-    """Export the finished spans now, waiting at most ``timeout_seconds`` (Lambda freezes after return)."""
+    """Export the finished spans now, waiting at most ``timeout_seconds`` (Lambda freezes after
+    return) — not at all after a flush missed its bound, until an export is in time again."""
     if not enabled():
         return
     from insightmesh import tracing_otel
