@@ -6,6 +6,7 @@ error, not the run's."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -274,3 +275,30 @@ def test_a_runs_answer_and_judge_calls_are_counted_under_its_job_type_with_no_us
     for dimension in ("user", "workspace", "channel"):
         assert UsageIndex.count(f"index#{dimension}") == 0, dimension
     assert UsageIndex.get("index#agent", month).members == {"answer_quality_eval"}  # the report by agent lists it
+
+
+def test_with_the_usage_queue_a_runs_calls_are_sent_before_it_ends_and_the_aggregator_counts_them(
+        corpus: list[EvalCase], model: OpenAIStandin, jobs: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in the stack (``USAGE_QUEUE_URL`` on every function): one message per call, all sent when
+    the run returns, and the aggregator's counters for the job type and no user."""
+    from datetime import UTC, datetime
+
+    import boto3
+
+    from insightmesh.llm.usage import USAGE_QUEUE_VARIABLE, UsageCall, UsageIndex, UsageRecord, forget_indexed
+    from tests.integration.test_usage_aggregate import Context, handler, received
+
+    forget_indexed()
+    queue = boto3.client("sqs", region_name="us-east-1").create_queue(QueueName="usage-eval")["QueueUrl"]
+    monkeypatch.setenv(USAGE_QUEUE_VARIABLE, queue)
+    result = run_now(jobs, create_eval_job(jobs, max_cases=2).job_id)
+    assert result.status == "succeeded", result.error
+    records = received(queue)
+    assert len(records) == 4  # an answer and a judgement per case
+    assert {json.loads(r["body"])["call"]["request_id"] for r in records} == {result.run_id}
+    assert handler().lambda_handler({"Records": records}, Context()) == {"batchItemFailures": []}
+    month = datetime.now(UTC).strftime("%Y-%m")
+    assert int(UsageRecord.get("agent#answer_quality_eval", month, consistent_read=True).calls) == 4
+    assert int(UsageRecord.get("model#answer-model", month, consistent_read=True).calls) == 4
+    assert {call.user_id for call in UsageCall.query(f"request#{result.run_id}")} == {None}
+    assert UsageIndex.count("index#user") == 0
