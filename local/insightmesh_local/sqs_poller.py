@@ -6,6 +6,14 @@ then delete what succeeded. With ``ReportBatchItemFailures`` only the returned
 ``batchItemFailures`` stay on the queue; a function error or time-out leaves the whole batch.
 Messages left on the queue come back after the visibility timeout, and the queue's redrive
 policy moves them to the DLQ after ``maxReceiveCount`` receives (moto implements that part).
+
+FIFO order: SQS never hands out a message while an earlier one of its ``MessageGroupId`` is in
+flight (a thread's second question waits for the first's answer and saved memory). moto means to,
+but a long poll checks the in-flight groups only when it starts: a poller already waiting when a
+sibling receives a group's first message can still receive that group's next one. So the pollers
+of a queue also keep the groups they are invoking with in one :class:`_GroupGate`; a batch whose
+group another poller holds waits (holding its receipt: handing it back would count a receive
+toward the DLQ) until that invocation ends and its messages are deleted.
 """
 
 from __future__ import annotations
@@ -85,6 +93,38 @@ def _record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, A
     return record
 
 
+class _GroupGate:
+    """The FIFO message groups a queue's pollers are invoking with (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._held: set[str] = set()
+        self._changed = threading.Condition()
+
+    def enter(self, groups: set[str], stop: threading.Event) -> bool:
+        """Wait until no other poller holds any of ``groups``, then hold them; False on stop."""
+        with self._changed:
+            while self._held & groups:
+                if stop.is_set():
+                    return False
+                self._changed.wait(timeout=0.5)
+            self._held |= groups
+            return True
+
+    def leave(self, groups: set[str]) -> None:
+        with self._changed:
+            self._held -= groups
+            self._changed.notify_all()
+
+
+_GATES: dict[str, _GroupGate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _gate(queue_url: str) -> _GroupGate:
+    with _GATES_LOCK:
+        return _GATES.setdefault(queue_url, _GroupGate())
+
+
 class SqsPoller:
     def __init__(self, mapping: SqsMapping, functions: Functions, sqs: Any, region: str,
                  log: Callable[[str], None], stop: threading.Event, wait_seconds: int = 1) -> None:
@@ -97,6 +137,7 @@ class SqsPoller:
         self.wait_seconds = wait_seconds
         name = mapping.queue_arn.rsplit(":", 1)[-1]
         self.queue_url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
+        self.gate = _gate(self.queue_url)
         # One poller per concurrent invocation the mapping allows (ScalingConfig.MaximumConcurrency),
         # at most LOCAL_MAX_CONCURRENCY on one machine: the conversation worker takes one message
         # per invocation, so its concurrency is how many threads are answered at once.
@@ -144,6 +185,16 @@ class SqsPoller:
                 self.stop.wait(1.0)
 
     def process(self, batch: list[dict[str, Any]]) -> None:
+        groups = {str(message["Attributes"]["MessageGroupId"]) for message in batch
+                  if (message.get("Attributes") or {}).get("MessageGroupId")}
+        if not self.gate.enter(groups, self.stop):
+            return  # stopping: the batch becomes visible again after its visibility timeout
+        try:
+            self._invoke(batch)
+        finally:
+            self.gate.leave(groups)
+
+    def _invoke(self, batch: list[dict[str, Any]]) -> None:
         event = {"Records": [_record(message, self.mapping.queue_arn, self.region) for message in batch]}
         invocation = self.functions.invoke(self.mapping.function, event,
                                            trigger=f"sqs {self.mapping.queue_arn.rsplit(':', 1)[-1]} x{len(batch)}")
