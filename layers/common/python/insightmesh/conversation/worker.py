@@ -22,8 +22,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import httpx
-from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.exceptions import PynamoDBException
 from slack_sdk.errors import SlackApiError
 
 from insightmesh import tracing
@@ -44,7 +42,7 @@ from insightmesh.conversation.streaming import ReplyStream
 from insightmesh.conversation.thread_context import for_prompt
 from insightmesh.conversation.tool_access import research_tools, tool_context
 from insightmesh.directory.models import User
-from insightmesh.directory.permissions import Decision, agents_usable_by, evaluate, groups_of
+from insightmesh.directory.permissions import Decision, agents_usable_by, evaluate, groups_for_usage
 from insightmesh.directory.users import resolve_slack_user
 from insightmesh.llm import get_llm_client
 from insightmesh.llm.base import LlmClient, LlmError, TextSink
@@ -61,21 +59,12 @@ from insightmesh.slack.urls import is_slack_response_url
 logger = get_logger("conversation_worker")
 
 
-def user_groups(user_id: str) -> frozenset[str]:
-    """The groups a user's usage is also counted under (cached 30 s); none when unreadable."""
-    try:
-        return groups_of(user_id)
-    except (PynamoDBException, BotoCoreError, ClientError) as error:
-        logger.warning("usage recorded without groups: memberships unreadable", extra={"error": str(error)})
-        return frozenset()
-
-
 def recording_llm(llm: LlmClient, agent: str, user_id: str, request: ConversationRequest) -> RecordingLlm:
     """The client of one turn's LLM calls (the agent's and the thread summary's): each completion
     recorded by workspace, agent, user, the user's groups, channel, model and request id, in the
     background while the reply goes out (``process`` drains it)."""
     return recording(llm, agent, user_id, channel=request.channel_id, workspace=request.team_id,
-                     request_id=request.request_id, groups=user_groups, background=True)
+                     request_id=request.request_id, groups=groups_for_usage, background=True)
 
 
 def strip_mention(text: str, bot_user_id: str) -> str:

@@ -148,6 +148,16 @@ def groups_of(user_id: str) -> frozenset[str]:
     return _recent_groups.get_or_load(user_id, lambda: frozenset(_groups_of(user_id)))
 
 
+def groups_for_usage(user_id: str) -> frozenset[str]:
+    """:func:`groups_of` for counting usage (the worker's turns, a research run's steps): accounting
+    fails soft, so an unreadable membership table counts the call without groups, logged."""
+    try:
+        return groups_of(user_id)
+    except (PynamoDBException, BotoCoreError, ClientError) as error:
+        get_logger().warning("usage recorded without groups: memberships unreadable", extra={"error": str(error)})
+        return frozenset()
+
+
 def _static_decision(agent: Granted | None, user: User) -> Decision | None:
     """The decision that needs no grant (rules 1-3), or ``None`` if grants must be read."""
     if agent is None:

@@ -64,8 +64,6 @@ from aws_durable_execution_sdk_python.context import DurableContext
 from aws_durable_execution_sdk_python.exceptions import DurableOperationError
 from aws_durable_execution_sdk_python.retries import RetryStrategyConfig, create_retry_strategy
 from aws_durable_execution_sdk_python.types import StepContext
-from botocore.exceptions import BotoCoreError, ClientError
-from pynamodb.exceptions import PynamoDBException
 
 from insightmesh import tracing, tracing_messaging
 from insightmesh.agents.base import ReportDocument, ReportSection
@@ -455,15 +453,11 @@ def _usage(run_id: str, usage: Usage, calls: int, *, run: runs.ResearchRun, mode
     periods, with the cost). ``model``: the completion's; the configured model for a tool loop."""
     runs.add_usage(run_id, tokens=usage.total, llm_calls=calls)
     if run.user_id:
-        from insightmesh.directory.permissions import groups_of
+        from insightmesh.directory.permissions import groups_for_usage
         from insightmesh.llm.factory import load_llm_settings
         from insightmesh.llm.usage import record_usage  # never raises for a storage failure
 
-        try:
-            groups: frozenset[str] = groups_of(str(run.user_id))
-        except (PynamoDBException, BotoCoreError, ClientError) as error:
-            logger.warning("usage recorded without groups: memberships unreadable", extra={"error": str(error)})
-            groups = frozenset()
+        groups = groups_for_usage(str(run.user_id))
         record_usage(agent=AGENT, user_id=str(run.user_id), usage=usage,
                      model=model or load_llm_settings().model, channel=run.channel_id or None, groups=sorted(groups),
                      workspace=run.team_id or None, request_id=run_id)
